@@ -1,0 +1,243 @@
+"""Typed configuration for every stage of a study, loaded from YAML.
+
+Every model forbids unknown fields, so a typo fails before any work starts, and every error
+names the field's dotted path, the value given and what is allowed (see ``ConfigError``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BorderPolicy = Literal["ignore", "foreground", "background"]
+BORDER_POLICIES: tuple[str, ...] = ("ignore", "foreground", "background")
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names each bad field and value."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SynthConfig(StrictModel):
+    """Generate a synthetic dataset at ``data.root`` when it is missing."""
+
+    images: int = Field(200, ge=1)
+    size: int = Field(128, ge=32, le=2048)
+    seed: int = 0
+
+
+class DataConfig(StrictModel):
+    root: str = "data/synthetic-pets"
+    synthetic: SynthConfig | None = None
+    download: bool = False
+    image_size: int = Field(256, ge=16, le=2048)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = 0
+    error_budget: Fraction = 0.01
+    border_policy: BorderPolicy = "ignore"
+    limit: int | None = Field(None, ge=1, description="use at most this many images per split")
+
+
+class ScalingSection(StrictModel):
+    num_workers: int = Field(1, ge=0)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class ClassifierConfig(StrictModel):
+    backbone: str = "resnet50"
+    weights: str = Field("imagenet", description="none | imagenet | path to a checkpoint")
+    checkpoint: str | None = Field(None, description="a trained breed classifier to use as is")
+    epochs: int = Field(15, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    image_size: int = Field(256, ge=16, le=2048)
+    seed: int = 0
+    scaling: ScalingSection = ScalingSection()
+    storage: str = "results/classifier"
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        from wsss.models.backbones import check_backbone_name
+
+        return check_backbone_name(value)
+
+
+class LabelerSpec(StrictModel):
+    """One pseudo-mask generator of the study: a registered labeler and its parameters."""
+
+    name: str
+    id: str | None = Field(None, description="name of this mask set in the study; default: name")
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _validate_params(self) -> "LabelerSpec":
+        from wsss.labelers.registry import validate_params
+
+        self.params = validate_params(self.name, self.params)
+        if self.id is None:
+            self.id = self.name
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.id or self.name
+
+
+class PipelineConfig(StrictModel):
+    store: str = "stores/masks"
+    batch_size: int = Field(16, ge=1)
+    heatmap_actors: int | None = Field(None, ge=1, description="default: one per GPU, else 1")
+    cpu_tasks: int | None = Field(None, ge=1, description="default: the cluster's CPUs")
+    gallery_size: int = Field(8, ge=0)
+
+
+class ScheduleStep(StrictModel):
+    epochs: int = Field(ge=1)
+    labels: str
+
+
+class TrainConfig(StrictModel):
+    model: str = "deeplabv3"
+    weights: str = Field("imagenet", description="backbone weights: none | imagenet | path")
+    labels: str | list[ScheduleStep] = "gt"
+    threshold: Fraction | None = None
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(32, ge=1)
+    image_size: int = Field(256, ge=16, le=2048)
+    seed: int = 0
+    bf16: bool = True
+    max_failures: int = Field(2, ge=0)
+    scaling: ScalingSection = ScalingSection()
+    storage: str = "results/train"
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _schedule_matches_epochs(self) -> "TrainConfig":
+        if isinstance(self.labels, list):
+            total = sum(step.epochs for step in self.labels)
+            if total != self.epochs:
+                raise ValueError(
+                    f"labels schedule covers {total} epochs but epochs is {self.epochs}"
+                )
+        return self
+
+
+class SweepConfig(StrictModel):
+    space: dict[str, list[Any]] = Field(default_factory=dict)
+    mode: Literal["grid", "sample"] = "grid"
+    num_samples: int = Field(1, ge=1)
+    asha: bool = False
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    trial_cpus: float = Field(1.0, gt=0)
+    trial_gpus: float = Field(0.0, ge=0)
+    max_failures: int = Field(1, ge=0)
+    direct_eval: list[str] = Field(default_factory=list)
+    storage: str = "results/sweep"
+
+
+class TrackingConfig(StrictModel):
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    artifact_location: str = "mlflow/artifacts"
+    experiment: str = "wsss"
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_file_store(cls, value: str) -> str:
+        if value.startswith("file:") or (value and "://" not in value):
+            raise ValueError(
+                "the file store is refused by MLflow 3; use sqlite:///path/to/mlflow.db "
+                "or an http(s):// tracking server"
+            )
+        return value
+
+
+class StudyConfig(StrictModel):
+    """A whole study: data, classifier, pseudo-mask generators, training, sweep, tracking."""
+
+    name: str = "study"
+    weights_policy: Literal["pretrained", "random"] = Field(
+        "pretrained", description="'random' allows random-init models (smoke runs and tests)"
+    )
+    data: DataConfig = DataConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    labelers: list[LabelerSpec] = Field(default_factory=list)
+    pipeline: PipelineConfig = PipelineConfig()
+    train: TrainConfig = TrainConfig()
+    sweep: SweepConfig = SweepConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _unique_labeler_ids(self) -> "StudyConfig":
+        seen: set[str] = set()
+        for spec in self.labelers:
+            if spec.key in seen:
+                raise ValueError(f"two labelers share the id {spec.key!r}; give one an 'id'")
+            seen.add(spec.key)
+        return self
+
+    def labeler(self, key: str) -> LabelerSpec:
+        """The labeler spec with this id; the error lists the configured ids."""
+        for spec in self.labelers:
+            if spec.key == key:
+                return spec
+        known = ", ".join(spec.key for spec in self.labelers) or "none"
+        raise ConfigError(f"no labeler with id {key!r} in this config (configured: {known})")
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per problem: dotted field path, the value given, and what is allowed."""
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see `wsss config show` for the fields)"
+        lines.append(f"  {path}: {message} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> StudyConfig:
+    """Validate a mapping as a StudyConfig, raising ConfigError with readable messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read a YAML study config; ``overrides`` maps dotted paths to values (``train.epochs``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    for dotted, value in (overrides or {}).items():
+        set_dotted(data, dotted, value)
+    return parse_config(data, str(path))
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data['a']['b'] = value`` for ``dotted == 'a.b'``, creating mappings on the way."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a mapping")
+    node[leaf] = value

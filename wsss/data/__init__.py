@@ -1,0 +1,1 @@
+"""Datasets: the Oxford-IIIT Pet index, robust decoding, and the synthetic pets generator."""

@@ -1,0 +1,95 @@
+"""``wsss data check``: decode every image and trimap of a root and report what is wrong."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from wsss.data.decode import DecodeError, decode_image, read_trimap
+from wsss.data.pets import DatasetIndex, Record
+from wsss.data.quarantine import Quarantine
+
+VALID_TRIMAP_VALUES = {1, 2, 3}
+
+
+def inspect_record(record: Record) -> str | None:
+    """None when the image and its trimap are usable, else the reason they are not."""
+    try:
+        image = decode_image(record.image_path)
+    except DecodeError as error:
+        return error.reason
+    if record.trimap_path is None:
+        return None  # reported under missing_trimaps, the image itself is fine
+    try:
+        trimap = read_trimap(record.trimap_path)
+    except DecodeError as error:
+        return error.reason
+    if trimap.shape != image.shape[:2]:
+        return f"trimap size {trimap.shape[::-1]} differs from image size {image.shape[1::-1]}"
+    extra = set(np.unique(trimap).tolist()) - VALID_TRIMAP_VALUES
+    if extra:
+        return f"trimap has values {sorted(extra)} outside 1 (pet), 2 (background), 3 (border)"
+    return None
+
+
+def decode_all(records: list[Record], workers: int = 4, progress: bool = False) -> Quarantine:
+    """Decode every record (threads: PIL releases the GIL) and quarantine the failures."""
+    quarantine = Quarantine()
+    step = max(1, len(records) // 10)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, (record, reason) in enumerate(
+            zip(records, pool.map(inspect_record, records)), start=1
+        ):
+            if reason is not None:
+                quarantine.add(record.image_id, reason)
+            if progress and (done % step == 0 or done == len(records)):
+                print(f"checked {done}/{len(records)} images", file=sys.stderr, flush=True)
+    return quarantine
+
+
+def check_report(dataset: DatasetIndex, error_budget: float, progress: bool = False) -> dict:
+    """The check report: counts, quarantine with reasons, missing annotations, and a verdict."""
+    quarantine = Quarantine(list(dataset.quarantine.entries))
+    quarantine.extend(decode_all(dataset.records, progress=progress))
+    bad = quarantine.ids()
+    usable = [r for r in dataset.records if r.image_id not in bad]
+    total = len(dataset.records) + len(dataset.quarantine)
+    allowed = quarantine.allowed(total, error_budget)
+    splits = Counter(r.split for r in usable)
+    problems = []
+    if len(quarantine) > allowed:
+        problems.append(f"{len(quarantine)} quarantined images exceed the error budget of {allowed}")
+    if len(dataset.missing_trimaps) > allowed:
+        problems.append(f"{len(dataset.missing_trimaps)} missing trimaps exceed the budget of {allowed}")
+    problems += [f"no usable images in split {name}" for name in ("train", "val", "test") if not splits[name]]
+    return {
+        "root": dataset.root,
+        "splits": {name: splits.get(name, 0) for name in ("train", "val", "test")},
+        "breeds": dict(sorted(Counter(r.breed for r in usable).items())),
+        "quarantine": quarantine.entries,
+        "missing_trimaps": sorted(dataset.missing_trimaps),
+        "missing_boxes": sorted(dataset.missing_boxes),
+        "error_budget": {"fraction": error_budget, "allowed": allowed},
+        "usable": not problems,
+        "problems": problems,
+    }
+
+
+def format_report(report: dict) -> str:
+    """Human-readable form of ``check_report``."""
+    lines = [f"root: {report['root']}"]
+    lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
+    lines.append(f"breeds: {len(report['breeds'])} ("
+                 + ", ".join(f"{k} {v}" for k, v in report["breeds"].items()) + ")")
+    lines.append(f"quarantined: {len(report['quarantine'])} "
+                 f"(budget {report['error_budget']['allowed']})")
+    lines += [f"  {entry['image_id']}: {entry['reason']}" for entry in report["quarantine"]]
+    lines.append(f"missing trimaps: {len(report['missing_trimaps'])}"
+                 + (f" ({', '.join(report['missing_trimaps'][:20])})" if report["missing_trimaps"] else ""))
+    lines.append(f"missing head boxes: {len(report['missing_boxes'])} (the study does not use them)")
+    lines.append("verdict: usable" if report["usable"] else "verdict: NOT usable")
+    lines += [f"  {problem}" for problem in report["problems"]]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Pseudo-mask generators; see ``registry`` for the names."""

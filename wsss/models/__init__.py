@@ -1,0 +1,1 @@
+"""Models: breed classifiers (the source of CAMs) and segmentation networks."""
