@@ -1,0 +1,129 @@
+"""Decode once: records -> fixed-size arrays, cached on disk and reused by every stage and trial.
+
+Images are resized to ``size`` x ``size`` (area interpolation when shrinking, bilinear when
+growing); trimaps with nearest neighbour only. Files that fail to decode are quarantined,
+never dropped silently, and the caller decides whether the error budget holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wsss.data.decode import DecodeError, decode_image, read_trimap
+from wsss.data.pets import Record
+from wsss.data.quarantine import Quarantine
+
+NO_TRIMAP = 0  # trimap value for images without one: matches none of 1, 2, 3 -> ignored
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    if image.shape[:2] == (size, size):
+        return image
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label mask to ``size`` (int: square; tuple: (H, W))."""
+    import cv2
+
+    height, width = (size, size) if isinstance(size, int) else size
+    if mask.shape[:2] == (height, width):
+        return mask
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+@dataclass
+class SplitArrays:
+    """Decoded, resized images of some records, in record order (quarantined ones left out)."""
+
+    images: np.ndarray  # N x S x S x 3 uint8
+    trimaps: np.ndarray  # N x S x S uint8 (0 where the record has no trimap)
+    labels: np.ndarray  # N int64
+    image_ids: list[str]
+    quarantine: Quarantine = field(default_factory=Quarantine)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def _decode_one(record: Record, size: int) -> tuple[np.ndarray, np.ndarray] | str:
+    try:
+        image = resize_image(decode_image(record.image_path), size)
+        if record.trimap_path is None:
+            trimap = np.full((size, size), NO_TRIMAP, np.uint8)
+        else:
+            trimap = resize_mask(read_trimap(record.trimap_path), size)
+    except DecodeError as error:
+        return error.reason
+    return image, trimap
+
+
+def cache_key(records: list[Record], size: int) -> str:
+    digest = hashlib.sha256(f"size={size}\n".encode())
+    for record in records:
+        digest.update(f"{record.image_id}|{record.image_path}|{record.label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def decode_records(records: list[Record], size: int, workers: int | None = None,
+                   progress: bool = False) -> SplitArrays:
+    """Decode and resize every record with a thread pool (cv2 and PIL release the GIL)."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    images, trimaps, labels, ids, quarantine = [], [], [], [], Quarantine()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda r: _decode_one(r, size), records)
+        for done, (record, result) in enumerate(zip(records, results), start=1):
+            if isinstance(result, str):
+                quarantine.add(record.image_id, result)
+            else:
+                images.append(result[0])
+                trimaps.append(result[1])
+                labels.append(record.label)
+                ids.append(record.image_id)
+            if progress and done % max(1, len(records) // 10) == 0:
+                print(f"decoded {done}/{len(records)} images", file=sys.stderr, flush=True)
+    empty = (0, size, size)
+    return SplitArrays(
+        images=np.stack(images) if images else np.zeros(empty + (3,), np.uint8),
+        trimaps=np.stack(trimaps) if trimaps else np.zeros(empty, np.uint8),
+        labels=np.asarray(labels, dtype=np.int64),
+        image_ids=ids,
+        quarantine=quarantine,
+    )
+
+
+def load_arrays(records: list[Record], size: int, cache_dir: str | os.PathLike | None = None,
+                progress: bool = False) -> SplitArrays:
+    """``decode_records``, cached as one .npz per (records, size) under ``cache_dir``."""
+    if cache_dir is None:
+        return decode_records(records, size, progress=progress)
+    path = Path(cache_dir) / f"decoded-{cache_key(records, size)}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            quarantine = Quarantine(
+                [{"image_id": i, "reason": r} for i, r in zip(data["q_ids"], data["q_reasons"])]
+            )
+            return SplitArrays(data["images"], data["trimaps"], data["labels"],
+                               [str(i) for i in data["image_ids"]], quarantine)
+    arrays = decode_records(records, size, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(
+        temporary, images=arrays.images, trimaps=arrays.trimaps, labels=arrays.labels,
+        image_ids=np.asarray(arrays.image_ids, dtype=str),
+        q_ids=np.asarray([e["image_id"] for e in arrays.quarantine.entries], dtype=str),
+        q_reasons=np.asarray([e["reason"] for e in arrays.quarantine.entries], dtype=str),
+    )
+    os.replace(temporary, path)
+    return arrays

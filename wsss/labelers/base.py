@@ -1,0 +1,188 @@
+"""The labeler interface: a batch of images and breed labels in, pseudo-masks out.
+
+A labeler is called with the batch dict that Ray Data's ``map_batches`` passes (numpy arrays
+keyed by column) and returns a dict of new columns. Keys it reads:
+
+- ``image``: N x H x W x 3 uint8 RGB; ``label``: N int (breed 0..36); ``image_id``: N str;
+- ``heatmap``: N x H x W float in [0, 1], for labelers built on a CAM (``needs_heatmap``).
+
+Keys it returns: ``mask`` (N x H x W uint8: 0 background, 1 foreground, 255 ignore) and
+whatever it made on the way (``heatmap``, ``box``, ``prompts``).
+
+Labelers never see ground truth: ``__call__`` hands ``label_batch`` a copy of the batch that
+holds only the keys in ``INPUT_KEYS``; trimaps, head boxes and anything else are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE = 0, 1, 255
+INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "image_id", "heatmap"})
+NO_BOX = np.array([-1, -1, -1, -1], dtype=np.int32)
+
+
+class LabelerParams(BaseModel):
+    """Base of every labeler's parameter model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ThresholdParams(LabelerParams):
+    """Cut a heatmap into a mask: ``>= threshold``, or a band with an ignore zone."""
+
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    band: tuple[float, float] | None = Field(
+        None, description="(t_lo, t_hi): >= t_hi foreground, < t_lo background, 255 between"
+    )
+
+    @model_validator(mode="after")
+    def _ordered_band(self) -> "ThresholdParams":
+        if self.band is not None:
+            lo, hi = self.band
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ValueError(f"band must satisfy 0 <= t_lo <= t_hi <= 1, got {self.band}")
+        return self
+
+
+class HeatmapRef(LabelerParams):
+    """Which heatmap a CAM-based labeler builds on."""
+
+    method: Literal["cam", "gradcam", "gradcampp"] = "gradcam"
+    target: Literal["labelled", "predicted"] = "labelled"
+
+    def key(self) -> str:
+        return f"{self.method}-{self.target}"
+
+
+@dataclass(frozen=True)
+class LabelerContext:
+    """What a labeler may load besides its params: weights and the device to run on."""
+
+    classifier_checkpoint: str | None = None  # trained breed classifier (for every CAM)
+    models_dir: str = "models"  # where SAM2 checkpoints are looked for
+    device: str = "cpu"
+    allow_random_weights: bool = False  # only when a config says weights_policy: random
+    seed: int = 0
+
+
+def apply_threshold(heatmap: np.ndarray, params: ThresholdParams) -> np.ndarray:
+    """Heatmap(s) in [0, 1] -> uint8 mask(s) {0, 1} or {0, 1, 255} with a band."""
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if params.band is None:
+        return (heatmap >= params.threshold).astype(np.uint8)
+    lo, hi = params.band
+    mask = np.full(heatmap.shape, MASK_IGNORE, dtype=np.uint8)
+    mask[heatmap >= hi] = MASK_FOREGROUND
+    mask[heatmap < lo] = MASK_BACKGROUND
+    return mask
+
+
+def stable_hash(payload: Any, length: int = 12) -> str:
+    """Short sha256 of a JSON-serialisable payload (sorted keys)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def file_hash(path: str | None, length: int = 12) -> str:
+    """Short sha256 of a file's bytes ('none' for no file)."""
+    if path is None:
+        return "none"
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+class Labeler(ABC):
+    """Base class: subclasses set ``name``, ``description``, ``Params`` and ``label_batch``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type[LabelerParams]] = LabelerParams
+    # Which pipeline stage runs it: "heatmap" (model actor), "cpu" (tasks), "sam2" (actor).
+    stage: ClassVar[str] = "cpu"
+
+    def __init__(self, params: dict | LabelerParams | None = None,
+                 context: LabelerContext | None = None):
+        if isinstance(params, LabelerParams):
+            params = params.model_dump()
+        self.params = self.Params.model_validate(params or {})
+        self.context = context or LabelerContext()
+        self._heatmap_source: "Labeler | None" = None
+
+    # -- what a subclass provides ------------------------------------------------------------
+
+    @abstractmethod
+    def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Masks (and by-products) for a batch holding only INPUT_KEYS."""
+
+    def heatmap_ref(self) -> HeatmapRef | None:
+        """The heatmap this labeler builds on, or None when it needs none."""
+        ref = getattr(self.params, "heatmap", None)
+        return ref if isinstance(ref, HeatmapRef) else None
+
+    def weights_id(self) -> str:
+        """Identity of the weights the labeler uses (a hash); '' when it uses none."""
+        return ""
+
+    # -- shared behaviour --------------------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """Hash of name, params and weights: equal fingerprints give identical masks."""
+        upstream = self.heatmap_source().fingerprint() if self.heatmap_ref() else ""
+        return stable_hash(
+            {"name": self.name, "params": self.params.model_dump(mode="json"),
+             "weights": self.weights_id(), "heatmap": upstream}
+        )
+
+    def heatmap_source(self) -> "Labeler":
+        """The heatmap labeler for ``heatmap_ref()``, built once (used when called standalone)."""
+        if self._heatmap_source is None:
+            from wsss.labelers.registry import get_labeler_class
+
+            ref = self.heatmap_ref()
+            if ref is None:
+                raise RuntimeError(f"labeler {self.name!r} builds on no heatmap")
+            cls = get_labeler_class(ref.method)
+            self._heatmap_source = cls({"target": ref.target}, self.context)
+        return self._heatmap_source
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        visible = {key: batch[key] for key in INPUT_KEYS if key in batch}
+        if self.heatmap_ref() is not None and "heatmap" not in visible:
+            visible["heatmap"] = self.heatmap_source()(visible)["heatmap"]
+        output = self.label_batch(visible)
+        check_masks(output.get("mask"), visible["image"], self.name)
+        return output
+
+    def close(self) -> None:
+        """Release models and hooks (called once per worker at the end)."""
+        if self._heatmap_source is not None:
+            self._heatmap_source.close()
+
+    def __enter__(self) -> "Labeler":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def check_masks(masks: np.ndarray | None, images: np.ndarray, name: str) -> None:
+    """Raise when a labeler's masks are not N x H x W uint8 with values in {0, 1, 255}."""
+    if masks is None:
+        raise ValueError(f"labeler {name!r} returned no 'mask'")
+    expected = tuple(images.shape[:3])
+    if masks.shape != expected or masks.dtype != np.uint8:
+        raise ValueError(f"labeler {name!r}: masks {masks.shape} {masks.dtype}, expected {expected} uint8")
+    extra = set(np.unique(masks).tolist()) - {MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE}
+    if extra:
+        raise ValueError(f"labeler {name!r}: mask values {sorted(extra)} outside {{0, 1, 255}}")

@@ -1,0 +1,148 @@
+"""Breed classifiers (37 classes), the source of every CAM: build, save, load.
+
+Backbones come from torchvision (``resnet50``, ``resnet101``, ``densenet121``, ...) or timm
+(``timm/<name>``). Weights: ``none`` (random init), ``imagenet`` (torchvision's or timm's
+ImageNet weights from the local cache, downloaded only when online), or a path to a
+checkpoint written by ``save_classifier``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsss.data.breeds import NUM_BREEDS
+from wsss.models.backbones import BACKBONES, TIMM_PREFIX, BackboneSpec, check_backbone_name
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+CHECKPOINT_FORMAT = "wsss-classifier-v1"
+
+
+class WeightsMissingError(FileNotFoundError):
+    """Pretrained weights are not on this machine; the message says what to fetch and where."""
+
+
+def to_input_tensor(images: np.ndarray, device: str = "cpu"):
+    """N x H x W x 3 uint8 -> N x 3 x H x W float32, ImageNet-normalised, on ``device``."""
+    import torch
+
+    tensor = torch.as_tensor(np.ascontiguousarray(images), device=device)
+    tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.as_tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.as_tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (tensor - mean) / std
+
+
+def get_module(model: Any, dotted: str) -> Any:
+    """``model.layer4`` for ``"layer4"``, ``model.features[-1]`` style paths too."""
+    module = model
+    for part in dotted.split("."):
+        module = module[int(part)] if part.lstrip("-").isdigit() else getattr(module, part)
+    return module
+
+
+def backbone_spec(model: Any, backbone: str) -> BackboneSpec:
+    """Target layer and head of a built model (timm models report their own head)."""
+    if backbone.startswith(TIMM_PREFIX):
+        head = model.default_cfg.get("classifier", "fc") if hasattr(model, "default_cfg") else "fc"
+        return BackboneSpec(target_layer=_timm_last_stage(model), head=head)
+    return BACKBONES[backbone]
+
+
+def _timm_last_stage(model: Any) -> str:
+    info = getattr(model, "feature_info", None)
+    if info is not None:
+        return info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
+    raise ValueError("cannot find the last feature stage of this timm model")
+
+
+def _torchvision_weights(backbone: str) -> Any:
+    from torchvision.models import get_model_weights
+
+    return get_model_weights(backbone).DEFAULT
+
+
+def _missing_imagenet_message(backbone: str) -> str:
+    try:
+        weights = _torchvision_weights(backbone)
+        url = weights.url
+    except Exception:  # noqa: BLE001 - timm or unknown: point at the hub
+        url = f"the Hugging Face hub (timm/{backbone})"
+    from torch.hub import get_dir
+
+    return (f"ImageNet weights for {backbone} are not in the local cache and this machine is "
+            f"offline. Fetch {url} into {get_dir()}/checkpoints/ (torch hub cache), or set "
+            f"weights: none (random init, needs weights_policy: random) or weights: <checkpoint>.")
+
+
+def build_classifier(backbone: str, weights: str = "none", num_classes: int = NUM_BREEDS):
+    """A ``num_classes``-way classifier; ``weights``: none | imagenet | checkpoint path."""
+    check_backbone_name(backbone)
+    if weights not in ("none", "imagenet"):
+        model, _ = load_classifier(weights)
+        return model
+    try:
+        if backbone.startswith(TIMM_PREFIX):
+            import timm
+
+            return timm.create_model(backbone[len(TIMM_PREFIX):], pretrained=weights == "imagenet",
+                                     num_classes=num_classes)
+        return _build_torchvision(backbone, weights, num_classes)
+    except (OSError, RuntimeError) as error:
+        if weights == "imagenet" and _looks_offline(error):
+            raise WeightsMissingError(_missing_imagenet_message(backbone)) from error
+        raise
+
+
+def _looks_offline(error: Exception) -> bool:
+    text = str(error).lower()
+    return any(k in text for k in ("urlopen", "connection", "resolve", "network", "hub", "offline"))
+
+
+def _build_torchvision(backbone: str, weights: str, num_classes: int):
+    import torch.nn as nn
+    from torchvision.models import get_model
+
+    model = get_model(backbone, weights=_torchvision_weights(backbone) if weights == "imagenet" else None)
+    head_name = BACKBONES[backbone].head
+    head = get_module(model, head_name)
+    setattr(model, head_name, nn.Linear(head.in_features, num_classes))
+    return model
+
+
+def save_classifier(model: Any, path: str | os.PathLike, backbone: str, **meta: Any) -> None:
+    """Write a checkpoint ``load_classifier`` reads back (atomically: temp file, then rename)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = getattr(model, "module", model)  # unwrap DDP
+    payload = {"format": CHECKPOINT_FORMAT, "backbone": backbone,
+               "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+               "num_classes": NUM_BREEDS, "meta": meta}
+    temporary = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def load_classifier(path: str | os.PathLike, device: str = "cpu"):
+    """(model in eval mode on ``device``, checkpoint metadata) from ``save_classifier``'s file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsMissingError(
+            f"classifier checkpoint {path} not found; train one with `wsss classify --config C` "
+            f"(it writes the checkpoint and prints its path), or set classifier.checkpoint to an "
+            f"existing file")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a wsss classifier checkpoint")
+    model = build_classifier(payload["backbone"], "none", payload["num_classes"])
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return model, {"backbone": payload["backbone"], **payload.get("meta", {})}
