@@ -119,12 +119,21 @@ def assign_val(trainval: list[tuple[str, int]], fraction: float, seed: int) -> s
     by_label: dict[int, list[str]] = defaultdict(list)
     for image_id, label in trainval:
         by_label[label].append(image_id)
+    labels = sorted(by_label)
+    # Largest-remainder allocation: each breed gets floor(fraction * n) and the leftover goes to
+    # the breeds with the largest remainders, so tiny sets still get round(fraction * total).
+    exact = {label: fraction * len(by_label[label]) for label in labels}
+    counts = {label: int(np.floor(exact[label])) for label in labels}
+    leftover = int(round(fraction * len(trainval))) - sum(counts.values())
+    tie_break = np.random.default_rng([seed, 1_000_003]).permutation(len(labels))
+    ranked = sorted(labels, key=lambda label: (-(exact[label] - counts[label]), tie_break[labels.index(label)]))
+    for label in ranked[:max(leftover, 0)]:
+        counts[label] += 1
     val: set[str] = set()
-    for label, ids in sorted(by_label.items()):
-        ids.sort()
+    for label in labels:
+        ids = sorted(by_label[label])
         order = np.random.default_rng([seed, label]).permutation(len(ids))
-        count = int(round(fraction * len(ids)))
-        val.update(ids[i] for i in order[:count])
+        val.update(ids[i] for i in order[:counts[label]])
     return val
 
 
