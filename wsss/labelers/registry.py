@@ -13,7 +13,16 @@ from pydantic import ValidationError
 
 _REGISTRY: dict[str, type] = {}
 # Modules that define labelers; imported once, on the first registry lookup.
-LABELER_MODULES: tuple[str, ...] = ()
+LABELER_MODULES: tuple[str, ...] = (
+    "wsss.labelers.cam",
+    "wsss.labelers.gradcam",
+    "wsss.labelers.gradcampp",
+    "wsss.labelers.box",
+    "wsss.labelers.grabcut",
+    "wsss.labelers.mix",
+    "wsss.labelers.baselines",
+    "wsss.labelers.sam2",
+)
 _loaded = False
 
 

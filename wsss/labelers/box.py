@@ -1,0 +1,63 @@
+"""The raw box as a pseudo-mask: the bounding box of the thresholded CAM, filled (Table 3, row 1).
+
+The box is taken over ``heatmap >= threshold`` (a band has no meaning for a box and is
+refused): the bounding box of its largest 8-connected component (``component: largest``,
+the default) or of every foreground pixel (``component: all``). Mask: 1 inside the box,
+0 outside. When nothing passes the threshold there is no box (``box`` = -1 x 4) and the mask
+follows ``empty``: all background (default) or all ignore (255).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from wsss.labelers.base import MASK_IGNORE, HeatmapRef, Labeler, ThresholdParams
+from wsss.labelers.geometry import Component, box_masks, boxes_from_heatmaps
+from wsss.labelers.registry import register
+
+
+class BoxParams(ThresholdParams):
+    """A box from a thresholded heatmap; shared by every box-based labeler."""
+
+    heatmap: HeatmapRef = HeatmapRef()
+    component: Component = Field("largest", description="box of the largest component, or of all")
+    empty: Literal["background", "ignore"] = Field(
+        "background", description="mask when the thresholded heatmap is empty (no box)")
+
+    @model_validator(mode="after")
+    def _no_band(self) -> "BoxParams":
+        if self.band is not None:
+            raise ValueError(f"band {self.band}: box labelers cut heatmap >= threshold; "
+                             "set threshold instead")
+        return self
+
+
+def apply_empty_policy(masks: np.ndarray, boxes: np.ndarray, empty: str) -> np.ndarray:
+    """Set the masks of images without a box to all ignore when ``empty == 'ignore'``."""
+    if empty == "ignore":
+        masks[boxes[:, 0] < 0] = MASK_IGNORE
+    return masks
+
+
+@register
+class BoxLabeler(Labeler):
+    name = "box"
+    description = "raw box: bounding box of the thresholded CAM, filled as the mask"
+    Params = BoxParams
+    stage = "cpu"
+
+    def boxes(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """N x 4 int32 boxes (x0, y0, x1, y1; exclusive ends; -1 when empty) of the heatmaps."""
+        heatmaps, images = batch["heatmap"], batch["image"]
+        if heatmaps.shape != images.shape[:3]:
+            raise ValueError(f"labeler {self.name!r}: heatmap {heatmaps.shape} does not match "
+                             f"images {images.shape[:3]}")
+        return boxes_from_heatmaps(heatmaps, self.params.threshold, self.params.component)
+
+    def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        boxes = self.boxes(batch)
+        masks = box_masks(batch["heatmap"].shape, boxes)
+        return {"mask": apply_empty_policy(masks, boxes, self.params.empty), "box": boxes}

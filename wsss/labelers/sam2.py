@@ -1,0 +1,227 @@
+"""SAM2 pseudo-masks from prompts: the image centre, Grad-CAM peaks, or a CAM box.
+
+The study (Table 4) prompts SAM2 hiera small, not fine-tuned, with one point at the image
+centre and keeps the largest of the multimask outputs; CAM peaks as prompts do worse. We add a
+CAM bounding-box prompt, negative points at CAM minima and selection by predicted IoU.
+
+The three labelers share one ``Sam2Engine`` per process when their model, checkpoint and device
+agree, so one image embedding serves every prompt kind (``label_with_shared_embedding``).
+Outputs: ``mask`` N x H x W uint8 {0, 1}; ``prompts`` N x K x 3 float32 [x, y, label] (label 1
+positive, 0 negative; rows of -1 pad); the box labeler adds ``box`` N x 4 int32 [x0, y0, x1, y1]
+(pixel edges, end exclusive; -1s where the heatmap gave no box and the centre point was used).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from wsss.labelers.base import INPUT_KEYS, NO_BOX, HeatmapRef, Labeler, LabelerParams
+from wsss.labelers.registry import register
+from wsss.labelers.sam2_engine import EngineKey, Sam2Engine, checkpoint_hash, get_engine, resolve_checkpoint
+
+POSITIVE, NEGATIVE, PADDING = 1.0, 0.0, -1.0
+
+
+class Sam2Params(LabelerParams):
+    model: Literal["tiny", "small", "base_plus", "large"] = "small"
+    checkpoint: str | None = Field(None, description="default: <models_dir>/sam2.1_hiera_<model>.pt")
+    output: Literal["single", "multimask"] = "multimask"
+    select: Literal["largest", "score"] = Field(
+        "largest", description="of the multimask outputs: the largest, or the highest predicted IoU")
+
+
+class Sam2PeaksParams(Sam2Params):
+    heatmap: HeatmapRef = HeatmapRef()
+    points: int = Field(3, ge=1, description="positive points at the heatmap's highest peaks")
+    min_distance: int = Field(32, ge=0, description="pixels between two points of one kind")
+    negative_points: int = Field(0, ge=0, description="negative points at the heatmap's minima")
+
+
+class Sam2BoxParams(Sam2Params):
+    heatmap: HeatmapRef = HeatmapRef()
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="box of the largest blob >= this")
+
+
+# -- prompt geometry -------------------------------------------------------------------------
+
+
+def spread_peaks(heatmap: np.ndarray, count: int, min_distance: int) -> np.ndarray:
+    """Up to ``count`` local maxima, highest first, pairwise >= ``min_distance`` px apart.
+
+    Returns P x 2 [x, y] pixel centres (index + 0.5). Plateaus at the global minimum are no
+    peaks; a constant heatmap (or one without maxima) still gives its global maximum.
+    """
+    import cv2
+
+    values = np.asarray(heatmap, dtype=np.float32)
+    local_max = values >= cv2.dilate(values, np.ones((3, 3), np.uint8))
+    candidates = np.where(local_max & (values > values.min()), values, -np.inf)
+    rows, cols = np.mgrid[: values.shape[0], : values.shape[1]]
+    chosen: list[tuple[int, int]] = []
+    while len(chosen) < count and np.isfinite(candidates).any():
+        row, col = np.unravel_index(int(np.argmax(candidates)), candidates.shape)
+        chosen.append((int(row), int(col)))
+        near = (rows - row) ** 2 + (cols - col) ** 2 < min_distance ** 2
+        candidates[near] = -np.inf
+        candidates[row, col] = -np.inf
+    if not chosen:
+        chosen.append(np.unravel_index(int(np.argmax(values)), values.shape))
+    return np.array([(col + 0.5, row + 0.5) for row, col in chosen], dtype=np.float32)
+
+
+def spread_minima(heatmap: np.ndarray, count: int, min_distance: int) -> np.ndarray:
+    """Up to ``count`` points at the lowest heatmap values, pairwise >= ``min_distance`` apart."""
+    return spread_peaks(-np.asarray(heatmap, dtype=np.float32), count, min_distance)
+
+
+def centre_point(height: int, width: int) -> np.ndarray:
+    return np.array([[width / 2.0, height / 2.0, POSITIVE]], dtype=np.float32)
+
+
+def pad_prompts(prompts: list[np.ndarray], rows: int) -> np.ndarray:
+    """Stack per-image K_i x 3 prompts into N x rows x 3, padding with -1."""
+    out = np.full((len(prompts), rows, 3), PADDING, dtype=np.float32)
+    for index, points in enumerate(prompts):
+        out[index, : len(points)] = points
+    return out
+
+
+# -- labelers --------------------------------------------------------------------------------
+
+
+class Sam2Labeler(Labeler):
+    """Base: subclasses say which prompts each image gets; the base decodes and picks a mask."""
+
+    Params = Sam2Params
+    stage: ClassVar[str] = "sam2"
+
+    def prompts(self, batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray | None], list | None]:
+        """Per image: K x 3 points [x, y, label] or None, and a box or None (or no boxes)."""
+        raise NotImplementedError
+
+    def prompt_table(self, points: list[np.ndarray | None]) -> np.ndarray:
+        """The ``prompts`` output: N x 1 x 3, -1s where an image got no point."""
+        return pad_prompts([np.zeros((0, 3), np.float32) if p is None else p for p in points], 1)
+
+    def engine_key(self) -> EngineKey:
+        checkpoint = resolve_checkpoint(self.params.model, self.params.checkpoint, self.context)
+        seed = self.context.seed if checkpoint is None else 0  # the seed only draws random weights
+        return EngineKey(self.params.model, checkpoint, self.context.device, seed)
+
+    @property
+    def engine(self) -> Sam2Engine:
+        """The process-wide engine this labeler decodes with (shared with its siblings)."""
+        return get_engine(self.engine_key())
+
+    def weights_id(self) -> str:
+        key = self.engine_key()
+        if key.checkpoint is None:
+            return f"random-{key.model}-seed{key.seed}"
+        return checkpoint_hash(key.checkpoint)
+
+    def select(self, masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """One mask of the C candidates: the largest, or the highest predicted IoU."""
+        if self.params.select == "score":
+            return masks[int(np.argmax(scores))]
+        return masks[int(np.argmax(masks.reshape(len(masks), -1).sum(axis=1)))]
+
+    def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = batch["image"]
+        if self.heatmap_ref() is not None and batch["heatmap"].shape != images.shape[:3]:
+            raise ValueError(f"labeler {self.name!r}: heatmap {batch['heatmap'].shape} does not "
+                             f"match images {images.shape[:3]}")
+        engine = self.engine
+        engine.embed(images)
+        points, boxes = self.prompts(batch)
+        masks, scores = engine.predict(points, boxes, self.params.output == "multimask")
+        pseudo = np.stack([self.select(m, s) for m, s in zip(masks, scores)]).astype(np.uint8)
+        output = {"mask": pseudo, "prompts": self.prompt_table(points)}
+        if boxes is not None:
+            output["box"] = np.stack([NO_BOX if b is None else b.astype(np.int32) for b in boxes])
+        return output
+
+
+@register
+class Sam2Center(Sam2Labeler):
+    name = "sam2_center"
+    description = "SAM2 prompted with one point at the image centre"
+
+    def prompts(self, batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray | None], None]:
+        height, width = batch["image"].shape[1:3]
+        return [centre_point(height, width) for _ in range(len(batch["image"]))], None
+
+
+@register
+class Sam2Peaks(Sam2Labeler):
+    name = "sam2_peaks"
+    description = "SAM2 prompted with CAM peaks (and optional negative points at CAM minima)"
+    Params = Sam2PeaksParams
+
+    def prompt_table(self, points: list[np.ndarray | None]) -> np.ndarray:
+        """N x (points + negative_points) x 3: positives first, negatives in the last rows."""
+        positives = [p[p[:, 2] == POSITIVE] for p in points]
+        table = pad_prompts(positives, self.params.points + self.params.negative_points)
+        for row, image_points in zip(table, points):
+            negatives = image_points[image_points[:, 2] == NEGATIVE]
+            row[self.params.points : self.params.points + len(negatives)] = negatives
+        return table
+
+    def prompts(self, batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray | None], None]:
+        points = []
+        for heatmap in batch["heatmap"]:
+            peaks = spread_peaks(heatmap, self.params.points, self.params.min_distance)
+            chosen = [np.column_stack([peaks, np.full(len(peaks), POSITIVE, np.float32)])]
+            if self.params.negative_points:
+                minima = spread_minima(heatmap, self.params.negative_points, self.params.min_distance)
+                chosen.append(np.column_stack([minima, np.full(len(minima), NEGATIVE, np.float32)]))
+            points.append(np.concatenate(chosen).astype(np.float32))
+        return points, None
+
+
+@register
+class Sam2Box(Sam2Labeler):
+    name = "sam2_box"
+    description = "SAM2 prompted with the box of the largest CAM blob (centre point without one)"
+    Params = Sam2BoxParams
+
+    def prompts(self, batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray | None], list]:
+        from wsss.labelers.geometry import boxes_from_heatmaps, has_box
+
+        height, width = batch["image"].shape[1:3]
+        points, boxes = [], []
+        for box in boxes_from_heatmaps(batch["heatmap"], self.params.threshold, "largest"):
+            found = has_box(box)
+            points.append(None if found else centre_point(height, width))
+            boxes.append(box if found else None)
+        return points, boxes
+
+
+def _engine_group(labeler: Labeler) -> tuple[int, str]:
+    if isinstance(labeler, Sam2Labeler):
+        return 1, repr(labeler.engine_key())
+    return 0, ""
+
+
+def label_with_shared_embedding(labelers: list[Labeler], batch: dict[str, np.ndarray]
+                                ) -> dict[int, dict[str, np.ndarray]]:
+    """Outputs of every labeler on ``batch``, keyed by the labeler's position in ``labelers``.
+
+    SAM2 labelers run grouped by engine, so each image is encoded once per engine however many
+    prompt kinds use it; a heatmap missing from the batch is computed once per heatmap kind.
+    Ground truth (trimaps, head boxes) never reaches a labeler.
+    """
+    visible = {key: batch[key] for key in INPUT_KEYS if key in batch}
+    heatmaps: dict[str, np.ndarray] = {}
+    outputs: dict[int, dict[str, np.ndarray]] = {}
+    for index in sorted(range(len(labelers)), key=lambda i: _engine_group(labelers[i])):
+        labeler, inputs = labelers[index], visible
+        ref = labeler.heatmap_ref()
+        if ref is not None and "heatmap" not in visible:
+            if ref.key() not in heatmaps:
+                heatmaps[ref.key()] = labeler.heatmap_source()(visible)["heatmap"]
+            inputs = {**visible, "heatmap": heatmaps[ref.key()]}
+        outputs[index] = labeler(inputs)
+    return {index: outputs[index] for index in range(len(labelers))}

@@ -1,0 +1,168 @@
+"""One SAM2 model per process: image embeddings computed once, decoded for any prompt kind.
+
+``Sam2Engine`` wraps sam2's ``SAM2ImagePredictor``: ``embed`` runs the (expensive) image
+encoder on a batch and ``predict`` runs the (cheap) mask decoder for one prompt per image.
+``embed`` remembers the last batch it encoded, so labelers that share an engine and see the
+same images (centre point, CAM peaks, CAM box) pay for one encoder pass. Engines live in a
+per-process cache (one per Ray actor), keyed by model, checkpoint, device and random seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsss.labelers.base import LabelerContext, file_hash
+
+# Model name -> the short name of its sam2.1 Hydra config inside the sam2 package.
+SAM2_CONFIGS: dict[str, str] = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_{model}.pt"
+
+
+def config_name(model: str) -> str:
+    """The sam2 Hydra config of a model size, e.g. configs/sam2.1/sam2.1_hiera_s.yaml."""
+    return f"configs/sam2.1/sam2.1_hiera_{SAM2_CONFIGS[model]}.yaml"
+
+
+def resolve_checkpoint(model: str, checkpoint: str | None, context: LabelerContext) -> str | None:
+    """The checkpoint file to load, or None for random weights (only when the context allows).
+
+    An explicit ``checkpoint`` must exist. Without one, ``<models_dir>/sam2.1_hiera_<model>.pt``
+    is used when present; when absent, random weights if allowed, else WeightsMissingError.
+    """
+    from wsss.models.classifier import WeightsMissingError
+
+    path = Path(checkpoint) if checkpoint else Path(context.models_dir) / f"sam2.1_hiera_{model}.pt"
+    if path.is_file():
+        return str(path)
+    if checkpoint is None and context.allow_random_weights:
+        return None
+    raise WeightsMissingError(
+        f"SAM2 checkpoint {path} not found: download {CHECKPOINT_URL.format(model=model)} "
+        f"and put it at {path} (the default place is <models_dir>/sam2.1_hiera_{model}.pt, "
+        f"models_dir={context.models_dir!r}; or set params.checkpoint to its path)")
+
+
+@lru_cache(maxsize=16)
+def _cached_file_hash(path: str, size: int, mtime_ns: int) -> str:
+    return file_hash(path)
+
+
+def checkpoint_hash(path: str) -> str:
+    """file_hash of a checkpoint, computed once per file version (they are ~100-900 MB)."""
+    stat = os.stat(path)
+    return _cached_file_hash(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _images_digest(images: list[np.ndarray]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for image in images:
+        digest.update(repr((image.shape, image.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    model: str
+    checkpoint: str | None  # None: random weights, drawn from ``seed``
+    device: str
+    seed: int
+
+
+class Sam2Engine:
+    """A SAM2 model and image predictor, built on first use; see the module docstring."""
+
+    def __init__(self, key: EngineKey):
+        self.key = key
+        self.encoder_calls = 0  # batches actually encoded (a cache hit does not count)
+        self._predictor: Any = None
+        self._embedded: str | None = None
+
+    @property
+    def predictor(self) -> Any:
+        """sam2's SAM2ImagePredictor, building the model the first time."""
+        if self._predictor is None:
+            from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+            self._predictor = SAM2ImagePredictor(self._build_model())
+        return self._predictor
+
+    def _build_model(self) -> Any:
+        import torch
+        from hydra import initialize_config_module
+        from hydra.core.global_hydra import GlobalHydra
+
+        import sam2  # noqa: F401  (its import points Hydra at sam2's configs)
+        from sam2.build_sam import build_sam2
+
+        # Something may have cleared Hydra since sam2 was imported; initialising twice raises.
+        if not GlobalHydra.instance().is_initialized():
+            initialize_config_module("sam2", version_base="1.2")
+        # Forked RNG: random weights depend on the seed only, and callers' RNG is untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.key.seed)
+            return build_sam2(config_name(self.key.model), self.key.checkpoint, device=self.key.device)
+
+    def _precision(self) -> Any:
+        import contextlib
+
+        import torch
+
+        if self.key.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def embed(self, images: np.ndarray | list[np.ndarray]) -> None:
+        """Encode a batch of HxWx3 uint8 RGB images (skipped when it is the last batch encoded)."""
+        import torch
+
+        image_list = [np.ascontiguousarray(image, dtype=np.uint8) for image in images]
+        digest = _images_digest(image_list)
+        if digest == self._embedded:
+            return
+        predictor = self.predictor
+        self._embedded = None  # a failed encode must not leave a stale digest behind
+        with torch.inference_mode(), self._precision():
+            predictor.set_image_batch(image_list)
+        self.encoder_calls += 1
+        self._embedded = digest
+
+    def predict(self, points: list[np.ndarray | None], boxes: list[np.ndarray | None] | None,
+                multimask: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Masks (C x H x W bool) and predicted IoUs (C) per embedded image.
+
+        ``points[i]`` is K x 3 [x, y, label] (label 1 positive, 0 negative) or None;
+        ``boxes[i]`` is [x0, y0, x1, y1] or None. Coordinates are pixels of the image.
+        """
+        import torch
+
+        if self._embedded is None:
+            raise RuntimeError("Sam2Engine.predict before embed: no image batch is encoded")
+        coords = [None if p is None else p[:, :2].astype(np.float32) for p in points]
+        labels = [None if p is None else p[:, 2].astype(np.int32) for p in points]
+        with torch.inference_mode(), self._precision():
+            masks, scores, _ = self.predictor.predict_batch(
+                coords, labels, boxes, multimask_output=multimask)
+        return [m > 0.5 for m in masks], [np.atleast_1d(s) for s in scores]
+
+
+_ENGINES: dict[EngineKey, Sam2Engine] = {}
+
+
+def get_engine(key: EngineKey) -> Sam2Engine:
+    """The process-wide engine for ``key`` (one per Ray actor); created, not yet built."""
+    if key not in _ENGINES:
+        _ENGINES[key] = Sam2Engine(key)
+    return _ENGINES[key]
+
+
+def release_engines() -> None:
+    """Drop every cached engine (their models are freed with the last reference)."""
+    _ENGINES.clear()
