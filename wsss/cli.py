@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--border-policy", default="ignore", choices=BORDER_POLICIES)
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=cmd_eval)
+
+    from wsss.classification import add_classify_parser
+    from wsss.pseudo import add_pseudo_parsers
+
+    add_classify_parser(verbs)
+    add_pseudo_parsers(verbs)
     return parser
 
 
@@ -141,10 +147,11 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     from wsss.data.pets import DatasetMissingError
     from wsss.data.quarantine import ErrorBudgetExceeded
     from wsss.evaluation import PredictionError
+    from wsss.models.classifier import WeightsMissingError
 
     try:
         return handler(args)
-    except (ConfigError, DatasetMissingError, PredictionError, UsageError) as error:
+    except (ConfigError, DatasetMissingError, PredictionError, UsageError, WeightsMissingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ErrorBudgetExceeded as error:

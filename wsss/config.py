@@ -61,6 +61,7 @@ class ClassifierConfig(StrictModel):
     eval_batch_size: int = Field(64, ge=1)
     image_size: int = Field(256, ge=16, le=2048)
     seed: int = 0
+    max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
     scaling: ScalingSection = ScalingSection()
     storage: str = "results/classifier"
 
@@ -241,3 +242,14 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted}: {part} is not a mapping")
     node[leaf] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["train.epochs=3", ...]`` -> ``{"train.epochs": 3}`` (values read as YAML)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected dotted.key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides

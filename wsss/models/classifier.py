@@ -139,7 +139,11 @@ def load_classifier(path: str | os.PathLike, device: str = "cpu"):
             f"classifier checkpoint {path} not found; train one with `wsss classify --config C` "
             f"(it writes the checkpoint and prints its path), or set classifier.checkpoint to an "
             f"existing file")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise ValueError(f"{path} is not a readable classifier checkpoint ({type(error).__name__}: "
+                         f"{error}); retrain it with `wsss classify --config C`") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a wsss classifier checkpoint")
     model = build_classifier(payload["backbone"], "none", payload["num_classes"])
