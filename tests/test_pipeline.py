@@ -1,0 +1,128 @@
+"""Mask generation on real local Ray: every labeler in one job, resume, faults, quarantine."""
+
+import time
+
+import numpy as np
+import pytest
+
+from badfiles import write_broken
+from wsss.config import parse_config
+from wsss.data.pets import index
+from wsss.labelers.base import LabelerContext
+from wsss.masks import open_mask_set, present_ids
+from wsss.models.classifier import build_classifier, save_classifier
+from wsss.pipeline import generate_masks
+from wsss.pipeline_stages import FAULT_ENV
+
+pytestmark = pytest.mark.slow
+
+CPU_LABELERS = [
+    {"name": "box", "params": {"threshold": 0.3}},
+    {"name": "grabcut", "params": {"threshold": 0.3, "iterations": 2}},
+    {"name": "mix", "params": {"threshold": 0.3, "iterations": 2, "n_segments": 30}},
+    {"name": "all_foreground"},
+    {"name": "ellipse"},
+]
+HEATMAP_LABELERS = [{"name": "cam"}, {"name": "gradcam", "params": {"threshold": 0.2}},
+                    {"name": "gradcampp"}]
+SAM2_LABELERS = [
+    {"name": "sam2_center", "params": {"model": "tiny"}},
+    {"name": "sam2_peaks", "params": {"model": "tiny", "points": 2, "min_distance": 8}},
+    {"name": "sam2_box", "params": {"model": "tiny", "threshold": 0.3}},
+]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("classifier") / "classifier.pt"
+    save_classifier(build_classifier("resnet18", "none"), path, "resnet18", image_size=64)
+    return str(path)
+
+
+def study(root, store, labelers, limit=None, budget=0.01):
+    return parse_config({
+        "weights_policy": "random",
+        "data": {"root": str(root), "image_size": 64, "limit": limit, "error_budget": budget},
+        "pipeline": {"store": str(store), "batch_size": 4},
+        "labelers": labelers,
+    })
+
+
+def read_all(store, key, ids):
+    mask_set = open_mask_set(str(store), key)
+    return {image_id: mask_set.read(image_id) for image_id in ids}
+
+
+def test_every_labeler_in_one_job_then_resume(ray_local, synthetic_root, tmp_path, classifier):
+    config = study(synthetic_root, tmp_path / "store", HEATMAP_LABELERS + CPU_LABELERS + SAM2_LABELERS,
+                   limit=2)
+    dataset = index(synthetic_root, limit=2)
+    ids = {r.image_id for r in dataset.split("trainval", "test")}
+    context = LabelerContext(classifier_checkpoint=classifier, allow_random_weights=True)
+    first = generate_masks(config, dataset, context)
+    assert first.images == len(ids)
+    masks = {}
+    for spec in config.labelers:
+        assert first.per_set[spec.key]["written"] == len(ids), spec.key
+        masks[spec.key] = read_all(tmp_path / "store", spec.key, ids)
+        for mask in masks[spec.key].values():
+            assert mask.shape == (64, 64) and mask.dtype == np.uint8
+            assert set(np.unique(mask).tolist()) <= {0, 1, 255}
+    mix, grabcut = masks["mix"], masks["grabcut"]
+    assert all((mix[i] <= grabcut[i]).all() for i in ids)  # mix = GrabCut ∩ SLIC
+
+    again = generate_masks(config, dataset, context)  # a rerun writes nothing
+    assert again.images == 0 and sum(c["written"] for c in again.per_set.values()) == 0
+
+    folder = open_mask_set(str(tmp_path / "store"), "mix").uri
+    deleted = sorted(ids)[:3]
+    before = {i: (tmp_path / "store" / folder.rsplit("/", 1)[1] / "masks" / f"{i}.png").read_bytes()
+              for i in deleted}
+    for image_id in deleted:
+        (tmp_path / "store" / folder.rsplit("/", 1)[1] / "masks" / f"{image_id}.png").unlink()
+    repaired = generate_masks(config, dataset, context)
+    assert repaired.per_set["mix"]["written"] == len(deleted)
+    assert sum(c["written"] for c in repaired.per_set.values()) == len(deleted)
+    after = {i: (tmp_path / "store" / folder.rsplit("/", 1)[1] / "masks" / f"{i}.png").read_bytes()
+             for i in deleted}
+    assert after == before  # regenerated masks are byte-identical
+
+
+def test_worker_killed_on_first_attempt_still_completes(ray_local, synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, f"cpu:{tmp_path / 'cpu.fault'}")
+    config = study(synthetic_root, tmp_path / "store", [{"name": "ellipse"}, {"name": "all_foreground"}])
+    dataset = index(synthetic_root)
+    summary = generate_masks(config, dataset, LabelerContext())
+    assert (tmp_path / "cpu.fault").exists()  # the fault did fire
+    expected = {r.image_id for r in dataset.split("trainval", "test")}
+    for key in ("ellipse", "all_foreground"):
+        mask_set = open_mask_set(str(tmp_path / "store"), key)
+        assert mask_set.ids() == expected and mask_set.manifest["complete"]
+    assert summary.per_set["ellipse"]["written"] == len(expected)
+
+
+def test_corrupt_image_is_quarantined(ray_local, writable_root, tmp_path):
+    victim = index(writable_root).split("test")[0].image_id
+    write_broken(writable_root / "images" / f"{victim}.jpg", "truncated")
+    config = study(writable_root, tmp_path / "store", [{"name": "ellipse"}], budget=0.05)
+    summary = generate_masks(config, index(writable_root), LabelerContext())
+    assert [e["image_id"] for e in summary.quarantine.entries] == [victim]
+    mask_set = open_mask_set(str(tmp_path / "store"), "ellipse")
+    assert victim not in mask_set.ids() and len(mask_set.ids()) == 73
+    assert mask_set.manifest["quarantine"][0]["reason"] == "truncated file"
+    assert mask_set.manifest["complete"]
+
+
+def test_unloadable_model_fails_the_job(ray_local, synthetic_root, tmp_path):
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a checkpoint")
+    config = study(synthetic_root, tmp_path / "store", [{"name": "gradcam"}], limit=1)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="not a readable classifier checkpoint"):
+        generate_masks(config, index(synthetic_root, limit=1),
+                       LabelerContext(classifier_checkpoint=str(damaged)))
+    assert time.monotonic() - started < 120  # failed, did not restart forever
+    assert not present_ids(str(tmp_path / "store"), "heatmaps")
