@@ -97,7 +97,9 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wsss", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="wsss", description="Weakly supervised semantic segmentation on Ray.",
+        epilog="Exit codes: 0 success, 1 the work found a problem, 2 bad input.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     config = verbs.add_parser("config", help="validate or show a study config")
@@ -135,10 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_eval)
 
     from wsss.classification import add_classify_parser
+    from wsss.predict import add_predict_parser
     from wsss.pseudo import add_pseudo_parsers
+    from wsss.training_cli import add_train_parser
 
     add_classify_parser(verbs)
     add_pseudo_parsers(verbs)
+    add_train_parser(verbs)
+    add_predict_parser(verbs)
     return parser
 
 

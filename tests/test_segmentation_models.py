@@ -1,0 +1,90 @@
+"""The segmentation model registry: shapes, gradients, weights loading and its errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wsss.models.classifier import WeightsMissingError
+from wsss.models.segmentation import (create_model, export_model, list_models,
+                                      load_segmentation, uses_random_weights, CHECKPOINT_FORMAT)
+
+ARCHITECTURES = [("unet", {"width": 0.125}), ("unet_timm/resnet18", {}), ("deeplabv3", {}),
+                 ("fcn", {})]
+
+
+@pytest.mark.parametrize("name,options", ARCHITECTURES, ids=[a[0] for a in ARCHITECTURES])
+def test_forward_backward_gives_one_logit_channel(name, options):
+    torch.manual_seed(0)
+    model = create_model(name, "none", **options)
+    inputs = torch.randn(2, 3, 64, 64)
+    logits = model(inputs)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 1, 64, 64)
+    logits.mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_unet_handles_sizes_not_divisible_by_16():
+    model = create_model("unet", "none", width=0.125).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 50, 70)).shape == (1, 1, 50, 70)
+
+
+def test_unet_width_scales_channels():
+    narrow = sum(p.numel() for p in create_model("unet", width=0.125).parameters())
+    wide = sum(p.numel() for p in create_model("unet", width=0.25).parameters())
+    assert 3.5 < wide / narrow < 4.5  # conv weights grow with the square of the width
+
+
+def test_unknown_name_lists_the_known_models():
+    with pytest.raises(ValueError) as error:
+        create_model("segformer")
+    for name in list_models():
+        assert name in str(error.value)
+    assert set(list_models()) == {"unet", "unet_timm", "deeplabv3", "fcn"}
+
+
+def test_unet_trains_from_scratch_only():
+    with pytest.raises(ValueError, match="no pretrained backbone"):
+        create_model("unet", "imagenet")
+    assert not uses_random_weights("unet", "none")
+    assert uses_random_weights("deeplabv3", "none") and not uses_random_weights("fcn", "imagenet")
+
+
+def test_imagenet_weights_missing_offline_names_url_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for proxy in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # unreachable: never downloads
+    with pytest.raises(WeightsMissingError) as error:
+        create_model("deeplabv3", "imagenet")
+    message = str(error.value)
+    assert "https://download.pytorch.org/models/resnet50-0676ba61.pth" in message
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in message
+
+
+def test_backbone_state_dict_path_loads_into_the_backbone(tmp_path):
+    from torchvision.models import resnet50
+
+    torch.manual_seed(1)
+    backbone = resnet50()
+    torch.save(backbone.state_dict(), tmp_path / "resnet50.pth")
+    model = create_model("fcn", str(tmp_path / "resnet50.pth"))
+    assert torch.equal(model.network.backbone.conv1.weight, backbone.conv1.weight)
+    assert torch.equal(model.network.backbone.layer4[0].conv1.weight, backbone.layer4[0].conv1.weight)
+
+
+def test_checkpoint_round_trip_and_missing_file(tmp_path):
+    model = create_model("unet", "none", width=0.125)
+    payload = {"format": CHECKPOINT_FORMAT, "model_name": "unet", "model_options": {"width": 0.125},
+               "image_size": 64, "model": model.state_dict(), "optimizer": {"dropped": True}}
+    path = export_model(payload, tmp_path / "model.pt")
+    loaded, meta = load_segmentation(path)
+    assert "optimizer" not in meta and meta["image_size"] == 64
+    inputs = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(inputs), model.eval()(inputs))
+    assert torch.equal(create_model("unet", str(path), width=0.125).head.weight, model.head.weight)
+    with pytest.raises(WeightsMissingError, match="not found"):
+        load_segmentation(tmp_path / "absent")

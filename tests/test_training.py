@@ -1,0 +1,330 @@
+"""Segmentation training: label sources, loss and transforms (fast); Ray Train runs (slow)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsss.config import ConfigError, parse_config
+from wsss.label_sources import (GroundTruthSource, MaskSetSource, make_schedule, parse_labels,
+                                resolve_schedule)
+from wsss.metrics import IGNORE
+from wsss.training_steps import masked_bce, paired_augment
+
+
+@dataclass
+class ConstantSource:
+    """A test double of the project's LabelSource protocol: every pixel has one value."""
+
+    name: str
+    value: int
+
+    def targets(self, image_ids, size):
+        return np.full((len(image_ids), size, size), self.value, np.uint8)
+
+
+class DictMaskSet:
+    """A test double of wsss.masks.MaskSet: ``read(image_id)`` from a dict."""
+
+    def __init__(self, masks):
+        self.masks = masks
+
+    def read(self, image_id):
+        if image_id not in self.masks:
+            raise FileNotFoundError(image_id)
+        return self.masks[image_id]
+
+
+def study(root, tmp_path, workers=2, limit=None, **train):
+    section = {"model": "unet", "weights": "none", "epochs": 1, "lr": 3e-3, "batch_size": 8,
+               "eval_batch_size": 8, "image_size": 64, "bf16": False, "max_failures": 0,
+               "scaling": {"num_workers": workers}, "storage": str(tmp_path / "results"), **train}
+    return parse_config({
+        "weights_policy": "random",
+        "data": {"root": str(root), "image_size": 64, "limit": limit},
+        "pipeline": {"store": str(tmp_path / "stores" / "masks")}, "train": section,
+        "tracking": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+                     "artifact_location": str(tmp_path / "artifacts")}})
+
+
+# ---- fast: label sources, loss, transforms --------------------------------------------------
+
+
+def test_schedule_picks_the_step_covering_each_epoch():
+    boxes, mix = ConstantSource("raw_box", 1), ConstantSource("mix", 0)
+    schedule = make_schedule([(2, boxes), (3, mix), (1, boxes)])
+    assert [schedule.column(e) for e in range(1, 7)] == ["target_0"] * 2 + ["target_1"] * 3 + ["target_0"]
+    assert len(schedule.sources) == 2 and schedule.describe() == "raw_box:2,mix:3,raw_box:1"
+    with pytest.raises(ValueError, match="past the schedule"):
+        schedule.column(7)
+    assert parse_labels("raw_box:20,mix:20") == [{"labels": "raw_box", "epochs": 20},
+                                                 {"labels": "mix", "epochs": 20}]
+    with pytest.raises(ValueError, match="covers 3 epochs"):
+        resolve_schedule([(1, boxes), (2, mix)], 4)
+
+
+def test_ground_truth_source_applies_the_border_policy_and_resizes_nearest():
+    trimap = np.array([[1, 2], [3, 1]], np.uint8)
+    for policy, border in (("ignore", IGNORE), ("foreground", 1), ("background", 0)):
+        target = GroundTruthSource({"a": trimap}, policy).targets(["a"], 4)[0]
+        assert target.shape == (4, 4) and set(np.unique(target)) <= {0, 1, IGNORE}
+        assert target[3, 0] == border and target[0, 0] == 1 and target[0, 3] == 0
+
+
+def test_mask_set_source_resizes_nearest_and_ignores_images_it_lacks():
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:4] = 1
+    mask[7, 7] = IGNORE
+    source = MaskSetSource(DictMaskSet({"a": mask}), "grabcut")
+    targets = source.targets(["a", "b"], 4)
+    assert set(np.unique(targets[0])) <= {0, 1, IGNORE}  # nearest: no blended values
+    assert (targets[0, :2] == 1).all() and (targets[0, 2:3] == 0).all()
+    assert (targets[1] == IGNORE).all() and source.missing == ["b"]
+
+
+def test_mask_sets_from_the_store_threshold_heatmaps_at_read_time(tmp_path):
+    from wsss.label_sources import open_source
+    from wsss.masks import MaskSetWriter
+
+    store = str(tmp_path / "masks")
+    box = np.zeros((8, 8), np.uint8)
+    box[2:6, 2:6] = 1
+    writer = MaskSetWriter(f"{store}/raw_box-abc")
+    writer.write_mask("a", box)
+    writer.write_manifest({"labeler_id": "raw_box", "fingerprint": "abc", "kind": "masks",
+                           "params": {}, "updated": 1})
+    heatmap = np.tile(np.linspace(0, 1, 8, dtype=np.float32), (8, 1))  # rises left to right
+    writer = MaskSetWriter(f"{store}/gradcam-def")
+    writer.write_heatmap("a", heatmap)
+    writer.write_manifest({"labeler_id": "gradcam", "fingerprint": "def", "kind": "heatmaps",
+                           "params": {"threshold": 0.5}, "updated": 1})
+    options = {"trimaps": {}, "border_policy": "ignore", "store": store}
+    assert (open_source("raw_box", **options).targets(["a"], 8)[0] == box).all()
+    low = open_source("gradcam", threshold=0.1, **options).targets(["a"], 8)[0]
+    high = open_source("gradcam", threshold=0.9, **options).targets(["a"], 8)[0]
+    assert low.sum() > high.sum() > 0 and set(np.unique(low)) <= {0, 1}
+    with pytest.raises(FileNotFoundError, match="present: gradcam, raw_box"):
+        open_source("sam2_centre", **options)
+
+
+def test_masked_bce_ignores_255_and_averages_valid_pixels():
+    logits = torch.tensor([[[[2.0, -1.0], [50.0, -50.0]]]])
+    targets = torch.tensor([[[1, 0], [IGNORE, IGNORE]]], dtype=torch.uint8)
+    loss_sum, valid = masked_bce(logits, targets)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.0]), reduction="sum")
+    assert int(valid) == 2 and torch.isclose(loss_sum, expected)
+
+
+def test_paired_augment_flips_image_and_mask_together():
+    images = torch.zeros(3, 4, 4, 3, dtype=torch.uint8)
+    images[:, :, 0] = 255  # bright left column
+    targets = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    targets[:, :, 0] = 1
+    inputs, flipped = paired_augment(images, targets, torch.Generator().manual_seed(0),
+                                     flip_probability=1.0, jitter=0.0)
+    assert (flipped[:, :, -1] == 1).all() and (flipped[:, :, 0] == 0).all()
+    assert (inputs[:, 0, :, -1] > inputs[:, 0, :, 0]).all()
+    kept_inputs, kept = paired_augment(images, targets, torch.Generator().manual_seed(0),
+                                       flip_probability=0.0, jitter=0.0)
+    assert torch.equal(kept, targets) and (kept_inputs[:, 0, :, 0] > kept_inputs[:, 0, :, -1]).all()
+
+
+def test_random_backbone_weights_are_refused_before_any_work(tmp_path):
+    from wsss.training import fit_segmentation
+
+    config = study(tmp_path / "no-such-root", tmp_path, model="deeplabv3")
+    config = config.model_copy(update={"weights_policy": "pretrained"})
+    with pytest.raises(ConfigError, match="weights_policy"):
+        fit_segmentation(config)  # the dataset is missing too: refusing first proves no work ran
+    with pytest.raises(ConfigError, match="known: unet"):
+        fit_segmentation(study(tmp_path / "no-such-root", tmp_path, model="segformer"))
+
+
+def test_predict_writes_masks_at_the_original_size(synthetic_root, tmp_path):
+    from PIL import Image
+
+    from wsss.data.pets import index
+    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model, export_model
+    from wsss.predict import predict_masks
+
+    model = create_model("unet", "none", width=0.125)
+    export_model({"format": CHECKPOINT_FORMAT, "model_name": "unet", "image_size": 32,
+                  "model_options": {"width": 0.125}, "model": model.state_dict()},
+                 tmp_path / "model.pt")
+    records = index(synthetic_root).split("test")[:3]
+    summary = predict_masks(tmp_path / "model.pt", records, tmp_path / "pred")
+    assert summary["written"] == 3 and summary["failed"] == {}
+    for record in records:
+        mask = np.asarray(Image.open(tmp_path / "pred" / f"{record.image_id}.png"))
+        with Image.open(record.image_path) as image:
+            assert mask.shape == (image.height, image.width)  # 64 px, trained at 32
+        assert set(np.unique(mask)) <= {0, 255}
+
+
+def test_train_arguments_become_config_overrides(tmp_path):
+    import yaml
+
+    from wsss.training_cli import add_train_parser, load_train_config
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"train": {"epochs": 4}}))
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", "--config", str(path), "--labels", "raw_box:1,mix:3",
+                              "--model", "fcn", "--set", "train.lr=0.01"])
+    config = load_train_config(args)
+    assert config.train.model == "fcn" and config.train.lr == 0.01
+    assert [(s.labels, s.epochs) for s in config.train.labels] == [("raw_box", 1), ("mix", 3)]
+    bad = parser.parse_args(["train", "--config", str(path), "--labels", "raw_box:2,mix:1"])
+    with pytest.raises(ConfigError, match="covers 3 epochs but epochs is 4"):
+        load_train_config(bad)
+
+
+# ---- slow: Ray Train runs -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pets160(tmp_path_factory) -> Path:
+    """160 synthetic pets at 64 px: 69 train, 17 val, 74 test images."""
+    from wsss.data.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("pets160") / "pets"
+    synthesize(root, images=160, size=64, seed=0)
+    return root
+
+
+@pytest.fixture
+def ray_quiet(ray_local):
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    return ray_local
+
+
+def _all_foreground_dice(test_arrays) -> float:
+    from wsss.metrics import SegmentationMeter
+    from wsss.training_steps import ground_truth_targets
+
+    targets = ground_truth_targets(test_arrays.trimaps, "ignore")
+    meter = SegmentationMeter()
+    meter.update_batch(np.ones(targets.shape, bool), targets)
+    return meter.result()["micro"]["dice"]
+
+
+def _predict_then_eval(checkpoint, root, out, capsys) -> dict:
+    import json
+
+    from wsss.cli import main
+    from wsss.predict import add_predict_parser
+
+    parser = argparse.ArgumentParser()
+    add_predict_parser(parser.add_subparsers())
+    args = parser.parse_args(["predict", "--checkpoint", checkpoint, "--root", str(root),
+                              "--out", str(out)])
+    assert args.handler(args) == 0
+    capsys.readouterr()
+    assert main(["eval", "--pred", str(out), "--root", str(root), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_unet_on_ground_truth_ddp_matches_single_process_and_beats_all_foreground(
+        ray_quiet, pets160, tmp_path, capsys):
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from wsss.data.arrays import load_arrays
+    from wsss.data.pets import index
+    from wsss.training import fit_segmentation
+    from wsss.training_steps import evaluate_checkpoint
+    from wsss.training_tracking import log_training
+
+    config = study(pets160, tmp_path, workers=2, epochs=6)
+    started = time.perf_counter()
+    outcome = fit_segmentation(config, model_options={"width": 0.25})
+    wall = time.perf_counter() - started
+    test_arrays = load_arrays(index(pets160).split("test"), 64)
+    baseline, dice = _all_foreground_dice(test_arrays), outcome.test["micro"]["dice"]
+    with capsys.disabled():
+        print(f"\nUNet (width 0.25) on GT, 6 epochs, 64 px, 2 workers: test micro Dice {dice:.4f} "
+              f"vs all-foreground {baseline:.4f}; tested epoch {outcome.tested_epoch}; {wall:.0f} s")
+    assert [row["epoch"] for row in outcome.history] == [1, 2, 3, 4, 5, 6]
+    assert dice > baseline + 0.1
+
+    single = evaluate_checkpoint(outcome.checkpoint, test_arrays, "ignore")
+    assert single["images"] == outcome.test["images"] == len(test_arrays) == 74
+    assert single["micro"] == outcome.test["micro"]  # identical counts across the 2 ranks
+    assert single["per_image"] == pytest.approx(outcome.test["per_image"], abs=1e-12)
+
+    evaluated = _predict_then_eval(outcome.model_file, pets160, tmp_path / "pred", capsys)
+    assert evaluated["images"] == 74 and evaluated["micro"] == pytest.approx(outcome.test["micro"])
+
+    run_id = log_training(config, outcome)
+    client = MlflowClient(config.tracking.tracking_uri)
+    run = client.get_run(run_id)
+    assert run.data.tags["stage"] == "train" and run.data.params["border_policy"] == "ignore"
+    assert run.data.params["labels"] == "gt" and run.data.params["model"] == "unet"
+    assert run.data.params["git_commit"]
+    assert run.data.metrics["test_micro_dice"] == pytest.approx(dice)
+    assert [m.step for m in client.get_metric_history(run_id, "val_micro_dice")] == [1, 2, 3, 4, 5, 6]
+    artifacts = {a.path for folder in ("checkpoint", "figures")
+                 for a in client.list_artifacts(run_id, folder)}
+    assert artifacts == {"checkpoint/tested_model.pt", "figures/sample.png"}
+
+
+@pytest.mark.slow
+def test_schedule_switches_source_and_a_failed_worker_resumes_from_its_checkpoint(
+        ray_quiet, synthetic_root, tmp_path, monkeypatch):
+    from wsss.training import fit_segmentation
+    from wsss.training_worker import FAIL_ONCE_ENV
+
+    marker = tmp_path / "failed-once"
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"2:{marker}")
+    config = study(synthetic_root, tmp_path, workers=2, epochs=3, max_failures=1, limit=12)
+    outcome = fit_segmentation(config, labels=[(1, ConstantSource("all_pet", 1)), (2, "gt")],
+                               model_options={"width": 0.125})
+    rows = outcome.history
+    assert marker.is_file()  # the failure did happen
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert [row["label_source"] for row in rows] == ["all_pet", "gt", "gt"]
+    assert rows[0]["train_foreground_fraction"] == 1.0
+    assert all(row["train_foreground_fraction"] < 0.6 for row in rows[1:])
+    assert [row["attempt_started_at"] for row in rows] == [1, 2, 2]  # resumed, not restarted
+    assert outcome.params["schedule"] == [(1, "all_pet"), (2, "gt")]
+
+
+@pytest.mark.slow
+def test_rerun_with_the_same_name_resumes_a_crashed_run(ray_quiet, synthetic_root, tmp_path,
+                                                       monkeypatch):
+    from ray.train import TrainingFailedError
+
+    from wsss.training import fit_segmentation
+    from wsss.training_worker import FAIL_ONCE_ENV
+
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"2:{tmp_path / 'failed-once'}")
+    config = study(synthetic_root, tmp_path, workers=1, epochs=2, limit=6)
+    with pytest.raises(TrainingFailedError):
+        fit_segmentation(config, name="crashy", model_options={"width": 0.125})
+    outcome = fit_segmentation(config, name="crashy", model_options={"width": 0.125})
+    assert [row["attempt_started_at"] for row in outcome.history] == [1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["deeplabv3", "fcn"])  # unet: above; unet_timm: fast tests
+def test_each_pretrained_backbone_architecture_trains_an_epoch(ray_quiet, synthetic_root,
+                                                              tmp_path, model):
+    from wsss.training import fit_segmentation
+
+    config = study(synthetic_root, tmp_path, workers=1, model=model, batch_size=2, limit=4)
+    outcome = fit_segmentation(config)
+    assert len(outcome.history) == 1 and np.isfinite(outcome.history[0]["train_loss"])
+    assert outcome.history[0]["train_images"] == 4 and outcome.test["images"] == 4
+    assert outcome.random_weights and Path(outcome.model_file).is_file()

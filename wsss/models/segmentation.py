@@ -1,0 +1,313 @@
+"""Segmentation networks (pet vs background), one registry: UNet, timm-encoder UNet, DLV3, FCN.
+
+Every model maps N x 3 x H x W (ImageNet-normalised) to N x 1 x H x W logits.
+
+Weights (``create_model(name, weights)``):
+
+- ``none``: random init. For an architecture with a pretrained backbone (``deeplabv3``,
+  ``fcn``, ``unet_timm``) that is a smoke-run shortcut and needs ``weights_policy: random``
+  (see ``uses_random_weights``); the study's UNet has no backbone and trains from scratch.
+- ``imagenet``: ImageNet backbone weights from the local torch hub (torchvision) or Hugging
+  Face (timm) cache, downloaded only when online; offline and missing -> ``WeightsMissingError``.
+- a path: a checkpoint written by ``wsss train`` (the whole network), or a backbone state dict
+  (e.g. torchvision's ``resnet50-0676ba61.pth``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from wsss.models.classifier import WeightsMissingError
+
+CHECKPOINT_FORMAT = "wsss-segmentation-v1"
+CHECKPOINT_FILE = "state.pt"  # as wsss.train_common.STATE_FILE: a Train checkpoint dir works too
+TIMM_UNET_PREFIX = "unet_timm/"
+DEFAULT_TIMM_ENCODER = "resnet34"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[..., Any]  # (weights: "none" | "imagenet", **options) -> nn.Module
+    pretrained_backbone: bool  # False: the study trains it from scratch
+    description: str
+
+
+def _spec_table() -> dict[str, ModelSpec]:
+    return {
+        "unet": ModelSpec(_build_unet, False, "classic 4-level UNet from scratch (width: multiplier)"),
+        "unet_timm": ModelSpec(_build_timm_unet, True,
+                               f"UNet decoder on a timm encoder (unet_timm/<encoder>, "
+                               f"default {DEFAULT_TIMM_ENCODER})"),
+        "deeplabv3": ModelSpec(_build_deeplabv3, True, "torchvision DeepLabV3-ResNet50"),
+        "fcn": ModelSpec(_build_fcn, True, "torchvision FCN-ResNet50"),
+    }
+
+
+def list_models() -> list[str]:
+    """Names ``create_model`` accepts (``unet_timm`` also as ``unet_timm/<timm encoder>``)."""
+    return list(_spec_table())
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name``; unknown names raise listing the known ones."""
+    base = "unet_timm" if name.startswith(TIMM_UNET_PREFIX) else name
+    table = _spec_table()
+    if base not in table:
+        raise ValueError(f"unknown segmentation model {name!r}; known: {', '.join(table)} "
+                         f"(or unet_timm/<timm encoder>)")
+    return table[base]
+
+
+def uses_random_weights(name: str, weights: str) -> bool:
+    """True when a pretrained-backbone architecture would start from random weights."""
+    return model_spec(name).pretrained_backbone and weights == "none"
+
+
+def create_model(name: str, weights: str = "none", **options: Any):
+    """Build a registered model; ``weights``: none | imagenet | path (see the module doc)."""
+    spec = model_spec(name)
+    if name.startswith(TIMM_UNET_PREFIX):
+        options = {"encoder": name[len(TIMM_UNET_PREFIX):], **options}
+    if weights == "imagenet" and not spec.pretrained_backbone:
+        raise ValueError(f"model {name!r} has no pretrained backbone (the study trains it from "
+                         f"scratch); set train.weights: none")
+    if weights in ("none", "imagenet"):
+        return spec.build(weights, **options)
+    model = spec.build("none", **options)
+    load_weights_file(model, weights)
+    return model
+
+
+# ---- UNet from scratch ----------------------------------------------------------------------
+
+
+def _double_conv(in_channels: int, out_channels: int):
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+    )
+
+
+def _up_and_merge(up, conv, x, skip):
+    """Upsample ``x``, pad it to ``skip``'s size (odd sizes), concatenate, convolve."""
+    import torch
+    import torch.nn.functional as F
+
+    x = up(x)
+    dy, dx = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+    if dy or dx:
+        x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+    return conv(torch.cat([skip, x], dim=1))
+
+
+def _build_unet(weights: str, width: float = 1.0, in_channels: int = 3):
+    import torch.nn as nn
+
+    class UNet(nn.Module):
+        """Ronneberger et al.'s UNet (4 poolings, 64..1024 channels at width 1) with BatchNorm."""
+
+        def __init__(self):
+            super().__init__()
+            channels = [max(1, round(c * width)) for c in (64, 128, 256, 512, 1024)]
+            self.stem = _double_conv(in_channels, channels[0])
+            self.down = nn.ModuleList(_double_conv(a, b) for a, b in zip(channels, channels[1:]))
+            self.pool = nn.MaxPool2d(2)
+            pairs = list(zip(channels[::-1], channels[-2::-1]))
+            self.up = nn.ModuleList(nn.ConvTranspose2d(a, b, 2, stride=2) for a, b in pairs)
+            self.merge = nn.ModuleList(_double_conv(2 * b, b) for _, b in pairs)
+            self.head = nn.Conv2d(channels[0], 1, 1)
+
+        def forward(self, x):
+            skips = [self.stem(x)]
+            for block in self.down:
+                skips.append(block(self.pool(skips[-1])))
+            x = skips.pop()
+            for up, merge in zip(self.up, self.merge):
+                x = _up_and_merge(up, merge, x, skips.pop())
+            return self.head(x)
+
+    return UNet()
+
+
+# ---- UNet on a timm encoder -----------------------------------------------------------------
+
+
+def _build_timm_unet(weights: str, encoder: str = DEFAULT_TIMM_ENCODER, decoder_width: float = 1.0):
+    import timm
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    try:
+        backbone = timm.create_model(encoder, features_only=True, pretrained=weights == "imagenet")
+    except OSError as error:  # huggingface_hub's LocalEntryNotFoundError is one
+        raise WeightsMissingError(_missing_timm_message(encoder)) from error
+
+    class TimmUNet(nn.Module):
+        """timm features (strides 2..32) -> UNet decoder -> logits at the input size."""
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = backbone
+            skips = backbone.feature_info.channels()
+            outs = [max(8, round(c * decoder_width)) for c in (256, 128, 64, 32)][: len(skips) - 1]
+            ins = [skips[-1]] + outs[:-1]
+            self.blocks = nn.ModuleList(
+                _double_conv(i + s, o) for i, s, o in zip(ins, skips[-2::-1], outs))
+            self.head = nn.Conv2d(outs[-1], 1, 1)
+
+        def forward(self, x):
+            features = self.encoder(x)
+            y = features[-1]
+            for block, skip in zip(self.blocks, features[-2::-1]):
+                y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+                y = block(torch.cat([skip, y], dim=1))
+            return F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear",
+                                 align_corners=False)
+
+    return TimmUNet()
+
+
+def _missing_timm_message(encoder: str) -> str:
+    home = os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface"))
+    return (f"ImageNet weights for the timm encoder {encoder} are not in the local Hugging Face "
+            f"cache and this machine is offline. Fetch them from https://huggingface.co/timm "
+            f"(the {encoder} model card) into {home}/hub, or set weights: none (random init, "
+            f"needs weights_policy: random) or weights: <checkpoint>.")
+
+
+# ---- torchvision DeepLabV3 / FCN ------------------------------------------------------------
+
+
+def _wrap_torchvision(network):
+    import torch.nn as nn
+
+    class LogitsOnly(nn.Module):
+        """torchvision segmentation models return {"out": ...}; keep the logits tensor."""
+
+        def __init__(self):
+            super().__init__()
+            self.network = network
+
+        def forward(self, x):
+            return self.network(x)["out"]
+
+    return LogitsOnly()
+
+
+def _imagenet_backbone(weights: str):
+    """torchvision's ResNet50 ImageNet weights (from the hub cache), or None for random init."""
+    if weights != "imagenet":
+        return None
+    from torch.hub import get_dir
+    from torchvision.models import ResNet50_Weights
+
+    backbone_weights = ResNet50_Weights.IMAGENET1K_V1
+    cached = Path(get_dir()) / "checkpoints" / os.path.basename(backbone_weights.url)
+    if not cached.is_file():
+        try:  # online: torchvision downloads into the cache; offline: a clear error
+            backbone_weights.get_state_dict(progress=False, check_hash=True)
+        except OSError as error:
+            raise WeightsMissingError(
+                f"ImageNet weights for the resnet50 backbone are not in the local cache and this "
+                f"machine is offline. Fetch {backbone_weights.url} into {cached.parent}/ (torch hub "
+                f"cache), or set weights: none (random init, needs weights_policy: random) or "
+                f"weights: <checkpoint>.") from error
+    return backbone_weights
+
+
+def _build_deeplabv3(weights: str):
+    from torchvision.models.segmentation import deeplabv3_resnet50
+
+    return _wrap_torchvision(deeplabv3_resnet50(
+        weights=None, weights_backbone=_imagenet_backbone(weights), num_classes=1, aux_loss=False))
+
+
+def _build_fcn(weights: str):
+    from torchvision.models.segmentation import fcn_resnet50
+
+    return _wrap_torchvision(fcn_resnet50(
+        weights=None, weights_backbone=_imagenet_backbone(weights), num_classes=1, aux_loss=False))
+
+
+# ---- weights files and checkpoints ----------------------------------------------------------
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The model file of a checkpoint given as its directory or as the file itself."""
+    path = Path(path)
+    return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
+def _backbone_module(model):
+    """The module a backbone state dict loads into (None for the from-scratch UNet)."""
+    inner = getattr(model, "network", None)
+    if inner is not None:
+        return inner.backbone
+    return getattr(model, "encoder", None)
+
+
+def load_weights_file(model, path: str | os.PathLike) -> None:
+    """Load a ``wsss train`` checkpoint (whole model) or a backbone state dict into ``model``."""
+    import torch
+
+    file = checkpoint_file(path)
+    if not file.is_file():
+        raise WeightsMissingError(f"weights file {file} not found; give a checkpoint written by "
+                                  f"`wsss train`, a backbone state dict, or weights: none|imagenet")
+    payload = torch.load(file, map_location="cpu", weights_only=False)
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        model.load_state_dict(payload["model"])
+        return
+    target = _backbone_module(model)
+    if target is None or not isinstance(payload, dict):
+        raise ValueError(f"{file} is neither a wsss segmentation checkpoint nor a backbone "
+                         f"state dict this model can use")
+    state = payload.get("state_dict", payload)
+    result = target.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")},
+                                    strict=False)
+    if result.missing_keys:
+        raise ValueError(f"{file}: backbone state dict lacks {len(result.missing_keys)} keys "
+                         f"(e.g. {result.missing_keys[:3]})")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The payload of a ``wsss train`` checkpoint (its directory or file), tensors on the CPU."""
+    import torch
+
+    file = checkpoint_file(path)
+    if not file.is_file():
+        raise WeightsMissingError(f"segmentation checkpoint {file} not found; `wsss train` prints "
+                                  f"the path of the checkpoint it tested")
+    payload = torch.load(file, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{file} is not a wsss segmentation checkpoint")
+    return payload
+
+
+def load_segmentation(path: str | os.PathLike, device: str = "cpu"):
+    """(model in eval mode on ``device``, checkpoint payload) of a ``wsss train`` checkpoint."""
+    payload = read_checkpoint(path)
+    model = create_model(payload["model_name"], "none", **payload.get("model_options", {}))
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval(), payload
+
+
+def export_model(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a checkpoint's model without optimizer state (for MLflow and ``wsss predict``)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    slim = {k: v for k, v in payload.items() if k not in ("optimizer", "scheduler")}
+    temporary = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(slim, temporary)
+    os.replace(temporary, path)
+    return path
