@@ -6,6 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+KEPT_TRIALS = ("unet-gt", "gradcam-0.1", "box-then-mix")
+KEPT_LABELERS = ("gradcam", "box", "mix", "sam2_multi")
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +40,38 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def scaled_down_smoke(tmp: Path) -> dict:
+    """The smoke preset with tiny images, one epoch, and one trial per kind of label source."""
+    data = yaml.safe_load((REPO / "jobs" / "configs" / "smoke.yaml").read_text())
+    data["data"].update(root=str(tmp / "pets"), synthetic={"images": 74, "size": 64, "seed": 0},
+                        image_size=64, limit=4)
+    data["classifier"].update(image_size=64, epochs=1, batch_size=16, storage=str(tmp / "classifier"))
+    data["labelers"] = [spec for spec in data["labelers"] if spec.get("id", spec["name"]) in KEPT_LABELERS]
+    for spec in data["labelers"]:
+        if spec["name"].startswith("sam2"):
+            spec["params"]["image_size"] = 128
+    data["pipeline"]["store"] = str(tmp / "masks")
+    data["train"].update(model="unet", model_options={"width": 0.125}, image_size=64,
+                         storage=str(tmp / "train"))
+    data["sweep"]["trials"] = [t for t in data["sweep"]["trials"] if t["name"] in KEPT_TRIALS]
+    for trial in data["sweep"]["trials"]:
+        trial.pop("model", None)
+    data["sweep"]["direct_eval"] = [e for e in data["sweep"]["direct_eval"] if e["labeler"] == "sam2_multi"]
+    data["sweep"]["storage"] = str(tmp / "sweep")
+    data["tracking"] = {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+                        "artifact_location": str(tmp / "artifacts"), "experiment": "smoke-test"}
+    return data
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(ray_local, tmp_path_factory):
+    """A scaled-down smoke sweep, run once per session: (config, result, folder)."""
+    from wsss.config import parse_config
+    from wsss.sweep import run_sweep
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    config = parse_config(scaled_down_smoke(tmp))
+    result = run_sweep(config)
+    return config, result, tmp

@@ -271,7 +271,7 @@ def _measure_test(config: StudyConfig, checkpoint, test) -> float:
 
 
 def _log_and_save(config: StudyConfig, path: Path, model, history: list[dict],
-                  meta: dict[str, Any]) -> str:
+                  meta: dict[str, Any], parent_run_id: str | None = None) -> str:
     """One MLflow run (params, per-epoch metrics, the checkpoint); then publish ``path``."""
     import mlflow
 
@@ -287,7 +287,8 @@ def _log_and_save(config: StudyConfig, path: Path, model, history: list[dict],
                   "fingerprint", "dataset_fingerprint", "train_images", "val_images",
                   "test_images")}}
     with tracking.run(f"classifier-{section.backbone}", tags={"stage": "classifier"},
-                      params=params, random_weights=section.weights == "none") as active:
+                      params=params, random_weights=section.weights == "none",
+                      parent_run_id=parent_run_id) as active:
         for row in history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         mlflow.log_metrics({"test_accuracy": meta["test_accuracy"],
@@ -303,7 +304,7 @@ def _log_and_save(config: StudyConfig, path: Path, model, history: list[dict],
     return active.info.run_id
 
 
-def run_classifier(config: StudyConfig) -> dict[str, Any]:
+def run_classifier(config: StudyConfig, parent_run_id: str | None = None) -> dict[str, Any]:
     """Train (or reuse, or resume) the breed classifier; {checkpoint, test/val accuracy, run_id}."""
     from wsss.data.prepare import prepare_dataset
     from wsss.models.classifier import build_classifier, load_classifier
@@ -332,7 +333,7 @@ def run_classifier(config: StudyConfig) -> dict[str, Any]:
             **{f"{name}_images": len(splits[name]) for name in ("train", "val", "test")}}
     model = build_classifier(section.backbone, "none")
     model.load_state_dict(load_state(best)["model"])
-    run_id = _log_and_save(config, path, model, metrics_history(result), meta)
+    run_id = _log_and_save(config, path, model, metrics_history(result), meta, parent_run_id)
     return _summary(path, {**meta, "run_id": run_id}, False)
 
 

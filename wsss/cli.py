@@ -89,6 +89,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- sweep -----------------------------------------------------------------------------------
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from wsss.config import load_config, parse_overrides
+    from wsss.sweep import run_sweep
+    from wsss.tracking import tracking_uri
+
+    config = load_config(args.config, parse_overrides(args.set))
+    result = run_sweep(config)
+    print(f"\n## {config.name}: test metrics (micro) beside the study's\n")
+    print(result["markdown"])
+    for failure in result["failures"]:
+        print(f"FAILED trial: {failure}", file=sys.stderr)
+    uri = tracking_uri(config.tracking)
+    where = "mlflow/serve.sh, then open http://127.0.0.1:5000" if uri.startswith("sqlite") else uri
+    print(f"\nCompare the runs in the MLflow UI ({where}): experiment '{result['experiment']}', "
+          f"parent run {result['parent_run_id']}.")
+    return EXIT_PROBLEM if result["failures"] else EXIT_OK
+
+
 # ---- parser ---------------------------------------------------------------------------------
 
 
@@ -139,12 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     from wsss.classification import add_classify_parser
     from wsss.predict import add_predict_parser
     from wsss.pseudo import add_pseudo_parsers
+    from wsss.report import add_report_parser
     from wsss.training_cli import add_train_parser
 
     add_classify_parser(verbs)
     add_pseudo_parsers(verbs)
     add_train_parser(verbs)
     add_predict_parser(verbs)
+    add_report_parser(verbs)
+
+    sweep = verbs.add_parser("sweep", help="run a whole study: classifier, mask sets, Tune trials")
+    sweep.add_argument("--config", required=True)
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. train.epochs=1")
+    sweep.set_defaults(handler=cmd_sweep)
     return parser
 
 

@@ -109,6 +109,7 @@ class ScheduleStep(StrictModel):
 
 class TrainConfig(StrictModel):
     model: str = "deeplabv3"
+    model_options: dict[str, Any] = Field(default_factory=dict, description="e.g. unet width")
     weights: str = Field("imagenet", description="backbone weights: none | imagenet | path")
     labels: str | list[ScheduleStep] = "gt"
     threshold: Fraction | None = None
@@ -135,17 +136,61 @@ class TrainConfig(StrictModel):
         return self
 
 
+SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs")
+
+
+class TrialSpec(StrictModel):
+    """One training run of a sweep: overrides of the ``train`` section, plus where it reports."""
+
+    name: str | None = Field(None, description="short id; default derived from the overrides")
+    table: str | None = Field(None, description="the study's table it reproduces, e.g. '2.2'")
+    paper_row: str | None = Field(None, description="key of the study's row (wsss/paper.py)")
+    labels: str | list[ScheduleStep] | None = None
+    model: str | None = None
+    weights: str | None = None
+    threshold: Fraction | None = None
+    lr: float | None = Field(None, gt=0)
+    epochs: int | None = Field(None, ge=1)
+
+    def overrides(self) -> dict[str, Any]:
+        """The ``train`` fields this trial sets (unset ones keep the study's values)."""
+        keys = ("labels", "model", "weights", "threshold", "lr", "epochs")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class DirectEval(StrictModel):
+    """A mask set scored on the test split as a prediction (e.g. SAM2 with no training)."""
+
+    labeler: str
+    name: str | None = None
+    table: str | None = None
+    paper_row: str | None = None
+
+
 class SweepConfig(StrictModel):
-    space: dict[str, list[Any]] = Field(default_factory=dict)
+    trials: list[TrialSpec] = Field(default_factory=list, description="explicit runs (rows)")
+    space: dict[str, list[Any]] = Field(
+        default_factory=dict, description=f"grid (or samples) over {', '.join(SPACE_KEYS)}; "
+        "crossed with every trial")
     mode: Literal["grid", "sample"] = "grid"
     num_samples: int = Field(1, ge=1)
     asha: bool = False
     max_concurrent_trials: int | None = Field(None, ge=1)
-    trial_cpus: float = Field(1.0, gt=0)
-    trial_gpus: float = Field(0.0, ge=0)
-    max_failures: int = Field(1, ge=0)
-    direct_eval: list[str] = Field(default_factory=list)
+    max_failures: int = Field(1, ge=0, description="retries of a failed trial")
+    direct_eval: list[DirectEval] = Field(default_factory=list)
     storage: str = "results/sweep"
+
+    @field_validator("space")
+    @classmethod
+    def _known_space_keys(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, choices in value.items():
+            if key not in SPACE_KEYS:
+                raise ValueError(f"unknown search key {key!r}; allowed: {', '.join(SPACE_KEYS)}")
+            if not isinstance(choices, list) or not choices:
+                raise ValueError(f"space.{key} must be a non-empty list of choices")
+            if key == "threshold" and any(not 0.0 <= float(c) <= 1.0 for c in choices):
+                raise ValueError(f"space.threshold values must lie in [0, 1], got {choices}")
+        return value
 
 
 class TrackingConfig(StrictModel):
@@ -187,6 +232,63 @@ class StudyConfig(StrictModel):
                 raise ValueError(f"two labelers share the id {spec.key!r}; give one an 'id'")
             seen.add(spec.key)
         return self
+
+    @model_validator(mode="after")
+    def _sweep_refers_to_known_names(self) -> "StudyConfig":
+        from wsss.models.segmentation import list_models
+
+        ids = {spec.key for spec in self.labelers}
+        known_labels = ", ".join(["gt", *sorted(ids)])
+        for where, labels in self._sweep_labels():
+            for key in labels:
+                if key != "gt" and key not in ids:
+                    raise ValueError(f"{where}: labels {key!r} is neither 'gt' nor a labeler id "
+                                     f"({known_labels})")
+        models = [t.model for t in self.sweep.trials if t.model] + list(self.sweep.space.get("model", []))
+        for model in [self.train.model, *models]:
+            if model.split("/")[0] not in list_models():
+                raise ValueError(f"unknown model {model!r}; known: {', '.join(list_models())}")
+        for entry in self.sweep.direct_eval:
+            if entry.labeler not in ids:
+                raise ValueError(f"sweep.direct_eval: {entry.labeler!r} is not a labeler id ({known_labels})")
+        return self
+
+    def _sweep_labels(self):
+        def keys(labels):
+            if labels is None:
+                return []
+            if isinstance(labels, str):
+                return [part.split(":")[0] for part in labels.split(",")]
+            return [step.labels for step in labels]
+
+        yield "train.labels", keys(self.train.labels)
+        for index, trial in enumerate(self.sweep.trials):
+            yield f"sweep.trials.{index}", keys(trial.labels)
+        for choice in self.sweep.space.get("labels", []):
+            yield "sweep.space.labels", keys(choice)
+
+    def resolved(self, base: str | Path | None = None) -> "StudyConfig":
+        """A copy whose relative local paths are absolute (from ``base``, default the cwd).
+
+        Ray Tune trials and Train workers do not run in the driver's working directory, so
+        everything handed to them must name absolute paths (or URIs such as s3://).
+        """
+        base = Path(base or Path.cwd())
+
+        def absolute(value: str | None) -> str | None:
+            if value is None or "://" in value or value in ("none", "imagenet"):
+                return value
+            return str((base / value).resolve()) if not Path(value).is_absolute() else value
+
+        data = self.model_dump(mode="json")
+        for section, key in (("data", "root"), ("classifier", "checkpoint"), ("classifier", "storage"),
+                             ("classifier", "weights"), ("pipeline", "store"), ("train", "weights"),
+                             ("train", "storage"), ("sweep", "storage"), ("tracking", "artifact_location")):
+            data[section][key] = absolute(data[section][key])
+        uri = data["tracking"]["tracking_uri"]
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            data["tracking"]["tracking_uri"] = "sqlite:///" + absolute(uri[len("sqlite:///"):])
+        return StudyConfig.model_validate(data)
 
     def labeler(self, key: str) -> LabelerSpec:
         """The labeler spec with this id; the error lists the configured ids."""

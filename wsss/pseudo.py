@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,8 @@ def needs_classifier(config: StudyConfig, labeler_ids: list[str] | None = None) 
     return False
 
 
-def resolve_classifier(config: StudyConfig, labeler_ids: list[str] | None = None) -> str | None:
+def resolve_classifier(config: StudyConfig, labeler_ids: list[str] | None = None,
+                       parent_run_id: str | None = None) -> str | None:
     """The classifier checkpoint the CAMs use: configured, or trained (reused when done)."""
     if not needs_classifier(config, labeler_ids):
         return None
@@ -49,7 +49,7 @@ def resolve_classifier(config: StudyConfig, labeler_ids: list[str] | None = None
     if not checkpoint:
         from wsss.classification import run_classifier
 
-        checkpoint = str(run_classifier(config)["checkpoint"])
+        checkpoint = str(run_classifier(config, parent_run_id)["checkpoint"])
     load_classifier(checkpoint)  # a missing or damaged file fails here, before any Ray work
     return checkpoint
 
@@ -118,7 +118,8 @@ def heatmap_set_for(plan: Any, plans: list[Any]) -> Any | None:
 
 
 def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
-                 records: list[Record], parent_run_id: str | None = None) -> dict[str, Any]:
+                 records: list[Record], parent_run_id: str | None = None,
+                 extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """One MLflow run per mask set: params, quality per border policy, timings, gallery."""
     import tempfile
 
@@ -135,7 +136,8 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
               "fingerprint": plan.fingerprint, "kind": plan.kind, "image_size": config.data.image_size,
               "border_policy": config.data.border_policy, "dataset_index": manifest["dataset_index"],
               "store": plan.uri}
-    tags = {"stage": "pseudo_masks", "method": plan.spec.name, "labeler_id": plan.spec.key}
+    tags = {"stage": "pseudo_masks", "method": plan.spec.name, "labeler_id": plan.spec.key,
+            **(extra_tags or {})}
     with tracking.run(f"masks-{plan.spec.key}", tags=tags, params=params, parent_run_id=parent_run_id,
                       random_weights=config.weights_policy == "random") as active:
         metrics = flat_metrics(main, prefix="pseudo_")

@@ -19,9 +19,11 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from wsss.config import ConfigError, StudyConfig
 from wsss.metrics import flat_metrics
@@ -30,6 +32,8 @@ from wsss.training_worker import BEST_METRIC, FAIL_ONCE_ENV, train_loop
 
 MODEL_FILE = "tested_model.pt"
 FIGURE_FILE = "sample.png"
+PER_IMAGE_FILE = "test_per_image.csv"
+PER_IMAGE_COLUMNS = ("image_id", "dice", "iou", "accuracy", "precision", "recall")
 
 
 @dataclass
@@ -47,6 +51,9 @@ class TrainingOutcome:
     params: dict[str, Any]
     random_weights: bool
     timings: dict[str, float]  # rank 0's setup, per-epoch (train + val + checkpoint), test
+    # the same test predictions scored under every border policy (``test`` is one of them)
+    test_by_policy: dict[str, Any] = field(default_factory=dict)
+    per_image_file: str | None = None  # PER_IMAGE_FILE: per-image test scores, configured policy
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "test_metrics": flat_metrics(self.test, "test_"),
@@ -109,7 +116,7 @@ def label_schedule(config: StudyConfig, labels: Any, train) -> Any:
 
 def build_datasets(schedule, splits: dict[str, Any], border_policy: str, seed: int) -> dict:
     """Ray datasets: train (image + one target column per source, shuffled once), val and test
-    (image + ground-truth target under the border policy)."""
+    (image + ground-truth target under the border policy; test also trimap + row index)."""
     from wsss.training_steps import ground_truth_targets
 
     train = splits["train"]
@@ -117,10 +124,13 @@ def build_datasets(schedule, splits: dict[str, Any], border_policy: str, seed: i
     for index, source in enumerate(schedule.sources):
         columns[f"target_{index}"] = source.targets(train.image_ids, train.images.shape[1])
     datasets = {"train": arrays_dataset(shuffled(columns, seed))}
-    for split in ("val", "test"):
-        arrays = splits[split]
-        datasets[split] = arrays_dataset({
-            "image": arrays.images, "target": ground_truth_targets(arrays.trimaps, border_policy)})
+    val, test = splits["val"], splits["test"]
+    datasets["val"] = arrays_dataset({
+        "image": val.images, "target": ground_truth_targets(val.trimaps, border_policy)})
+    # test is also scored under every border policy and per image: trimaps and positions travel
+    datasets["test"] = arrays_dataset({
+        "image": test.images, "target": ground_truth_targets(test.trimaps, border_policy),
+        "trimap": test.trimaps, "index": np.arange(len(test), dtype=np.int64)})
     return datasets
 
 
@@ -197,7 +207,8 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     from wsss.data.prepare import prepare_dataset
     from wsss.models.segmentation import create_model
 
-    section, model, model_options = config.train, model or config.train.model, model_options or {}
+    section = config.train
+    model, model_options = model or section.model, model_options or section.model_options
     weights, random_weights = resolve_weights(config, model)
     create_model(model, weights, **model_options)  # unknown options, missing weights: fail now
     dataset = prepare_dataset(config.data)
@@ -205,7 +216,8 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     schedule = label_schedule(config, labels, splits["train"])
     name = name or section.name or run_name(config, model, model_options, schedule,
                                             dataset.fingerprint())
-    settings = _settings(config, model, weights, model_options, schedule)
+    settings = {**_settings(config, model, weights, model_options, schedule),
+                "test_images": len(splits["test"])}
     run_dir = Path(section.storage).resolve() / name
     trainer = TorchTrainer(
         train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),
@@ -220,20 +232,46 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
                    random_weights, name)
 
 
+def write_per_image(counts: Any, image_ids: list[str], path: Path) -> Path:
+    """PER_IMAGE_FILE from per-image [tp, fp, fn, tn] rows in test order; images with no
+    scored pixel (all ignored) are left out, as in the per-image mean."""
+    import csv
+
+    from wsss.metrics import scores
+
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PER_IMAGE_COLUMNS)
+        for image_id, row in zip(image_ids, counts):
+            if sum(row):
+                values = scores(np.asarray(row))
+                writer.writerow([image_id, *(repr(values[k]) for k in PER_IMAGE_COLUMNS[1:])])
+    os.replace(temporary, path)
+    return path
+
+
 def _finish(returned: dict, run_dir: Path, test_arrays, border_policy: str, params: dict,
             random_weights: bool, name: str) -> TrainingOutcome:
-    """Export the tested model and draw the sample figure on the driver."""
+    """Export the tested model, write per-image test scores, draw the sample figure (driver)."""
     from wsss.models.segmentation import export_model, read_checkpoint
     from wsss.training_tracking import sample_figure
 
     model_file = export_model(read_checkpoint(returned["tested_checkpoint"]), run_dir / MODEL_FILE)
     figure = sample_figure(model_file, test_arrays, border_policy, run_dir / FIGURE_FILE)
+    per_image = None
+    if returned.get("test_per_image") is not None:
+        per_image = str(write_per_image(returned["test_per_image"], test_arrays.image_ids,
+                                        run_dir / PER_IMAGE_FILE))
     return TrainingOutcome(
         name=name, run_dir=str(run_dir), checkpoint=returned["tested_checkpoint"],
         model_file=str(model_file), figure=figure and str(figure),
         test={**returned["test"], "border_policy": border_policy},
         tested_epoch=returned["tested_epoch"], history=returned["history"], params=params,
-        random_weights=random_weights, timings=returned.get("timings", {}))
+        random_weights=random_weights, timings=returned.get("timings", {}),
+        test_by_policy={policy: {**result, "border_policy": policy}
+                        for policy, result in returned.get("test_by_policy", {}).items()},
+        per_image_file=per_image)
 
 
 def train_segmentation(config: StudyConfig, *, labels: Any = None, model: str | None = None,

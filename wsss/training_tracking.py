@@ -76,25 +76,33 @@ def numeric(row: dict[str, Any]) -> dict[str, float]:
             if isinstance(value, numbers.Number) and key != "epoch"}
 
 
-def log_training(config: Any, outcome: Any, parent_run_id: str | None = None) -> str:
+def log_training(config: Any, outcome: Any, parent_run_id: str | None = None,
+                 tags: dict[str, str] | None = None, name: str | None = None) -> str:
     """One MLflow run (a child of ``parent_run_id`` when given) for a ``TrainingOutcome``:
-    params, per-epoch metrics (step = epoch), test metrics, the tested model and the figure."""
+    params, per-epoch metrics (step = epoch), test metrics (the configured border policy as
+    ``test_*``, every policy as ``test_<policy>_*``), per-image test scores, the tested model
+    and the figure."""
     import mlflow
 
     from wsss import tracking
 
     tracking.configure(config.tracking)
     params = outcome.params
-    title = f"train-{params['model']}-{params['labels']}"
-    tags = {"stage": "train", "border_policy": outcome.test.get("border_policy", "")}
+    title = name or f"train-{params['model']}-{params['labels']}"
+    tags = {"stage": "train", "border_policy": outcome.test.get("border_policy", ""), **(tags or {})}
     with tracking.run(title, tags=tags, params=params, parent_run_id=parent_run_id,
                       random_weights=outcome.random_weights) as active:
         for row in outcome.history:
             mlflow.log_metrics(numeric(row), step=int(row["epoch"]))
-        mlflow.log_metrics({**flat_metrics(outcome.test, "test_"),
+        by_policy = {f"test_{policy}_{name}": value
+                     for policy, result in getattr(outcome, "test_by_policy", {}).items()
+                     for name, value in flat_metrics(result, "").items()}
+        mlflow.log_metrics({**flat_metrics(outcome.test, "test_"), **by_policy,
                             "test_images": outcome.test["images"],
                             "tested_epoch": outcome.tested_epoch})
         mlflow.log_artifact(outcome.model_file, artifact_path="checkpoint")
+        if getattr(outcome, "per_image_file", None):
+            mlflow.log_artifact(outcome.per_image_file)  # test_per_image.csv: the report's worst k
         if outcome.figure:
             mlflow.log_artifact(outcome.figure, artifact_path="figures")
     return active.info.run_id

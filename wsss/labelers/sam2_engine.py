@@ -74,6 +74,7 @@ class EngineKey:
     checkpoint: str | None  # None: random weights, drawn from ``seed``
     device: str
     seed: int
+    image_size: int = 1024
 
 
 class Sam2Engine:
@@ -92,6 +93,9 @@ class Sam2Engine:
             from sam2.sam2_image_predictor import SAM2ImagePredictor
 
             self._predictor = SAM2ImagePredictor(self._build_model())
+            size = self.key.image_size  # the predictor assumes 1024: feature sizes follow the input
+            self._predictor._bb_feat_sizes = [(size // 4, size // 4), (size // 8, size // 8),
+                                              (size // 16, size // 16)]
         return self._predictor
 
     def _build_model(self) -> Any:
@@ -108,7 +112,8 @@ class Sam2Engine:
         # Forked RNG: random weights depend on the seed only, and callers' RNG is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.key.seed)
-            return build_sam2(config_name(self.key.model), self.key.checkpoint, device=self.key.device)
+            return build_sam2(config_name(self.key.model), self.key.checkpoint, device=self.key.device,
+                              hydra_overrides_extra=[f"++model.image_size={self.key.image_size}"])
 
     def _precision(self) -> Any:
         import contextlib

@@ -1,0 +1,117 @@
+"""The main job on real local Ray and a real SQLite MLflow store: end to end, rerun, kill + resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import yaml
+
+from conftest import KEPT_LABELERS, KEPT_TRIALS, REPO, scaled_down_smoke
+from wsss.config import ConfigError, load_config, parse_config
+from wsss.sweep import run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def runs_by_stage(config) -> dict[str, list]:
+    mlflow.set_tracking_uri(config.tracking.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="list", max_results=1000)
+    stages: dict[str, list] = {}
+    for run in runs:
+        stages.setdefault(run.data.tags.get("stage"), []).append(run)
+    return stages
+
+
+def artifact_names(run) -> set[str]:
+    client = mlflow.MlflowClient()
+    names = set()
+    for item in client.list_artifacts(run.info.run_id):
+        names.add(item.path)
+        if item.is_dir:
+            names.update(child.path for child in client.list_artifacts(run.info.run_id, item.path))
+    return names
+
+
+def test_sweep_logs_parent_and_children(finished_sweep):
+    config, result, _ = finished_sweep
+    assert result["failures"] == []
+    stages = runs_by_stage(config)
+    (parent,) = stages["sweep"]
+    assert {"summary.md", "summary.csv", "sweep.json"} <= artifact_names(parent)
+    children = [run for stage, runs in stages.items() if stage != "sweep" for run in runs]
+    assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id for run in children)
+    assert len(stages["classifier"]) == 1
+    assert sorted(r.data.tags["labeler_id"] for r in stages["pseudo_masks"]) == sorted(KEPT_LABELERS)
+    assert [r.data.tags["labels"] for r in stages["direct_eval"]] == ["sam2_multi"]
+    assert sorted(r.info.run_name for r in stages["train"]) == sorted(KEPT_TRIALS)
+    for run in stages["train"]:
+        assert 0.0 <= run.data.metrics["test_micro_dice"] <= 1.0
+        assert run.data.tags["wsss.random_weights"] == "true" or run.data.params["model"] == "unet"
+        names = artifact_names(run)
+        assert any(n.startswith("checkpoint/") for n in names) and any(n.startswith("figures/") for n in names)
+    for run in stages["pseudo_masks"]:
+        assert "pseudo_micro_dice" in run.data.metrics
+        assert any(n.startswith("gallery-") for n in artifact_names(run))
+    curriculum = next(r for r in stages["train"] if r.info.run_name == "box-then-mix")
+    assert curriculum.data.tags["method"] == "box+mix" and curriculum.data.tags["table"] == "3"
+    assert len(result["rows"]) == len(KEPT_TRIALS) + 1
+    assert "| 3 | box-then-mix |" in result["markdown"]
+
+
+def test_rerun_is_a_no_op(finished_sweep):
+    config, result, _ = finished_sweep
+    before = {stage: len(runs) for stage, runs in runs_by_stage(config).items()}
+    again = run_sweep(config)
+    assert {stage: len(runs) for stage, runs in runs_by_stage(config).items()} == before
+    assert again["parent_run_id"] == result["parent_run_id"]
+    assert again["rows"] == result["rows"]
+
+
+def test_killed_sweep_finishes_when_started_again(ray_local, tmp_path):
+    data = scaled_down_smoke(tmp_path)
+    data["labelers"] = [s for s in data["labelers"] if s["name"] == "ellipse"] or [{"name": "ellipse"}]
+    data["sweep"]["trials"] = [{"name": f"gt-{lr}", "labels": "gt", "lr": lr} for lr in (0.001, 0.002, 0.003)]
+    data["sweep"]["direct_eval"] = []
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(data))
+    command = [sys.executable, str(REPO / "jobs" / "sweep.py"), "--config", str(tmp_path / "study.yaml")]
+    process = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list((tmp_path / "train").glob("*/checkpoint_*")):
+        time.sleep(1)  # wait until a trial has trained at least one epoch
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert list((tmp_path / "train").glob("*/checkpoint_*")), "no trial got going before the deadline"
+    config = load_config(tmp_path / "study.yaml")
+    assert "train" not in runs_by_stage(config)  # killed before any trial was logged
+    result = run_sweep(config)
+    assert result["failures"] == []
+    names = sorted(run.info.run_name for run in runs_by_stage(config)["train"])
+    assert names == ["gt-0.001", "gt-0.002", "gt-0.003"]  # each trial logged exactly once
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: d["labelers"].append({"name": "graabcut"}), "unknown labeler 'graabcut'"),
+    (lambda d: d["sweep"]["trials"].append({"labels": "gradcam", "threshold": 1.5}), "less than or equal to 1"),
+    (lambda d: d["sweep"].update(space={"threshold": [0.1, 2.0]}), "must lie in [0, 1]"),
+    (lambda d: d["sweep"]["trials"].append({"labels": "no_such_set"}), "neither 'gt' nor a labeler id"),
+])
+def test_bad_config_fails_before_any_work(tmp_path, change, fragment):
+    data = scaled_down_smoke(tmp_path)
+    change(data)
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        parse_config(data)
+    assert not (tmp_path / "pets").exists()
+
+
+def test_more_gpus_than_the_cluster_has(ray_local, tmp_path):
+    data = scaled_down_smoke(tmp_path)
+    data["train"]["scaling"] = {"num_workers": 2, "use_gpu": True}
+    with pytest.raises(ConfigError, match="asks for 2 GPU"):
+        run_sweep(parse_config(data))
+    assert not (tmp_path / "pets").exists() and not (tmp_path / "mlflow.db").exists()
