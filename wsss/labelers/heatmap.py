@@ -1,7 +1,9 @@
 """Base of the CAM family: a breed classifier's heatmap, per image in [0, 1], then a threshold.
 
-One CAM object is built per labeler instance (per Ray actor) and reused for every batch:
-pytorch-grad-cam registers hooks on the model and leaks when its objects are re-created.
+Maps come from ``wsss.labelers.fastcam``: one forward pass and a backward through the head
+only, built once per labeler (per Ray actor); labelers on one classifier can share one pass
+for all their kinds (``share_heatmaps``). pytorch-grad-cam's object for each method
+(``cam_factory``) stays the reference the fast path must match (``reference_cam``).
 The classifier runs at the resolution it was trained at; heatmaps are upsampled to the image.
 """
 
@@ -21,7 +23,7 @@ class HeatmapParams(ThresholdParams):
 
 
 class HeatmapLabeler(Labeler):
-    """Subclasses set ``cam_factory(model, target_layer)`` returning a pytorch-grad-cam object."""
+    """Subclasses set ``cam_factory(model, target_layer)``: the pytorch-grad-cam reference."""
 
     Params = HeatmapParams
     stage: ClassVar[str] = "heatmap"
@@ -58,35 +60,45 @@ class HeatmapLabeler(Labeler):
         return model.to(self.context.device).eval(), RANDOM_CLASSIFIER_BACKBONE, None
 
     def _build(self) -> Any:
+        """Load the classifier and its fast CAM engine (``wsss.labelers.fastcam``) once."""
         if self._cam is None:
+            from wsss.labelers.fastcam import BF16_ON_CUDA, CamEngine, SharedCams
             from wsss.models.classifier import backbone_spec, get_module
 
             model, backbone, self._input_size = self._load_model()
-            for parameter in model.parameters():
-                parameter.requires_grad_(False)  # CAMs need activation gradients, not weights'
-            layer = get_module(model, backbone_spec(model, backbone).target_layer)
-            self._model, self._head = model, get_module(model, backbone_spec(model, backbone).head)
-            self._cam = self.cam_factory(model, layer)
+            spec = backbone_spec(model, backbone)
+            self._model, self._layer = model, get_module(model, spec.target_layer)
+            self._head = get_module(model, spec.head)
+            bf16 = BF16_ON_CUDA and self.context.device.startswith("cuda")
+            engine = CamEngine(model, self._layer, self._head, self.context.device, bf16=bf16)
+            self._cam = SharedCams(engine, [(self.name, self.params.target)])
         return self._cam
+
+    def reference_cam(self) -> Any:
+        """pytorch-grad-cam's object for this method on a copy of the classifier: the reference
+        the fast engine is tested and benchmarked against. Release it when done."""
+        import copy
+
+        from wsss.models.classifier import get_module
+
+        self._build()
+        layer = next(name for name, module in self._model.named_modules() if module is self._layer)
+        model = copy.deepcopy(self._model)  # its own hooks: the engine's model stays clean
+        return self.cam_factory(model, get_module(model, layer))
 
     def heatmaps(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """N x H x W float32 heatmaps in [0, 1] for the labelled (or predicted) class."""
         import cv2
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         from wsss.data.arrays import resize_image
-        from wsss.models.classifier import to_input_tensor
+        from wsss.labelers.fastcam import ref_key
 
-        cam = self._build()
+        shared = self._build()
         height, width = images.shape[1:3]
         inputs = images
         if self._input_size and (height, width) != (self._input_size, self._input_size):
             inputs = np.stack([resize_image(image, self._input_size) for image in images])
-        tensor = to_input_tensor(inputs, self.context.device).requires_grad_(True)
-        targets = None
-        if self.params.target == "labelled":
-            targets = [ClassifierOutputTarget(int(label)) for label in labels]
-        maps = np.asarray(cam(input_tensor=tensor, targets=targets), dtype=np.float32)
+        maps = shared.maps(inputs, labels)[ref_key(self.name, self.params.target)]
         if maps.shape[1:] != (height, width):
             maps = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
                              for m in maps])
@@ -98,6 +110,25 @@ class HeatmapLabeler(Labeler):
 
     def close(self) -> None:
         if self._cam is not None:
-            self._cam.activations_and_grads.release()
+            self._cam.engine.close()  # shared: the others' engine is this one's, already closed
             self._cam = None
         super().close()
+
+
+def share_heatmaps(labelers: list[HeatmapLabeler]) -> None:
+    """Let labelers on the same classifier and device share one engine and one pass per batch.
+
+    Builds the first labeler of each group (a bad checkpoint raises here) and points the rest
+    at its ``SharedCams``, which then computes every member's kind in one pass. Outputs are
+    those of each labeler alone: the same engine code on the same batch.
+    """
+    leaders: dict[tuple, HeatmapLabeler] = {}
+    for labeler in labelers:
+        group = (labeler.weights_id(), labeler.context.device, labeler.context.seed)
+        leader = leaders.setdefault(group, labeler)
+        shared = leader._build()
+        if labeler is not leader:
+            labeler.close()
+            labeler._cam, labeler._model, labeler._input_size = shared, leader._model, leader._input_size
+            labeler._layer, labeler._head = leader._layer, leader._head
+            shared.add(labeler.name, labeler.params.target)

@@ -1,0 +1,103 @@
+"""jobs/benchmark.py end to end on a tiny synthetic set: JSON, the table, one MLflow run.
+
+Ratios are reported, never asserted: only that each requested stage produced them.
+"""
+
+import json
+import math
+
+import pytest
+
+from wsss.benchmark import STAGES, main, selected_stages
+from wsss.benchmark_report import format_table, write_json
+
+IN_PROCESS = ["decode", "cam", "gradcam", "gradcampp", "grabcut", "slic", "mix", "sam2", "train", "infer"]
+
+
+def strict_json(path):
+    """The file parsed as strict JSON (NaN or Infinity would raise)."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def assert_stage_rows(payload, stages):
+    rows = {row["stage"]: row for row in payload["stages"]}
+    assert list(rows) == stages
+    for stage, row in rows.items():
+        assert "error" not in row, (stage, row.get("error"))
+        assert row["path_images_per_s"] > 0 and row["reference_images_per_s"] > 0, stage
+        assert math.isclose(row["ratio"], row["path_images_per_s"] / row["reference_images_per_s"])
+
+
+def test_stage_selection_and_refusals(capsys):
+    assert selected_stages([], ray=True) == list(STAGES)
+    assert "pseudo" not in selected_stages([], ray=False)
+    assert selected_stages(["mix", "decode"], ray=True) == ["decode", "mix"]  # canonical order
+    with pytest.raises(ValueError, match="known: decode"):
+        selected_stages(["gradcut"], ray=True)
+    assert main(["pseudo", "--no-ray"]) == 2
+    assert "need Ray" in capsys.readouterr().err
+
+
+def test_report_is_strict_json_and_a_markdown_table(tmp_path):
+    row = {"stage": "grabcut", "path": "p", "reference": "r", "unit": "per core", "images": 4,
+           "path_images_per_s": 8.0, "reference_images_per_s": 4.0, "ratio": 2.0,
+           "path_images_per_s_per_worker": 4.0, "workers": 2, "scaling": float("nan"),
+           "floor_images_per_s": None, "details": {}}
+    payload = {"machine": {"cpu": "x", "cores": 2, "gpu": None, "versions": {"torch": "t", "ray": "r"}},
+               "settings": {"size": 64}, "images": 4, "stages": [row, {"stage": "sam2", "error": "boom"}],
+               "fast_paths": [{"fast_path": "crop", "predicted_gain": 1.1, "measured_gain": 1.0,
+                               "prediction": "why", "kept": True, "dice_delta": 0.0}]}
+    data = strict_json(write_json(payload, tmp_path / "out.json"))
+    assert data["stages"][0]["scaling"] is None  # NaN written as null
+    table = format_table(payload).splitlines()
+    assert table[2].startswith("| stage | path | reference | images/s path | images/s reference | ratio")
+    assert "| grabcut | p | r | 8.0 (4.0/core) | 4.0 | 2.00 | 2 | - |" in table
+    assert any(line.startswith("| sam2 | error: boom") for line in table)
+    assert any(line.startswith("| crop | 1.10x | 1.00x | True |") for line in table)
+
+
+def test_quick_run_in_process_writes_json_and_one_mlflow_run(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    out, store = tmp_path / "bench.json", f"sqlite:///{tmp_path}/mlflow.db"
+    code = main([*IN_PROCESS, "--quick", "--no-ray", "--device", "cpu", "--out", str(out),
+                 "--tracking-uri", store, "--scratch", str(tmp_path / "scratch")])
+    assert code == 0
+    payload = strict_json(out)
+    assert_stage_rows(payload, IN_PROCESS)
+    assert payload["machine"]["cores"] >= 1 and payload["machine"]["versions"]["torch"]
+    kinds = {item["fast_path"] for item in payload["fast_paths"]}
+    assert {"GrabCut on box + margin crop vs whole image",
+            "three CAM kinds in one pass vs three single-kind passes"} <= kinds
+    cams = {row["stage"]: row["details"] for row in payload["stages"] if row["stage"].startswith(("cam", "grad"))}
+    assert all(d["max_abs_diff_vs_pytorch_grad_cam"] < 1e-4 for d in cams.values())
+    printed = capsys.readouterr().out
+    assert "| stage | path | reference |" in printed and "| grabcut |" in printed
+
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.stage = 'benchmark'")
+    assert len(runs) == 1 and runs[0].info.run_id == payload["mlflow_run_id"]
+    metrics = runs[0].data.metrics
+    assert all(f"{stage}_ratio" in metrics for stage in IN_PROCESS)
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"bench.json", "benchmark.md"} <= artifacts
+
+
+@pytest.mark.slow
+def test_quick_run_through_ray_reports_scaling(ray_local, tmp_path):
+    out = tmp_path / "bench.json"
+    stages = ["decode", "grabcut", "pseudo"]
+    assert main([*stages, "--quick", "--workers", "2", "--device", "cpu", "--out", str(out),
+                 "--no-mlflow", "--scratch", str(tmp_path / "scratch")]) == 0
+    payload = strict_json(out)
+    assert_stage_rows(payload, stages)
+    for row in payload["stages"]:
+        assert row["workers"] == 2 and row["scaling"] > 0, row["stage"]
+    grabcut = payload["stages"][1]["details"]
+    assert set(grabcut["ray"]) == {"1", "2"} and grabcut["pipeline_over_bare"] > 0
+    pseudo = payload["stages"][2]["details"]["runs"]
+    assert pseudo["2"]["images"] == payload["images"]
