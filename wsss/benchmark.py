@@ -33,7 +33,11 @@ CAM_STAGES = ("cam", "gradcam", "gradcampp")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="benchmark", description=__doc__.splitlines()[0])
+    return add_arguments(argparse.ArgumentParser(prog="benchmark", description=__doc__.splitlines()[0]))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The benchmark's flags (shared by ``jobs/benchmark.py`` and ``wsss benchmark``)."""
     parser.add_argument("stages", nargs="*", metavar="stage", help=f"any of {', '.join(STAGES)} (default: all that can run)")
     parser.add_argument("--images", type=int, default=None, help="synthetic images (default 64; quick 8)")
     parser.add_argument("--size", type=int, default=None, help="image side after decode (default 256; quick 64)")
@@ -163,9 +167,13 @@ def tracking_config(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table; write JSON; log to MLflow. Exit 1 if a stage failed."""
+    return run(build_parser().parse_args(argv), argv)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """``main`` for already parsed arguments."""
     from wsss.benchmark_report import log_run, report_text, write_json
 
-    args = build_parser().parse_args(argv)
     try:
         stages = selected_stages(args.stages, args.ray)
         tracking = tracking_config(args) if args.mlflow else None

@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. train.epochs=1")
     sweep.set_defaults(handler=cmd_sweep)
+
+    from wsss.benchmark import add_arguments as add_benchmark_arguments
+    from wsss.benchmark import run as run_benchmark
+
+    benchmark = verbs.add_parser("benchmark", help="time every stage against a plain reference")
+    add_benchmark_arguments(benchmark).set_defaults(handler=run_benchmark)
     return parser
 
 
