@@ -1,0 +1,69 @@
+"""The MLflow UI, served by mlflow/serve.sh, lists a sweep's runs in a real headless browser."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import mlflow
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def find_browser() -> str:
+    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    raise AssertionError("no Chromium found: install Debian's chromium package "
+                         "(`apt-get install chromium`; .ci/run does) or set CHROMIUM=/path/to/chrome")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def ui_server(finished_sweep, tmp_path):
+    config, _, folder = finished_sweep
+    port = free_port()
+    env = {**os.environ, "MLFLOW_PORT": str(port), "MLFLOW_BACKEND_STORE_URI": config.tracking.tracking_uri,
+           "MLFLOW_ARTIFACTS_DESTINATION": str(folder / "artifacts")}
+    server = subprocess.Popen([str(REPO / "mlflow" / "serve.sh")], env=env, start_new_session=True,
+                              stdout=open(tmp_path / "server.log", "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        raise AssertionError((tmp_path / "server.log").read_text()[-2000:])
+    yield url, config
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)
+
+
+def test_experiment_page_lists_the_sweep(ui_server, tmp_path):
+    url, config = ui_server
+    mlflow.set_tracking_uri(config.tracking.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(config.tracking.experiment)
+    total = len(mlflow.search_runs([experiment.experiment_id], output_format="list"))
+    page = f"{url}/#/experiments/{experiment.experiment_id}/runs"
+    dom = subprocess.run([find_browser(), *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                          "--virtual-time-budget=20000", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=180).stdout
+    assert f"sweep-{config.name}" in dom  # the parent run, children nested under it
+    match = re.search(r"(\d+)\s*(?:<!-- -->)?\s*matching runs", dom)
+    assert match and int(match.group(1)) == total
