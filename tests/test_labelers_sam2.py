@@ -197,3 +197,21 @@ def test_peaks_from_a_classifier_heatmap(context, batch):
     positives = output["prompts"][:, :3]
     assert np.all((positives[..., 2] == 1.0) | (positives[..., 2] == -1.0))
     assert np.all(positives[:, 0, 2] == 1.0)  # at least the global maximum
+
+
+def test_batched_preprocessing_matches_sam2s_own():
+    """Resize + normalise as one tensor op gives the embedding sam2's per-image path gives."""
+    import torch
+
+    from wsss.labelers.sam2_engine import EngineKey, Sam2Engine
+
+    engine = Sam2Engine(EngineKey("tiny", None, "cpu", 0, 256))
+    images = [np.random.default_rng(i).integers(0, 255, (80, 80, 3), dtype=np.uint8) for i in range(2)]
+    with torch.inference_mode():
+        engine.predictor.set_image_batch(images)
+        reference = engine.predictor._features
+        engine._set_image_batch_on_device(images)
+        ours = engine.predictor._features
+    assert torch.allclose(reference["image_embed"], ours["image_embed"], atol=1e-5)
+    for expected, got in zip(reference["high_res_feats"], ours["high_res_feats"]):
+        assert torch.allclose(expected, got, atol=1e-5)
