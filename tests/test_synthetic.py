@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsss.data.breeds import BREEDS, breed_index_within_species, breed_of_image, species_of
-from wsss.data.synthetic import LIST_HEADER, render_image, synthesize
+from wsss.data.breeds import (
+    BREEDS,
+    breed_index_within_species,
+    breed_of_image,
+    species_of,
+)
+from wsss.data.synthetic import LIST_HEADER, breed_genome, render_image, synthesize
 
 N_IMAGES = 80  # > 2 per breed
 SIZE = 64
@@ -188,14 +193,72 @@ def test_not_trivially_separable():
     assert np.mean(diffs) > 25
     # ... covers a sensible, varied part of the frame ...
     assert 0.15 < np.mean(fracs) < 0.45 and min(fracs) > 0.03 and max(fracs) > 0.3
-    # ... but no single colour channel threshold segments it (measured ~0.89 on average)
+    # ... but no single colour channel threshold segments it (measured ~0.915 on average;
+    # calling every pixel background scores ~0.78, the pets being ~22 % of the frame)
     assert np.mean(accs) < 0.93
     assert np.mean(np.array(accs) > 0.95) < 0.5
 
 
-def test_breed_genomes_are_distinct_and_seed_free():
-    from wsss.data.synthetic import breed_genome
+def test_resting_poses_fill_their_box():
+    from wsss.data.synthetic.anatomy import POSES, build_parts
+    from wsss.data.synthetic.render import rasterise
 
+    fill = {}
+    for pose in POSES:
+        shares = []
+        for c in range(len(BREEDS)):
+            parts, info = build_parts(breed_genome(c), np.random.default_rng(c), pose)
+            points = np.concatenate([p for _, p in parts])
+            lo, hi = points.min(0), points.max(0)
+            s = 100 / (hi - lo).max()
+            mask = rasterise(parts, np.array([[s, 0, 14 - s * lo[0]], [0, s, 14 - s * lo[1]]]), 128) > 0
+            ys, xs = np.nonzero(mask)
+            assert 0 < xs.min() and xs.max() < 127 and 0 < ys.min() and ys.max() < 127
+            shares.append(mask.sum() / ((np.ptp(xs) + 1) * (np.ptp(ys) + 1)))
+            assert info["pose"] == pose and info["leg_len"] > 0
+        fill[pose] = np.mean(shares)
+    # a box around a sitting or lying pet is mostly pet (measured 0.51, 0.53 vs 0.40 standing)
+    assert fill["sit"] > fill["stand"] + 0.07 and fill["lie"] > fill["stand"] + 0.07
+    with pytest.raises(ValueError, match="pose 'fly'"):
+        build_parts(breed_genome(0), np.random.default_rng(0), "fly")
+
+
+def test_placement_weakens_the_centre_prior():
+    from wsss.labelers.baselines import centred_ellipse
+
+    ellipse = centred_ellipse(64, 64, 0.7).astype(bool)
+    dice, offsets, fracs = [], [], []
+    for i in range(74):
+        _, mask, _ = render_image(11, i, 64)
+        dice.append(2 * (mask & ellipse).sum() / (mask.sum() + ellipse.sum()))
+        ys, xs = np.nonzero(mask)
+        offsets.append(np.hypot(xs.mean() - 31.5, ys.mean() - 31.5) / 64)
+        fracs.append(mask.mean())
+    # pets at many scales (area p90 / p10 measured 5.4) and off centre (centroid 0.17 of the
+    # side away on average): the centred-ellipse baseline stays weak (Dice measured 0.45;
+    # the earlier generator, large and centred pets: 0.55, 2.1, 0.12)
+    assert np.percentile(fracs, 90) / np.percentile(fracs, 10) > 3.5
+    assert np.mean(offsets) > 0.14
+    assert np.mean(dice) < 0.5
+
+
+def test_grabcut_finds_the_pet_in_its_own_box():
+    from wsss.labelers.grabcut import GrabCutParams, grabcut_masks
+
+    images, masks, boxes = [], [], []
+    for i in range(24):
+        image, mask, _ = render_image(11, i, 96)
+        ys, xs = np.nonzero(mask)
+        images.append(image), masks.append(mask)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    found, _ = grabcut_masks(np.stack(images), np.array(boxes, np.int32), GrabCutParams())
+    found, masks = found == 1, np.stack(masks)
+    # backgrounds rarely borrow the pet's own colours, so a colour model learnt around the
+    # box separates the pet, as on real photos (micro Dice measured 0.82; 0.76 before)
+    assert 2 * (found & masks).sum() / (found.sum() + masks.sum()) > 0.78
+
+
+def test_breed_genomes_are_distinct_and_seed_free():
     gs = [breed_genome(i) for i in range(len(BREEDS))]
     assert gs[0] == breed_genome(0)
     keys = {(g.base, g.sec, g.pattern, g.ears, round(g.body_h, 3)) for g in gs}
