@@ -37,8 +37,10 @@ def overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, alpha:
 
 
 def save_grid(rows: list[list[np.ndarray]], titles: list[str], path: str | os.PathLike,
-              row_labels: list[str] | None = None, panel_inches: float = 2.0) -> Path:
-    """Write a grid of RGB panels (rows x columns) with column titles to a PNG."""
+              row_labels: list[str] | None = None, panel_inches: float = 2.0,
+              title: str | None = None) -> Path:
+    """Write a grid of RGB panels (rows x columns) with column titles (and an optional figure
+    title) to a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,7 +60,11 @@ def save_grid(rows: list[list[np.ndarray]], titles: list[str], path: str | os.Pa
                 axis.set_title(titles[c], fontsize=10)
             if c == 0 and row_labels:
                 axis.set_ylabel(row_labels[r], fontsize=8)
-    figure.tight_layout()
+    if title:
+        figure.suptitle(title, fontsize=11)
+        figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (panel_inches * count)))  # room for it
+    else:
+        figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path

@@ -85,6 +85,7 @@ def log_training(config: Any, outcome: Any, parent_run_id: str | None = None,
     import mlflow
 
     from wsss import tracking
+    from wsss.storage import fetch
 
     tracking.configure(config.tracking)
     params = outcome.params
@@ -100,9 +101,10 @@ def log_training(config: Any, outcome: Any, parent_run_id: str | None = None,
         mlflow.log_metrics({**flat_metrics(outcome.test, "test_"), **by_policy,
                             "test_images": outcome.test["images"],
                             "tested_epoch": outcome.tested_epoch})
-        mlflow.log_artifact(outcome.model_file, artifact_path="checkpoint")
-        if getattr(outcome, "per_image_file", None):
-            mlflow.log_artifact(outcome.per_image_file)  # test_per_image.csv: the report's worst k
+        # the files may sit in s3:// train storage: fetch() gives a local copy to log
+        mlflow.log_artifact(str(fetch(outcome.model_file)), artifact_path="checkpoint")
+        if getattr(outcome, "per_image_file", None):  # test_per_image.csv: the report's worst k
+            mlflow.log_artifact(str(fetch(outcome.per_image_file)))
         if outcome.figure:
-            mlflow.log_artifact(outcome.figure, artifact_path="figures")
+            mlflow.log_artifact(str(fetch(outcome.figure)), artifact_path="figures")
     return active.info.run_id

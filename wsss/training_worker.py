@@ -124,14 +124,43 @@ def _best_reported():
     return max(ray.train.get_all_reported_checkpoints(), key=key)
 
 
+def evaluate_test(module, settings: dict, device) -> tuple[dict[str, SegmentationMeter], Any]:
+    """Score each test prediction once per border policy (one meter each) and keep the
+    configured policy's per-image [tp, fp, fn, tn] by test row; both merged across ranks."""
+    import numpy as np
+
+    from wsss.config import BORDER_POLICIES
+    from wsss.training_steps import ground_truth_targets, predict_logits
+
+    module.eval()
+    meters = {policy: SegmentationMeter() for policy in BORDER_POLICIES}
+    per_image = np.zeros((settings["test_images"], 4), np.int64)
+    for batch in eval_batches("test", settings["eval_batch_size"], device):
+        logits = predict_logits(module, batch["image"], device, settings["bf16"], device.type == "cuda")
+        predictions = (logits[:, 0] > 0).cpu().numpy()
+        trimaps, rows = batch["trimap"].cpu().numpy(), batch["index"].cpu().numpy()
+        for policy, meter in meters.items():
+            for row, prediction, target in zip(rows, predictions, ground_truth_targets(trimaps, policy)):
+                counts = meter.update(prediction, target)
+                if policy == settings["border_policy"]:
+                    per_image[row] = counts
+    merged = {policy: meter.reduce_from_all_processes() for policy, meter in meters.items()}
+    # each row is scored on exactly one rank, so a sum across ranks fills in every row
+    totals = all_reduce_sums(per_image.reshape(-1).astype(np.float64).tolist(), device)
+    return merged, np.rint(np.asarray(totals)).astype(np.int64).reshape(per_image.shape)
+
+
 def test_best(module, settings: dict, device) -> dict[str, Any]:
-    """Load the best checkpoint on every rank and score the test set with it."""
+    """Load the best checkpoint on every rank and score the test set with it (every border
+    policy, plus per-image counts under the configured one)."""
     best = _best_reported()
     state = load_state(best.checkpoint)
     module.load_state_dict(state["model"])
-    meter, _ = evaluate(module, "test", settings, device)
-    test = meter.reduce_from_all_processes().result()
-    return {"test": test, "tested_checkpoint": best.checkpoint.path, "tested_epoch": state["epoch"]}
+    meters, per_image = evaluate_test(module, settings, device)
+    by_policy = {policy: meter.result() for policy, meter in meters.items()}
+    return {"test": by_policy[settings["border_policy"]], "test_by_policy": by_policy,
+            "test_per_image": per_image.tolist(), "tested_checkpoint": best.checkpoint.path,
+            "tested_epoch": state["epoch"]}
 
 
 def _payload(module, optimizer, scheduler, settings: dict, history: list[dict]) -> dict[str, Any]:
