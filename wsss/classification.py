@@ -15,14 +15,16 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from wsss import storage
 from wsss.config import ConfigError, StudyConfig
 from wsss.train_common import (all_reduce_sums, arrays_dataset, autocast, data_config,
-                               eval_batches, load_state, metrics_history, rank_and_world,
-                               report, restore_state, run_config, scaling_config,
-                               seed_everything, shuffled, worker_device)
+                               decoded_splits, eval_batches, load_state, metrics_history,
+                               rank_and_world, report, restore_state, run_config,
+                               scaling_config, seed_everything, shuffled, worker_device)
 
 JITTER = 0.2  # brightness/contrast/saturation; mild, because coat colour identifies breeds
 SHUFFLE_ROWS = 512  # local shuffle buffer per worker (rows)
@@ -202,9 +204,16 @@ def classifier_fingerprint(config: StudyConfig, dataset_fingerprint: str) -> str
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def classifier_path(config: StudyConfig, fingerprint: str) -> Path:
-    """``<classifier.storage>/<backbone>-<fingerprint>/classifier.pt`` (also the Train run dir)."""
-    name = f"{config.classifier.backbone.replace('/', '_')}-{fingerprint}"
+def classifier_run_name(config: StudyConfig, fingerprint: str) -> str:
+    return f"{config.classifier.backbone.replace('/', '_')}-{fingerprint}"
+
+
+def classifier_path(config: StudyConfig, fingerprint: str) -> Path | str:
+    """``<classifier.storage>/<backbone>-<fingerprint>/classifier.pt`` (also the Train run dir);
+    a URI string when the storage is an object store (``s3://...``)."""
+    name = classifier_run_name(config, fingerprint)
+    if storage.is_remote(config.classifier.storage):
+        return storage.join(config.classifier.storage, name, CHECKPOINT_NAME)
     return Path(config.classifier.storage) / name / CHECKPOINT_NAME
 
 
@@ -212,31 +221,17 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata ``save_classifier`` stored in a classifier checkpoint."""
     import torch
 
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = torch.load(storage.fetch(path), map_location="cpu", weights_only=False)
     return {"backbone": payload.get("backbone"), **payload.get("meta", {})}
 
 
-def _summary(path: Path, meta: dict[str, Any], reused: bool) -> dict[str, Any]:
+def _summary(path: Path | str, meta: dict[str, Any], reused: bool) -> dict[str, Any]:
     return {"checkpoint": str(path), "test_accuracy": meta.get("test_accuracy"),
             "val_accuracy": meta.get("val_accuracy"), "run_id": meta.get("run_id"),
             "reused": reused}
 
 
-def _load_splits(config: StudyConfig, dataset) -> dict[str, Any]:
-    from wsss.data.arrays import load_arrays
-
-    cache_dir = Path(config.pipeline.store).parent / "decoded"
-    splits = {}
-    for name in ("train", "val", "test"):
-        records = dataset.split(name)
-        splits[name] = load_arrays(records, config.classifier.image_size, cache_dir, progress=True)
-        splits[name].quarantine.check_budget(len(records), config.data.error_budget)
-    if len(splits["train"]) == 0:
-        raise ConfigError(f"data.root {config.data.root}: the train split has no usable images")
-    return splits
-
-
-def _fit(config: StudyConfig, splits: dict[str, Any], run_dir: Path):
+def _fit(config: StudyConfig, splits: dict[str, Any], storage_root: str, name: str):
     from ray.train.torch import TorchTrainer
 
     section = config.classifier
@@ -251,7 +246,7 @@ def _fit(config: StudyConfig, splits: dict[str, Any], run_dir: Path):
                            "epochs": section.epochs, "batch_size": section.batch_size,
                            "eval_batch_size": section.eval_batch_size, "seed": section.seed},
         scaling_config=scaling_config(section.scaling),
-        run_config=run_config(run_dir.parent, run_dir.name, metric="val_accuracy",
+        run_config=run_config(storage_root, name, metric="val_accuracy",
                               max_failures=section.max_failures),
         datasets={"train": arrays_dataset(shuffled(columns["train"], section.seed)),
                   "val": arrays_dataset(columns["val"])},
@@ -270,7 +265,7 @@ def _measure_test(config: StudyConfig, checkpoint, test) -> float:
                                test.labels, config.classifier.eval_batch_size))
 
 
-def _log_and_save(config: StudyConfig, path: Path, model, history: list[dict],
+def _log_and_save(config: StudyConfig, path: Path | str, model, history: list[dict],
                   meta: dict[str, Any], parent_run_id: str | None = None) -> str:
     """One MLflow run (params, per-epoch metrics, the checkpoint); then publish ``path``."""
     import mlflow
@@ -293,12 +288,18 @@ def _log_and_save(config: StudyConfig, path: Path, model, history: list[dict],
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         mlflow.log_metrics({"test_accuracy": meta["test_accuracy"],
                             "best_val_accuracy": meta["val_accuracy"]})
-        staging = path.with_name(f".staging-{os.getpid()}")
+        remote = storage.is_remote(path)
+        staging = (Path(tempfile.mkdtemp(prefix="wsss-classifier-")) if remote
+                   else path.with_name(f".staging-{os.getpid()}"))
         try:
             save_classifier(model, staging / CHECKPOINT_NAME, section.backbone,
                             run_id=active.info.run_id, **meta)
             mlflow.log_artifact(str(staging / CHECKPOINT_NAME))
-            os.replace(staging / CHECKPOINT_NAME, path)  # published once logged, never before
+            # published once logged, never before (an object-store PUT is whole, like a rename)
+            if remote:
+                storage.upload(staging / CHECKPOINT_NAME, path)
+            else:
+                os.replace(staging / CHECKPOINT_NAME, path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return active.info.run_id
@@ -314,16 +315,17 @@ def run_classifier(config: StudyConfig, parent_run_id: str | None = None) -> dic
     if section.checkpoint is not None:
         print(f"using classifier.checkpoint {section.checkpoint} as is", file=sys.stderr)
         load_classifier(section.checkpoint)  # fails clearly when missing or foreign
-        return _summary(Path(section.checkpoint), read_meta(section.checkpoint), True)
+        return _summary(section.checkpoint, read_meta(section.checkpoint), True)
     dataset = prepare_dataset(config.data)
     fingerprint = classifier_fingerprint(config, dataset.fingerprint())
     path = classifier_path(config, fingerprint)
-    if path.is_file() and read_meta(path).get("fingerprint") == fingerprint:
+    if storage.is_file(path) and read_meta(path).get("fingerprint") == fingerprint:
         print(f"reusing classifier {path} (same config and dataset)", file=sys.stderr)
         return _summary(path, read_meta(path), True)
     build_classifier(section.backbone, section.weights)  # missing weights fail before any work
-    splits = _load_splits(config, dataset)
-    result = _fit(config, splits, path.parent.resolve())
+    splits = decoded_splits(config, dataset, section.image_size, min_train=1)
+    result = _fit(config, splits, storage.absolute(section.storage),
+                  classifier_run_name(config, fingerprint))
     best = result.get_best_checkpoint("val_accuracy", "max")
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
     meta = {"fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint(),

@@ -44,6 +44,16 @@ class DataConfig(StrictModel):
     border_policy: BorderPolicy = "ignore"
     limit: int | None = Field(None, ge=1, description="use at most this many images per split")
 
+    @field_validator("root")
+    @classmethod
+    def _local_root(cls, value: str) -> str:
+        # images are decoded by path on every node; an object store would need a copy step
+        if "://" in value:
+            raise ValueError("the dataset root must be a local path present on every node (a "
+                             "shared filesystem such as EFS, or the same copy on each node); "
+                             "object-store URIs are for the storage fields only")
+        return value
+
 
 class ScalingSection(StrictModel):
     num_workers: int = Field(1, ge=0)
@@ -139,6 +149,16 @@ class TrainConfig(StrictModel):
 SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs")
 
 
+def _check_paper_row(value: str | None) -> str | None:
+    from wsss.paper import paper_row
+
+    try:
+        paper_row(value)
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
+    return value
+
+
 class TrialSpec(StrictModel):
     """One training run of a sweep: overrides of the ``train`` section, plus where it reports."""
 
@@ -151,6 +171,11 @@ class TrialSpec(StrictModel):
     threshold: Fraction | None = None
     lr: float | None = Field(None, gt=0)
     epochs: int | None = Field(None, ge=1)
+
+    @field_validator("paper_row")
+    @classmethod
+    def _known_paper_row(cls, value: str | None) -> str | None:
+        return _check_paper_row(value)
 
     def overrides(self) -> dict[str, Any]:
         """The ``train`` fields this trial sets (unset ones keep the study's values)."""
@@ -165,6 +190,11 @@ class DirectEval(StrictModel):
     name: str | None = None
     table: str | None = None
     paper_row: str | None = None
+
+    @field_validator("paper_row")
+    @classmethod
+    def _known_paper_row(cls, value: str | None) -> str | None:
+        return _check_paper_row(value)
 
 
 class SweepConfig(StrictModel):

@@ -33,9 +33,13 @@ PNG_TEXT_KEY = "wsss"
 
 
 def _filesystem(uri: str):
+    """(filesystem, path) with fresh listings: s3fs caches them per instance, and other
+    processes (pipeline tasks on other nodes) write into the same folders."""
     import fsspec
 
-    return fsspec.core.url_to_fs(uri)
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.invalidate_cache()
+    return fs, path
 
 
 def _join(*parts: str) -> str:

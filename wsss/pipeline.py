@@ -93,7 +93,7 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
     refs = sorted({plan.heatmap_key for plan in plans if plan.heatmap_key})
     sam2_specs = [plan.to_stage() for plan in plans if plan.labeler.stage == "sam2"]
     actors = config.pipeline.heatmap_actors or max(1, gpus)
-    per_actor = actor_resources(cpus, gpus, bool(refs) + bool(sam2_specs), actors)
+    per_actor = actor_resources(gpus)
     if refs:
         method_target = [dict(zip(("method", "target"), key.split("-", 1))) for key in refs]
         dataset = dataset.map_batches(
@@ -117,16 +117,17 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
         compute=tasks, batch_size=batch_size, num_cpus=1)
 
 
-def actor_resources(cpus: int, gpus: int, actor_stages: int, actors: int) -> dict[str, float]:
-    """Resources per model actor: a GPU each where there are GPUs; else a CPU share.
+def actor_resources(gpus: int) -> dict[str, float]:
+    """Resources per model actor: a GPU each where there are GPUs; else no reserved CPU.
 
-    Without GPUs the actors may hold at most half the cluster's CPUs between them, so the
-    CPU tasks (decode, GrabCut, SLIC, write) always find a free slot: actors that took every
-    CPU would wait forever for tasks that can never be scheduled.
+    On a CPU-only cluster the model actors reserve no CPU: they share the cores with the CPU
+    tasks (decode, GrabCut, SLIC, write) instead of holding them. Actors that held every CPU
+    would wait forever for tasks that can never be scheduled, and fractional shares spread
+    over small nodes can leave no node with a whole CPU for a task.
     """
     if gpus:
         return {"num_gpus": 1, "num_cpus": 0}
-    return {"num_gpus": 0, "num_cpus": min(1.0, cpus / (2.0 * max(actor_stages * actors, 1)))}
+    return {"num_gpus": 0, "num_cpus": 0}
 
 
 def _device_context(context: LabelerContext, gpus: int) -> LabelerContext:

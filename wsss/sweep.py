@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wsss import storage
 from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, parse_config
 from wsss.labelers.base import stable_hash
 
@@ -89,9 +90,10 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], sweep: str) -> None
     config = trial_config(study, trial["overrides"])
     outcome = fit_segmentation(config, name=f"{sweep}-{trial['key']}",
                                callbacks=[TuneReportCallback()])
-    path = Path(outcome.run_dir) / "outcome.json"
-    path.write_text(json.dumps(outcome.__dict__, default=str))
-    tune.report({**flat_metrics(outcome.test, "test_"), "outcome_path": str(path),
+    # beside the run's checkpoints (a folder or s3://): the driver may be on another node
+    path = storage.write_text(storage.join(outcome.run_dir, "outcome.json"),
+                              json.dumps(outcome.__dict__, default=str))
+    tune.report({**flat_metrics(outcome.test, "test_"), "outcome_path": path,
                  "trial_key": trial["key"], TRIAL_METRIC: outcome.history[-1].get(TRIAL_METRIC, 0.0)
                  if outcome.history else 0.0})
 
@@ -118,14 +120,15 @@ def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: in
     """Run (or restore and finish) the Tune experiment; returns its results."""
     from ray import tune
 
-    path = Path(config.sweep.storage).resolve() / f"{config.name}-{fingerprint}"
+    root, name = storage.absolute(config.sweep.storage), f"{config.name}-{fingerprint}"
+    path = storage.join(root, name)  # a folder or s3://...: Tune stores and restores either
     # The study travels once through the object store; the trials' table shows only the rows.
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, study=config.model_dump(mode="json"), sweep=path.name),
+        tune.with_parameters(run_trial, study=config.model_dump(mode="json"), sweep=name),
         {"cpu": 0.01})  # a trial's driver only coordinates its Train workers
-    if tune.Tuner.can_restore(str(path)):
+    if tune.Tuner.can_restore(path):
         print(f"resuming the sweep's trials from {path}", file=sys.stderr, flush=True)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
         scheduler = None
@@ -138,7 +141,7 @@ def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: in
             param_space={"trial": tune.grid_search(trials)},
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(config, cpus, gpus),
                                         scheduler=scheduler),
-            run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent),
+            run_config=tune.RunConfig(name=name, storage_path=root,
                                       failure_config=tune.FailureConfig(max_failures=config.sweep.max_failures),
                                       verbose=1))
     return list(tuner.fit())
@@ -204,7 +207,7 @@ def log_trials(config: StudyConfig, results: list[Any], trials: list[dict], pare
         if trial is None or key in done:
             continue
         trial_study = trial_config(study, trial["overrides"])
-        outcome = TrainingOutcome(**json.loads(Path(result.metrics["outcome_path"]).read_text()))
+        outcome = TrainingOutcome(**json.loads(storage.read_text(result.metrics["outcome_path"])))
         tags = {KEY_TAG: key, "method": method_of(trial_study), "labels": str(trial_study.train.labels
                 if isinstance(trial_study.train.labels, str) else "schedule"),
                 "table": trial["table"], "paper_row": trial["paper_row"]}

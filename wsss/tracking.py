@@ -17,11 +17,14 @@ from typing import Any, Iterator
 from wsss.config import TrackingConfig
 
 RANDOM_WEIGHTS_TAG = "wsss.random_weights"
+ENV_URI = "MLFLOW_TRACKING_URI"
+# What the user (or a cluster's runtime env) set, read before MLflow itself writes the variable.
+_USER_URI = os.environ.get(ENV_URI)
 
 
 def tracking_uri(tracking: TrackingConfig) -> str:
-    """The environment's MLFLOW_TRACKING_URI when set, else the config's."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or tracking.tracking_uri
+    """The user's MLFLOW_TRACKING_URI when set, else the config's."""
+    return _USER_URI or tracking.tracking_uri
 
 
 def configure(tracking: TrackingConfig) -> str:
@@ -32,6 +35,12 @@ def configure(tracking: TrackingConfig) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    # mlflow.set_tracking_uri exports the URI for subprocesses; undo that, so that a job started
+    # from here (another study, a test's subprocess) reads its own config, not this one.
+    if _USER_URI is None:
+        os.environ.pop(ENV_URI, None)
+    else:
+        os.environ[ENV_URI] = _USER_URI
     experiment = mlflow.get_experiment_by_name(tracking.experiment)
     if experiment is not None:
         mlflow.set_experiment(experiment_id=experiment.experiment_id)

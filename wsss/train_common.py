@@ -26,6 +26,25 @@ ROWS_PER_BLOCK = 64  # small blocks so streaming_split spreads a small dataset o
 # ---- driver side ----------------------------------------------------------------------------
 
 
+def decoded_splits(config: Any, dataset: Any, image_size: int, min_train: int) -> dict[str, Any]:
+    """Decoded train/val/test arrays at ``image_size``, cached beside the mask store and shared
+    by every stage; each split's quarantine is held to ``data.error_budget``."""
+    from wsss import storage
+    from wsss.config import ConfigError
+    from wsss.data.arrays import load_arrays
+
+    cache_dir = storage.decode_cache_dir(config.pipeline.store)
+    splits = {}
+    for split in ("train", "val", "test"):
+        records = dataset.split(split)
+        splits[split] = load_arrays(records, image_size, cache_dir, progress=True)
+        splits[split].quarantine.check_budget(len(records), config.data.error_budget)
+    if len(splits["train"]) < min_train:
+        raise ConfigError(f"data.root {config.data.root}: the train split has "
+                          f"{len(splits['train'])} usable images; at least {min_train} needed")
+    return splits
+
+
 def scaling_config(section: ScalingSection):
     """``ray.train.ScalingConfig`` for a config's scaling section (1 GPU per worker if use_gpu)."""
     from ray.train import ScalingConfig
@@ -46,9 +65,11 @@ def run_config(storage: str | os.PathLike, name: str, *, metric: str, mode: str 
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
+    from wsss.storage import absolute
+
     return RunConfig(
         name=name,
-        storage_path=str(Path(storage).resolve()),
+        storage_path=absolute(storage),  # a folder or a URI: Train writes s3:// itself
         checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep,
                                            checkpoint_score_attribute=metric,
                                            checkpoint_score_order=mode),
@@ -185,10 +206,20 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None
 
 
 def load_state(checkpoint: Any) -> dict[str, Any]:
-    """The torch state ``report`` saved in a Train checkpoint (tensors on the CPU)."""
+    """The torch state ``report`` saved in a Train checkpoint (tensors on the CPU).
+
+    A checkpoint in an object store (``s3://`` storage) is downloaded into a folder of this
+    process's own: with ``as_directory`` the workers of a node share one temporary folder,
+    and a worker that comes second downloads into it again while the first is reading
+    (seen as a corrupt state.pt when a worker group resumed from S3).
+    """
+    import pyarrow.fs
     import torch
 
-    with checkpoint.as_directory() as directory:
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return torch.load(Path(checkpoint.path) / STATE_FILE, map_location="cpu", weights_only=False)
+    with tempfile.TemporaryDirectory(prefix="wsss-restore-") as directory:
+        checkpoint.to_directory(directory)
         return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
 
 

@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from wsss import storage
 from wsss.config import ConfigError, StudyConfig
 from wsss.metrics import flat_metrics
-from wsss.train_common import arrays_dataset, data_config, run_config, scaling_config, shuffled
+from wsss.train_common import (arrays_dataset, data_config, decoded_splits, run_config,
+                               scaling_config, shuffled)
 from wsss.training_worker import BEST_METRIC, FAIL_ONCE_ENV, train_loop
 
 MODEL_FILE = "tested_model.pt"
@@ -38,7 +40,7 @@ PER_IMAGE_COLUMNS = ("image_id", "dice", "iou", "accuracy", "precision", "recall
 
 @dataclass
 class TrainingOutcome:
-    """What a finished training run produced (paths are local files)."""
+    """What a finished training run produced (files under ``train.storage``: paths or URIs)."""
 
     name: str
     run_dir: str
@@ -82,22 +84,6 @@ def resolve_weights(config: StudyConfig, model: str) -> tuple[str, bool]:
     if weights not in ("none", "imagenet"):
         weights = str(Path(weights).resolve())  # workers run in another directory
     return weights, random
-
-
-def load_splits(config: StudyConfig, dataset) -> dict[str, Any]:
-    """Decoded train/val/test arrays at ``train.image_size`` (cached next to the mask store)."""
-    from wsss.data.arrays import load_arrays
-
-    cache_dir = Path(config.pipeline.store).parent / "decoded"
-    splits = {}
-    for split in ("train", "val", "test"):
-        records = dataset.split(split)
-        splits[split] = load_arrays(records, config.train.image_size, cache_dir, progress=True)
-        splits[split].quarantine.check_budget(len(records), config.data.error_budget)
-    if len(splits["train"]) < 2:
-        raise ConfigError(f"data.root {config.data.root}: the train split has "
-                          f"{len(splits['train'])} usable images; training needs at least 2")
-    return splits
 
 
 def label_schedule(config: StudyConfig, labels: Any, train) -> Any:
@@ -212,16 +198,17 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     weights, random_weights = resolve_weights(config, model)
     create_model(model, weights, **model_options)  # unknown options, missing weights: fail now
     dataset = prepare_dataset(config.data)
-    splits = load_splits(config, dataset)
+    splits = decoded_splits(config, dataset, section.image_size, min_train=2)
     schedule = label_schedule(config, labels, splits["train"])
     name = name or section.name or run_name(config, model, model_options, schedule,
                                             dataset.fingerprint())
     settings = {**_settings(config, model, weights, model_options, schedule),
                 "test_images": len(splits["test"])}
-    run_dir = Path(section.storage).resolve() / name
+    storage_root = storage.absolute(section.storage)  # a folder, or a URI such as s3://...
+    run_dir = storage.join(storage_root, name)
     trainer = TorchTrainer(
         train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),
-        run_config=run_config(run_dir.parent, name, metric=BEST_METRIC,
+        run_config=run_config(storage_root, name, metric=BEST_METRIC,
                               max_failures=section.max_failures, callbacks=callbacks),
         datasets=build_datasets(schedule, splits, config.data.border_policy, section.seed),
         dataset_config=data_config(("train",)))
@@ -251,27 +238,37 @@ def write_per_image(counts: Any, image_ids: list[str], path: Path) -> Path:
     return path
 
 
-def _finish(returned: dict, run_dir: Path, test_arrays, border_policy: str, params: dict,
+def _finish(returned: dict, run_dir: str, test_arrays, border_policy: str, params: dict,
             random_weights: bool, name: str) -> TrainingOutcome:
-    """Export the tested model, write per-image test scores, draw the sample figure (driver)."""
-    from wsss.models.segmentation import export_model, read_checkpoint
+    """Export the tested model, write per-image test scores, draw the sample figure (driver).
+
+    With an object-store ``run_dir`` the files are made locally and uploaded; the outcome
+    names them where they were published, so any node can read them back."""
+    from wsss.models.segmentation import CHECKPOINT_FILE, export_model, read_checkpoint
     from wsss.training_tracking import sample_figure
 
-    model_file = export_model(read_checkpoint(returned["tested_checkpoint"]), run_dir / MODEL_FILE)
-    figure = sample_figure(model_file, test_arrays, border_policy, run_dir / FIGURE_FILE)
-    per_image = None
-    if returned.get("test_per_image") is not None:
-        per_image = str(write_per_image(returned["test_per_image"], test_arrays.image_ids,
-                                        run_dir / PER_IMAGE_FILE))
+    checkpoint = storage.train_checkpoint_uri(run_dir, returned["tested_checkpoint"])
+    tested = storage.join(checkpoint, CHECKPOINT_FILE) if storage.is_remote(checkpoint) else checkpoint
+    with storage.staged(run_dir) as folder:
+        model_file = export_model(read_checkpoint(storage.fetch(tested)), folder / MODEL_FILE)
+        figure = sample_figure(model_file, test_arrays, border_policy, folder / FIGURE_FILE)
+        per_image = None
+        if returned.get("test_per_image") is not None:
+            per_image = write_per_image(returned["test_per_image"], test_arrays.image_ids,
+                                        folder / PER_IMAGE_FILE)
+
+    def published(path: Path | None) -> str | None:
+        return None if path is None else storage.join(run_dir, path.name)
+
     return TrainingOutcome(
-        name=name, run_dir=str(run_dir), checkpoint=returned["tested_checkpoint"],
-        model_file=str(model_file), figure=figure and str(figure),
+        name=name, run_dir=run_dir, checkpoint=checkpoint,
+        model_file=published(model_file), figure=published(figure),
         test={**returned["test"], "border_policy": border_policy},
         tested_epoch=returned["tested_epoch"], history=returned["history"], params=params,
         random_weights=random_weights, timings=returned.get("timings", {}),
         test_by_policy={policy: {**result, "border_policy": policy}
                         for policy, result in returned.get("test_by_policy", {}).items()},
-        per_image_file=per_image)
+        per_image_file=published(per_image))
 
 
 def train_segmentation(config: StudyConfig, *, labels: Any = None, model: str | None = None,

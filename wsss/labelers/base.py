@@ -95,8 +95,10 @@ def file_hash(path: str | None, length: int = 12) -> str:
     """Short sha256 of a file's bytes ('none' for no file)."""
     if path is None:
         return "none"
+    from wsss.storage import fetch
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open(fetch(path), "rb") as handle:  # an s3:// file is fetched once per node
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:length]

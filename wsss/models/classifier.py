@@ -133,14 +133,15 @@ def load_classifier(path: str | os.PathLike, device: str = "cpu"):
     """(model in eval mode on ``device``, checkpoint metadata) from ``save_classifier``'s file."""
     import torch
 
-    path = Path(path)
-    if not path.is_file():
+    from wsss.storage import fetch, is_file
+
+    if not is_file(path):
         raise WeightsMissingError(
             f"classifier checkpoint {path} not found; train one with `wsss classify --config C` "
             f"(it writes the checkpoint and prints its path), or set classifier.checkpoint to an "
             f"existing file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # an s3:// checkpoint is fetched once per node, then read locally
+        payload = torch.load(fetch(path), map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise ValueError(f"{path} is not a readable classifier checkpoint ({type(error).__name__}: "
                          f"{error}); retrain it with `wsss classify --config C`") from None
