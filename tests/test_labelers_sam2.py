@@ -141,7 +141,7 @@ def test_shared_embedding_encodes_each_batch_once(shared_run, batch):
         assert output["mask"].shape == (2, SIZE, SIZE) and output["mask"].dtype == np.uint8
         assert set(np.unique(output["mask"]).tolist()) <= {0, 1}
         assert output["prompts"].dtype == np.float32
-    centre, peaks, box = outputs[0], outputs[1], outputs[2]
+    centre, peaks = outputs[0], outputs[1]
     assert centre["prompts"].tolist() == [[[32.0, 32.0, 1.0]]] * 2
     assert peaks["prompts"].shape == (2, 5, 3)
     assert peaks["prompts"][0, :3, 2].tolist() == [1.0] * 3 and peaks["prompts"][0, 3:, 2].tolist() == [0.0] * 2

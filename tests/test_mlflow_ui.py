@@ -64,6 +64,9 @@ def test_experiment_page_lists_the_sweep(ui_server, tmp_path):
     dom = subprocess.run([find_browser(), *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
                           "--virtual-time-budget=20000", "--dump-dom", page],
                          capture_output=True, text=True, timeout=180).stdout
-    assert f"sweep-{config.name}" in dom  # the parent run, children nested under it
-    match = re.search(r"(\d+)\s*(?:<!-- -->)?\s*matching runs", dom)
-    assert match and int(match.group(1)) == total
+    (tmp_path / "page.html").write_text(dom)
+    assert f"sweep-{config.name}" in dom, f"no parent run in the page (DOM: {tmp_path / 'page.html'})"
+    text = re.sub(r"<!--.*?-->|<[^>]+>", " ", dom)  # "<strong>10</strong> matching runs"
+    match = re.search(r"(\d+)\s+matching runs", text)
+    assert match, f"no 'N matching runs' in the page (DOM: {tmp_path / 'page.html'})"
+    assert int(match.group(1)) == total

@@ -173,7 +173,8 @@ def test_train_arguments_become_config_overrides(tmp_path):
     from wsss.training_cli import add_train_parser, load_train_config
 
     path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({"train": {"epochs": 4}}))
+    path.write_text(yaml.safe_dump({"train": {"epochs": 4},
+                                    "labelers": [{"name": "box", "id": "raw_box"}, {"name": "mix"}]}))
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers())
     args = parser.parse_args(["train", "--config", str(path), "--labels", "raw_box:1,mix:3",
@@ -184,6 +185,9 @@ def test_train_arguments_become_config_overrides(tmp_path):
     bad = parser.parse_args(["train", "--config", str(path), "--labels", "raw_box:2,mix:1"])
     with pytest.raises(ConfigError, match="covers 3 epochs but epochs is 4"):
         load_train_config(bad)
+    unknown = parser.parse_args(["train", "--config", str(path), "--labels", "grabcut"])
+    with pytest.raises(ConfigError, match="neither 'gt' nor a labeler id"):
+        load_train_config(unknown)
 
 
 # ---- slow: Ray Train runs -------------------------------------------------------------------
