@@ -86,6 +86,14 @@ def test_quick_run_in_process_writes_json_and_one_mlflow_run(tmp_path, capsys):
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"bench.json", "benchmark.md"} <= artifacts
 
+    # --show prints the saved run's tables again, as the README's performance section does
+    assert main(["--show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert format_table(payload) in shown and "--quick" in shown
+    (tmp_path / "junk.json").write_text("{}")
+    assert main(["--show", str(tmp_path / "junk.json")]) == 2
+    assert "junk.json: not a benchmark result" in capsys.readouterr().err
+
 
 @pytest.mark.slow
 def test_quick_run_through_ray_reports_scaling(ray_local, tmp_path):

@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-ray", dest="ray", action="store_false", help="in-process only (no Ray)")
     parser.add_argument("--no-mlflow", dest="mlflow", action="store_false", help="do not log to MLflow")
     parser.add_argument("--scratch", default=None, help="keep the synthetic data, stores and runs here")
+    parser.add_argument("--show", nargs="+", metavar="JSON", default=None,
+                        help="print the tables of results saved with --out (measures nothing)")
     return parser
 
 
@@ -60,6 +62,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
         settings.images, settings.size, settings.source_size = 8, 64, 64
         settings.model_images, settings.cam_batch, settings.batch_size = 4, 4, 4
+        settings.scaling_rows = 8
         settings.sam2_images, settings.sam2_batch, settings.sam2_image_size = 2, 2, 256
         settings.train_options, settings.train_size = {"width": 0.125}, 64
         settings.train_batch, settings.train_steps = 4, 2
@@ -172,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """``main`` for already parsed arguments."""
-    from wsss.benchmark_report import log_run, report_text, write_json
+    from wsss.benchmark_report import log_run, report_text, show, write_json
 
+    if args.show:
+        return show(args.show)
     try:
         stages = selected_stages(args.stages, args.ray)
         tracking = tracking_config(args) if args.mlflow else None
