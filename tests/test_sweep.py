@@ -101,6 +101,7 @@ def test_killed_sweep_finishes_when_started_again(ray_local, tmp_path):
     (lambda d: d["sweep"]["trials"].append({"labels": "gradcam", "threshold": 1.5}), "less than or equal to 1"),
     (lambda d: d["sweep"].update(space={"threshold": [0.1, 2.0]}), "must lie in [0, 1]"),
     (lambda d: d["sweep"]["trials"].append({"labels": "no_such_set"}), "neither 'gt' nor a labeler id"),
+    (lambda d: d["train"].update(model="fcn", model_options={"width": 0.5}), "'fcn' takes no option 'width'"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, change, fragment):
     data = scaled_down_smoke(tmp_path)
@@ -108,6 +109,28 @@ def test_bad_config_fails_before_any_work(tmp_path, change, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         parse_config(data)
     assert not (tmp_path / "pets").exists()
+
+
+@pytest.mark.parametrize("preset, models", [("smoke", {"unet", "deeplabv3", "fcn"}),
+                                            ("paper", {"unet", "deeplabv3", "fcn"}),
+                                            ("synthetic-study", {"deeplabv3"})])
+def test_every_trial_of_a_preset_builds_its_model(preset, models):
+    """train.model_options belong to train.model: a trial naming another model starts from none
+    (smoke's UNet width must not reach DeepLabV3 or FCN)."""
+    from wsss.models.segmentation import create_model
+    from wsss.sweep import expand_trials, trial_config
+
+    config = load_config(REPO / "jobs" / "configs" / f"{preset}.yaml")
+    study = config.model_dump(mode="json")
+    built = {}
+    for trial in expand_trials(config):
+        train = trial_config(study, trial["overrides"]).train
+        key = (train.model, str(sorted(train.model_options.items())))
+        if train.model == config.train.model:
+            assert train.model_options == config.train.model_options, trial["name"]
+        if key not in built:
+            built[key] = create_model(train.model, "none", **train.model_options)
+    assert {model for model, _ in built} == models
 
 
 def test_more_gpus_than_the_cluster_has(ray_local, tmp_path):

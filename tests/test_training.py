@@ -181,6 +181,17 @@ def test_train_arguments_become_config_overrides(tmp_path):
                               "--model", "fcn", "--set", "train.lr=0.01"])
     config = load_train_config(args)
     assert config.train.model == "fcn" and config.train.lr == 0.01
+    # a config's model_options are its train.model's: another --model starts from none
+    path.write_text(yaml.safe_dump({"train": {"epochs": 4, "model": "unet", "model_options": {"width": 0.5}}}))
+    assert load_train_config(parser.parse_args(["train", "--config", str(path)])).train.model_options == {"width": 0.5}
+    assert load_train_config(parser.parse_args(["train", "--config", str(path), "--model", "fcn"])).train.model_options == {}
+    narrow = parser.parse_args(["train", "--config", str(path), "--model-option", "width=0.25"])
+    assert load_train_config(narrow).train.model_options == {"width": 0.25}
+    with pytest.raises(ConfigError, match="'fcn' takes no option 'width'; its options: none"):
+        load_train_config(parser.parse_args(["train", "--config", str(path), "--model", "fcn",
+                                             "--model-option", "width=0.25"]))
+    path.write_text(yaml.safe_dump({"train": {"epochs": 4},
+                                    "labelers": [{"name": "box", "id": "raw_box"}, {"name": "mix"}]}))
     assert [(s.labels, s.epochs) for s in config.train.labels] == [("raw_box", 1), ("mix", 3)]
     bad = parser.parse_args(["train", "--config", str(path), "--labels", "raw_box:2,mix:1"])
     with pytest.raises(ConfigError, match="covers 3 epochs but epochs is 4"):

@@ -119,7 +119,9 @@ class ScheduleStep(StrictModel):
 
 class TrainConfig(StrictModel):
     model: str = "deeplabv3"
-    model_options: dict[str, Any] = Field(default_factory=dict, description="e.g. unet width")
+    model_options: dict[str, Any] = Field(default_factory=dict, description=(
+        "options of train.model, e.g. unet width; a trial or --model naming another model "
+        "starts from none"))
     weights: str = Field("imagenet", description="backbone weights: none | imagenet | path")
     labels: str | list[ScheduleStep] = "gt"
     threshold: Fraction | None = None
@@ -265,7 +267,7 @@ class StudyConfig(StrictModel):
 
     @model_validator(mode="after")
     def _sweep_refers_to_known_names(self) -> "StudyConfig":
-        from wsss.models.segmentation import list_models
+        from wsss.models.segmentation import check_model_options, list_models
 
         ids = {spec.key for spec in self.labelers}
         known_labels = ", ".join(["gt", *sorted(ids)])
@@ -278,6 +280,7 @@ class StudyConfig(StrictModel):
         for model in [self.train.model, *models]:
             if model.split("/")[0] not in list_models():
                 raise ValueError(f"unknown model {model!r}; known: {', '.join(list_models())}")
+        check_model_options(self.train.model, self.train.model_options)  # options of train.model
         for entry in self.sweep.direct_eval:
             if entry.labeler not in ids:
                 raise ValueError(f"sweep.direct_eval: {entry.labeler!r} is not a labeler id ({known_labels})")

@@ -64,7 +64,10 @@ def expand_trials(config: StudyConfig) -> list[dict[str, Any]]:
 
 def trial_config(study: dict[str, Any], overrides: dict[str, Any]) -> StudyConfig:
     """The study config with one trial's ``train`` overrides applied (and re-validated)."""
-    data = {**study, "train": {**study.get("train", {}), **overrides}}
+    train = study.get("train", {})
+    if overrides.get("model", train.get("model")) != train.get("model"):
+        train = {**train, "model_options": {}}  # options belong to the model they were set for
+    data = {**study, "train": {**train, **overrides}}
     return parse_config(data, "sweep trial")
 
 

@@ -194,7 +194,9 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     from wsss.models.segmentation import create_model
 
     section = config.train
-    model, model_options = model or section.model, model_options or section.model_options
+    if model_options is None:  # train.model_options are options of train.model only
+        model_options = section.model_options if model in (None, section.model) else {}
+    model = model or section.model
     weights, random_weights = resolve_weights(config, model)
     create_model(model, weights, **model_options)  # unknown options, missing weights: fail now
     dataset = prepare_dataset(config.data)

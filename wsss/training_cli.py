@@ -43,18 +43,21 @@ def load_train_config(args: argparse.Namespace):
         except ValueError as error:
             raise ConfigError(str(error)) from None
     if args.model:
+        configured = load_config(args.config, overrides).train
+        if args.model != configured.model and "train.model_options" not in overrides:
+            overrides["train.model_options"] = {}  # the config's options are train.model's
         overrides["train.model"] = args.model
+    if args.model_option:
+        overrides["train.model_options"] = parse_overrides(args.model_option)
     return load_config(args.config, overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train, log to MLflow, print the tested checkpoint (or the JSON summary). Exit code."""
-    from wsss.config import parse_overrides
     from wsss.training import train_segmentation
 
     config = load_train_config(args)  # errors (config, weights, dataset): wsss.cli.run_handler
-    summary = train_segmentation(config, name=args.name,
-                                 model_options=parse_overrides(args.model_option))
+    summary = train_segmentation(config, name=args.name)  # --model-option is in the config
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -61,6 +61,19 @@ def model_spec(name: str) -> ModelSpec:
     return table[base]
 
 
+def check_model_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse options the model's builder does not take, naming them and the ones it does."""
+    import inspect
+
+    accepted = [p for p in inspect.signature(model_spec(name).build).parameters if p != "weights"]
+    if name.startswith(TIMM_UNET_PREFIX):
+        accepted.remove("encoder")  # given by the name
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"model {name!r} takes no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(accepted) or 'none'}")
+
+
 def uses_random_weights(name: str, weights: str) -> bool:
     """True when a pretrained-backbone architecture would start from random weights."""
     return model_spec(name).pretrained_backbone and weights == "none"
@@ -69,6 +82,7 @@ def uses_random_weights(name: str, weights: str) -> bool:
 def create_model(name: str, weights: str = "none", **options: Any):
     """Build a registered model; ``weights``: none | imagenet | path (see the module doc)."""
     spec = model_spec(name)
+    check_model_options(name, options)
     if name.startswith(TIMM_UNET_PREFIX):
         options = {"encoder": name[len(TIMM_UNET_PREFIX):], **options}
     if weights == "imagenet" and not spec.pretrained_backbone:
