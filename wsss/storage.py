@@ -58,22 +58,23 @@ def filesystem(location: str | os.PathLike):
     return fsspec.core.url_to_fs(str(location))
 
 
-def exists(location: str | os.PathLike) -> bool:
-    """Whether a file (or folder) is there; never a stale cached listing."""
+def _probe(location: str | os.PathLike, local: str, remote: str) -> bool:
+    """``Path.<local>()`` for a path, ``fs.<remote>(path)`` after dropping fsspec's cache."""
     if not is_remote(location):
-        return _local(location).exists()
+        return getattr(_local(location), local)()
     fs, path = filesystem(location)
     fs.invalidate_cache(path)
-    return fs.exists(path)
+    return getattr(fs, remote)(path)
+
+
+def exists(location: str | os.PathLike) -> bool:
+    """Whether a file (or folder) is there; never a stale cached listing."""
+    return _probe(location, "exists", "exists")
 
 
 def is_file(location: str | os.PathLike) -> bool:
     """Whether a file is there (not a folder); never a stale cached listing."""
-    if not is_remote(location):
-        return _local(location).is_file()
-    fs, path = filesystem(location)
-    fs.invalidate_cache(path)
-    return fs.isfile(path)
+    return _probe(location, "is_file", "isfile")
 
 
 def read_bytes(location: str | os.PathLike) -> bytes:
