@@ -20,7 +20,7 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 CACHE_ENV = "WSSS_CACHE_DIR"  # where remote files are fetched to (default ~/.cache/wsss)
 
@@ -90,6 +90,14 @@ def read_text(location: str | os.PathLike) -> str:
     return read_bytes(location).decode()
 
 
+def _publish(target: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``target``, then rename it over ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    write(temporary)
+    os.replace(temporary, target)
+
+
 def write_bytes(location: str | os.PathLike, data: bytes) -> str:
     """Write ``data`` whole at ``location`` (local: temporary file, then rename); returns it."""
     if is_remote(location):
@@ -97,10 +105,7 @@ def write_bytes(location: str | os.PathLike, data: bytes) -> str:
         fs.pipe_file(path, data)
         return str(location)
     target = _local(location)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    temporary.write_bytes(data)
-    os.replace(temporary, target)
+    _publish(target, lambda temporary: temporary.write_bytes(data))
     return str(target)
 
 
@@ -115,10 +120,7 @@ def upload(local_file: str | os.PathLike, location: str | os.PathLike) -> str:
     if not is_remote(location):
         target = _local(location)
         if source.resolve() != target.resolve():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
+            _publish(target, lambda temporary: shutil.copyfile(source, temporary))
         return str(location)
     fs, path = filesystem(location)
     fs.put_file(str(source), path)
@@ -148,10 +150,7 @@ def fetch(location: str | os.PathLike) -> Path:
     key = hashlib.sha256(f"{location}|{version}".encode()).hexdigest()[:20]
     target = cache_dir("fetched") / key / os.path.basename(path.rstrip("/"))
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-        fs.get_file(path, str(temporary))
-        os.replace(temporary, target)
+        _publish(target, lambda temporary: fs.get_file(path, str(temporary)))
     return target
 
 
