@@ -5,7 +5,7 @@ Prints the path of the classifier checkpoint that the CAM labelers read.
 
 import sys
 
-from wsss.cli import main
+from wsss.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["classify", *sys.argv[1:]]))

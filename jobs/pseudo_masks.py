@@ -5,7 +5,7 @@ Resumable: run it again after a crash and it does only the missing images.
 
 import sys
 
-from wsss.cli import main
+from wsss.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["pseudo", *sys.argv[1:]]))

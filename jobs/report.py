@@ -6,7 +6,7 @@ the same arguments as ``wsss report``.
 
 import sys
 
-from wsss.cli import main
+from wsss.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["report", *sys.argv[1:]]))

@@ -7,7 +7,7 @@ the same command again finishes only what is missing.
 
 import sys
 
-from wsss.cli import main
+from wsss.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -5,7 +5,7 @@ The same arguments as ``wsss train``.
 
 import sys
 
-from wsss.cli import main
+from wsss.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

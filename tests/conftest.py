@@ -69,7 +69,7 @@ def scaled_down_smoke(tmp: Path) -> dict:
 def finished_sweep(ray_local, tmp_path_factory):
     """A scaled-down smoke sweep, run once per session: (config, result, folder)."""
     from wsss.config import parse_config
-    from wsss.sweep import run_sweep
+    from wsss.sweep.run import run_sweep
 
     tmp = tmp_path_factory.mktemp("sweep")
     config = parse_config(scaled_down_smoke(tmp))

@@ -8,8 +8,9 @@ import math
 
 import pytest
 
-from wsss.benchmark import STAGES, main, selected_stages
-from wsss.benchmark_report import format_table, write_json
+from wsss.benchmark.report import format_table, write_json
+from wsss.benchmark.run import STAGES, selected_stages
+from wsss.cli.benchmark import main
 
 IN_PROCESS = ["decode", "cam", "gradcam", "gradcampp", "grabcut", "slic", "mix", "sam2", "train", "infer"]
 

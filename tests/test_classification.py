@@ -10,9 +10,11 @@ import pytest
 import torch
 import yaml
 
-from wsss.classification import add_classify_parser, batch_to_input, classifier_path, run_classifier
+from wsss.cli.classify import add_parser as add_classify_parser
 from wsss.config import ConfigError, parse_config, parse_overrides
-from wsss.models.classifier import load_classifier, to_input_tensor
+from wsss.data.transforms import batch_to_input, to_input_tensor
+from wsss.models.classifier import load_classifier
+from wsss.train.classifier import classifier_path, run_classifier
 
 
 def _images(count=4, size=16, seed=0):
@@ -91,7 +93,6 @@ def test_overrides_are_read_as_yaml():
 
 def _runs(config):
     import mlflow
-
     from wsss import tracking
 
     tracking.configure(config.tracking)

@@ -4,10 +4,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from badfiles import BAD_KINDS, ODD_KINDS, write_broken, write_odd_but_valid
 from PIL import Image
 
-from badfiles import BAD_KINDS, ODD_KINDS, write_broken, write_odd_but_valid
-from wsss.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEM, main
+from wsss.cli.main import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEM, main
 from wsss.data.decode import read_trimap
 from wsss.data.pets import index
 

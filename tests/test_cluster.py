@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from cluster_tools import BUCKET, local_s3, s3_keys
 from conftest import REPO
+
 from wsss import storage
 
 
@@ -88,7 +88,7 @@ def test_rayignore_keeps_bulk_out_of_the_upload(tmp_path):
     assert not uploaded & set(dropped)
 
     real = _package(REPO, tmp_path)  # the checkout itself: the code, nothing bulky
-    assert "wsss/sweep.py" in real and "wsss/data/pets.py" in real and "jobs/sweep.py" in real
+    assert "wsss/sweep/run.py" in real and "wsss/data/pets.py" in real and "jobs/sweep.py" in real
     assert (tmp_path / f"{REPO.name}.zip").stat().st_size < 20 * 2**20
 
 
@@ -131,7 +131,7 @@ def test_classifier_checkpoint_on_s3_loads_and_fingerprints(tmp_path, monkeypatc
     """CAM actors on any node load the breed classifier from the bucket (fetched once)."""
     import torch
 
-    from wsss.labelers.base import file_hash
+    from wsss.identity import file_hash
     from wsss.models.classifier import WeightsMissingError, build_classifier, load_classifier, save_classifier
 
     monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cluster_tools import BUCKET, free_port, local_s3, s3_keys, stop_process_group, wait_for_http
 from conftest import REPO, scaled_down_smoke
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cluster_tools import BUCKET, free_port, gcs_address, local_s3, s3_keys
+
 from wsss import storage
 
 pytestmark = pytest.mark.slow
@@ -116,10 +116,10 @@ def wait_for(condition, what: str, timeout: float = 120.0):
 def test_masks_spread_over_nodes_and_survive_losing_one(nodes, monkeypatch):
     """Mask generation into s3:// runs on both worker nodes; one is lost mid-run (its task
     stuck on a write to the paused S3); the run still ends with every mask set complete."""
-    import wsss.pipeline as pipeline
+    import wsss.masks.pipeline as pipeline
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
-    from wsss.masks import open_mask_set
+    from wsss.masks.store import open_mask_set
 
     config = study(nodes)
     dataset = index(nodes.root, limit=LIMIT)
@@ -188,8 +188,8 @@ def test_training_spreads_reads_s3_masks_and_resumes_after_losing_a_node(nodes, 
     the run resumes from that checkpoint in S3 on a fresh node."""
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
-    from wsss.pipeline import generate_masks
-    from wsss.training import fit_segmentation
+    from wsss.masks.pipeline import generate_masks
+    from wsss.train.segmentation import fit_segmentation
 
     monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
     config = study(nodes)
@@ -248,7 +248,7 @@ def test_gpu_stages_ask_for_gpus_and_cpu_stages_hold_none(nodes, tmp_path):
 
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
-    from wsss.pipeline import actor_resources, build_dataset, cluster_resources, make_plans
+    from wsss.masks.pipeline import actor_resources, build_dataset, cluster_resources, make_plans
 
     gpu_node = nodes.cluster.add_node(num_cpus=1, num_gpus=1)
     nodes.cluster.wait_for_nodes()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from cluster_tools import gcs_address
 
 pytestmark = pytest.mark.slow
@@ -28,8 +27,8 @@ def test_heatmap_actors_as_many_as_the_cores_leave_room_for_cpu_tasks(ray_local,
     from wsss.config import parse_config
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
-    from wsss.masks import open_mask_set
-    from wsss.pipeline import actor_resources, cluster_resources, generate_masks
+    from wsss.masks.pipeline import actor_resources, cluster_resources, generate_masks
+    from wsss.masks.store import open_mask_set
 
     cpus, gpus = cluster_resources()
     assert gpus == 0

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
+from badfiles import BAD_KINDS, ODD_KINDS, H, W, write_broken, write_odd_but_valid
 
-from badfiles import BAD_KINDS, H, ODD_KINDS, W, write_broken, write_odd_but_valid
 from wsss.data.decode import DecodeError, decode_image
 
 

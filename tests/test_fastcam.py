@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from wsss.labelers.base import LabelerContext
-from wsss.labelers.fastcam import METHODS, TARGETS, CamEngine
+from wsss.labelers.fastcam import TARGETS, CamEngine
 from wsss.labelers.heatmap import share_heatmaps
-from wsss.labelers.registry import get_labeler_class
+from wsss.labelers.registry import cam_methods, get_labeler_class
+
+METHODS = cam_methods()
 
 KINDS = [(method, target) for method in METHODS for target in TARGETS]
 
@@ -39,7 +41,7 @@ def reference_maps(method: str, target: str, batch) -> np.ndarray:
     """pytorch-grad-cam at batch size 1 on a copy of the labeler's classifier."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from wsss.models.classifier import to_input_tensor
+    from wsss.data.transforms import to_input_tensor
 
     labeler = get_labeler_class(method)({"target": target}, random_context())
     cam = labeler.reference_cam()
@@ -78,8 +80,8 @@ def test_one_pass_gives_every_kind_with_frozen_stem(batch):
     # The same maps from a full backward to the input (what pytorch-grad-cam does):
     saved = {}
     model.layer4.register_forward_hook(lambda m, i, o: saved.__setitem__("a", o))
+    from wsss.data.transforms import to_input_tensor
     from wsss.labelers.fastcam import cam_maps, channel_weights
-    from wsss.models.classifier import to_input_tensor
 
     inputs = to_input_tensor(batch["image"]).requires_grad_(True)
     logits = model(inputs)
@@ -118,7 +120,7 @@ def test_labelled_target_needs_labels(batch):
 
 
 def test_heatmap_stage_runs_one_pass_and_stores_each_labelers_maps(batch):
-    from wsss.pipeline_stages import HeatmapStage
+    from wsss.masks.stages import HeatmapStage
 
     stage = HeatmapStage([{"method": m, "target": "labelled"} for m in METHODS], random_context())
     out = stage({**batch, "error": np.array([""] * 4, dtype=object)})

@@ -8,10 +8,10 @@ import subprocess
 import time
 import urllib.request
 
-import mlflow
 import pytest
-
 from conftest import REPO
+
+import mlflow
 
 pytestmark = pytest.mark.slow
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

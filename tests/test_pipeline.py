@@ -4,15 +4,15 @@ import time
 
 import numpy as np
 import pytest
-
 from badfiles import write_broken
+
 from wsss.config import parse_config
 from wsss.data.pets import index
 from wsss.labelers.base import LabelerContext
-from wsss.masks import open_mask_set, present_ids
+from wsss.masks.pipeline import generate_masks
+from wsss.masks.stages import FAULT_ENV
+from wsss.masks.store import open_mask_set, present_ids
 from wsss.models.classifier import build_classifier, save_classifier
-from wsss.pipeline import generate_masks
-from wsss.pipeline_stages import FAULT_ENV
 
 pytestmark = pytest.mark.slow
 

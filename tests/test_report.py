@@ -7,15 +7,15 @@ import csv
 from html.parser import HTMLParser
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from PIL import Image
 
+import mlflow
+from wsss.metrics import BORDER_POLICIES as BORDER_POLICY_NAMES
 from wsss.metrics import METRIC_NAMES
 from wsss.paper import BY_KEY
-from wsss.report_quality import claim_check
-from wsss.report_runs import BORDER_POLICY_NAMES
+from wsss.report.quality import claim_check
 
 TABLE_KEYS = ("table_1", "table_2.1", "table_2.2", "table_3", "table_4", "table_5",
               "pseudo_masks", "classifier")
@@ -24,7 +24,7 @@ TABLE_KEYS = ("table_1", "table_2.1", "table_2.2", "table_3", "table_4", "table_
 @pytest.fixture(scope="module")
 def report(finished_sweep, tmp_path_factory):
     """The report of the shared sweep, built once (and logged to its parent run)."""
-    from wsss.report import build_report
+    from wsss.report.build import build_report
 
     config, result, _ = finished_sweep
     out = tmp_path_factory.mktemp("report")
@@ -175,7 +175,7 @@ def test_the_report_is_logged_to_the_sweeps_parent_run(report):
 
 
 def test_an_unknown_experiment_is_refused_naming_the_ones_present(tmp_path, capsys):
-    from wsss.cli import main
+    from wsss.cli.main import main
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from wsss.models.classifier import WeightsMissingError
-from wsss.models.segmentation import (create_model, export_model, list_models,
-                                      load_segmentation, uses_random_weights, CHECKPOINT_FORMAT)
+from wsss.models.segmentation import (
+    CHECKPOINT_FORMAT,
+    create_model,
+    export_model,
+    list_models,
+    load_segmentation,
+    uses_random_weights,
+)
 
 ARCHITECTURES = [("unet", {"width": 0.125}), ("unet_timm/resnet18", {}), ("deeplabv3", {}),
                  ("fcn", {})]

@@ -6,13 +6,13 @@ import subprocess
 import sys
 import time
 
-import mlflow
 import pytest
 import yaml
-
 from conftest import KEPT_LABELERS, KEPT_TRIALS, REPO, scaled_down_smoke
+
+import mlflow
 from wsss.config import ConfigError, load_config, parse_config
-from wsss.sweep import run_sweep
+from wsss.sweep.run import run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,7 @@ def test_every_trial_of_a_preset_builds_its_model(preset, models):
     """train.model_options belong to train.model: a trial naming another model starts from none
     (smoke's UNet width must not reach DeepLabV3 or FCN)."""
     from wsss.models.segmentation import create_model
-    from wsss.sweep import expand_trials, trial_config
+    from wsss.sweep.run import expand_trials, trial_config
 
     config = load_config(REPO / "jobs" / "configs" / f"{preset}.yaml")
     study = config.model_dump(mode="json")

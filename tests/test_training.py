@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from wsss.config import ConfigError, parse_config
-from wsss.label_sources import (GroundTruthSource, MaskSetSource, make_schedule, parse_labels,
-                                resolve_schedule)
+from wsss.data.transforms import paired_augment
 from wsss.metrics import IGNORE
-from wsss.training_steps import masked_bce, paired_augment
+from wsss.train.labels import GroundTruthSource, MaskSetSource, make_schedule, parse_labels, resolve_schedule
+from wsss.train.steps import masked_bce
 
 
 @dataclass
@@ -29,7 +29,7 @@ class ConstantSource:
 
 
 class DictMaskSet:
-    """A test double of wsss.masks.MaskSet: ``read(image_id)`` from a dict."""
+    """A test double of wsss.masks.store.MaskSet: ``read(image_id)`` from a dict."""
 
     def __init__(self, masks):
         self.masks = masks
@@ -88,8 +88,8 @@ def test_mask_set_source_resizes_nearest_and_ignores_images_it_lacks():
 
 
 def test_mask_sets_from_the_store_threshold_heatmaps_at_read_time(tmp_path):
-    from wsss.label_sources import open_source
-    from wsss.masks import MaskSetWriter
+    from wsss.masks.store import MaskSetWriter
+    from wsss.train.labels import open_source
 
     store = str(tmp_path / "masks")
     box = np.zeros((8, 8), np.uint8)
@@ -136,7 +136,7 @@ def test_paired_augment_flips_image_and_mask_together():
 
 
 def test_random_backbone_weights_are_refused_before_any_work(tmp_path):
-    from wsss.training import fit_segmentation
+    from wsss.train.segmentation import fit_segmentation
 
     config = study(tmp_path / "no-such-root", tmp_path, model="deeplabv3")
     config = config.model_copy(update={"weights_policy": "pretrained"})
@@ -151,7 +151,7 @@ def test_predict_writes_masks_at_the_original_size(synthetic_root, tmp_path):
 
     from wsss.data.pets import index
     from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model, export_model
-    from wsss.predict import predict_masks
+    from wsss.train.predict import predict_masks
 
     model = create_model("unet", "none", width=0.125)
     export_model({"format": CHECKPOINT_FORMAT, "model_name": "unet", "image_size": 32,
@@ -170,7 +170,8 @@ def test_predict_writes_masks_at_the_original_size(synthetic_root, tmp_path):
 def test_train_arguments_become_config_overrides(tmp_path):
     import yaml
 
-    from wsss.training_cli import add_train_parser, load_train_config
+    from wsss.cli.train import add_parser as add_train_parser
+    from wsss.cli.train import load_train_config
 
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"train": {"epochs": 4},
@@ -225,7 +226,7 @@ def ray_quiet(ray_local):
 
 def _all_foreground_dice(test_arrays) -> float:
     from wsss.metrics import SegmentationMeter
-    from wsss.training_steps import ground_truth_targets
+    from wsss.train.steps import ground_truth_targets
 
     targets = ground_truth_targets(test_arrays.trimaps, "ignore")
     meter = SegmentationMeter()
@@ -236,8 +237,8 @@ def _all_foreground_dice(test_arrays) -> float:
 def _predict_then_eval(checkpoint, root, out, capsys) -> dict:
     import json
 
-    from wsss.cli import main
-    from wsss.predict import add_predict_parser
+    from wsss.cli.main import main
+    from wsss.cli.predict import add_parser as add_predict_parser
 
     parser = argparse.ArgumentParser()
     add_predict_parser(parser.add_subparsers())
@@ -258,9 +259,9 @@ def test_unet_on_ground_truth_ddp_matches_single_process_and_beats_all_foregroun
 
     from wsss.data.arrays import load_arrays
     from wsss.data.pets import index
-    from wsss.training import fit_segmentation
-    from wsss.training_steps import evaluate_checkpoint
-    from wsss.training_tracking import log_training
+    from wsss.train.segmentation import fit_segmentation
+    from wsss.train.steps import evaluate_checkpoint
+    from wsss.train.tracking import log_training
 
     config = study(pets160, tmp_path, workers=2, epochs=6)
     started = time.perf_counter()
@@ -298,8 +299,8 @@ def test_unet_on_ground_truth_ddp_matches_single_process_and_beats_all_foregroun
 @pytest.mark.slow
 def test_schedule_switches_source_and_a_failed_worker_resumes_from_its_checkpoint(
         ray_quiet, synthetic_root, tmp_path, monkeypatch):
-    from wsss.training import fit_segmentation
-    from wsss.training_worker import FAIL_ONCE_ENV
+    from wsss.train.segmentation import fit_segmentation
+    from wsss.train.worker import FAIL_ONCE_ENV
 
     marker = tmp_path / "failed-once"
     monkeypatch.setenv(FAIL_ONCE_ENV, f"2:{marker}")
@@ -321,8 +322,8 @@ def test_rerun_with_the_same_name_resumes_a_crashed_run(ray_quiet, synthetic_roo
                                                        monkeypatch):
     from ray.train import TrainingFailedError
 
-    from wsss.training import fit_segmentation
-    from wsss.training_worker import FAIL_ONCE_ENV
+    from wsss.train.segmentation import fit_segmentation
+    from wsss.train.worker import FAIL_ONCE_ENV
 
     monkeypatch.setenv(FAIL_ONCE_ENV, f"2:{tmp_path / 'failed-once'}")
     config = study(synthetic_root, tmp_path, workers=1, epochs=2, limit=6)
@@ -336,7 +337,7 @@ def test_rerun_with_the_same_name_resumes_a_crashed_run(ray_quiet, synthetic_roo
 @pytest.mark.parametrize("model", ["deeplabv3", "fcn"])  # unet: above; unet_timm: fast tests
 def test_each_pretrained_backbone_architecture_trains_an_epoch(ray_quiet, synthetic_root,
                                                               tmp_path, model):
-    from wsss.training import fit_segmentation
+    from wsss.train.segmentation import fit_segmentation
 
     config = study(synthetic_root, tmp_path, workers=1, model=model, batch_size=2, limit=4)
     outcome = fit_segmentation(config)

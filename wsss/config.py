@@ -12,8 +12,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from wsss.labelers.registry import validate_params
+from wsss.models.backbones import check_backbone_name
+from wsss.models.segmentation import check_model_options, list_models
+from wsss.paper import paper_row
+
 BorderPolicy = Literal["ignore", "foreground", "background"]
-BORDER_POLICIES: tuple[str, ...] = ("ignore", "foreground", "background")
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -78,8 +82,6 @@ class ClassifierConfig(StrictModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, value: str) -> str:
-        from wsss.models.backbones import check_backbone_name
-
         return check_backbone_name(value)
 
 
@@ -92,8 +94,6 @@ class LabelerSpec(StrictModel):
 
     @model_validator(mode="after")
     def _validate_params(self) -> "LabelerSpec":
-        from wsss.labelers.registry import validate_params
-
         self.params = validate_params(self.name, self.params)
         if self.id is None:
             self.id = self.name
@@ -152,8 +152,6 @@ SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs")
 
 
 def _check_paper_row(value: str | None) -> str | None:
-    from wsss.paper import paper_row
-
     try:
         paper_row(value)
     except KeyError as error:
@@ -267,8 +265,6 @@ class StudyConfig(StrictModel):
 
     @model_validator(mode="after")
     def _sweep_refers_to_known_names(self) -> "StudyConfig":
-        from wsss.models.segmentation import check_model_options, list_models
-
         ids = {spec.key for spec in self.labelers}
         known_labels = ", ".join(["gt", *sorted(ids)])
         for where, labels in self._sweep_labels():
@@ -379,12 +375,13 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["train.epochs=3", ...]`` -> ``{"train.epochs": 3}`` (values read as YAML)."""
+def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
+    """``["train.epochs=3", ...]`` -> ``{"train.epochs": 3}`` (values read as YAML); every
+    KEY=VALUE flag of the command line (``--set``, ``--param``, ``--model-option``) uses it."""
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected dotted.key=value")
+            raise ConfigError(f"{flag} {pair!r}: expected dotted.key=value")
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides

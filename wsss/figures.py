@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wsss.storage import writing
+
 GREEN, RED = np.array([0, 200, 0]), np.array([220, 0, 0])
 
 
@@ -46,8 +48,6 @@ def save_grid(rows: list[list[np.ndarray]], titles: list[str], path: str | os.Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     count, columns = len(rows), len(titles)
     figure, axes = plt.subplots(count, columns, figsize=(panel_inches * columns, panel_inches * count),
                                 squeeze=False)
@@ -65,9 +65,10 @@ def save_grid(rows: list[list[np.ndarray]], titles: list[str], path: str | os.Pa
         figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (panel_inches * count)))  # room for it
     else:
         figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with writing(path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
-    return path
+    return Path(path)
 
 
 def sample_ids(image_ids: list[str], count: int) -> list[str]:

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wsss.config import BORDER_POLICIES
-
 IGNORE = 255
+BORDER_POLICIES: tuple[str, ...] = ("ignore", "foreground", "background")
 METRIC_NAMES: tuple[str, ...] = ("dice", "iou", "accuracy", "precision", "recall")
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
 

@@ -90,23 +90,52 @@ def read_text(location: str | os.PathLike) -> str:
     return read_bytes(location).decode()
 
 
+def temporary_beside(target: Path) -> Path:
+    """A hidden, unique name beside ``target`` that keeps its suffix (``.x.tmp-1a2b.png``), so
+    writers that pick a format by suffix (matplotlib, PIL, numpy) write the right one, and
+    listings that look for ``*.png`` skip it by its leading dot and ``.tmp-``."""
+    return target.with_name(f".{target.stem}.tmp-{uuid.uuid4().hex[:8]}{target.suffix}")
+
+
+@contextmanager
+def writing(location: str | os.PathLike) -> Iterator[Path]:
+    """A local temporary path to write ``location``'s content to; published when the block ends
+    without an error (local: renamed over it; a URI: uploaded whole), removed otherwise.
+
+    Every file wsss writes goes through here, so no reader ever sees half a file.
+    """
+    remote = is_remote(location)
+    target = Path(tempfile.mkdtemp(prefix="wsss-write-")) / Path(str(location)).name if remote \
+        else _local(location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_beside(target)
+    try:
+        yield temporary
+        if remote:
+            fs, path = filesystem(location)
+            fs.put_file(str(temporary), path)
+        else:
+            os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+        if remote:
+            shutil.rmtree(target.parent, ignore_errors=True)
+
+
 def _publish(target: Path, write: Callable[[Path], object]) -> None:
     """``write`` a temporary file beside ``target``, then rename it over ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    write(temporary)
-    os.replace(temporary, target)
+    with writing(target) as temporary:
+        write(temporary)
 
 
 def write_bytes(location: str | os.PathLike, data: bytes) -> str:
     """Write ``data`` whole at ``location`` (local: temporary file, then rename); returns it."""
     if is_remote(location):
         fs, path = filesystem(location)
-        fs.pipe_file(path, data)
+        fs.pipe_file(path, data)  # one PUT: whole or absent
         return str(location)
-    target = _local(location)
-    _publish(target, lambda temporary: temporary.write_bytes(data))
-    return str(target)
+    _publish(_local(location), lambda temporary: temporary.write_bytes(data))
+    return str(_local(location))
 
 
 def write_text(location: str | os.PathLike, text: str) -> str:

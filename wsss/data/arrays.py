@@ -19,6 +19,7 @@ import numpy as np
 from wsss.data.decode import DecodeError, decode_image, read_trimap
 from wsss.data.pets import Record
 from wsss.data.quarantine import Quarantine
+from wsss.storage import writing
 
 NO_TRIMAP = 0  # trimap value for images without one: matches none of 1, 2, 3 -> ignored
 
@@ -117,13 +118,11 @@ def load_arrays(records: list[Record], size: int, cache_dir: str | os.PathLike |
             return SplitArrays(data["images"], data["trimaps"], data["labels"],
                                [str(i) for i in data["image_ids"]], quarantine)
     arrays = decode_records(records, size, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(
-        temporary, images=arrays.images, trimaps=arrays.trimaps, labels=arrays.labels,
-        image_ids=np.asarray(arrays.image_ids, dtype=str),
-        q_ids=np.asarray([e["image_id"] for e in arrays.quarantine.entries], dtype=str),
-        q_reasons=np.asarray([e["reason"] for e in arrays.quarantine.entries], dtype=str),
-    )
-    os.replace(temporary, path)
+    with writing(path) as temporary:
+        np.savez(
+            temporary, images=arrays.images, trimaps=arrays.trimaps, labels=arrays.labels,
+            image_ids=np.asarray(arrays.image_ids, dtype=str),
+            q_ids=np.asarray([e["image_id"] for e in arrays.quarantine.entries], dtype=str),
+            q_reasons=np.asarray([e["reason"] for e in arrays.quarantine.entries], dtype=str),
+        )
     return arrays

@@ -1,20 +1,23 @@
-"""Make a study's dataset ready: generate the synthetic set when configured, then index it."""
+"""Make a study's dataset ready: generate the synthetic set when configured, then index it.
+
+``data`` is a study's data section (``wsss.config.DataConfig``); this package does not import
+the config, so that everything else can build on data.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from wsss.config import DataConfig
 from wsss.data.pets import DatasetIndex, index
+from wsss.data.synthetic import synthesize
 
 
-def ensure_synthetic(data: DataConfig) -> bool:
+def ensure_synthetic(data) -> bool:
     """Write the synthetic dataset at ``data.root`` when configured and missing; True if written."""
     root = Path(data.root)
     if data.synthetic is None or (root / "annotations" / "trainval.txt").is_file():
         return False
-    from wsss.data.synthetic import synthesize
 
     synth = data.synthetic
     print(f"writing a synthetic dataset at {root} ({synth.images} images, {synth.size} px)",
@@ -23,7 +26,7 @@ def ensure_synthetic(data: DataConfig) -> bool:
     return True
 
 
-def prepare_dataset(data: DataConfig) -> DatasetIndex:
+def prepare_dataset(data) -> DatasetIndex:
     """The study's dataset index, generating or downloading the data first where configured."""
     ensure_synthetic(data)
     return index(

@@ -15,14 +15,15 @@ holds only the keys in ``INPUT_KEYS``; trimaps, head boxes and anything else are
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from wsss.identity import stable_hash
+from wsss.labelers.registry import cam_methods, get_labeler_class
 
 MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE = 0, 1, 255
 INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "image_id", "heatmap"})
@@ -55,8 +56,15 @@ class ThresholdParams(LabelerParams):
 class HeatmapRef(LabelerParams):
     """Which heatmap a CAM-based labeler builds on."""
 
-    method: Literal["cam", "gradcam", "gradcampp"] = "gradcam"
+    method: str = Field("gradcam", description="a registered heatmap method (cam_methods())")
     target: Literal["labelled", "predicted"] = "labelled"
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in cam_methods():
+            raise ValueError(f"unknown heatmap method {value!r}; known: {', '.join(cam_methods())}")
+        return value
 
     def key(self) -> str:
         return f"{self.method}-{self.target}"
@@ -83,25 +91,6 @@ def apply_threshold(heatmap: np.ndarray, params: ThresholdParams) -> np.ndarray:
     mask[heatmap >= hi] = MASK_FOREGROUND
     mask[heatmap < lo] = MASK_BACKGROUND
     return mask
-
-
-def stable_hash(payload: Any, length: int = 12) -> str:
-    """Short sha256 of a JSON-serialisable payload (sorted keys)."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def file_hash(path: str | None, length: int = 12) -> str:
-    """Short sha256 of a file's bytes ('none' for no file)."""
-    if path is None:
-        return "none"
-    from wsss.storage import fetch
-
-    digest = hashlib.sha256()
-    with open(fetch(path), "rb") as handle:  # an s3:// file is fetched once per node
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
 
 
 class Labeler(ABC):
@@ -149,8 +138,6 @@ class Labeler(ABC):
     def heatmap_source(self) -> "Labeler":
         """The heatmap labeler for ``heatmap_ref()``, built once (used when called standalone)."""
         if self._heatmap_source is None:
-            from wsss.labelers.registry import get_labeler_class
-
             ref = self.heatmap_ref()
             if ref is None:
                 raise RuntimeError(f"labeler {self.name!r} builds on no heatmap")

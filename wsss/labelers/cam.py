@@ -1,12 +1,12 @@
 """CAM (Zhou et al. 2016): the class's fc weights times the last feature map.
 
-pytorch-grad-cam has no plain CAM, so this is its ``BaseCAM`` with the channel weights read
-from the classification head instead of from gradients (no backward pass).
+pytorch-grad-cam has no plain CAM, so the reference is its ``BaseCAM`` with the channel weights
+read from the classification head instead of from gradients (no backward pass).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -34,6 +34,12 @@ def class_activation_map_type():
 class CAM(HeatmapLabeler):
     name = "cam"
     description = "CAM: classifier head weights x last feature map, thresholded"
+    uses_gradients: ClassVar[bool] = False
+
+    @staticmethod
+    def channel_weights(activations, grads, head_rows):
+        """w_k^c: the head's row for the target class."""
+        return head_rows
 
     def cam_factory(self, model: Any, target_layer: Any) -> Any:
         return class_activation_map_type()(model, [target_layer], self._head)

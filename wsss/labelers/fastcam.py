@@ -21,33 +21,26 @@ from typing import Any, Iterable
 
 import numpy as np
 
-METHODS = ("cam", "gradcam", "gradcampp")
+from wsss.data.transforms import to_input_tensor
+from wsss.labelers.registry import cam_methods, get_labeler_class
+
 TARGETS = ("labelled", "predicted")
 NORM_EPS = 1e-7  # pytorch_grad_cam.utils.image.scale_cam_image
-GRADCAMPP_EPS = 1e-6  # pytorch_grad_cam.grad_cam_plusplus
 BF16_ON_CUDA = False  # heatmap labelers on CUDA run the classifier under bf16 autocast
 
 
 def ref_key(method: str, target: str) -> str:
     """``cam-labelled`` style key of one heatmap kind (as ``HeatmapRef.key``)."""
-    if method not in METHODS or target not in TARGETS:
-        raise ValueError(f"heatmap kind {method!r}/{target!r}; methods: {', '.join(METHODS)}; "
+    if method not in cam_methods() or target not in TARGETS:
+        raise ValueError(f"heatmap kind {method!r}/{target!r}; methods: {', '.join(cam_methods())}; "
                          f"targets: {', '.join(TARGETS)}")
     return f"{method}-{target}"
 
 
 def channel_weights(method: str, activations, grads, head_rows):
-    """N x C weights of one method (float32 tensors in, as pytorch-grad-cam computes them)."""
-    if method == "cam":
-        return head_rows
-    if method == "gradcam":
-        return grads.mean(dim=(2, 3))
-    grads_2 = grads * grads
-    grads_3 = grads_2 * grads
-    sum_activations = activations.sum(dim=(2, 3), keepdim=True)
-    aij = grads_2 / (2 * grads_2 + sum_activations * grads_3 + GRADCAMPP_EPS)
-    aij = aij.masked_fill(grads == 0, 0.0)  # the paper's ReLU: no weight where no gradient
-    return (grads.clamp(min=0) * aij).sum(dim=(2, 3))
+    """N x C weights of one method: its labeler class's own ``channel_weights`` (float32
+    tensors in, as pytorch-grad-cam computes them)."""
+    return get_labeler_class(method).channel_weights(activations, grads, head_rows)
 
 
 def min_max(maps):
@@ -130,7 +123,8 @@ class CamEngine:
         activations, logits = self.forward(tensor)
         targets = self._targets(logits, labels, {t for _, t in kinds})
         features = activations.detach().float()
-        gradient_targets = [t for t in TARGETS if any(m != "cam" and tt == t for m, tt in kinds)]
+        gradient_targets = [t for t in TARGETS if any(
+            get_labeler_class(m).uses_gradients and tt == t for m, tt in kinds)]
         grads = {}
         for index, target in enumerate(gradient_targets):
             score = logits.gather(1, targets[target][:, None]).sum()
@@ -146,8 +140,6 @@ class CamEngine:
         return out
 
     def _to_tensor(self, inputs):
-        from wsss.models.classifier import to_input_tensor
-
         if isinstance(inputs, np.ndarray):
             return to_input_tensor(inputs, str(self.device))
         return inputs.to(self.device)

@@ -1,4 +1,4 @@
-"""Grad-CAM (Selvaraju et al. 2017) from pytorch-grad-cam, thresholded."""
+"""Grad-CAM (Selvaraju et al. 2017); pytorch-grad-cam's ``GradCAM`` is the reference."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ from wsss.labelers.registry import register
 class GradCAM(HeatmapLabeler):
     name = "gradcam"
     description = "Grad-CAM: channel weights from the mean gradient of the class score"
+
+    @staticmethod
+    def channel_weights(activations, grads, head_rows):
+        """w_k^c = mean over (x, y) of d y^c / d A_k(x, y)."""
+        return grads.mean(dim=(2, 3))
 
     def cam_factory(self, model: Any, target_layer: Any) -> Any:
         from pytorch_grad_cam import GradCAM as Method

@@ -13,7 +13,17 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from wsss.labelers.base import Labeler, ThresholdParams, apply_threshold, file_hash
+from wsss.data.arrays import resize_image
+from wsss.identity import file_hash
+from wsss.labelers.base import Labeler, ThresholdParams, apply_threshold
+from wsss.labelers.fastcam import BF16_ON_CUDA, CamEngine, SharedCams, ref_key
+from wsss.models.classifier import (
+    WeightsMissingError,
+    backbone_spec,
+    build_classifier,
+    get_module,
+    load_classifier,
+)
 
 RANDOM_CLASSIFIER_BACKBONE = "resnet18"
 
@@ -23,10 +33,17 @@ class HeatmapParams(ThresholdParams):
 
 
 class HeatmapLabeler(Labeler):
-    """Subclasses set ``cam_factory(model, target_layer)``: the pytorch-grad-cam reference."""
+    """Subclasses set ``channel_weights(activations, grads, head_rows)``, the method's formula the
+    fast engine runs, and ``cam_factory(model, target_layer)``, the pytorch-grad-cam reference."""
 
     Params = HeatmapParams
     stage: ClassVar[str] = "heatmap"
+    uses_gradients: ClassVar[bool] = True  # False: the formula reads no gradient (no backward)
+
+    @staticmethod
+    def channel_weights(activations, grads, head_rows):
+        """N x C channel weights from N x C x h x w activations and gradients and N x C head rows."""
+        raise NotImplementedError
 
     def __init__(self, params=None, context=None):
         super().__init__(params, context)
@@ -43,8 +60,6 @@ class HeatmapLabeler(Labeler):
         return file_hash(checkpoint)
 
     def _load_model(self) -> tuple[Any, str, int | None]:
-        from wsss.models.classifier import WeightsMissingError, build_classifier, load_classifier
-
         checkpoint = self.context.classifier_checkpoint
         if checkpoint is not None:
             model, meta = load_classifier(checkpoint, self.context.device)
@@ -62,9 +77,6 @@ class HeatmapLabeler(Labeler):
     def _build(self) -> Any:
         """Load the classifier and its fast CAM engine (``wsss.labelers.fastcam``) once."""
         if self._cam is None:
-            from wsss.labelers.fastcam import BF16_ON_CUDA, CamEngine, SharedCams
-            from wsss.models.classifier import backbone_spec, get_module
-
             model, backbone, self._input_size = self._load_model()
             spec = backbone_spec(model, backbone)
             self._model, self._layer = model, get_module(model, spec.target_layer)
@@ -79,8 +91,6 @@ class HeatmapLabeler(Labeler):
         the fast engine is tested and benchmarked against. Release it when done."""
         import copy
 
-        from wsss.models.classifier import get_module
-
         self._build()
         layer = next(name for name, module in self._model.named_modules() if module is self._layer)
         model = copy.deepcopy(self._model)  # its own hooks: the engine's model stays clean
@@ -89,9 +99,6 @@ class HeatmapLabeler(Labeler):
     def heatmaps(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """N x H x W float32 heatmaps in [0, 1] for the labelled (or predicted) class."""
         import cv2
-
-        from wsss.data.arrays import resize_image
-        from wsss.labelers.fastcam import ref_key
 
         shared = self._build()
         height, width = images.shape[1:3]

@@ -1,29 +1,18 @@
-"""Registry of pseudo-mask generators: ``{name: Labeler subclass}``.
+"""Registry of pseudo-mask generators: ``{name: Labeler subclass}``; a leaf module.
 
-Labeler modules register themselves on import; they import heavy stacks (torch, cv2,
-skimage, sam2) lazily, so loading the registry is cheap enough for config validation.
+Labeler modules register themselves with ``@register``; the package's ``__init__`` imports every
+one of them, so the registry is complete once ``wsss.labelers`` is imported (which importing this
+module does). Labelers import heavy stacks (torch, cv2, skimage, sam2) lazily, so loading the
+registry is cheap enough for config validation.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from pydantic import ValidationError
 
 _REGISTRY: dict[str, type] = {}
-# Modules that define labelers; imported once, on the first registry lookup.
-LABELER_MODULES: tuple[str, ...] = (
-    "wsss.labelers.cam",
-    "wsss.labelers.gradcam",
-    "wsss.labelers.gradcampp",
-    "wsss.labelers.box",
-    "wsss.labelers.grabcut",
-    "wsss.labelers.mix",
-    "wsss.labelers.baselines",
-    "wsss.labelers.sam2",
-)
-_loaded = False
 
 
 def register(cls: type) -> type:
@@ -34,27 +23,22 @@ def register(cls: type) -> type:
     return cls
 
 
-def _load() -> dict[str, type]:
-    global _loaded
-    if not _loaded:
-        for module in LABELER_MODULES:
-            importlib.import_module(module)
-        _loaded = True
-    return _REGISTRY
-
-
 def list_labelers() -> dict[str, str]:
     """``{name: one-line description}`` of every registered labeler, sorted by name."""
-    return {name: cls.description for name, cls in sorted(_load().items())}
+    return {name: cls.description for name, cls in sorted(_REGISTRY.items())}
+
+
+def cam_methods() -> tuple[str, ...]:
+    """The registered heatmap methods (CAM, Grad-CAM, ...), in registration order."""
+    return tuple(name for name, cls in _REGISTRY.items() if cls.stage == "heatmap")
 
 
 def get_labeler_class(name: str) -> type:
     """The labeler class registered as ``name``; the error lists the known names."""
-    registry = _load()
-    if name not in registry:
-        known = ", ".join(sorted(registry)) or "none registered"
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY)) or "none registered"
         raise KeyError(f"unknown labeler {name!r}; known labelers: {known}")
-    return registry[name]
+    return _REGISTRY[name]
 
 
 def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:

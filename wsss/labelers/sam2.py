@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from wsss.labelers.base import INPUT_KEYS, NO_BOX, HeatmapRef, Labeler, LabelerParams
+from wsss.labelers.geometry import boxes_from_heatmaps, has_box
 from wsss.labelers.registry import register
 from wsss.labelers.sam2_engine import EngineKey, Sam2Engine, checkpoint_hash, get_engine, resolve_checkpoint
 
@@ -192,8 +193,6 @@ class Sam2Box(Sam2Labeler):
     Params = Sam2BoxParams
 
     def prompts(self, batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray | None], list]:
-        from wsss.labelers.geometry import boxes_from_heatmaps, has_box
-
         height, width = batch["image"].shape[1:3]
         points, boxes = [], []
         for box in boxes_from_heatmaps(batch["heatmap"], self.params.threshold, "largest"):

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from wsss.labelers.base import LabelerContext, file_hash
+from wsss.identity import file_hash
+from wsss.labelers.base import LabelerContext
+from wsss.models.classifier import WeightsMissingError
 
 # Model name -> the short name of its sam2.1 Hydra config inside the sam2 package.
 SAM2_CONFIGS: dict[str, str] = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
@@ -36,8 +38,6 @@ def resolve_checkpoint(model: str, checkpoint: str | None, context: LabelerConte
     An explicit ``checkpoint`` must exist. Without one, ``<models_dir>/sam2.1_hiera_<model>.pt``
     is used when present; when absent, random weights if allowed, else WeightsMissingError.
     """
-    from wsss.models.classifier import WeightsMissingError
-
     path = Path(checkpoint) if checkpoint else Path(context.models_dir) / f"sam2.1_hiera_{model}.pt"
     if path.is_file():
         return str(path)
@@ -99,11 +99,10 @@ class Sam2Engine:
         return self._predictor
 
     def _build_model(self) -> Any:
+        import sam2  # noqa: F401  (its import points Hydra at sam2's configs)
         import torch
         from hydra import initialize_config_module
         from hydra.core.global_hydra import GlobalHydra
-
-        import sam2  # noqa: F401  (its import points Hydra at sam2's configs)
         from sam2.build_sam import build_sam2
 
         # Something may have cleared Hydra since sam2 was imported; initialising twice raises.

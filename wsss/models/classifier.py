@@ -9,32 +9,17 @@ checkpoint written by ``save_classifier``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from wsss.data.breeds import NUM_BREEDS
 from wsss.models.backbones import BACKBONES, TIMM_PREFIX, BackboneSpec, check_backbone_name
+from wsss.storage import fetch, is_file, writing
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 CHECKPOINT_FORMAT = "wsss-classifier-v1"
 
 
 class WeightsMissingError(FileNotFoundError):
     """Pretrained weights are not on this machine; the message says what to fetch and where."""
-
-
-def to_input_tensor(images: np.ndarray, device: str = "cpu"):
-    """N x H x W x 3 uint8 -> N x 3 x H x W float32, ImageNet-normalised, on ``device``."""
-    import torch
-
-    tensor = torch.as_tensor(np.ascontiguousarray(images), device=device)
-    tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.as_tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.as_tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (tensor - mean) / std
 
 
 def get_module(model: Any, dotted: str) -> Any:
@@ -118,22 +103,17 @@ def save_classifier(model: Any, path: str | os.PathLike, backbone: str, **meta: 
     """Write a checkpoint ``load_classifier`` reads back (atomically: temp file, then rename)."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "module", model)  # unwrap DDP
     payload = {"format": CHECKPOINT_FORMAT, "backbone": backbone,
                "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
                "num_classes": NUM_BREEDS, "meta": meta}
-    temporary = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    with writing(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def load_classifier(path: str | os.PathLike, device: str = "cpu"):
     """(model in eval mode on ``device``, checkpoint metadata) from ``save_classifier``'s file."""
     import torch
-
-    from wsss.storage import fetch, is_file
 
     if not is_file(path):
         raise WeightsMissingError(

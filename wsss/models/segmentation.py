@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from wsss.models.classifier import WeightsMissingError
+from wsss.storage import writing
 
 CHECKPOINT_FORMAT = "wsss-segmentation-v1"
-CHECKPOINT_FILE = "state.pt"  # as wsss.train_common.STATE_FILE: a Train checkpoint dir works too
+CHECKPOINT_FILE = "state.pt"  # as wsss.train.common.STATE_FILE: a Train checkpoint dir works too
 TIMM_UNET_PREFIX = "unet_timm/"
 DEFAULT_TIMM_ENCODER = "resnet34"
 
@@ -319,9 +320,7 @@ def export_model(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     slim = {k: v for k, v in payload.items() if k not in ("optimizer", "scheduler")}
-    temporary = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(slim, temporary)
-    os.replace(temporary, path)
+    with writing(path) as temporary:
+        torch.save(slim, temporary)
     return path

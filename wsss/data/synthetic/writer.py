@@ -3,7 +3,7 @@
 Image ``i`` goes to breed ``i % 37``; within a breed, images (1, 2), (3, 4) ... are pairs, one
 of each pair in trainval and one in test. Head boxes (XMLs) exist for trainval images only,
 minus a seeded ``missing_box_fraction``. Every file is written under a temporary name and
-``os.replace``d into place; images are rendered in chunks, optionally in worker processes.
+renamed into place; images are rendered in chunks, optionally in worker processes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 
 from wsss.data.breeds import BREEDS, NUM_BREEDS, breed_index_within_species, species_of
 from wsss.data.synthetic.render import render_image
+from wsss.storage import write_bytes
 
 LIST_HEADER = (
     "#Image CLASS-ID SPECIES BREED ID\n"
@@ -60,11 +61,8 @@ def _xml(image_id: str, W: int, H: int, species: str, box) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    """Write ``data`` whole or not at all (``storage.write_bytes``)."""
+    write_bytes(path, data)
 
 
 def _plan(images: int, seed: int, missing_box_fraction: float):

@@ -1,0 +1,311 @@
+"""CPU stages of the benchmark: decode, GrabCut, SLIC, the mix, and the whole Ray pipeline.
+
+Per stage, on the same images: the reference is a serial per-image loop as the study's
+scripts run it (PIL decode + resize; GrabCut and SLIC on the whole image); the path is the
+pipeline's own stage function under Ray Data with ``TaskPoolStrategy(size=1)`` and
+``size=cores``; the floor is the bare library call (``cv2.grabCut``, ``slic``) on the
+path's inputs, serially, times the cores. Ratios are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from wsss.benchmark.common import (
+    ORACLE_HEATMAP,
+    Settings,
+    Workload,
+    dice,
+    fast_path,
+    rate,
+    stage_result,
+    timed,
+)
+from wsss.data.arrays import load_arrays, resize_image
+from wsss.data.decode import decode_image
+from wsss.labelers.base import LabelerContext
+from wsss.labelers.geometry import boxes_from_heatmaps, crop_around, has_box
+from wsss.labelers.grabcut import GrabCutParams, grabcut_masks
+from wsss.labelers.mix import MixParams, superpixel_vote, superpixels
+from wsss.labelers.registry import get_labeler_class, validate_params
+from wsss.masks.stages import cpu_stage, decode_stage
+from wsss.raycluster import ensure_ray
+from wsss.train.common import arrays_dataset
+
+UNIT = "per core"
+
+
+def _measured(batch: dict[str, np.ndarray], stage: Callable, kwargs: dict) -> dict[str, np.ndarray]:
+    """Run a pipeline stage on a batch; keep only ids and busy seconds (no masks to ship)."""
+    started = time.perf_counter()
+    stage(batch, **kwargs)
+    count = len(batch["image_id"])
+    return {"image_id": batch["image_id"], "seconds": np.full(count, (time.perf_counter() - started) / count)}
+
+
+def ray_rate(stage: Callable, kwargs: dict, columns: dict[str, np.ndarray], workers: int,
+             batch_size: int) -> dict[str, float]:
+    """Images/s of ``stage`` through Ray Data on ``workers`` CPU tasks (after a warm-up run)."""
+    import ray.data
+
+    def run(part: dict[str, np.ndarray], rows: int) -> tuple[float, list]:
+        dataset = arrays_dataset(part, rows_per_block=rows).map_batches(
+            _measured, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_size=rows,
+            compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1, batch_format="numpy")
+        started = time.perf_counter()
+        rows = dataset.take_all()
+        return time.perf_counter() - started, rows
+
+    # Warm every worker process (imports, first-call setup) with many one-image tasks: a
+    # pool warmed by fewer tasks than workers leaves a process that pays its imports inside
+    # the measured run, which a 7,000-image job pays once but a 64-image run cannot hide.
+    warm = min(len(columns["image_id"]), workers * 4)
+    run({key: values[:warm] for key, values in columns.items()}, 1)
+    wall, rows = run(columns, batch_size)
+    busy = float(sum(row["seconds"] for row in rows))
+    return {"images_per_s": rate(len(rows), wall), "wall_seconds": wall, "busy_seconds": busy,
+            "images": len(rows)}
+
+
+def scaled(stage: Callable, kwargs: dict, columns: dict, settings: Settings) -> dict[int, dict]:
+    """``ray_rate`` with one worker and with all of them, on ``settings.scaling_rows`` rows
+    (the images repeated as needed: steady state, not start-up, is what a full dataset sees)."""
+    ensure_ray(num_cpus=settings.workers)
+    count = len(columns["image_id"])
+    repeat = np.arange(max(count, settings.scaling_rows)) % count
+    columns = {key: np.asarray(values)[repeat] for key, values in columns.items()}
+    return {workers: ray_rate(stage, kwargs, columns, workers, settings.batch_size)
+            for workers in sorted({1, settings.workers})}
+
+
+def cpu_spec(name: str, params: dict | None = None) -> dict[str, Any]:
+    """A ``cpu_stage`` spec for one labeler reading the oracle heatmap."""
+    return {"id": name, "name": name, "params": validate_params(name, params or {}),
+            "fingerprint": "benchmark", "uri": "", "kind": "masks",
+            "heatmap_column": ORACLE_HEATMAP, "missing": set()}
+
+
+def _pipeline_result(stage: str, path: str, reference: str, reference_seconds: float,
+                     floor_seconds: float, runs: dict[int, dict], work: Workload,
+                     settings: Settings, details: dict) -> dict[str, Any]:
+    count, workers = len(work.image_ids), settings.workers
+    best = runs[workers]
+    per_image = best["wall_seconds"] * workers / best["images"]
+    details.update({"ray": {str(k): v for k, v in runs.items()},
+                    "bare_seconds_per_image": floor_seconds / count,
+                    "pipeline_seconds_per_image_per_worker": per_image,
+                    "pipeline_over_bare": per_image / (floor_seconds / count),
+                    "target_ratio": 0.9 * workers})
+    return stage_result(stage, path, reference, best["images_per_s"], rate(count, reference_seconds),
+                        unit=UNIT, images=count, workers=workers,
+                        scaling=best["images_per_s"] / runs[1]["images_per_s"],
+                        floor_ips=workers * rate(count, floor_seconds), details=details)
+
+
+def _serial_result(stage: str, path: str, reference: str, path_seconds: float,
+                   reference_seconds: float, floor_seconds: float, work: Workload,
+                   details: dict) -> dict[str, Any]:
+    count = len(work.image_ids)
+    details["bare_seconds_per_image"] = floor_seconds / count
+    return stage_result(stage, path + " (in process, no Ray)", reference, rate(count, path_seconds),
+                        rate(count, reference_seconds), unit=UNIT, images=count,
+                        floor_ips=rate(count, floor_seconds), details=details)
+
+
+# ---- decode ---------------------------------------------------------------------------------
+
+
+def decode_stage_bench(work: Workload, settings: Settings) -> dict[str, Any]:
+    """Decode-once cache load against a serial PIL decode + resize loop; Ray decode scaling."""
+    records, size = work.records, settings.size
+    reference = timed(lambda: [resize_image(decode_image(r.image_path), size) for r in records])
+    cache = work.scratch / "decoded"
+    build = timed(lambda: load_arrays(records, size, cache))
+    load = timed(lambda: load_arrays(records, size, cache))
+    details = {"cache_build_seconds": build, "cache_load_seconds": load,
+               "threaded_decode_images_per_s": rate(len(records), work.decode_seconds)}
+    fast = [fast_path("decode once: .npz cache load vs decode + resize", 30.0, reference / load,
+                      "a 256 px image is 196 KB raw: read at disk/page-cache speed vs ~5 ms "
+                      "of JPEG decode and area resize", kept=reference > load, cache_build_seconds=build)]
+    workers, scaling = 1, None
+    if settings.ray:
+        columns = {"image_id": np.asarray(work.image_ids, dtype=object),
+                   "image_path": np.asarray([r.image_path for r in records], dtype=object),
+                   "label": work.labels}
+        runs = scaled(decode_stage, {"size": size}, columns, settings)
+        details["ray_decode"] = {str(k): v for k, v in runs.items()}
+        workers, scaling = settings.workers, runs[settings.workers]["images_per_s"] / runs[1]["images_per_s"]
+    result = stage_result("decode", "decode once (.npz cache load)", "PIL decode + resize, serial",
+                          rate(len(records), load), rate(len(records), reference), unit=UNIT,
+                          images=len(records), workers=workers, scaling=scaling,
+                          floor_ips=settings.workers * rate(len(records), reference),
+                          details=details)
+    return {**result, "fast_paths": fast}
+
+
+# ---- GrabCut, SLIC, mix ---------------------------------------------------------------------
+
+
+def _boxes(work: Workload, threshold: float = 0.5) -> np.ndarray:
+    return boxes_from_heatmaps(work.heatmaps, threshold, "largest")
+
+
+def study_grabcut(image: np.ndarray, box: np.ndarray, iterations: int = 5) -> np.ndarray:
+    """The study's GrabCut: the whole image, the box as the rectangle, {0, 1} mask (the box
+    itself where OpenCV refuses, e.g. a box over the whole image leaves no background)."""
+    import cv2
+
+    mask = np.zeros(image.shape[:2], np.uint8)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return mask
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(image, mask, (x0, y0, x1 - x0, y1 - y0), np.zeros((1, 65)), np.zeros((1, 65)),
+                    iterations, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:
+        mask[y0:y1, x0:x1] = 1
+    return mask & 1
+
+
+def study_slic(image: np.ndarray, n_segments: int = 100, compactness: float = 10.0) -> np.ndarray:
+    from skimage.segmentation import slic
+
+    return slic(image, n_segments=n_segments, compactness=compactness, start_label=1, channel_axis=-1)
+
+
+def _crops(work: Workload, params: Any) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """Each image's crop and rectangle as the GrabCut labeler builds them (``margin``)."""
+    out = []
+    for image, box in zip(work.images, _boxes(work, params.threshold)):
+        if not has_box(box):
+            continue
+        x0, y0, x1, y1 = (int(v) for v in box)
+        cx0, cy0, cx1, cy1 = crop_around(box, *image.shape[:2], params.margin, params.margin_px)
+        out.append((np.ascontiguousarray(image[cy0:cy1, cx0:cx1]), (x0 - cx0, y0 - cy0, x1 - x0, y1 - y0)))
+    return out
+
+
+def bare_grabcut(crops: list, iterations: int) -> None:
+    import cv2
+
+    for crop, rect in crops:
+        cv2.setRNGSeed(0)
+        try:
+            cv2.grabCut(crop, np.zeros(crop.shape[:2], np.uint8), rect, np.zeros((1, 65)),
+                        np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_RECT)
+        except cv2.error:  # no background ring (box over the whole crop): the labeler's frame case
+            pass
+
+
+def grabcut_bench(work: Workload, settings: Settings) -> dict[str, Any]:
+    """The GrabCut labeler (crop + margin) in the pipeline's CPU stage against the study's loop."""
+    spec = cpu_spec("grabcut")
+    params = GrabCutParams(**spec["params"])
+    boxes = _boxes(work, params.threshold)
+    reference = timed(lambda: [study_grabcut(i, b, params.iterations) for i, b in zip(work.images, boxes)])
+    crops = _crops(work, params)
+    floor = timed(lambda: bare_grabcut(crops, params.iterations))
+    details: dict[str, Any] = {"params": spec["params"]}
+    variants = {}
+    for name, change in (("full", {"margin": None}), ("crop", {}),
+                         ("half_side", {"max_side": settings.size // 2})):
+        variant = params.model_copy(update=change)
+        masks: list = []
+        seconds = timed(lambda: masks.append(grabcut_masks(work.images, boxes, variant)[0]))
+        variants[name] = {"seconds": seconds, "dice": dice(masks[0], work.trimaps)}
+    details["variants"] = variants
+    full, crop, half = variants["full"], variants["crop"], variants["half_side"]
+    delta = half["dice"] - full["dice"]
+    fast = [fast_path("GrabCut on box + margin crop vs whole image", 1.1,
+                      full["seconds"] / crop["seconds"], "margin 1.0 grows the box by its own "
+                      "side each way: for pets over ~1/3 of the frame the crop is the image",
+                      dice_delta=crop["dice"] - full["dice"]),
+            fast_path(f"GrabCut at max_side {settings.size // 2} vs full resolution", 3.5,
+                      full["seconds"] / half["seconds"], "a quarter of the pixels; GMM fit and "
+                      "max-flow are about linear in pixels", kept=abs(delta) <= 0.005, dice_delta=delta)]
+    columns = work.rows()
+    kwargs = {"specs": [spec], "context": _context()}
+    if not settings.ray:
+        result = _serial_result("grabcut", "GrabCut labeler (crop + margin)", "cv2.grabCut whole image, serial",
+                                crop["seconds"], reference, floor, work, details)
+    else:
+        runs = scaled(cpu_stage, kwargs, columns, settings)
+        result = _pipeline_result("grabcut", "cpu_stage: GrabCut labeler (crop + margin)",
+                                  "cv2.grabCut whole image, serial", reference, floor, runs, work,
+                                  settings, details)
+    return {**result, "fast_paths": fast}
+
+
+def _context() -> Any:
+    return LabelerContext()
+
+
+def slic_stage(batch: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
+    """SLIC as the mix runs it (on the crop around the box); a batch function for Ray Data."""
+    mix = MixParams(**params)
+    boxes = boxes_from_heatmaps(batch[ORACLE_HEATMAP], mix.threshold, mix.component)
+    for image, box in zip(batch["image"], boxes):
+        if has_box(box):
+            x0, y0, x1, y1 = crop_around(box, *image.shape[:2], mix.margin, mix.margin_px)
+            superpixels(image[y0:y1, x0:x1], mix)
+    return batch
+
+
+def slic_bench(work: Workload, settings: Settings) -> dict[str, Any]:
+    """SLIC on the GrabCut crop in Ray tasks against whole-image SLIC, serial."""
+    from skimage.segmentation import slic
+
+    params = cpu_spec("mix")["params"]
+    mix = MixParams(**params)
+    reference = timed(lambda: [study_slic(i, mix.n_segments, mix.compactness) for i in work.images])
+    crops = [crop for crop, _ in _crops(work, mix)]
+    floor = timed(lambda: [slic(c, n_segments=mix.n_segments, compactness=mix.compactness,
+                                start_label=1, channel_axis=-1) for c in crops])
+    path = "SLIC on the box + margin crop"
+    if not settings.ray:
+        seconds = timed(lambda: slic_stage(work.rows(), params))
+        return _serial_result("slic", path, "skimage slic whole image, serial", seconds, reference,
+                              floor, work, {"params": params})
+    runs = scaled(slic_stage, {"params": params}, work.rows(), settings)
+    return _pipeline_result("slic", "Ray tasks: " + path, "skimage slic whole image, serial",
+                            reference, floor, runs, work, settings, {"params": params})
+
+
+def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
+    """The mix labeler (GrabCut ∩ SLIC on the crop) in the CPU stage against the study's loop;
+    fast path: the mix reusing the GrabCut set's masks (one GrabCut per image for both)."""
+    spec = cpu_spec("mix")
+    mix = get_labeler_class("mix")(spec["params"])
+    p = mix.params
+    boxes = _boxes(work, p.threshold)
+
+    def study() -> None:
+        for image, box in zip(work.images, boxes):
+            grabcut = study_grabcut(image, box, p.iterations)
+            superpixel_vote(study_slic(image, p.n_segments, p.compactness), grabcut, p.ratio)
+
+    reference = timed(study)
+    crops = _crops(work, p)
+    floor = timed(lambda: (bare_grabcut(crops, p.iterations),
+                           [study_slic(c, p.n_segments, p.compactness) for c, _ in crops]))
+    batch = {"image": work.images, "label": work.labels, "heatmap": work.heatmaps}
+    grabcut = get_labeler_class("grabcut")(cpu_spec("grabcut")["params"])
+    separate = timed(lambda: (grabcut(batch), mix(batch)))
+    shared = timed(lambda: mix.mix_from_grabcut(work.images, boxes, grabcut(batch)["mask"]))
+    fast = [fast_path("mix reusing the GrabCut set's masks vs its own GrabCut", 1.7, separate / shared,
+                      "GrabCut is ~80% of the mix: grabcut + mix sets pay one GrabCut, not two")]
+    details = {"params": spec["params"], "mix_dice": dice(mix(batch)["mask"], work.trimaps)}
+    if not settings.ray:
+        seconds = timed(lambda: mix(batch))
+        result = _serial_result("mix", "mix labeler (crop + margin)", "GrabCut + SLIC whole image, serial",
+                                seconds, reference, floor, work, details)
+    else:
+        runs = scaled(cpu_stage, {"specs": [spec], "context": _context()}, work.rows(), settings)
+        result = _pipeline_result("mix", "cpu_stage: mix labeler (crop + margin)",
+                                  "GrabCut + SLIC whole image, serial", reference, floor, runs,
+                                  work, settings, details)
+    return {**result, "fast_paths": fast}

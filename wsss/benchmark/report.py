@@ -1,0 +1,200 @@
+"""The benchmark's outputs: the machine, the markdown tables, the JSON file, the MLflow run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from wsss import tracking as mlflow_tracking
+from wsss.storage import write_text
+
+# Training and SAM2-encoder images/s an H100 could reach on arithmetic alone (bf16 tensor-core
+# FLOP/s over the model's FLOPs per image): DeepLabV3-ResNet50 training at 256 px, Hiera-small
+# at 1024 px. Measured rates are shown as a share of these.
+H100_CEILINGS = {"train": 3000, "sam2_encoder": 2200}
+
+
+def machine_info(settings: Any) -> dict[str, Any]:
+    """CPU model, cores, GPU, library versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    versions = {}
+    for package in ("torch", "ray", "mlflow", "opencv-python-headless", "scikit-image", "sam2", "grad-cam"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    gpu = torch.cuda.get_device_name(0) if settings.device.startswith("cuda") else None
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "gpu": gpu, "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions,
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+
+
+def _number(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def format_table(payload: dict) -> str:
+    """The markdown report: machine, one row per stage, then the fast paths."""
+    machine = payload["machine"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; "
+             f"torch {machine['versions']['torch']}, ray {machine['versions']['ray']}; "
+             f"{payload['images']} images at {payload['settings']['size']} px",
+             "", "| stage | path | reference | images/s path | images/s reference | ratio | workers | scaling |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in payload["stages"]:
+        if "error" in row:
+            lines.append(f"| {row['stage']} | error: {row['error'][:80]} | | | | | | |")
+            continue
+        path = _number(row["path_images_per_s"])
+        if row["unit"] == "per core" and row["workers"] > 1:
+            path += f" ({_number(row['path_images_per_s_per_worker'])}/core)"
+        lines.append(f"| {row['stage']} | {row['path']} | {row['reference']} | {path} | "
+                     f"{_number(row['reference_images_per_s'])} | {_number(row['ratio'], 2)} | "
+                     f"{row['workers']} | {_number(row['scaling'], 2)} |")
+    if payload["fast_paths"]:
+        lines += ["", "| fast path | predicted gain | measured gain | kept | notes |", "| --- | --- | --- | --- | --- |"]
+        for item in payload["fast_paths"]:
+            notes = {k: v for k, v in item.items() if k not in
+                     ("fast_path", "predicted_gain", "measured_gain", "prediction", "kept")}
+            lines.append(f"| {item['fast_path']} | {_number(item.get('predicted_gain'), 2)}x | "
+                         f"{_number(item.get('measured_gain'), 2)}x | {item.get('kept', '-')} | "
+                         f"{_compact(notes)} |")
+    return "\n".join(lines)
+
+
+def _compact(notes: dict) -> str:
+    def short(value: Any) -> Any:
+        if isinstance(value, float):
+            return round(value, 4)
+        if isinstance(value, dict):
+            return {k: short(v) for k, v in value.items()}
+        return value
+
+    return json.dumps(short(notes))[1:-1].replace("|", "/") if notes else ""
+
+
+def pipeline_table(payload: dict) -> str:
+    """CPU stages through the pipeline against the bare library calls and the scaling target."""
+    rows = [r for r in payload["stages"] if "pipeline_over_bare" in r.get("details", {})]
+    if not rows:
+        return ""
+    lines = ["| stage | bare s/image | pipeline s/image/worker | pipeline / bare | ratio vs serial | "
+             "target (0.9 x workers) |", "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        details = row["details"]
+        lines.append(f"| {row['stage']} | {_number(details['bare_seconds_per_image'], 4)} | "
+                     f"{_number(details['pipeline_seconds_per_image_per_worker'], 4)} | "
+                     f"{_number(details['pipeline_over_bare'], 2)} | {_number(row['ratio'], 2)} | "
+                     f"{_number(details['target_ratio'], 2)} |")
+    return "\n".join(lines)
+
+
+def report_text(payload: dict) -> str:
+    """Everything printed at the end: the stage table, fast paths, pipeline vs bare calls."""
+    parts = [format_table(payload), pipeline_table(payload), ceilings_table(payload)]
+    return "\n\n".join(part for part in parts if part)
+
+
+def ceilings_table(payload: dict) -> str:
+    """Where a GPU ran: measured rates next to the H100's arithmetic ceilings."""
+    if not payload["machine"].get("gpu"):
+        return ""
+    rows = []
+    for row in payload["stages"]:
+        details = row.get("details", {})
+        if row["stage"] == "sam2" and "encoder_images_per_s_path" in details:
+            best = max(v for k, v in details.items() if k.startswith("encoder_images_per_s_")
+                       and k != "encoder_images_per_s_reference" and v is not None)
+            rows.append((f"SAM2-{details.get('model')} encoder, {details.get('image_size', 1024)} px",
+                         best, H100_CEILINGS["sam2_encoder"]))
+        if row["stage"] == "train" and "error" not in row:
+            rows.append((f"{details.get('model', 'model')} training, {details.get('image_size')} px",
+                         row["path_images_per_s"], H100_CEILINGS["train"]))
+    lines = ["| on the GPU | images/s measured | H100 ceiling (arithmetic) | share |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {_number(value)} | {ceiling} | {_number(100 * value / ceiling)}% |"
+              for name, value, ceiling in rows]
+    return "\n".join(lines) if rows else ""
+
+
+def show(paths: list[str]) -> int:
+    """Print the tables of saved benchmark JSON files (``--show``); 2 when one is unreadable."""
+    import sys
+
+    for path in paths:
+        try:
+            payload = json.loads(Path(path).read_text())
+            text = report_text(payload)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"benchmark --show {path}: not a benchmark result ({error})", file=sys.stderr)
+            return 2
+        print(f"{text}\n\ncommand: {' '.join(payload.get('command', []))} ({payload.get('created')})\n")
+    return 0
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities -> None, recursively, so the file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(finite(v) for v in value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return finite(value.item())
+    return value
+
+
+def write_json(payload: dict, path: str | os.PathLike) -> Path:
+    """Write the payload whole or not at all."""
+    write_text(path, json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
+    return Path(path)
+
+
+def stage_metrics(payload: dict) -> dict[str, float]:
+    """``<stage>_path_images_per_s``, ``_reference_images_per_s``, ``_ratio``, ``_scaling``."""
+    metrics = {}
+    for row in payload["stages"]:
+        for key in ("path_images_per_s", "reference_images_per_s", "ratio", "scaling",
+                    "floor_images_per_s", "path_images_per_s_per_worker"):
+            value = row.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                metrics[f"{row['stage']}_{key}"] = float(value)
+    for index, item in enumerate(payload["fast_paths"]):
+        value = item.get("measured_gain")
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            metrics[f"fast_path_{index}_measured_gain"] = float(value)
+    return metrics
+
+
+def log_run(payload: dict, json_path: Path, text: str, tracking: Any) -> str:
+    """One MLflow run tagged stage=benchmark: metrics per stage, the JSON and table as artifacts."""
+    import mlflow
+
+    mlflow_tracking.configure(tracking)
+    settings = payload["settings"]
+    tags = {"stage": "benchmark", "device": settings["device"],
+            "gpu": str(payload["machine"]["gpu"]), "cpu": payload["machine"]["cpu"]}
+    params = {**settings, "stages": ",".join(row["stage"] for row in payload["stages"]),
+              "cores": payload["machine"]["cores"]}
+    with mlflow_tracking.run("benchmark", tags=tags, params=params, random_weights=True) as active:
+        mlflow.log_metrics(stage_metrics(payload))
+        mlflow.log_artifact(str(json_path))
+        mlflow.log_text(text, "benchmark.md")
+    return active.info.run_id

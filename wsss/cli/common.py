@@ -1,0 +1,34 @@
+"""What every verb shares: exit codes, the config arguments, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from wsss.config import StudyConfig, load_config, parse_overrides
+
+EXIT_OK, EXIT_PROBLEM, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input found before any work started (exit code 2)."""
+
+
+def print_json(payload: object) -> None:
+    print(json.dumps(payload, indent=2, sort_keys=False, default=str))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, example: str = "train.epochs=1") -> None:
+    """``--config C`` and repeatable ``--set dotted.key=value`` overrides."""
+    parser.add_argument("--config", required=True, help="study config (YAML)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config field, e.g. {example} (repeatable)")
+
+
+def study_config(args: argparse.Namespace) -> StudyConfig:
+    """The ``--config`` file with the ``--set`` overrides applied, validated."""
+    return load_config(args.config, parse_overrides(args.set, "--set"))
+
+
+def add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="dataset root in the Oxford-IIIT Pet layout")

@@ -1,0 +1,46 @@
+"""``wsss data check|synth``: check a dataset root, or write the synthetic one."""
+
+from __future__ import annotations
+
+import argparse
+
+from wsss.cli.common import EXIT_OK, EXIT_PROBLEM, add_root, print_json
+from wsss.data.check import check_report, format_report
+from wsss.data.pets import index
+from wsss.data.synthetic import synthesize
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    dataset = index(args.root, val_fraction=args.val_fraction, split_seed=args.split_seed)
+    report = check_report(dataset, args.error_budget, progress=not args.json)
+    if args.json:
+        print_json(report)
+    else:
+        print(format_report(report))
+    return EXIT_OK if report["usable"] else EXIT_PROBLEM
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    summary = synthesize(args.root, images=args.images, size=args.size, seed=args.seed,
+                         progress=True)
+    print_json(summary)
+    return EXIT_OK
+
+
+def add_parser(verbs) -> None:
+    data = verbs.add_parser("data", help="check a dataset root or write a synthetic one")
+    actions = data.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="decode everything and report problems")
+    add_root(check)
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument("--error-budget", type=float, default=0.01,
+                       help="fraction of images allowed to fail (default 0.01)")
+    check.add_argument("--val-fraction", type=float, default=0.2)
+    check.add_argument("--split-seed", type=int, default=0)
+    check.set_defaults(handler=cmd_data_check)
+    synth = actions.add_parser("synth", help="write a synthetic dataset in the same layout")
+    add_root(synth)
+    synth.add_argument("--images", type=int, default=200)
+    synth.add_argument("--size", type=int, default=128)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=cmd_data_synth)

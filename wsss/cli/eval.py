@@ -1,0 +1,33 @@
+"""``wsss eval``: score a folder of predicted masks against the ground truth."""
+
+from __future__ import annotations
+
+import argparse
+
+from wsss.cli.common import EXIT_OK, add_root, print_json
+from wsss.data.pets import index
+from wsss.masks.quality import evaluate_folder
+from wsss.metrics import BORDER_POLICIES
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    records = index(args.root).split(args.split)
+    result = evaluate_folder(args.pred, records, args.border_policy)
+    if args.json:
+        print_json(result)
+    else:
+        for aggregation in ("micro", "per_image"):
+            values = "  ".join(f"{k} {v:.4f}" for k, v in result[aggregation].items())
+            print(f"{aggregation:>9}: {values}")
+        print(f"{result['images']} images, border policy {result['border_policy']}")
+    return EXIT_OK
+
+
+def add_parser(verbs) -> None:
+    evaluate = verbs.add_parser("eval", help="score predicted masks against the ground truth")
+    evaluate.add_argument("--pred", required=True, help="folder of <image_id>.png masks")
+    add_root(evaluate)
+    evaluate.add_argument("--split", default="test", help="train | val | test | trainval")
+    evaluate.add_argument("--border-policy", default="ignore", choices=BORDER_POLICIES)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=cmd_eval)

@@ -1,0 +1,74 @@
+"""``wsss pseudo`` (a study's mask sets on Ray), ``wsss pseudo-eval`` (one labeler, in-process,
+scored against ground truth) and ``wsss labelers`` (the registry)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from wsss.cli.common import EXIT_OK, add_config_arguments, study_config
+from wsss.config import StudyConfig, load_config, parse_overrides
+from wsss.data.pets import index
+from wsss.labelers.base import LabelerContext
+from wsss.labelers.registry import get_labeler_class, list_labelers
+from wsss.masks.pipeline import run_pseudo
+from wsss.masks.quality import pseudo_eval
+from wsss.metrics import BORDER_POLICIES
+from wsss.train.classifier import resolve_classifier
+
+
+def cmd_pseudo(args: argparse.Namespace) -> int:
+    config = study_config(args)
+    labeler_ids = args.labeler or None
+    run_pseudo(config, resolve_classifier(config, labeler_ids), labeler_ids)
+    return EXIT_OK
+
+
+def cmd_pseudo_eval(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else StudyConfig()
+    spec = next((s for s in config.labelers if s.key == args.labeler), None)
+    name, params = (spec.name, dict(spec.params)) if spec else (args.labeler, {})
+    params.update(parse_overrides(args.param, "--param"))
+    context = LabelerContext(classifier_checkpoint=args.classifier or config.classifier.checkpoint,
+                             allow_random_weights=args.random_weights or config.weights_policy == "random")
+    records = index(args.root, limit=args.limit).split(args.split)
+    with get_labeler_class(name)(params, context) as labeler:
+        result = pseudo_eval(labeler, records, args.size or config.data.image_size, args.border_policy)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        for aggregation in ("micro", "per_image"):
+            print(f"{aggregation:>9}: " + "  ".join(f"{k} {v:.4f}" for k, v in result[aggregation].items()))
+        print(f"{result['images']} images, labeler {name}, border policy {args.border_policy}")
+    return EXIT_OK
+
+
+def cmd_labelers(args: argparse.Namespace) -> int:
+    for name, description in list_labelers().items():
+        stage = get_labeler_class(name).stage
+        print(f"{name:<16} [{stage:<7}] {description}")
+    return EXIT_OK
+
+
+def add_parser(verbs) -> None:
+    """The ``pseudo``, ``pseudo-eval`` and ``labelers`` verbs."""
+    pseudo = verbs.add_parser("pseudo", help="generate a study's mask sets on Ray (resumable)")
+    add_config_arguments(pseudo, "pipeline.batch_size=32")
+    pseudo.add_argument("--labeler", action="append", default=[], help="labeler id (repeatable)")
+    pseudo.set_defaults(handler=cmd_pseudo)
+    evaluate = verbs.add_parser("pseudo-eval", help="score one labeler's masks against ground truth")
+    evaluate.add_argument("--labeler", required=True, help="registered name, or a labeler id in --config")
+    evaluate.add_argument("--root", required=True)
+    evaluate.add_argument("--split", default="trainval")
+    evaluate.add_argument("--config", help="take params, classifier and image size from a study config")
+    evaluate.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    evaluate.add_argument("--classifier", help="breed classifier checkpoint (for CAM-based labelers)")
+    evaluate.add_argument("--size", type=int, help="working resolution (default: data.image_size)")
+    evaluate.add_argument("--limit", type=int, help="at most this many images per split")
+    evaluate.add_argument("--border-policy", default="ignore", choices=BORDER_POLICIES)
+    evaluate.add_argument("--random-weights", action="store_true",
+                          help="allow random-init models (smoke tests only; results are meaningless)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=cmd_pseudo_eval)
+    labelers = verbs.add_parser("labelers", help="list the registered pseudo-mask generators")
+    labelers.set_defaults(handler=cmd_labelers)

@@ -1,0 +1,31 @@
+"""``wsss sweep`` (and ``python jobs/sweep.py``): a whole study, each stage reused when done."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wsss.cli.common import EXIT_OK, EXIT_PROBLEM, add_config_arguments, study_config
+from wsss.sweep.run import run_sweep
+from wsss.tracking import tracking_uri
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    config = study_config(args)
+    result = run_sweep(config)
+    print(f"\n## {config.name}: test metrics (micro) beside the study's\n")
+    print(result["markdown"])
+    for failure in result["failures"]:
+        print(f"FAILED trial: {failure}", file=sys.stderr)
+    uri = tracking_uri(config.tracking)
+    where = "mlflow/serve.sh, then open http://127.0.0.1:5000" if uri.startswith("sqlite") else uri
+    print(f"\nCompare the runs in the MLflow UI ({where}): experiment '{result['experiment']}', "
+          f"parent run {result['parent_run_id']}.")
+    return EXIT_PROBLEM if result["failures"] else EXIT_OK
+
+
+def add_parser(verbs) -> argparse.ArgumentParser:
+    parser = verbs.add_parser("sweep", help="run a whole study: classifier, mask sets, Tune trials")
+    add_config_arguments(parser, "train.epochs=1")
+    parser.set_defaults(handler=cmd_sweep)
+    return parser

@@ -1,0 +1,258 @@
+"""Pseudo-mask generation on Ray Data: records -> decode -> heatmaps -> CPU labelers -> SAM2 -> store.
+
+Labelers that share a stage share one pass: every distinct heatmap (method, target) is computed
+once per image by the heatmap actors and feeds the CAM sets, boxes, GrabCut, mix and the
+CAM-prompted SAM2 sets; all SAM2 labelers share one image embedding. Only images that some
+mask set still misses go through the pipeline, and writes are idempotent, so a rerun after a
+crash (or after deleting masks) does just the missing work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsss import tracking
+from wsss.config import LabelerSpec, StudyConfig
+from wsss.data.pets import DatasetIndex, Record
+from wsss.data.prepare import prepare_dataset
+from wsss.data.quarantine import Quarantine
+from wsss.labelers.base import LabelerContext
+from wsss.labelers.registry import get_labeler_class
+from wsss.masks.stages import FAULT_ENV, HeatmapStage, Sam2Stage, cpu_stage, decode_stage, write_stage
+from wsss.masks.store import MaskSetWriter, present_ids, read_manifest, set_folder_name
+from wsss.masks.tracking import log_mask_set
+from wsss.raycluster import ensure_ray
+
+STAGES = ("decode", "heatmap", "cpu", "sam2", "write")
+
+
+@dataclass
+class MaskSetPlan:
+    """What one configured labeler will produce, and which images it still misses."""
+
+    spec: LabelerSpec
+    labeler: Any
+    fingerprint: str
+    uri: str
+    kind: str  # "heatmaps" (CAM family: threshold at read time) or "masks"
+    heatmap_key: str | None  # the heatmap column it reads or writes
+    missing: set[str] = field(default_factory=set)
+
+    def to_stage(self) -> dict[str, Any]:
+        """The picklable part a Ray task needs."""
+        return {"id": self.spec.key, "name": self.spec.name, "params": self.spec.params,
+                "fingerprint": self.fingerprint, "uri": self.uri, "kind": self.kind,
+                "heatmap_column": f"heatmap__{self.heatmap_key}" if self.heatmap_key else None,
+                "missing": self.missing}
+
+
+def make_plans(config: StudyConfig, records: list[Record], context: LabelerContext,
+               labeler_ids: list[str] | None = None) -> list[MaskSetPlan]:
+    """One plan per selected labeler, with the ids its mask set does not hold yet."""
+    specs = [config.labeler(key) for key in labeler_ids] if labeler_ids else list(config.labelers)
+    wanted = {record.image_id for record in records}
+    plans = []
+    for spec in specs:
+        labeler = get_labeler_class(spec.name)(spec.params, context)
+        fingerprint = labeler.fingerprint()
+        uri = f"{config.pipeline.store.rstrip('/')}/{set_folder_name(spec.key, fingerprint)}"
+        is_heatmap = labeler.stage == "heatmap"
+        ref = labeler.heatmap_ref()
+        heatmap_key = f"{spec.name}-{labeler.params.target}" if is_heatmap else (ref.key() if ref else None)
+        kind = "heatmaps" if is_heatmap else "masks"
+        missing = wanted - present_ids(uri, kind)
+        plans.append(MaskSetPlan(spec, labeler, fingerprint, uri, kind, heatmap_key, missing))
+    return plans
+
+
+def cluster_resources() -> tuple[int, int]:
+    """(CPUs, GPUs) of the Ray cluster this driver is connected to."""
+    import ray
+
+    resources = ray.cluster_resources()
+    return int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+
+
+def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: StudyConfig,
+                  context: LabelerContext) -> Any:
+    """The lazy Ray Data pipeline for the records some plan still misses."""
+    import ray.data
+
+    cpus, gpus = cluster_resources()
+    fault = os.environ.get(FAULT_ENV)
+    batch_size = config.pipeline.batch_size
+    # Ray's defaults do the recovery: a task whose worker dies is retried (3 times), a dead
+    # actor is restarted and its batch retried, an actor whose constructor raises fails the job.
+    tasks = ray.data.TaskPoolStrategy(size=config.pipeline.cpu_tasks or cpus)
+    items = [{"image_id": r.image_id, "image_path": r.image_path, "label": r.label} for r in records]
+    dataset = ray.data.from_items(items).map_batches(
+        decode_stage, fn_kwargs={"size": config.data.image_size, "fault": fault},
+        compute=tasks, batch_size=batch_size, num_cpus=1)
+    refs = sorted({plan.heatmap_key for plan in plans if plan.heatmap_key})
+    sam2_specs = [plan.to_stage() for plan in plans if plan.labeler.stage == "sam2"]
+    actors = config.pipeline.heatmap_actors or max(1, gpus)
+    per_actor = actor_resources(gpus)
+    if refs:
+        method_target = [dict(zip(("method", "target"), key.split("-", 1))) for key in refs]
+        dataset = dataset.map_batches(
+            HeatmapStage, fn_constructor_kwargs={"refs": method_target, "fault": fault,
+                                                 "context": _device_context(context, gpus)},
+            compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size,
+            **per_actor)
+    cpu_specs = [plan.to_stage() for plan in plans if plan.labeler.stage == "cpu"]
+    if cpu_specs:
+        dataset = dataset.map_batches(
+            cpu_stage, fn_kwargs={"specs": cpu_specs, "context": context, "fault": fault},
+            compute=tasks, batch_size=batch_size, num_cpus=1)
+    if sam2_specs:
+        dataset = dataset.map_batches(
+            Sam2Stage, fn_constructor_kwargs={"specs": sam2_specs, "fault": fault,
+                                              "context": _device_context(context, gpus)},
+            compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size,
+            **per_actor)
+    return dataset.map_batches(
+        write_stage, fn_kwargs={"plans": [plan.to_stage() for plan in plans], "fault": fault},
+        compute=tasks, batch_size=batch_size, num_cpus=1)
+
+
+def actor_resources(gpus: int) -> dict[str, float]:
+    """Resources per model actor: a GPU each where there are GPUs; else no reserved CPU.
+
+    On a CPU-only cluster the model actors reserve no CPU: they share the cores with the CPU
+    tasks (decode, GrabCut, SLIC, write) instead of holding them. Actors that held every CPU
+    would wait forever for tasks that can never be scheduled, and fractional shares spread
+    over small nodes can leave no node with a whole CPU for a task.
+    """
+    if gpus:
+        return {"num_gpus": 1, "num_cpus": 0}
+    return {"num_gpus": 0, "num_cpus": 0}
+
+
+def _device_context(context: LabelerContext, gpus: int) -> LabelerContext:
+    from dataclasses import replace
+
+    return replace(context, device="cuda" if gpus else "cpu")
+
+
+@dataclass
+class PipelineSummary:
+    """What a run did, per mask set and per stage."""
+
+    images: int
+    wall_seconds: float
+    per_set: dict[str, Counter]
+    stage_seconds: dict[str, float]
+    quarantine: Quarantine
+    plans: list[MaskSetPlan]
+
+    def stage_rates(self) -> dict[str, float]:
+        """Images per busy second of each stage (per worker)."""
+        return {stage: self.images / seconds for stage, seconds in self.stage_seconds.items() if seconds > 0}
+
+    def format(self) -> str:
+        lines = [f"{self.images} images through the pipeline in {self.wall_seconds:.1f} s "
+                 f"({self.images / max(self.wall_seconds, 1e-9):.1f} images/s overall)"]
+        for stage, rate in self.stage_rates().items():
+            lines.append(f"  stage {stage:<8} {rate:8.1f} images/s per worker "
+                         f"({self.stage_seconds[stage]:.1f} busy s)")
+        for key, counts in self.per_set.items():
+            lines.append(f"  {key:<24} written {counts['written']:>5}  skipped {counts['skipped']:>5}  "
+                         f"quarantined {counts['quarantined']:>3}")
+        return "\n".join(lines)
+
+
+def summarise(rows: list[dict], plans: list[MaskSetPlan], images: int, wall: float) -> PipelineSummary:
+    per_set: dict[str, Counter] = {plan.spec.key: Counter() for plan in plans}
+    seconds: dict[str, float] = defaultdict(float)
+    quarantine, seen = Quarantine(), set()
+    for row in rows:
+        per_set[row["labeler_id"]][row["status"]] += 1
+        if row["status"] == "quarantined" and (row["image_id"], row["reason"]) not in seen:
+            seen.add((row["image_id"], row["reason"]))
+            quarantine.add(row["image_id"], row["reason"])
+        for key, value in row.items():
+            if key.startswith("seconds__"):
+                seconds[key[len("seconds__"):]] += float(value)
+    ordered = {stage: seconds[stage] for stage in STAGES if stage in seconds}
+    return PipelineSummary(images, wall, per_set, ordered, quarantine, plans)
+
+
+def write_manifests(summary: PipelineSummary, config: StudyConfig, dataset: DatasetIndex,
+                    records: list[Record]) -> None:
+    """Rewrite every plan's manifest with counts, quarantine and timings of this run."""
+    expected = {record.image_id for record in records}
+    bad = {entry["image_id"]: entry["reason"] for entry in summary.quarantine.entries}
+    for plan in summary.plans:
+        present = present_ids(plan.uri, plan.kind) & expected
+        previous = read_manifest(plan.uri) or {}
+        quarantined = [{"image_id": i, "reason": r} for i, r in sorted(bad.items()) if i not in present]
+        manifest = {
+            "labeler_id": plan.spec.key, "labeler": plan.spec.name, "params": plan.spec.params,
+            "fingerprint": plan.fingerprint, "kind": plan.kind, "image_size": config.data.image_size,
+            "dataset_index": dataset.fingerprint(), "dataset_root": dataset.root,
+            "images_expected": len(expected), "images_present": len(present),
+            "complete": len(present) + len(quarantined) >= len(expected),
+            "quarantine": quarantined, "created": previous.get("created", time.time()),
+            "updated": time.time(),
+            "last_run": {"written": summary.per_set[plan.spec.key]["written"],
+                         "skipped": summary.per_set[plan.spec.key]["skipped"],
+                         "wall_seconds": round(summary.wall_seconds, 3),
+                         "stage_seconds": {k: round(v, 3) for k, v in summary.stage_seconds.items()}},
+        }
+        MaskSetWriter(plan.uri).write_manifest(manifest)
+
+
+def generate_masks(config: StudyConfig, dataset: DatasetIndex, context: LabelerContext,
+                   labeler_ids: list[str] | None = None, splits: tuple[str, ...] = ("trainval", "test"),
+                   ) -> PipelineSummary:
+    """Make every selected mask set complete for ``splits``; returns what was done."""
+    records = dataset.split(*splits)
+    plans = make_plans(config, records, context, labeler_ids)
+    todo_ids = set().union(*(plan.missing for plan in plans)) if plans else set()
+    todo = [record for record in records if record.image_id in todo_ids]
+    started = time.perf_counter()
+    rows: list[dict] = []
+    if todo:
+        print(f"generating {len(plans)} mask sets for {len(todo)} of {len(records)} images",
+              file=sys.stderr, flush=True)
+        rows = build_dataset(plans, todo, config, context).take_all()
+    summary = summarise(rows, plans, len(todo), time.perf_counter() - started)
+    summary.quarantine.extend(dataset.quarantine)
+    write_manifests(summary, config, dataset, records)
+    summary.quarantine.check_budget(len(records) + len(dataset.quarantine), config.data.error_budget)
+    return summary
+
+
+def labeler_context(config: StudyConfig, classifier_checkpoint: str | None) -> LabelerContext:
+    return LabelerContext(classifier_checkpoint=classifier_checkpoint,
+                          allow_random_weights=config.weights_policy == "random",
+                          seed=config.classifier.seed)
+
+
+def run_pseudo(config: StudyConfig, checkpoint: str | None, labeler_ids: list[str] | None = None,
+               parent_run_id: str | None = None, dataset: DatasetIndex | None = None,
+               log: bool = True) -> dict[str, Any]:
+    """Generate (or finish) the selected mask sets, then score and log each one.
+
+    ``checkpoint`` is the breed classifier the CAM family reads (``wsss.train.classifier.
+    resolve_classifier``), None when no selected labeler builds on a CAM.
+    """
+    dataset = dataset or prepare_dataset(config.data)
+    ensure_ray()
+    summary = generate_masks(config, dataset, labeler_context(config, checkpoint), labeler_ids)
+    print(summary.format(), flush=True)
+    results = []
+    if log:
+        tracking.configure(config.tracking)
+        records = dataset.split("trainval", "test")
+        results = [log_mask_set(plan, summary.plans, summary, config, records, parent_run_id)
+                   for plan in summary.plans]
+        for result in results:
+            q = result["quality"]["micro"]
+            print(f"  {result['labeler_id']:<24} pseudo-mask Dice {q['dice']:.4f}  IoU {q['iou']:.4f}")
+    return {"summary": summary, "mask_sets": results, "classifier": checkpoint}

@@ -1,0 +1,116 @@
+"""Masks scored against ground truth: a mask set (``mask_quality``), one labeler run in
+process (``pseudo_eval``), and a folder of predicted ``<image_id>.png`` (``evaluate_folder``).
+
+Ground truth is read here for scoring only; nothing in this module feeds a labeler or training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from wsss.data.arrays import decode_records, resize_mask
+from wsss.data.decode import DecodeError, read_trimap
+from wsss.data.pets import Record
+from wsss.metrics import BORDER_POLICIES, SegmentationMeter, binarize_prediction, trimap_to_target
+
+
+class PredictionError(ValueError):
+    """Predictions that cannot be scored; the message lists every bad id by problem."""
+
+
+def read_prediction(path: Path) -> np.ndarray:
+    """A predicted mask PNG with values {0, 1} or {0, 255} -> bool foreground."""
+    with Image.open(path) as image:
+        mask = np.asarray(image.convert("L") if image.mode not in ("L", "P", "1") else image)
+    values = set(np.unique(mask).tolist())
+    if not values <= {0, 1} and not values <= {0, 255}:
+        raise ValueError(f"values {sorted(values)[:6]} are not {{0, 1}} or {{0, 255}}")
+    return binarize_prediction(mask)
+
+
+def _problems_message(problems: dict[str, list[str]]) -> str:
+    lines = ["predictions cannot be scored:"]
+    for kind, ids in problems.items():
+        if ids:
+            shown = ", ".join(ids[:50]) + (f", ... ({len(ids)} in all)" if len(ids) > 50 else "")
+            lines.append(f"  {kind} ({len(ids)}): {shown}")
+    return "\n".join(lines)
+
+
+def evaluate_folder(pred_dir: str | Path, records: list[Record], border_policy: str = "ignore") -> dict:
+    """Metrics of the masks in ``pred_dir`` against ``records``' trimaps (see ``wsss.metrics``)."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise PredictionError(f"{pred_dir}: no such folder of predicted masks")
+    expected = {r.image_id: r for r in records if r.trimap_path is not None}
+    present = {p.stem: p for p in pred_dir.glob("*.png") if not p.name.startswith("._")}
+    problems: dict[str, list[str]] = {
+        "missing": sorted(set(expected) - set(present)),
+        "extra": sorted(set(present) - set(expected)),
+        "wrong size": [],
+        "unreadable": [],
+    }
+    meter = SegmentationMeter()
+    for image_id in sorted(set(expected) & set(present)):
+        try:
+            prediction = read_prediction(present[image_id])
+            target = trimap_to_target(read_trimap(expected[image_id].trimap_path), border_policy)
+        except (OSError, ValueError, DecodeError) as error:
+            problems["unreadable"].append(f"{image_id} ({error})")
+            continue
+        if prediction.shape != target.shape:
+            problems["wrong size"].append(
+                f"{image_id} ({prediction.shape[1]}x{prediction.shape[0]}, "
+                f"expected {target.shape[1]}x{target.shape[0]})"
+            )
+            continue
+        meter.update(prediction, target)
+    if any(problems.values()):
+        raise PredictionError(_problems_message(problems))
+    result = meter.result()
+    result["border_policy"] = border_policy
+    return result
+
+
+def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES) -> dict[str, dict]:
+    """Pseudo-mask metrics per border policy at the mask set's resolution (255 counts as 0)."""
+    meters = {policy: SegmentationMeter() for policy in policies}
+    present = mask_set.ids()
+    ignored = total = 0
+    for record in records:
+        if record.image_id not in present or record.trimap_path is None:
+            continue
+        mask = mask_set.read(record.image_id)
+        trimap = resize_mask(read_trimap(record.trimap_path), mask.shape)
+        ignored, total = ignored + int((mask == 255).sum()), total + mask.size
+        for policy, meter in meters.items():
+            meter.update(mask == 1, trimap_to_target(trimap, policy))
+    results = {policy: meter.result() for policy, meter in meters.items()}
+    for result in results.values():
+        result["ignored_fraction"] = ignored / max(total, 1)
+    return results
+
+
+def pseudo_eval(labeler: Any, records: list[Record], size: int, border_policy: str = "ignore",
+                batch_size: int = 16) -> dict[str, Any]:
+    """Score one labeler's masks against the trimaps, in this process (no Ray, no store)."""
+    meter = SegmentationMeter()
+    quarantined = []
+    for start in range(0, len(records), batch_size):
+        arrays = decode_records(records[start:start + batch_size], size)
+        quarantined += arrays.quarantine.entries
+        if not len(arrays):
+            continue
+        batch = {"image": arrays.images, "label": arrays.labels,
+                 "image_id": np.asarray(arrays.image_ids, dtype=object)}
+        masks = labeler(batch)["mask"]
+        for mask, trimap in zip(masks, arrays.trimaps):
+            meter.update(mask == 1, trimap_to_target(trimap, border_policy))
+    result = meter.result()
+    result.update({"border_policy": border_policy, "labeler": labeler.name,
+                   "params": labeler.params.model_dump(mode="json"), "quarantine": quarantined})
+    return result

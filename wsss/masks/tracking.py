@@ -1,0 +1,94 @@
+"""MLflow for mask sets: one run per set with its quality per border policy, timings and a
+gallery of input | heatmap or box | pseudo-mask | ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from wsss import tracking
+from wsss.config import StudyConfig
+from wsss.data.arrays import resize_image, resize_mask
+from wsss.data.decode import decode_image, read_trimap
+from wsss.data.pets import Record
+from wsss.figures import heatmap_to_rgb, mask_to_rgb, sample_ids, save_grid
+from wsss.masks.quality import mask_quality
+from wsss.masks.store import MaskSet, read_manifest
+from wsss.metrics import flat_metrics, trimap_to_target
+
+
+def gallery(mask_set: Any, records: list[Record], config: StudyConfig, path: Path,
+            heatmap_set: Any | None = None) -> Path | None:
+    """input | heatmap (or box) | pseudo-mask | ground truth, for a fixed sample of ids."""
+    import cv2
+
+    by_id = {r.image_id: r for r in records if r.trimap_path}
+    ids = sample_ids(sorted(set(by_id) & mask_set.ids()), config.pipeline.gallery_size)
+    if not ids:
+        return None
+    rows = []
+    for image_id in ids:
+        mask, extras = mask_set.read_with_extras(image_id)
+        image = resize_image(decode_image(by_id[image_id].image_path), mask.shape[0])
+        if heatmap_set is not None and image_id in heatmap_set.ids():
+            middle = heatmap_to_rgb(heatmap_set.read_heatmap(image_id), image)
+        else:
+            middle = image.copy()
+            if "box" in extras:
+                x0, y0, x1, y1 = extras["box"]
+                cv2.rectangle(middle, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0), 1)
+        truth = trimap_to_target(resize_mask(read_trimap(by_id[image_id].trimap_path), mask.shape))
+        rows.append([image, middle, mask_to_rgb(mask), mask_to_rgb(truth)])
+    middle_title = "heatmap" if heatmap_set is not None else "input + box"
+    return save_grid(rows, ["input", middle_title, "pseudo-mask", "ground truth"], path, row_labels=ids)
+
+
+def heatmap_set_for(plan: Any, plans: list[Any]) -> Any | None:
+    """The stored heatmaps a plan's gallery can show: its own, or a configured CAM set's."""
+    for other in [plan] + plans:
+        if other.kind == "heatmaps" and other.heatmap_key == plan.heatmap_key:
+            manifest = read_manifest(other.uri)
+            return MaskSet(other.uri, manifest) if manifest else None
+    return None
+
+
+def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
+                 records: list[Record], parent_run_id: str | None = None,
+                 extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """One MLflow run per mask set: params, quality per border policy, timings, gallery."""
+    import tempfile
+
+    import mlflow
+
+    manifest = read_manifest(plan.uri)
+    mask_set = MaskSet(plan.uri, manifest)
+    quality = mask_quality(mask_set, records)
+    main = quality[config.data.border_policy]
+    params = {"labeler": plan.spec.name, "labeler_id": plan.spec.key, "params": plan.spec.params,
+              "fingerprint": plan.fingerprint, "kind": plan.kind, "image_size": config.data.image_size,
+              "border_policy": config.data.border_policy, "dataset_index": manifest["dataset_index"],
+              "store": plan.uri}
+    tags = {"stage": "pseudo_masks", "method": plan.spec.name, "labeler_id": plan.spec.key,
+            **(extra_tags or {})}
+    with tracking.run(f"masks-{plan.spec.key}", tags=tags, params=params, parent_run_id=parent_run_id,
+                      random_weights=config.weights_policy == "random") as active:
+        metrics = flat_metrics(main, prefix="pseudo_")
+        for policy, result in quality.items():
+            metrics.update(flat_metrics(result, prefix=f"pseudo_{policy}_"))
+        metrics.update({"pseudo_images": main["images"], "pseudo_ignored_fraction": main["ignored_fraction"],
+                        "images_present": manifest["images_present"],
+                        "images_quarantined": len(manifest["quarantine"]),
+                        "written_last_run": manifest["last_run"]["written"]})
+        for stage, rate in summary.stage_rates().items():
+            metrics[f"images_per_second_{stage}"] = rate
+        mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory() as scratch:
+            figure = gallery(mask_set, records, config, Path(scratch) / f"gallery-{plan.spec.key}.png",
+                             heatmap_set_for(plan, plans))
+            if figure is not None:
+                mlflow.log_artifact(str(figure))
+            (Path(scratch) / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+            mlflow.log_artifact(str(Path(scratch) / "manifest.json"))
+    return {"labeler_id": plan.spec.key, "run_id": active.info.run_id, "quality": main,
+            "uri": plan.uri, "fingerprint": plan.fingerprint}

@@ -1,0 +1,254 @@
+"""The main job: one config describes a study; stages run in order, each reused when done.
+
+classifier -> mask sets -> direct evaluations -> Ray Tune trials (one Train run each) ->
+summary. MLflow gets one parent run per sweep (found again on a rerun) and one child per
+mask set, direct evaluation and trial, tagged with stage and method. Only this driver writes
+to MLflow, so a local SQLite store sees one writer. Rerunning the same command finishes only
+what is missing: mask sets resume per image, the Tune experiment is restored, Train runs
+resume from their checkpoints, and children already logged are not logged again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+from wsss import storage, tracking
+from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, parse_config
+from wsss.data.prepare import prepare_dataset
+from wsss.identity import stable_hash
+from wsss.masks.pipeline import cluster_resources, generate_masks, labeler_context
+from wsss.masks.store import open_mask_set
+from wsss.masks.tracking import log_mask_set
+from wsss.metrics import flat_metrics
+from wsss.raycluster import ensure_ray
+from wsss.sweep.tracking import (
+    KEY_TAG,
+    find_parent,
+    log_direct_eval,
+    log_summary,
+    logged_keys,
+    summary_rows,
+    to_markdown,
+)
+from wsss.train.classifier import resolve_classifier
+from wsss.train.segmentation import TrainingOutcome, fit_segmentation
+from wsss.train.tracking import log_training
+
+TRIAL_METRIC = "val_micro_dice"
+
+
+def sweep_fingerprint(config: StudyConfig) -> str:
+    """Changes when anything that shapes the results changes (not tracking or storage)."""
+    payload = config.model_dump(mode="json", exclude={"tracking": True, "sweep": {"storage"}})
+    return stable_hash(payload, 10)
+
+
+def trial_rows(config: StudyConfig) -> list[dict[str, Any]]:
+    """One row per explicit trial (or one for the ``train`` section alone), with a stable key."""
+    specs = config.sweep.trials or []
+    rows = []
+    for spec in specs:
+        overrides = spec.model_dump(mode="json", include=set(spec.overrides()))
+        rows.append({"name": spec.name, "table": spec.table, "paper_row": spec.paper_row,
+                     "overrides": overrides})
+    if not rows:
+        rows = [{"name": None, "table": None, "paper_row": None, "overrides": {}}]
+    return rows
+
+
+def expand_trials(config: StudyConfig) -> list[dict[str, Any]]:
+    """Every (row x space point) the grid will run, each with its key and merged overrides."""
+    space = config.sweep.space
+    keys = [k for k in SPACE_KEYS if k in space]
+    points = [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+    if config.sweep.mode == "sample" and points:
+        import random
+
+        rng = random.Random(config.train.seed)  # seeded, so a rerun samples the same points
+        points = [{k: rng.choice(space[k]) for k in keys} for _ in range(config.sweep.num_samples)]
+    trials = []
+    for row, point in itertools.product(trial_rows(config), points or [{}]):
+        overrides = {**row["overrides"], **point}
+        key = stable_hash(overrides, 8)
+        name = row["name"] or "-".join(f"{k}={v}" for k, v in sorted(overrides.items()) if k != "labels"
+                                       ) or "train"
+        trials.append({**row, "overrides": overrides, "key": key,
+                       "name": f"{name}-{key}" if point else (row["name"] or f"trial-{key}")})
+    return trials
+
+
+def trial_config(study: dict[str, Any], overrides: dict[str, Any]) -> StudyConfig:
+    """The study config with one trial's ``train`` overrides applied (and re-validated)."""
+    train = study.get("train", {})
+    if overrides.get("model", train.get("model")) != train.get("model"):
+        train = {**train, "model_options": {}}  # options belong to the model they were set for
+    data = {**study, "train": {**train, **overrides}}
+    return parse_config(data, "sweep trial")
+
+
+def method_of(config: StudyConfig) -> str:
+    """The labeler name behind a trial's labels ('gt', a labeler name, or 'a+b' for schedules)."""
+    labels = config.train.labels
+    keys = [labels] if isinstance(labels, str) else [step.labels for step in labels]
+    names = ["gt" if key == "gt" else config.labeler(key).name for key in keys]
+    return "+".join(dict.fromkeys(names))
+
+
+def run_trial(params: dict[str, Any], study: dict[str, Any], sweep: str) -> None:
+    """Tune trainable: one trial = one Ray Train run, its epochs reported to Tune as they come."""
+    import json
+
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial = params["trial"]
+    config = trial_config(study, trial["overrides"])
+    outcome = fit_segmentation(config, name=f"{sweep}-{trial['key']}",
+                               callbacks=[TuneReportCallback()])
+    # beside the run's checkpoints (a folder or s3://): the driver may be on another node
+    path = storage.write_text(storage.join(outcome.run_dir, "outcome.json"),
+                              json.dumps(outcome.__dict__, default=str))
+    tune.report({**flat_metrics(outcome.test, "test_"), "outcome_path": path,
+                 "trial_key": trial["key"], TRIAL_METRIC: outcome.history[-1].get(TRIAL_METRIC, 0.0)
+                 if outcome.history else 0.0})
+
+
+def concurrency(config: StudyConfig, cpus: int, gpus: int) -> int:
+    """How many trials fit side by side; raises when one trial does not fit at all."""
+    scaling = config.train.scaling
+    workers = max(scaling.num_workers, 1)
+    need_cpus = workers * scaling.cpus_per_worker
+    need_gpus = workers if scaling.use_gpu else 0
+    if need_gpus > gpus:
+        raise ConfigError(f"train.scaling asks for {need_gpus} GPU(s) per trial but the cluster has "
+                          f"{gpus}; lower train.scaling.num_workers or set use_gpu: false")
+    if need_cpus > cpus:
+        raise ConfigError(f"train.scaling asks for {need_cpus:g} CPUs per trial but the cluster has "
+                          f"{cpus}; lower num_workers or cpus_per_worker")
+    fits = int(cpus // need_cpus)
+    if need_gpus:
+        fits = min(fits, gpus // need_gpus)
+    return max(1, min(fits, config.sweep.max_concurrent_trials or fits))
+
+
+def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: int, gpus: int) -> list[Any]:
+    """Run (or restore and finish) the Tune experiment; returns its results."""
+    from ray import tune
+
+    root, name = storage.absolute(config.sweep.storage), f"{config.name}-{fingerprint}"
+    path = storage.join(root, name)  # a folder or s3://...: Tune stores and restores either
+    # The study travels once through the object store; the trials' table shows only the rows.
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, study=config.model_dump(mode="json"), sweep=name),
+        {"cpu": 0.01})  # a trial's driver only coordinates its Train workers
+    if tune.Tuner.can_restore(path):
+        print(f"resuming the sweep's trials from {path}", file=sys.stderr, flush=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        scheduler = None
+        if config.sweep.asha:
+            from ray.tune.schedulers import ASHAScheduler
+
+            scheduler = ASHAScheduler(metric=TRIAL_METRIC, mode="max", grace_period=1)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(trials)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(config, cpus, gpus),
+                                        scheduler=scheduler),
+            run_config=tune.RunConfig(name=name, storage_path=root,
+                                      failure_config=tune.FailureConfig(max_failures=config.sweep.max_failures),
+                                      verbose=1))
+    return list(tuner.fit())
+
+
+def start_parent(config: StudyConfig, fingerprint: str, experiment_id: str, trials: list[dict]) -> str:
+    """This sweep's parent run: the one from an earlier attempt, or a new one."""
+    parent_id = find_parent(experiment_id, fingerprint)
+    if parent_id is None:
+        params = {"study": config.name, "fingerprint": fingerprint, "trials": len(trials),
+                  "labelers": [s.key for s in config.labelers], "data_root": config.data.root,
+                  "image_size": config.data.image_size, "border_policy": config.data.border_policy,
+                  "weights_policy": config.weights_policy}
+        with tracking.run(f"sweep-{config.name}", tags={"stage": "sweep", "wsss.sweep.run": fingerprint},
+                          params=params, random_weights=config.weights_policy == "random") as active:
+            parent_id = active.info.run_id
+    return parent_id
+
+
+def log_mask_sets(config: StudyConfig, summary: Any, records: list, parent_id: str, done: set[str]) -> None:
+    for plan in summary.plans:
+        key = f"masks:{plan.spec.key}:{plan.fingerprint}"
+        if key not in done:
+            log_mask_set(plan, summary.plans, summary, config, records, parent_id, {KEY_TAG: key})
+
+
+def log_direct_evals(config: StudyConfig, dataset: Any, parent_id: str, done: set[str]) -> None:
+    for entry in config.sweep.direct_eval:
+        mask_set = open_mask_set(config.pipeline.store, entry.labeler)
+        key = f"direct:{entry.labeler}:{mask_set.manifest['fingerprint']}"
+        if key not in done:
+            log_direct_eval(entry, mask_set, dataset.split("test"), config, parent_id, key)
+
+
+def log_trials(config: StudyConfig, results: list[Any], trials: list[dict], parent_id: str,
+               done: set[str]) -> list[str]:
+    """Log every finished trial not logged yet; returns the failures, one line each."""
+    import json
+
+    by_key = {trial["key"]: trial for trial in trials}
+    study = config.model_dump(mode="json")
+    failures = []
+    for result in results:
+        if result.error is not None or "outcome_path" not in (result.metrics or {}):
+            lines = [line for line in str(result.error or "no result").splitlines() if line.strip()]
+            failures.append(f"{Path(result.path).name}: {lines[-1]}")
+            continue
+        trial = by_key.get(result.metrics["trial_key"])
+        key = f"trial:{result.metrics['trial_key']}"
+        if trial is None or key in done:
+            continue
+        trial_study = trial_config(study, trial["overrides"])
+        outcome = TrainingOutcome(**json.loads(storage.read_text(result.metrics["outcome_path"])))
+        tags = {KEY_TAG: key, "method": method_of(trial_study), "labels": str(trial_study.train.labels
+                if isinstance(trial_study.train.labels, str) else "schedule"),
+                "table": trial["table"], "paper_row": trial["paper_row"]}
+        log_training(trial_study, outcome, parent_id, {k: str(v) for k, v in tags.items() if v},
+                     name=trial["name"])
+    return failures
+
+
+def run_sweep(config: StudyConfig) -> dict[str, Any]:
+    """Run every stage of the study that is not done yet; returns the summary rows."""
+    import mlflow
+
+    config = config.resolved()  # trials and workers run elsewhere: hand them absolute paths
+    ensure_ray()
+    cpus, gpus = cluster_resources()
+    concurrency(config, cpus, gpus)  # a trial that cannot fit fails here, before any work
+    trials = expand_trials(config)
+    study = config.model_dump(mode="json")
+    for trial in trials:
+        trial_config(study, trial["overrides"])  # every trial's config is valid before any work
+    fingerprint = sweep_fingerprint(config)
+    dataset = prepare_dataset(config.data)
+    experiment_id = tracking.configure(config.tracking)
+    parent_id = start_parent(config, fingerprint, experiment_id, trials)
+    done = logged_keys(experiment_id, parent_id)
+    checkpoint = resolve_classifier(config, parent_run_id=parent_id)
+    if config.labelers:
+        summary = generate_masks(config, dataset, labeler_context(config, checkpoint))
+        print(summary.format(), flush=True)
+        log_mask_sets(config, summary, dataset.split("trainval", "test"), parent_id, done)
+    log_direct_evals(config, dataset, parent_id, done)
+    results = run_tune(config, fingerprint, trials, cpus, gpus)
+    failures = log_trials(config, results, trials, parent_id, done)
+    rows = summary_rows(experiment_id, parent_id)
+    log_summary(parent_id, rows, {"fingerprint": fingerprint, "failures": failures,
+                                  "classifier": checkpoint, "trials": len(trials)})
+    mlflow.MlflowClient().set_terminated(parent_id, "FAILED" if failures else "FINISHED")
+    return {"rows": rows, "markdown": to_markdown(rows), "failures": failures,
+            "parent_run_id": parent_id, "experiment": config.tracking.experiment}

@@ -1,0 +1,127 @@
+"""MLflow side of a sweep: the parent run, idempotent children, the summary table.
+
+Every child carries a ``wsss.key`` tag that is unique within its parent (the stage, the id
+and the fingerprint of what it logs), so a rerun finds what is already there and logs only
+what is new.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from wsss import tracking
+from wsss.masks.quality import mask_quality
+from wsss.metrics import flat_metrics
+from wsss.paper import paper_row
+
+KEY_TAG = "wsss.key"
+SUMMARY_COLUMNS = ("table", "run", "stage", "method", "labels", "model", "threshold", "epochs",
+                   "dice", "iou", "accuracy", "precision", "recall", "per_image_dice",
+                   "paper_dice", "paper_iou", "weights")
+
+
+def find_parent(experiment_id: str, fingerprint: str) -> str | None:
+    """The run id of this sweep's parent run from an earlier attempt, if any."""
+    import mlflow
+
+    runs = mlflow.search_runs([experiment_id], output_format="list", max_results=1,
+                              filter_string=f"tags.`wsss.sweep.run` = '{fingerprint}' and tags.stage = 'sweep'")
+    return runs[0].info.run_id if runs else None
+
+
+def children(experiment_id: str, parent_id: str) -> list[Any]:
+    import mlflow
+
+    return mlflow.search_runs([experiment_id], output_format="list", max_results=5000,
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def logged_keys(experiment_id: str, parent_id: str) -> set[str]:
+    """``wsss.key`` tags of the finished children of a parent run."""
+    return {run.data.tags.get(KEY_TAG) for run in children(experiment_id, parent_id)
+            if run.info.status == "FINISHED"}
+
+
+def tag_run(run_id: str, tags: dict[str, Any]) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        if value is not None:
+            client.set_tag(run_id, key, str(value))
+
+
+def log_direct_eval(entry: Any, mask_set: Any, records: list, config: Any, parent_id: str, key: str) -> str:
+    """A mask set scored on the test split as the prediction itself (no training)."""
+    import mlflow
+
+    quality = mask_quality(mask_set, records)
+    main = quality[config.data.border_policy]
+    tags = {"stage": "direct_eval", "method": mask_set.manifest["labeler"], KEY_TAG: key,
+            "labels": entry.labeler, "table": entry.table, "paper_row": entry.paper_row}
+    params = {"labeler_id": entry.labeler, "fingerprint": mask_set.manifest["fingerprint"],
+              "params": mask_set.manifest["params"], "border_policy": config.data.border_policy,
+              "split": "test"}
+    with tracking.run(entry.name or f"direct-{entry.labeler}", tags={k: str(v) for k, v in tags.items() if v},
+                      params=params, parent_run_id=parent_id,
+                      random_weights=config.weights_policy == "random") as active:
+        metrics = flat_metrics(main, "test_")
+        for policy, result in quality.items():
+            metrics.update(flat_metrics(result, f"test_{policy}_"))
+        mlflow.log_metrics({**metrics, "test_images": main["images"]})
+    return active.info.run_id
+
+
+def summary_rows(experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
+    """One row per direct evaluation and trial, with the study's numbers beside ours."""
+    rows = []
+    for run in children(experiment_id, parent_id):
+        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+        if tags.get("stage") not in ("train", "direct_eval") or "test_micro_dice" not in metrics:
+            continue
+        paper = paper_row(tags.get("paper_row")) if tags.get("paper_row") else None
+        rows.append({
+            "table": tags.get("table", ""), "run": run.info.run_name, "stage": tags["stage"],
+            "method": tags.get("method", ""), "labels": tags.get("labels", params.get("labels", "")),
+            "model": params.get("model", "-"), "threshold": params.get("threshold", "-"),
+            "epochs": params.get("epochs", "-"),
+            **{name: metrics.get(f"test_micro_{name}") for name in
+               ("dice", "iou", "accuracy", "precision", "recall")},
+            "per_image_dice": metrics.get("test_per_image_dice"),
+            "paper_dice": paper.dice if paper else None, "paper_iou": paper.iou if paper else None,
+            "weights": "random-init" if tags.get("wsss.random_weights") == "true" else "trained",
+        })
+    return sorted(rows, key=lambda r: (r["table"] or "~", -(r["dice"] or 0.0)))
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "None":
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in SUMMARY_COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def log_summary(parent_id: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """The summary table (markdown and CSV) and the sweep's figures on the parent run."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.log_text(parent_id, to_markdown(rows), "summary.md")
+    client.log_text(parent_id, to_csv(rows), "summary.csv")
+    client.log_text(parent_id, json.dumps(extra, indent=2, default=str), "sweep.json")

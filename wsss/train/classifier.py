@@ -1,0 +1,330 @@
+"""Train the 37-breed classifier that every CAM reads, on Ray Train (DDP, CPU or GPU).
+
+``run_classifier(config)`` decodes the splits once (cached), fits a ``TorchTrainer`` whose
+workers read Ray Data shards, keeps the best checkpoint by validation accuracy, measures test
+accuracy, logs one MLflow run and writes ``<classifier.storage>/<name>/classifier.pt``.
+``<name>`` is the backbone plus a fingerprint of the classifier config and the dataset, so a
+rerun of the same config reuses the finished classifier, or resumes an interrupted fit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from wsss import storage, tracking
+from wsss.config import ConfigError, StudyConfig
+from wsss.data.prepare import prepare_dataset
+from wsss.data.transforms import batch_to_input
+from wsss.identity import stable_hash
+from wsss.labelers.registry import get_labeler_class
+from wsss.models.classifier import build_classifier, load_classifier, save_classifier
+from wsss.train.common import (
+    all_reduce_sums,
+    arrays_dataset,
+    autocast,
+    data_config,
+    decoded_splits,
+    eval_batches,
+    load_state,
+    metrics_history,
+    rank_and_world,
+    report,
+    restore_state,
+    run_config,
+    scaling_config,
+    seed_everything,
+    shuffled,
+    worker_device,
+)
+
+SHUFFLE_ROWS = 512  # local shuffle buffer per worker (rows)
+CHECKPOINT_NAME = "classifier.pt"
+
+
+# ---- worker side ----------------------------------------------------------------------------
+
+
+def train_epoch(model, optimizer, settings: dict, epoch: int, device, generator) -> list[float]:
+    """One pass over this worker's shard: [loss sum, correct, images]."""
+    import ray.train
+    import torch.nn.functional as F
+
+    model.train()
+    rank, _ = rank_and_world()
+    totals = [0.0, 0.0, 0.0]
+    shard = ray.train.get_dataset_shard("train")
+    for batch in shard.iter_torch_batches(batch_size=settings["batch_size"], device=device,
+                                          local_shuffle_buffer_size=SHUFFLE_ROWS,
+                                          local_shuffle_seed=settings["seed"] + 1000 * epoch + rank):
+        labels = batch["label"]
+        if len(labels) < 2:  # BatchNorm needs two samples; shards are equal, so all ranks skip
+            continue
+        inputs = batch_to_input(batch["image"], train=True, generator=generator)
+        with autocast(device):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        totals[0] += loss.item() * len(labels)
+        totals[1] += (logits.argmax(1) == labels).sum().item()
+        totals[2] += len(labels)
+    return totals
+
+
+def evaluate(model, dataset_name: str, batch_size: int, device) -> list[float]:
+    """This rank's [loss sum, correct, images] on an unsharded dataset (see eval_batches)."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    totals = [0.0, 0.0, 0.0]
+    with torch.no_grad():
+        for batch in eval_batches(dataset_name, batch_size, device):
+            labels = batch["label"]
+            with autocast(device):
+                logits = model(batch_to_input(batch["image"], train=False)).float()
+            totals[0] += F.cross_entropy(logits, labels, reduction="sum").item()
+            totals[1] += (logits.argmax(1) == labels).sum().item()
+            totals[2] += len(labels)
+    return totals
+
+
+def train_loop(settings: dict) -> list[dict]:
+    """Per-worker loop: resume from the latest checkpoint, train, report every epoch."""
+    import ray.train.torch
+    import torch
+
+    rank, _ = rank_and_world()
+    device = worker_device()
+    seed_everything(settings["seed"])  # same init on every rank (DDP also broadcasts rank 0's)
+    model = build_classifier(settings["backbone"], settings["weights"])
+    state = restore_state()
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = ray.train.torch.prepare_model(model)
+    module = getattr(model, "module", model)  # evaluation bypasses DDP: ranks differ in batches
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+    history: list[dict] = []
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        history = state["history"]
+    for epoch in range(len(history), settings["epochs"]):
+        generator = torch.Generator(device=device)
+        generator.manual_seed(settings["seed"] * 7919 + 1000 * epoch + rank)
+        sums = train_epoch(model, optimizer, settings, epoch, device, generator)
+        sums += evaluate(module, "val", settings["eval_batch_size"], device)
+        loss, correct, seen, val_loss, val_correct, val_seen = all_reduce_sums(sums, device)
+        history.append({"epoch": epoch + 1, "train_loss": loss / max(seen, 1),
+                        "train_accuracy": correct / max(seen, 1),
+                        "val_loss": val_loss / max(val_seen, 1),
+                        "val_accuracy": val_correct / max(val_seen, 1)})
+        report(history[-1], {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                             "history": history})
+    return history
+
+
+def accuracy(model, images, labels, batch_size: int, device: str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` on N x S x S x 3 uint8 ``images``."""
+    import torch
+
+    model.to(device).eval()
+    correct = 0
+    with torch.no_grad(), autocast(torch.device(device)):
+        for start in range(0, len(labels), batch_size):
+            batch = torch.tensor(images[start:start + batch_size], device=device)
+            predicted = model(batch_to_input(batch, train=False)).float().argmax(1).cpu()
+            correct += int((predicted.numpy() == labels[start:start + batch_size]).sum())
+    return correct / max(len(labels), 1)
+
+
+def _test_accuracy(checkpoint, backbone: str, images, labels, batch_size: int) -> float:
+    """Ray task body: the checkpoint's model on the test arrays (GPU when one is assigned)."""
+    import torch
+
+    model = build_classifier(backbone, "none")
+    model.load_state_dict(load_state(checkpoint)["model"])
+    return accuracy(model, images, labels, batch_size,
+                    "cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---- driver side ----------------------------------------------------------------------------
+
+
+def check_classifier_config(config: StudyConfig) -> None:
+    """Refuse, before any work, what cannot run: random init unless weights_policy is random,
+    and Train's in-process mode (num_workers 0), which keeps no checkpoints."""
+    if config.classifier.weights == "none" and config.weights_policy != "random":
+        raise ConfigError(
+            "classifier.weights is 'none' (random init) but weights_policy is "
+            f"{config.weights_policy!r}; set weights_policy: random (smoke runs and tests) or "
+            "classifier.weights: imagenet | <checkpoint path>")
+    if config.classifier.scaling.num_workers < 1:
+        raise ConfigError("classifier.scaling.num_workers must be at least 1 (got 0: Ray "
+                          "Train's local mode keeps no checkpoints to pick the best from)")
+
+
+def classifier_fingerprint(config: StudyConfig, dataset_fingerprint: str) -> str:
+    """Hash of what decides the trained weights: the classifier section and the dataset."""
+    ignored = {"storage": True, "checkpoint": True, "eval_batch_size": True,
+               "max_failures": True, "scaling": {"cpus_per_worker"}}  # where/how fast, not what
+    section = config.classifier.model_dump(mode="json", exclude=ignored)
+    synth = config.data.synthetic.model_dump() if config.data.synthetic else None
+    return stable_hash({"classifier": section, "dataset": dataset_fingerprint, "synthetic": synth})
+
+
+def classifier_run_name(config: StudyConfig, fingerprint: str) -> str:
+    return f"{config.classifier.backbone.replace('/', '_')}-{fingerprint}"
+
+
+def classifier_path(config: StudyConfig, fingerprint: str) -> Path | str:
+    """``<classifier.storage>/<backbone>-<fingerprint>/classifier.pt`` (also the Train run dir);
+    a URI string when the storage is an object store (``s3://...``)."""
+    name = classifier_run_name(config, fingerprint)
+    if storage.is_remote(config.classifier.storage):
+        return storage.join(config.classifier.storage, name, CHECKPOINT_NAME)
+    return Path(config.classifier.storage) / name / CHECKPOINT_NAME
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata ``save_classifier`` stored in a classifier checkpoint."""
+    import torch
+
+    payload = torch.load(storage.fetch(path), map_location="cpu", weights_only=False)
+    return {"backbone": payload.get("backbone"), **payload.get("meta", {})}
+
+
+def _summary(path: Path | str, meta: dict[str, Any], reused: bool) -> dict[str, Any]:
+    return {"checkpoint": str(path), "test_accuracy": meta.get("test_accuracy"),
+            "val_accuracy": meta.get("val_accuracy"), "run_id": meta.get("run_id"),
+            "reused": reused}
+
+
+def _fit(config: StudyConfig, splits: dict[str, Any], storage_root: str, name: str):
+    from ray.train.torch import TorchTrainer
+
+    section = config.classifier
+    weights = section.weights
+    if weights not in ("none", "imagenet"):
+        weights = str(Path(weights).resolve())  # workers run in another directory
+    columns = {name: {"image": splits[name].images, "label": splits[name].labels}
+               for name in ("train", "val")}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"backbone": section.backbone, "weights": weights, "lr": section.lr,
+                           "epochs": section.epochs, "batch_size": section.batch_size,
+                           "eval_batch_size": section.eval_batch_size, "seed": section.seed},
+        scaling_config=scaling_config(section.scaling),
+        run_config=run_config(storage_root, name, metric="val_accuracy",
+                              max_failures=section.max_failures),
+        datasets={"train": arrays_dataset(shuffled(columns["train"], section.seed)),
+                  "val": arrays_dataset(columns["val"])},
+        dataset_config=data_config(("train",)),
+    )
+    return trainer.fit()
+
+
+def _measure_test(config: StudyConfig, checkpoint, test) -> float:
+    import ray
+
+    scaling = config.classifier.scaling
+    task = ray.remote(_test_accuracy).options(num_cpus=scaling.cpus_per_worker,
+                                              num_gpus=1 if scaling.use_gpu else 0)
+    return ray.get(task.remote(checkpoint, config.classifier.backbone, test.images,
+                               test.labels, config.classifier.eval_batch_size))
+
+
+def _log_and_save(config: StudyConfig, path: Path | str, model, history: list[dict],
+                  meta: dict[str, Any], parent_run_id: str | None = None) -> str:
+    """One MLflow run (params, per-epoch metrics, the checkpoint); then publish ``path``."""
+    import mlflow
+
+    section = config.classifier
+    tracking.configure(config.tracking)
+    params = {"backbone": section.backbone, "weights": section.weights, "lr": section.lr,
+              "epochs": section.epochs, "batch_size": section.batch_size,
+              "image_size": section.image_size, "seed": section.seed,
+              "scaling": section.scaling.model_dump(), **{k: meta[k] for k in (
+                  "fingerprint", "dataset_fingerprint", "train_images", "val_images",
+                  "test_images")}}
+    with tracking.run(f"classifier-{section.backbone}", tags={"stage": "classifier"},
+                      params=params, random_weights=section.weights == "none",
+                      parent_run_id=parent_run_id) as active:
+        for row in history:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        mlflow.log_metrics({"test_accuracy": meta["test_accuracy"],
+                            "best_val_accuracy": meta["val_accuracy"]})
+        remote = storage.is_remote(path)
+        staging = (Path(tempfile.mkdtemp(prefix="wsss-classifier-")) if remote
+                   else path.with_name(f".staging-{os.getpid()}"))
+        try:
+            save_classifier(model, staging / CHECKPOINT_NAME, section.backbone,
+                            run_id=active.info.run_id, **meta)
+            mlflow.log_artifact(str(staging / CHECKPOINT_NAME))
+            # published once logged, never before (an object-store PUT is whole, like a rename)
+            storage.upload(staging / CHECKPOINT_NAME, path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return active.info.run_id
+
+
+def run_classifier(config: StudyConfig, parent_run_id: str | None = None) -> dict[str, Any]:
+    """Train (or reuse, or resume) the breed classifier; {checkpoint, test/val accuracy, run_id}."""
+    check_classifier_config(config)
+    section = config.classifier
+    if section.checkpoint is not None:
+        print(f"using classifier.checkpoint {section.checkpoint} as is", file=sys.stderr)
+        load_classifier(section.checkpoint)  # fails clearly when missing or foreign
+        return _summary(section.checkpoint, read_meta(section.checkpoint), True)
+    dataset = prepare_dataset(config.data)
+    fingerprint = classifier_fingerprint(config, dataset.fingerprint())
+    path = classifier_path(config, fingerprint)
+    if storage.is_file(path) and read_meta(path).get("fingerprint") == fingerprint:
+        print(f"reusing classifier {path} (same config and dataset)", file=sys.stderr)
+        return _summary(path, read_meta(path), True)
+    build_classifier(section.backbone, section.weights)  # missing weights fail before any work
+    splits = decoded_splits(config, dataset, section.image_size, min_train=1)
+    result = _fit(config, splits, storage.absolute(section.storage),
+                  classifier_run_name(config, fingerprint))
+    best = result.get_best_checkpoint("val_accuracy", "max")
+    best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
+    meta = {"fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint(),
+            "image_size": section.image_size, "val_accuracy": best_metrics["val_accuracy"],
+            "best_epoch": best_metrics["epoch"],
+            "test_accuracy": _measure_test(config, best, splits["test"]),
+            **{f"{name}_images": len(splits[name]) for name in ("train", "val", "test")}}
+    model = build_classifier(section.backbone, "none")
+    model.load_state_dict(load_state(best)["model"])
+    run_id = _log_and_save(config, path, model, metrics_history(result), meta, parent_run_id)
+    return _summary(path, {**meta, "run_id": run_id}, False)
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+def needs_classifier(config: StudyConfig, labeler_ids: list[str] | None = None) -> bool:
+    """True when a selected labeler builds on a CAM (and so on the breed classifier)."""
+    specs = [config.labeler(key) for key in labeler_ids] if labeler_ids else config.labelers
+    for spec in specs:
+        labeler = get_labeler_class(spec.name)(spec.params)
+        if labeler.stage == "heatmap" or labeler.heatmap_ref() is not None:
+            return True
+    return False
+
+
+def resolve_classifier(config: StudyConfig, labeler_ids: list[str] | None = None,
+                       parent_run_id: str | None = None) -> str | None:
+    """The classifier checkpoint the CAMs use: configured, or trained (reused when done)."""
+    if not needs_classifier(config, labeler_ids):
+        return None
+
+    checkpoint = config.classifier.checkpoint
+    if not checkpoint:
+        checkpoint = str(run_classifier(config, parent_run_id)["checkpoint"])
+    load_classifier(checkpoint)  # a missing or damaged file fails here, before any Ray work
+    return checkpoint

@@ -1,0 +1,179 @@
+"""Where training targets come from: ground-truth trimaps, a pseudo-mask set, or a schedule.
+
+A label source has a ``name`` and ``targets(image_ids, size) -> N x size x size uint8`` in
+{0 background, 1 foreground, 255 ignore}. A schedule is a list of (epochs, source) steps:
+epoch ``e`` (1-based) trains on the step that covers it, e.g. the study's curriculum
+``[(20, raw_box), (20, mix)]``. Targets of every distinct source are computed once on the
+driver and travel to the workers as dataset columns ``target_<k>``, so switching source at an
+epoch needs no new dataset. Validation and test are always scored against ground truth.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from wsss.data.arrays import resize_mask
+from wsss.masks.store import open_mask_set
+from wsss.metrics import IGNORE, trimap_to_target
+
+GROUND_TRUTH = "gt"
+
+
+@runtime_checkable
+class LabelSource(Protocol):
+    """Training targets by image id, resized (nearest neighbour) to ``size`` x ``size``."""
+
+    name: str
+
+    def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray: ...
+
+
+@dataclass
+class GroundTruthSource:
+    """Trimaps under a border policy (the fully supervised baseline)."""
+
+    trimaps: dict[str, np.ndarray]  # image_id -> trimap (1 pet, 2 background, 3 border)
+    border_policy: str = "ignore"
+    name: str = GROUND_TRUTH
+
+    def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
+        return _stack([trimap_to_target(resize_mask(self.trimaps[i], size), self.border_policy)
+                       for i in image_ids], size)
+
+
+@dataclass
+class MaskSetSource:
+    """Masks from the pseudo-mask store (``wsss.masks.store.open_mask_set``; thresholds at read time).
+
+    An image the set lacks (its labeler quarantined it) becomes all-ignore: it adds nothing
+    to the loss. ``missing`` lists such ids after ``targets``.
+    """
+
+    mask_set: Any  # has .read(image_id) -> H x W uint8 {0, 1, 255}
+    name: str
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def version(self) -> str:
+        """What identifies these masks: the set's fingerprint and the read-time threshold."""
+        manifest = getattr(self.mask_set, "manifest", {}) or {}
+        return (f"{manifest.get('fingerprint', '')}@{getattr(self.mask_set, 'threshold', None)}"
+                f"/{getattr(self.mask_set, 'band', None)}")
+
+    def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
+        masks = []
+        for image_id in image_ids:
+            try:
+                masks.append(resize_mask(np.asarray(self.mask_set.read(image_id), np.uint8), size))
+            except (FileNotFoundError, KeyError):
+                self.missing.append(image_id)
+                masks.append(np.full((size, size), IGNORE, np.uint8))
+        if self.missing:
+            print(f"mask set {self.name}: {len(self.missing)} of {len(image_ids)} images have no "
+                  f"mask and are ignored in training", file=sys.stderr)
+        return _stack(masks, size)
+
+
+def _stack(masks: list[np.ndarray], size: int) -> np.ndarray:
+    return np.stack(masks) if masks else np.zeros((0, size, size), np.uint8)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Distinct sources (one target column each) and, per step, (last epoch, source index)."""
+
+    sources: tuple[LabelSource, ...]
+    steps: tuple[tuple[int, int], ...]
+
+    def column(self, epoch: int) -> str:
+        """The dataset column training reads at 1-based ``epoch``."""
+        return f"target_{self.source_index(epoch)}"
+
+    def source_index(self, epoch: int) -> int:
+        return source_index(self.steps, epoch)
+
+    def versions(self) -> list[str]:
+        """Per source, what identifies its targets (e.g. a mask set's fingerprint)."""
+        return [f"{source.name}={getattr(source, 'version', '')}" for source in self.sources]
+
+    def describe(self) -> str:
+        """``gt`` for one source, else ``raw_box:20,mix:20`` (epochs per step)."""
+        if len(self.steps) == 1:
+            return self.sources[0].name
+        previous, parts = 0, []
+        for last, index in self.steps:
+            parts.append(f"{self.sources[index].name}:{last - previous}")
+            previous = last
+        return ",".join(parts)
+
+
+def source_index(steps: Sequence[tuple[int, int]], epoch: int) -> int:
+    """Index of the source that trains 1-based ``epoch`` (steps: (last epoch, source index))."""
+    for last, index in steps:
+        if epoch <= last:
+            return index
+    raise ValueError(f"epoch {epoch} is past the schedule's last epoch {steps[-1][0]}")
+
+
+def make_schedule(steps: Sequence[tuple[int, LabelSource]]) -> Schedule:
+    """(epochs, source) steps -> a Schedule; a source used twice keeps one column."""
+    sources: list[LabelSource] = []
+    by_name: dict[str, int] = {}
+    last, indexed = 0, []
+    for epochs, source in steps:
+        if epochs < 1:
+            raise ValueError(f"schedule step {source.name!r} has {epochs} epochs; need >= 1")
+        if source.name not in by_name:
+            by_name[source.name] = len(sources)
+            sources.append(source)
+        last += epochs
+        indexed.append((last, by_name[source.name]))
+    return Schedule(tuple(sources), tuple(indexed))
+
+
+def parse_labels(text: str) -> str | list[dict[str, Any]]:
+    """``gt`` / ``MASKSET`` as is; ``raw_box:20,mix:20`` -> a schedule (``train.labels`` form)."""
+    if ":" not in text:
+        return text.strip()
+    steps = []
+    for part in text.split(","):
+        key, _, epochs = part.partition(":")
+        if not key.strip() or not epochs.strip().isdigit():
+            raise ValueError(f"--labels {text!r}: expected KEY:EPOCHS[,KEY:EPOCHS...], got {part!r}")
+        steps.append({"labels": key.strip(), "epochs": int(epochs)})
+    return steps
+
+
+def open_source(key: str, *, trimaps: dict[str, np.ndarray], border_policy: str, store: str,
+                threshold: float | None = None) -> LabelSource:
+    """``gt`` -> ground truth; any other key -> that mask set of the store."""
+    if key == GROUND_TRUTH:
+        return GroundTruthSource(trimaps, border_policy)
+
+    return MaskSetSource(open_mask_set(store, key, threshold=threshold), key)
+
+
+def resolve_schedule(labels: Any, epochs: int, **open_kwargs: Any) -> Schedule:
+    """``train.labels`` (a key, a LabelSource, or steps of ScheduleStep / (epochs, key|source))
+    -> a Schedule covering exactly ``epochs``; keys open through ``open_source``."""
+    def as_source(item: Any) -> LabelSource:
+        return open_source(item, **open_kwargs) if isinstance(item, str) else item
+
+    if isinstance(labels, (str, LabelSource)) and not isinstance(labels, (list, tuple)):
+        return make_schedule([(epochs, as_source(labels))])
+    steps = []
+    for step in labels:
+        if isinstance(step, (tuple, list)):
+            steps.append((int(step[0]), as_source(step[1])))
+        elif isinstance(step, dict):
+            steps.append((int(step["epochs"]), as_source(step["labels"])))
+        else:  # wsss.config.ScheduleStep
+            steps.append((step.epochs, as_source(step.labels)))
+    total = sum(count for count, _ in steps)
+    if total != epochs:
+        raise ValueError(f"labels schedule covers {total} epochs but epochs is {epochs}")
+    return make_schedule(steps)

@@ -1,0 +1,285 @@
+"""Train a segmentation network (UNet, DeepLabV3, FCN) on Ray Train from a study config.
+
+- ``fit_segmentation(config, labels=..., model=...)`` decodes the splits once (cached), builds
+  the label schedule's targets, fits a ``TorchTrainer`` (loop: ``wsss.train.worker``) and
+  returns a ``TrainingOutcome``: test metrics of the best checkpoint by val Dice, its path, an
+  exported model file, a sample figure, the per-epoch history and the run's params. No MLflow,
+  so a sweep can call it inside a trial and log child runs itself.
+- ``log_training(config, outcome)`` (``wsss.train.tracking``) writes one MLflow run.
+- ``train_segmentation`` does both and returns a plain dict.
+
+The Train run is ``<train.storage>/<name>``; ``name`` defaults to the model plus a fingerprint
+of what decides the result, so rerunning a crashed run resumes it from its last checkpoint and
+rerunning a finished one only re-tests it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsss import storage
+from wsss.config import ConfigError, StudyConfig
+from wsss.data.prepare import prepare_dataset
+from wsss.identity import stable_hash
+from wsss.metrics import flat_metrics, scores
+from wsss.models.segmentation import (
+    CHECKPOINT_FILE,
+    create_model,
+    export_model,
+    model_spec,
+    read_checkpoint,
+    uses_random_weights,
+)
+from wsss.tracking import git_commit
+from wsss.train.common import (
+    arrays_dataset,
+    data_config,
+    decoded_splits,
+    run_config,
+    scaling_config,
+    shuffled,
+)
+from wsss.train.labels import resolve_schedule
+from wsss.train.steps import ground_truth_targets
+from wsss.train.tracking import log_training, sample_figure
+from wsss.train.worker import BEST_METRIC, FAIL_ONCE_ENV, train_loop
+
+MODEL_FILE = "tested_model.pt"
+FIGURE_FILE = "sample.png"
+PER_IMAGE_FILE = "test_per_image.csv"
+PER_IMAGE_COLUMNS = ("image_id", "dice", "iou", "accuracy", "precision", "recall")
+
+
+@dataclass
+class TrainingOutcome:
+    """What a finished training run produced (files under ``train.storage``: paths or URIs)."""
+
+    name: str
+    run_dir: str
+    checkpoint: str  # the Train checkpoint directory that was tested (best by val Dice)
+    model_file: str  # that checkpoint's model without optimizer state
+    figure: str | None
+    test: dict[str, Any]  # SegmentationMeter.result() + border_policy
+    tested_epoch: int
+    history: list[dict[str, Any]]
+    params: dict[str, Any]
+    random_weights: bool
+    timings: dict[str, float]  # rank 0's setup, per-epoch (train + val + checkpoint), test
+    # the same test predictions scored under every border policy (``test`` is one of them)
+    test_by_policy: dict[str, Any] = field(default_factory=dict)
+    per_image_file: str | None = None  # PER_IMAGE_FILE: per-image test scores, configured policy
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "test_metrics": flat_metrics(self.test, "test_"),
+                "test_images": self.test["images"], "tested_epoch": self.tested_epoch,
+                "checkpoint": self.checkpoint, "model_file": self.model_file,
+                "figure": self.figure, "run_dir": self.run_dir}
+
+
+def resolve_weights(config: StudyConfig, model: str) -> tuple[str, bool]:
+    """(weights as the workers need them, random-init flag); refuses before any work."""
+    weights = config.train.weights
+    try:
+        spec = model_spec(model)
+    except ValueError as error:
+        raise ConfigError(f"train.model: {error}") from None
+    if weights == "imagenet" and not spec.pretrained_backbone:
+        raise ConfigError(f"train.weights: model {model!r} has no pretrained backbone (the study "
+                          f"trains it from scratch); set train.weights: none")
+    random = uses_random_weights(model, weights)
+    if random and config.weights_policy != "random":
+        raise ConfigError(f"train.weights is 'none' (random init of {model}'s backbone) but "
+                          f"weights_policy is {config.weights_policy!r}; set weights_policy: "
+                          f"random (smoke runs and tests) or train.weights: imagenet | <path>")
+    if weights not in ("none", "imagenet"):
+        weights = str(Path(weights).resolve())  # workers run in another directory
+    return weights, random
+
+
+def label_schedule(config: StudyConfig, labels: Any, train) -> Any:
+    """The label schedule of ``labels`` (default ``train.labels``) over the train arrays."""
+    try:
+        return resolve_schedule(
+            labels if labels is not None else config.train.labels, config.train.epochs,
+            trimaps=dict(zip(train.image_ids, train.trimaps)),
+            border_policy=config.data.border_policy, store=config.pipeline.store,
+            threshold=config.train.threshold)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"train.labels: {error}") from None
+
+
+def build_datasets(schedule, splits: dict[str, Any], border_policy: str, seed: int) -> dict:
+    """Ray datasets: train (image + one target column per source, shuffled once), val and test
+    (image + ground-truth target under the border policy; test also trimap + row index)."""
+    train = splits["train"]
+    columns = {"image": train.images}
+    for index, source in enumerate(schedule.sources):
+        columns[f"target_{index}"] = source.targets(train.image_ids, train.images.shape[1])
+    datasets = {"train": arrays_dataset(shuffled(columns, seed))}
+    val, test = splits["val"], splits["test"]
+    datasets["val"] = arrays_dataset({
+        "image": val.images, "target": ground_truth_targets(val.trimaps, border_policy)})
+    # test is also scored under every border policy and per image: trimaps and positions travel
+    datasets["test"] = arrays_dataset({
+        "image": test.images, "target": ground_truth_targets(test.trimaps, border_policy),
+        "trimap": test.trimaps, "index": np.arange(len(test), dtype=np.int64)})
+    return datasets
+
+
+def run_name(config: StudyConfig, model: str, model_options: dict, schedule,
+             dataset_fingerprint: str) -> str:
+    """``<model>-<fingerprint>`` of the train section, labels (mask-set fingerprints included),
+    model options and dataset: a changed input never resumes a stale run."""
+    section = config.train.model_dump(mode="json", exclude={"storage", "name", "max_failures",
+                                                              "labels", "model"})
+    data = config.data.model_dump(mode="json", include={"image_size", "border_policy",
+                                                        "val_fraction", "split_seed", "limit"})
+    digest = stable_hash({"train": section, "data": data, "model": model, "options": model_options,
+                          "labels": schedule.describe(), "sources": schedule.versions(),
+                          "dataset": dataset_fingerprint, "threshold": config.train.threshold})
+    return f"{model.replace('/', '_')}-{digest}"
+
+
+def _settings(config: StudyConfig, model: str, weights: str, model_options: dict,
+              schedule) -> dict[str, Any]:
+    section = config.train
+    workers = max(1, section.scaling.num_workers)
+    settings = {"model": model, "weights": weights, "model_options": model_options,
+                "lr": section.lr, "epochs": section.epochs,
+                # train.batch_size is the global batch (the study's 64 on one GPU): split it
+                "batch_size": max(2, math.ceil(section.batch_size / workers)),
+                "eval_batch_size": section.eval_batch_size, "seed": section.seed,
+                "bf16": section.bf16, "image_size": section.image_size,
+                "border_policy": config.data.border_policy, "labels": schedule.describe(),
+                "schedule": list(schedule.steps),
+                "source_names": [source.name for source in schedule.sources]}
+    fail = os.environ.get(FAIL_ONCE_ENV)
+    if fail:
+        epoch, _, marker = fail.partition(":")
+        settings["fail_once"] = {"epoch": int(epoch), "marker": str(Path(marker).resolve())}
+    return settings
+
+
+def _schedule_steps(settings: dict) -> list[tuple[int, str]]:
+    """[(epochs, source name), ...] of the label schedule."""
+    steps, previous = [], 0
+    for last, index in settings["schedule"]:
+        steps.append((last - previous, settings["source_names"][index]))
+        previous = last
+    return steps
+
+
+def _params(config: StudyConfig, settings: dict, splits: dict, dataset_fingerprint: str,
+            random_weights: bool, name: str) -> dict[str, Any]:
+    keep = ("model", "model_options", "weights", "labels", "lr", "epochs", "eval_batch_size",
+            "seed", "bf16", "image_size", "border_policy")
+    return {**{key: settings[key] for key in keep}, "name": name,
+            "batch_size": config.train.batch_size, "worker_batch_size": settings["batch_size"],
+            "schedule": _schedule_steps(settings), "threshold": config.train.threshold,
+            "scaling": config.train.scaling.model_dump(), "weights_policy": config.weights_policy,
+            "random_weights": random_weights, "git_commit": git_commit(),
+            "dataset_fingerprint": dataset_fingerprint,
+            **{f"{split}_images": len(splits[split]) for split in ("train", "val", "test")}}
+
+
+def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | None = None,
+                     model_options: dict[str, Any] | None = None, name: str | None = None,
+                     callbacks: list | None = None) -> TrainingOutcome:
+    """Train on Ray Train and test the best checkpoint; see the module docstring.
+
+    ``labels`` overrides ``train.labels`` (a key, a schedule, or ``wsss.train.labels``
+    objects); ``model`` overrides ``train.model``; ``model_options`` go to ``create_model``
+    (e.g. ``{"width": 0.25}`` for a narrow UNet); ``callbacks`` go to Train's RunConfig.
+    """
+    from ray.train.torch import TorchTrainer
+
+    section = config.train
+    if model_options is None:  # train.model_options are options of train.model only
+        model_options = section.model_options if model in (None, section.model) else {}
+    model = model or section.model
+    weights, random_weights = resolve_weights(config, model)
+    create_model(model, weights, **model_options)  # unknown options, missing weights: fail now
+    dataset = prepare_dataset(config.data)
+    splits = decoded_splits(config, dataset, section.image_size, min_train=2)
+    schedule = label_schedule(config, labels, splits["train"])
+    name = name or section.name or run_name(config, model, model_options, schedule,
+                                            dataset.fingerprint())
+    settings = {**_settings(config, model, weights, model_options, schedule),
+                "test_images": len(splits["test"])}
+    storage_root = storage.absolute(section.storage)  # a folder, or a URI such as s3://...
+    run_dir = storage.join(storage_root, name)
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),
+        run_config=run_config(storage_root, name, metric=BEST_METRIC,
+                              max_failures=section.max_failures, callbacks=callbacks),
+        datasets=build_datasets(schedule, splits, config.data.border_policy, section.seed),
+        dataset_config=data_config(("train",)))
+    returned = trainer.fit().return_value
+    params = {**_params(config, settings, splits, dataset.fingerprint(), random_weights, name),
+              "label_versions": schedule.versions()}
+    return _finish(returned, run_dir, splits["test"], config.data.border_policy, params,
+                   random_weights, name)
+
+
+def write_per_image(counts: Any, image_ids: list[str], path: Path) -> Path:
+    """PER_IMAGE_FILE from per-image [tp, fp, fn, tn] rows in test order; images with no
+    scored pixel (all ignored) are left out, as in the per-image mean."""
+    import csv
+
+    with storage.writing(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PER_IMAGE_COLUMNS)
+        for image_id, row in zip(image_ids, counts):
+            if sum(row):
+                values = scores(np.asarray(row))
+                writer.writerow([image_id, *(repr(values[k]) for k in PER_IMAGE_COLUMNS[1:])])
+    return path
+
+
+def _finish(returned: dict, run_dir: str, test_arrays, border_policy: str, params: dict,
+            random_weights: bool, name: str) -> TrainingOutcome:
+    """Export the tested model, write per-image test scores, draw the sample figure (driver).
+
+    With an object-store ``run_dir`` the files are made locally and uploaded; the outcome
+    names them where they were published, so any node can read them back."""
+    checkpoint = storage.train_checkpoint_uri(run_dir, returned["tested_checkpoint"])
+    tested = storage.join(checkpoint, CHECKPOINT_FILE) if storage.is_remote(checkpoint) else checkpoint
+    with storage.staged(run_dir) as folder:
+        model_file = export_model(read_checkpoint(storage.fetch(tested)), folder / MODEL_FILE)
+        figure = sample_figure(model_file, test_arrays, border_policy, folder / FIGURE_FILE)
+        per_image = None
+        if returned.get("test_per_image") is not None:
+            per_image = write_per_image(returned["test_per_image"], test_arrays.image_ids,
+                                        folder / PER_IMAGE_FILE)
+
+    def published(path: Path | None) -> str | None:
+        return None if path is None else storage.join(run_dir, path.name)
+
+    return TrainingOutcome(
+        name=name, run_dir=run_dir, checkpoint=checkpoint,
+        model_file=published(model_file), figure=published(figure),
+        test={**returned["test"], "border_policy": border_policy},
+        tested_epoch=returned["tested_epoch"], history=returned["history"], params=params,
+        random_weights=random_weights, timings=returned.get("timings", {}),
+        test_by_policy={policy: {**result, "border_policy": policy}
+                        for policy, result in returned.get("test_by_policy", {}).items()},
+        per_image_file=published(per_image))
+
+
+def train_segmentation(config: StudyConfig, *, labels: Any = None, model: str | None = None,
+                       model_options: dict[str, Any] | None = None, name: str | None = None,
+                       parent_run_id: str | None = None) -> dict[str, Any]:
+    """Fit, then log one MLflow run; the outcome's summary plus ``run_id``."""
+    outcome = fit_segmentation(config, labels=labels, model=model, model_options=model_options,
+                               name=name)
+    run_id = log_training(config, outcome, parent_run_id=parent_run_id)
+    return {**outcome.summary(), "run_id": run_id}
+
+
+__all__ = ["TrainingOutcome", "fit_segmentation", "train_segmentation", "resolve_weights"]
