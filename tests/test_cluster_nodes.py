@@ -119,7 +119,6 @@ def test_masks_spread_over_nodes_and_survive_losing_one(nodes, monkeypatch):
     import wsss.masks.pipeline as pipeline
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
-    from wsss.masks.store import open_mask_set
 
     config = study(nodes)
     dataset = index(nodes.root, limit=LIMIT)
@@ -146,11 +145,11 @@ def test_masks_spread_over_nodes_and_survive_losing_one(nodes, monkeypatch):
     run.join(timeout=300)
     assert not run.is_alive() and "summary" in result, "mask generation did not finish"
     for key in ("ellipse", "all_foreground"):
-        mask_set = open_mask_set(config.pipeline.store, key)
+        mask_set = result["summary"].open(key)
         assert mask_set.uri.startswith(f"s3://{BUCKET}/masks/")
         assert mask_set.ids() == expected and mask_set.manifest["complete"]
         assert mask_set.manifest["images_present"] == len(expected)
-    ellipse = open_mask_set(config.pipeline.store, "ellipse")
+    ellipse = result["summary"].open("ellipse")
     masks = [ellipse.read(image_id) for image_id in sorted(expected)]
     assert all(m.shape == (64, 64) and set(np.unique(m)) <= {0, 1} for m in masks)
 
@@ -240,39 +239,58 @@ def _map_operators(dataset) -> dict[str, object]:
     return found
 
 
-def test_gpu_stages_ask_for_gpus_and_cpu_stages_hold_none(nodes, tmp_path):
-    """With a GPU node in the cluster (a resource count only: no CUDA runs here), the CAM and
-    SAM2 actors ask for one GPU and no CPU each; decode, GrabCut/SLIC and writes ask for a
-    CPU and no GPU."""
+def test_gpu_stages_share_one_gpu_and_both_run_end_to_end(nodes, tmp_path):
+    """With a one-GPU node in the cluster (a resource count only: no CUDA runs here, so the
+    actors fall back to the CPU), the CAM and SAM2 actors ask for half a GPU and no CPU each,
+    both pools start on that node, and the pipeline runs to the end; decode, GrabCut/SLIC and
+    writes ask for a CPU and no GPU."""
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
+    from ray.util.state import list_actors
 
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
-    from wsss.masks.pipeline import actor_resources, build_dataset, cluster_resources, make_plans
+    from wsss.masks.pipeline import (
+        actor_resources,
+        build_dataset,
+        cluster_resources,
+        generate_masks,
+        make_plans,
+    )
 
     gpu_node = nodes.cluster.add_node(num_cpus=1, num_gpus=1)
     nodes.cluster.wait_for_nodes()
     try:
         wait_for(lambda: cluster_resources()[1] == 1, "the GPU node to register")
-        config = study(nodes, pipeline={"store": str(tmp_path / "masks")}, train={"labels": "gt"}, labelers=[
+        config = study(nodes, pipeline={"store": str(tmp_path / "masks"), "batch_size": 4},
+                       train={"labels": "gt"}, data={"limit": 1}, labelers=[
             {"name": "gradcam"}, {"name": "grabcut", "params": {"iterations": 1}},
             {"name": "mix", "params": {"iterations": 1, "n_segments": 20}},
-            {"name": "sam2_center", "params": {"model": "tiny"}}])
-        records = index(nodes.root, limit=1).split("trainval", "test")
+            {"name": "sam2_center", "params": {"model": "tiny", "image_size": 128}}])
+        dataset = index(nodes.root, limit=1)
+        records = dataset.split("trainval", "test")
         context = LabelerContext(allow_random_weights=True)
-        plans = make_plans(config, records, context)
+        plans = make_plans(config, dataset, records, context)
         stages = _map_operators(build_dataset(plans, records, config, context))
+        summary = generate_masks(config, dataset, context)
+        actors = list_actors(address=gcs_address(), limit=10000, detail=True,
+                             raise_on_missing_output=False)
+        placed = {stage: {a.node_id for a in actors if stage in f"{a.repr_name} {a.class_name} {a.name}"}
+                  for stage in ("HeatmapStage", "Sam2Stage")}
     finally:
         nodes.cluster.remove_node(gpu_node)
     assert set(stages) == {"decode_stage", "HeatmapStage", "cpu_stage", "Sam2Stage", "write_stage"}
     for name in ("HeatmapStage", "Sam2Stage"):
-        assert stages[name].ray_remote_args.get("num_gpus") == 1, name
+        assert stages[name].ray_remote_args.get("num_gpus") == 0.5, name
         assert stages[name].ray_remote_args.get("num_cpus") == 0, name
         assert isinstance(stages[name].compute, ActorPoolStrategy)
     for name in ("decode_stage", "cpu_stage", "write_stage"):
         assert not stages[name].ray_remote_args.get("num_gpus"), name
         assert stages[name].ray_remote_args.get("num_cpus") == 1, name
         assert isinstance(stages[name].compute, TaskPoolStrategy)
+    assert placed == {"HeatmapStage": {gpu_node.node_id}, "Sam2Stage": {gpu_node.node_id}}  # together
+    for key in ("gradcam", "grabcut", "mix", "sam2_center"):
+        assert summary.per_set[key]["written"] == len(records), key
     # Without GPUs the model actors hold no CPU, so CPU tasks always find one on every node.
     assert actor_resources(0) == {"num_gpus": 0, "num_cpus": 0}
     assert actor_resources(4) == {"num_gpus": 1, "num_cpus": 0}
+    assert actor_resources(4, gpu_stages=2) == {"num_gpus": 0.5, "num_cpus": 0}

@@ -28,7 +28,6 @@ def test_heatmap_actors_as_many_as_the_cores_leave_room_for_cpu_tasks(ray_local,
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
     from wsss.masks.pipeline import actor_resources, cluster_resources, generate_masks
-    from wsss.masks.store import open_mask_set
 
     cpus, gpus = cluster_resources()
     assert gpus == 0
@@ -46,4 +45,4 @@ def test_heatmap_actors_as_many_as_the_cores_leave_room_for_cpu_tasks(ray_local,
     expected = {r.image_id for r in dataset.split("trainval", "test")}
     for key in ("cam", "box", "grabcut"):
         assert summary.per_set[key]["written"] == len(expected), key
-        assert open_mask_set(str(tmp_path / "masks"), key).manifest["complete"]
+        assert summary.open(key).manifest["complete"]

@@ -49,3 +49,42 @@ def test_overrides_and_missing_file(tmp_path):
     path.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+LABELERS = [{"name": "gradcam"}, {"name": "box"}, {"name": "mix"}, {"name": "ellipse"}]
+
+
+@pytest.mark.parametrize("trial, named", [
+    ({"name": "box-0.3", "labels": "box", "threshold": 0.3}, "sweep.trials.0 (box-0.3): threshold 0.3 does nothing to labels box (box)"),
+    ({"name": "mix", "labels": [{"epochs": 5, "labels": "box"}, {"epochs": 5, "labels": "mix"}],
+      "threshold": 0.1}, "labels box (box), mix (mix)"),
+    ({"name": "gt", "labels": "gt", "threshold": 0.5}, "labels gt (ground truth)"),
+])
+def test_a_threshold_on_labels_stored_as_masks_is_refused(trial, named):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"labelers": LABELERS, "sweep": {"trials": [trial]}})
+    assert named in str(caught.value) and "stored as masks" in str(caught.value)
+
+
+def test_a_threshold_on_heatmap_labels_is_kept():
+    config = parse_config({"labelers": LABELERS, "sweep": {"trials": [
+        {"labels": "gradcam", "threshold": 0.1},
+        {"labels": [{"epochs": 5, "labels": "box"}, {"epochs": 5, "labels": "gradcam"}], "threshold": 0.2}]}})
+    assert [t.threshold for t in config.sweep.trials] == [0.1, 0.2]
+    with pytest.raises(ConfigError, match="train: threshold 0.4 does nothing to labels ellipse"):
+        parse_config({"labelers": LABELERS, "train": {"labels": "ellipse", "threshold": 0.4}})
+
+
+@pytest.mark.parametrize("labels, select, resolved", [
+    ("gt", "auto", "val_gt"), ("mix", "auto", "val_labels"),
+    ([{"epochs": 5, "labels": "gt"}, {"epochs": 5, "labels": "box"}], "auto", "val_labels"),
+    ("mix", "last", "last"), ("mix", "val_gt", "val_gt"),
+])
+def test_weak_runs_select_without_ground_truth_by_default(labels, select, resolved):
+    train = {"labels": labels, "select": select, "epochs": 10}
+    assert parse_config({"labelers": LABELERS, "train": train}).train.selection() == resolved
+
+
+def test_models_dir_is_resolved_like_every_other_path(tmp_path):
+    config = parse_config({"pipeline": {"models_dir": "weights/sam2"}}).resolved(tmp_path)
+    assert config.pipeline.models_dir == str(tmp_path / "weights" / "sam2")

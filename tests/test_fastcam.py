@@ -129,3 +129,17 @@ def test_heatmap_stage_runs_one_pass_and_stores_each_labelers_maps(batch):
         alone = get_labeler_class(method)({"target": "labelled"}, random_context())(batch)["heatmap"]
         np.testing.assert_array_equal(out[f"heatmap__{method}-labelled"], alone.astype(np.float16))
     assert (out["error"] == "").all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_maps_match_pytorch_grad_cam_at_224_px(method):
+    """At 224 px the last feature map is 7 x 7 (at 64 px it is 2 x 2): the agreement holds where
+    the weights' spatial sums and the bilinear upsampling have real work to do."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    images[:, 60:170, 70:150] = (200, 120, 40)
+    batch = {"image": images, "label": np.array([3, 30]), "image_id": np.array(["a", "b"])}
+    fast = get_labeler_class(method)({"target": "labelled"}, random_context())(batch)["heatmap"]
+    reference = reference_maps(method, "labelled", batch)
+    assert fast.shape == reference.shape == (2, 224, 224)
+    assert np.abs(fast - reference).max() < 1e-4

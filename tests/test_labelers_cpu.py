@@ -236,9 +236,50 @@ def test_mix_is_inside_grabcut_and_reuses_a_given_grabcut(pets):
 
 def test_mix_ratio_is_monotone(pets):
     batch, _ = pets
-    counts = [int(make("mix", ratio=r)(batch)["mask"].sum()) for r in (0.0, 0.3, 0.5, 0.8, 1.0)]
+    counts = [int(make("mix", ratio=r)(batch)["mask"].sum()) for r in (0.0, 0.3, 0.5, 0.8)]
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[3]
-    assert counts[-1] == 0  # no superpixel is more than 100 % inside
+
+
+def test_an_empty_mix_falls_back_to_the_raw_box_as_grabcut_does(pets):
+    batch, _ = pets
+    # no superpixel is more than 100 % inside GrabCut: every mix is empty, every mask is the box
+    np.testing.assert_array_equal(make("mix", ratio=1.0)(batch)["mask"], make("box")(batch)["mask"])
+
+
+def test_the_box_region_keeps_slic_and_the_mix_inside_the_box(pets):
+    batch, _ = pets
+    boxes = make("box")(batch)["mask"]
+    inside = make("mix", region="box")(batch)["mask"]
+    assert inside.any() and not (inside & (1 - boxes)).any()
+    assert not np.array_equal(inside, make("mix")(batch)["mask"])
+
+
+def test_a_failing_slic_quarantines_its_image_not_the_batch(pets, monkeypatch):
+    from wsss.labelers import mix as mix_module
+    from wsss.labelers.base import LabelerContext
+    from wsss.masks.stages import cpu_stage
+
+    batch, _ = pets
+    real = mix_module.superpixels
+    victim = batch["image"][3]
+
+    def slic_failing_on_one(crop, params):
+        if crop.base is victim.base and np.shares_memory(crop, victim):
+            raise ValueError("SLIC failed")
+        return real(crop, params)
+
+    monkeypatch.setattr(mix_module, "superpixels", slic_failing_on_one)
+    params = {"threshold": THRESHOLD, "iterations": 2}
+    specs = [{"id": "grabcut", "name": "grabcut", "params": validate_params("grabcut", params),
+              "fingerprint": "g", "heatmap_column": "heatmap__h"},
+             {"id": "mix", "name": "mix", "params": validate_params("mix", params),
+              "fingerprint": "m", "heatmap_column": "heatmap__h"}]
+    rows = {"image": batch["image"], "label": batch["label"], "image_id": batch["image_id"],
+            "error": np.array([""] * 8, dtype=object), "heatmap__h": batch["heatmap"]}
+    out = cpu_stage(rows, specs, LabelerContext())
+    assert out["error__mix"][3] == "mix: ValueError: SLIC failed"
+    assert (out["error__mix"][[0, 1, 2, 4, 5, 6, 7]] == "").all() and out["mask__mix"][0].any()
+    assert (out["error__grabcut"] == "").all()  # GrabCut's own set is unaffected
 
 
 def test_baselines_pixel_counts():

@@ -215,3 +215,58 @@ def test_batched_preprocessing_matches_sam2s_own():
     assert torch.allclose(reference["image_embed"], ours["image_embed"], atol=1e-5)
     for expected, got in zip(reference["high_res_feats"], ours["high_res_feats"]):
         assert torch.allclose(expected, got, atol=1e-5)
+
+
+def test_top_points_are_the_highest_scoring_pixels():
+    from wsss.labelers.sam2 import top_points
+
+    heatmap = blob((10, 10), 3, 0.6) + blob((50, 12), 3, 1.0)
+    top = top_points(heatmap, 3)
+    assert top[0].tolist() == [50.5, 12.5]  # the global maximum first
+    assert np.all(np.abs(top - [50.5, 12.5]).max(axis=1) <= 1.0)  # then its neighbours: no spreading
+    assert not np.all(np.abs(spread_peaks(heatmap, 3, 8) - [50.5, 12.5]).max(axis=1) <= 1.0)
+
+
+def test_sam2_sees_each_image_at_its_own_size_and_returns_working_size_masks(context, batch):
+    """The original (here 96 x 160: another size and aspect) is encoded; the centre prompt lands
+    at the original's centre; the mask comes back at the working size."""
+    import cv2
+
+    from wsss.labelers.sam2 import scale_prompts
+
+    release_engines()
+    original = cv2.resize(batch["image"][0], (160, 96), interpolation=cv2.INTER_LINEAR)
+    labeler = get_labeler_class("sam2_center")({"model": "tiny"}, context)
+    engine = labeler.engine
+    seen = []
+    embed = engine.embed
+    engine.embed = lambda images: seen.append([image.shape for image in images]) or embed(images)
+    out = labeler({"image": batch["image"][:1], "original": [original]})
+    assert seen == [[(96, 160, 3)]] and out["mask"].shape == (1, SIZE, SIZE)
+    assert out["prompts"].tolist() == [[[32.0, 32.0, 1.0]]]  # stored at the working size
+    masks, _ = engine.predict([np.array([[80.0, 48.0, 1.0]], np.float32)], None, multimask=True)
+    largest = masks[0][masks[0].reshape(len(masks[0]), -1).sum(1).argmax()].astype(np.uint8)
+    expected = cv2.resize(largest, (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(out["mask"][0], expected)
+    squeezed = get_labeler_class("sam2_center")({"model": "tiny", "original_size": False}, context)
+    squeezed({"image": batch["image"][:1], "original": [original]})
+    assert seen[-1] == [(SIZE, SIZE, 3)]  # the working-size square, as before
+    points, box = scale_prompts(np.array([[32.0, 16.0, 1.0]], np.float32), np.array([8, 8, 32, 48]), 2.5, 1.5)
+    assert points.tolist() == [[80.0, 24.0, 1.0]] and box.tolist() == [20.0, 12.0, 80.0, 72.0]
+
+
+def test_images_of_different_sizes_preprocess_as_sam2_does():
+    import torch
+
+    from wsss.labelers.sam2_engine import EngineKey, Sam2Engine
+
+    engine = Sam2Engine(EngineKey("tiny", None, "cpu", 0, 256))
+    images = [np.random.default_rng(i).integers(0, 255, shape, dtype=np.uint8)
+              for i, shape in enumerate([(80, 120, 3), (96, 64, 3)])]
+    with torch.inference_mode():
+        engine.predictor.set_image_batch(images)
+        reference = engine.predictor._features
+        engine._set_image_batch_on_device(images)
+        ours = engine.predictor._features
+    assert torch.allclose(reference["image_embed"], ours["image_embed"], atol=1e-5)
+    assert engine.predictor._orig_hw == [(80, 120), (96, 64)]

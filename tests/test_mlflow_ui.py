@@ -19,11 +19,16 @@ BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 def find_browser() -> str:
+    """Chromium's path. CI must run this test (.ci/run installs the browser), so there a missing
+    browser fails it; on a developer's machine without one it is skipped, saying what to install."""
     for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
         if name and shutil.which(name):
             return shutil.which(name)
-    raise AssertionError("no Chromium found: install Debian's chromium package "
-                         "(`apt-get install chromium`; .ci/run does) or set CHROMIUM=/path/to/chrome")
+    advice = ("no Chromium found: install Debian's chromium package (`apt-get install chromium`; "
+              ".ci/run does) or set CHROMIUM=/path/to/chrome")
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise AssertionError(advice)
+    pytest.skip(f"browser test skipped outside CI: {advice}")
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from wsss.data.pets import index
 from wsss.labelers.base import LabelerContext
 from wsss.masks.pipeline import generate_masks
 from wsss.masks.stages import FAULT_ENV
-from wsss.masks.store import open_mask_set, present_ids
+from wsss.masks.store import present_ids
 from wsss.models.classifier import build_classifier, save_classifier
 
 pytestmark = pytest.mark.slow
@@ -51,8 +51,8 @@ def study(root, store, labelers, limit=None, budget=0.01):
     })
 
 
-def read_all(store, key, ids):
-    mask_set = open_mask_set(str(store), key)
+def read_all(summary, key, ids):
+    mask_set = summary.open(key)
     return {image_id: mask_set.read(image_id) for image_id in ids}
 
 
@@ -67,7 +67,7 @@ def test_every_labeler_in_one_job_then_resume(ray_local, synthetic_root, tmp_pat
     masks = {}
     for spec in config.labelers:
         assert first.per_set[spec.key]["written"] == len(ids), spec.key
-        masks[spec.key] = read_all(tmp_path / "store", spec.key, ids)
+        masks[spec.key] = read_all(first, spec.key, ids)
         for mask in masks[spec.key].values():
             assert mask.shape == (64, 64) and mask.dtype == np.uint8
             assert set(np.unique(mask).tolist()) <= {0, 1, 255}
@@ -77,7 +77,7 @@ def test_every_labeler_in_one_job_then_resume(ray_local, synthetic_root, tmp_pat
     again = generate_masks(config, dataset, context)  # a rerun writes nothing
     assert again.images == 0 and sum(c["written"] for c in again.per_set.values()) == 0
 
-    folder = open_mask_set(str(tmp_path / "store"), "mix").uri
+    folder = first.open("mix").uri
     deleted = sorted(ids)[:3]
     before = {i: (tmp_path / "store" / folder.rsplit("/", 1)[1] / "masks" / f"{i}.png").read_bytes()
               for i in deleted}
@@ -99,7 +99,7 @@ def test_worker_killed_on_first_attempt_still_completes(ray_local, synthetic_roo
     assert (tmp_path / "cpu.fault").exists()  # the fault did fire
     expected = {r.image_id for r in dataset.split("trainval", "test")}
     for key in ("ellipse", "all_foreground"):
-        mask_set = open_mask_set(str(tmp_path / "store"), key)
+        mask_set = summary.open(key)
         assert mask_set.ids() == expected and mask_set.manifest["complete"]
     assert summary.per_set["ellipse"]["written"] == len(expected)
 
@@ -110,7 +110,7 @@ def test_corrupt_image_is_quarantined(ray_local, writable_root, tmp_path):
     config = study(writable_root, tmp_path / "store", [{"name": "ellipse"}], budget=0.05)
     summary = generate_masks(config, index(writable_root), LabelerContext())
     assert [e["image_id"] for e in summary.quarantine.entries] == [victim]
-    mask_set = open_mask_set(str(tmp_path / "store"), "ellipse")
+    mask_set = summary.open("ellipse")
     assert victim not in mask_set.ids() and len(mask_set.ids()) == 73
     assert mask_set.manifest["quarantine"][0]["reason"] == "truncated file"
     assert mask_set.manifest["complete"]

@@ -94,3 +94,35 @@ def test_checkpoint_round_trip_and_missing_file(tmp_path):
     assert torch.equal(create_model("unet", str(path), width=0.125).head.weight, model.head.weight)
     with pytest.raises(WeightsMissingError, match="not found"):
         load_segmentation(tmp_path / "absent")
+
+
+def test_coco_voc_weights_missing_offline_names_url_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for proxy in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # unreachable: never downloads
+    with pytest.raises(WeightsMissingError) as error:
+        create_model("fcn", "coco_voc")
+    assert "https://download.pytorch.org/models/fcn_resnet50_coco-1167a1af.pth" in str(error.value)
+    with pytest.raises(ValueError, match="model 'unet_timm' has no coco_voc weights"):
+        create_model("unet_timm", "coco_voc")
+
+
+def test_coco_voc_weights_load_whole_with_a_one_class_head(tmp_path, monkeypatch):
+    """torchvision's COCO-with-VOC-labels DeepLabV3, from the hub cache (here a stand-in file
+    with the same keys): every layer but the final one comes from the file."""
+    import torch
+    from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights, deeplabv3_resnet50
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1.url
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(1)
+    reference = deeplabv3_resnet50(num_classes=21, aux_loss=True, weights_backbone=None)
+    torch.save(reference.state_dict(), cache / url.rsplit("/", 1)[1])
+    model = create_model("deeplabv3", "coco_voc").eval()
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    ours, theirs = model.network.state_dict(), reference.state_dict()
+    assert torch.equal(ours["backbone.layer4.2.conv3.weight"], theirs["backbone.layer4.2.conv3.weight"])
+    assert torch.equal(ours["classifier.0.project.0.weight"], theirs["classifier.0.project.0.weight"])
+    assert ours["classifier.4.weight"].shape == (1, 256, 1, 1) and model.network.aux_classifier is None

@@ -87,29 +87,87 @@ def test_mask_set_source_resizes_nearest_and_ignores_images_it_lacks():
     assert (targets[1] == IGNORE).all() and source.missing == ["b"]
 
 
+def _identity(labeler, dataset="data-1", size=8):
+    return {"labeler_fingerprint": labeler, "dataset_index": dataset, "image_size": size}
+
+
 def test_mask_sets_from_the_store_threshold_heatmaps_at_read_time(tmp_path):
-    from wsss.masks.store import MaskSetWriter
+    from wsss.masks.store import MaskSetWriter, open_mask_set, set_fingerprint
     from wsss.train.labels import open_source
 
     store = str(tmp_path / "masks")
     box = np.zeros((8, 8), np.uint8)
     box[2:6, 2:6] = 1
-    writer = MaskSetWriter(f"{store}/raw_box-abc")
+    writer = MaskSetWriter(f"{store}/raw_box-{set_fingerprint(_identity('box'))}")
     writer.write_mask("a", box)
-    writer.write_manifest({"labeler_id": "raw_box", "fingerprint": "abc", "kind": "masks",
-                           "params": {}, "updated": 1})
+    writer.write_manifest({"labeler_id": "raw_box", "kind": "masks", "params": {}, "updated": 1,
+                           "complete": True, **_identity("box")})
     heatmap = np.tile(np.linspace(0, 1, 8, dtype=np.float32), (8, 1))  # rises left to right
-    writer = MaskSetWriter(f"{store}/gradcam-def")
+    writer = MaskSetWriter(f"{store}/gradcam-{set_fingerprint(_identity('cam'))}")
     writer.write_heatmap("a", heatmap)
-    writer.write_manifest({"labeler_id": "gradcam", "fingerprint": "def", "kind": "heatmaps",
-                           "params": {"threshold": 0.5}, "updated": 1})
-    options = {"trimaps": {}, "border_policy": "ignore", "store": store}
+    writer.write_manifest({"labeler_id": "gradcam", "kind": "heatmaps", "updated": 1, "complete": True,
+                           "params": {"threshold": 0.5}, **_identity("cam")})
+    wanted = {"raw_box": _identity("box"), "gradcam": _identity("cam"), "sam2_centre": _identity("sam")}
+    options = {"trimaps": {}, "border_policy": "ignore",
+               "open_set": lambda key, threshold: open_mask_set(store, key, wanted[key], threshold=threshold)}
     assert (open_source("raw_box", **options).targets(["a"], 8)[0] == box).all()
     low = open_source("gradcam", threshold=0.1, **options).targets(["a"], 8)[0]
     high = open_source("gradcam", threshold=0.9, **options).targets(["a"], 8)[0]
     assert low.sum() > high.sum() > 0 and set(np.unique(low)) <= {0, 1}
-    with pytest.raises(FileNotFoundError, match="present: gradcam, raw_box"):
+    with pytest.raises(FileNotFoundError, match="present: none"):
         open_source("sam2_centre", **options)
+
+
+def test_a_mask_set_of_other_data_or_size_is_an_error_naming_both(tmp_path):
+    from wsss.masks.store import MaskSetError, MaskSetWriter, open_mask_set, set_fingerprint
+
+    store = str(tmp_path / "masks")
+    made = _identity("box", dataset="0123456789abcdef", size=96)
+    writer = MaskSetWriter(f"{store}/box-{set_fingerprint(made)}")
+    writer.write_mask("a", np.ones((96, 96), np.uint8))
+    writer.write_manifest({"labeler_id": "box", "kind": "masks", "params": {}, "updated": 1,
+                           "complete": True, **made})
+    assert open_mask_set(store, "box", made).read("a").shape == (96, 96)
+    for wanted, named in ((_identity("box", "fedcba9876543210", 96), "dataset 0123456789abcdef (this study: fedcba9876543210)"),
+                          (_identity("box", "0123456789abcdef", 128), "image size 96 (this study: 128)")):
+        with pytest.raises(MaskSetError) as error:
+            open_mask_set(store, "box", wanted)
+        assert named in str(error.value) and "wsss pseudo --config C --labeler box" in str(error.value)
+    half = _identity("box", "0123456789abcdef", 64)
+    MaskSetWriter(f"{store}/box-{set_fingerprint(half)}").write_manifest(
+        {"labeler_id": "box", "kind": "masks", "complete": False, "images_present": 1,
+         "images_expected": 2, **half})
+    with pytest.raises(MaskSetError, match="incomplete .1 of 2 images"):
+        open_mask_set(store, "box", half)
+
+
+class UnreadableTrimaps:
+    """Val trimaps that fail the test when anything reads them."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"val ground truth was read ({name})")
+
+    def __iter__(self):
+        raise AssertionError("val ground truth was read")
+
+
+def test_weak_runs_validate_on_their_own_labels_and_never_read_val_ground_truth():
+    from wsss.data.arrays import SplitArrays
+    from wsss.train.segmentation import val_columns
+
+    ids = ["a", "b"]
+    val = SplitArrays(np.zeros((2, 4, 4, 3), np.uint8), UnreadableTrimaps(), np.zeros(2), ids)
+    mix = MaskSetSource(DictMaskSet({"a": np.ones((4, 4), np.uint8), "b": np.zeros((4, 4), np.uint8)}), "mix")
+    schedule = make_schedule([(2, ConstantSource("box", 1)), (2, mix)])
+    columns = val_columns(schedule, val, "val_labels", "ignore", gt_metrics=False)
+    assert set(columns) == {"image", "target"}  # the final source's labels: mix, not the boxes
+    assert (columns["target"][0] == 1).all() and (columns["target"][1] == 0).all()
+    assert set(val_columns(schedule, val, "last", "ignore", False)) == {"image", "target"}
+    trimaps = np.full((2, 4, 4), 2, np.uint8)
+    truth = SplitArrays(val.images, trimaps, val.labels, ids)
+    assert (val_columns(schedule, truth, "val_gt", "ignore", False)["target"] == 0).all()
+    diagnostics = val_columns(schedule, truth, "val_labels", "ignore", gt_metrics=True)
+    assert (diagnostics["target"][0] == 1).all() and (diagnostics["gt_target"] == 0).all()
 
 
 def test_masked_bce_ignores_255_and_averages_valid_pixels():
@@ -344,3 +402,25 @@ def test_each_pretrained_backbone_architecture_trains_an_epoch(ray_quiet, synthe
     assert len(outcome.history) == 1 and np.isfinite(outcome.history[0]["train_loss"])
     assert outcome.history[0]["train_images"] == 4 and outcome.test["images"] == 4
     assert outcome.random_weights and Path(outcome.model_file).is_file()
+
+
+@pytest.mark.slow
+def test_a_weak_run_without_val_ground_truth_selects_and_steers_on_its_own_labels(
+        ray_quiet, writable_root, tmp_path):
+    from wsss.data.pets import index
+    from wsss.labelers.base import LabelerContext
+    from wsss.masks.pipeline import generate_masks
+    from wsss.train.segmentation import fit_segmentation
+
+    for record in index(writable_root).split("val"):  # a user's data: no masks to validate on
+        Path(record.trimap_path).unlink()
+    base = study(writable_root, tmp_path, workers=1, epochs=2, limit=8).model_dump(mode="json")
+    config = parse_config({**base, "labelers": [{"name": "ellipse"}],
+                           "train": {**base["train"], "labels": "ellipse"}})
+    generate_masks(config, index(writable_root, limit=8), LabelerContext())
+    outcome = fit_segmentation(config, model_options={"width": 0.125})
+    assert outcome.params["select"] == "val_labels" and outcome.params["val_target"] == "labels ellipse"
+    for row in outcome.history:  # scored against the ellipse labels: defined, not NaN
+        assert np.isfinite(row["val_micro_dice"]) and np.isfinite(row["val_loss"])
+        assert row["lr"] == config.train.lr and "val_gt_micro_dice" not in row
+    assert np.isfinite(outcome.test["micro"]["dice"])  # test still scores against ground truth

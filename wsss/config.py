@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wsss.labelers.registry import validate_params
+from wsss.labelers.registry import get_labeler_class, validate_params
 from wsss.models.backbones import check_backbone_name
 from wsss.models.segmentation import check_model_options, list_models
 from wsss.paper import paper_row
@@ -110,6 +110,8 @@ class PipelineConfig(StrictModel):
     heatmap_actors: int | None = Field(None, ge=1, description="default: one per GPU, else 1")
     cpu_tasks: int | None = Field(None, ge=1, description="default: the cluster's CPUs")
     gallery_size: int = Field(8, ge=0)
+    models_dir: str = Field("models", description="where SAM2 checkpoints are looked for "
+                                                  "(sam2.1_hiera_<model>.pt)")
 
 
 class ScheduleStep(StrictModel):
@@ -122,9 +124,18 @@ class TrainConfig(StrictModel):
     model_options: dict[str, Any] = Field(default_factory=dict, description=(
         "options of train.model, e.g. unet width; a trial or --model naming another model "
         "starts from none"))
-    weights: str = Field("imagenet", description="backbone weights: none | imagenet | path")
+    weights: str = Field("imagenet", description="none | imagenet (backbone; the study's) | "
+                                                 "coco_voc (DeepLabV3/FCN, whole network) | path")
     labels: str | list[ScheduleStep] = "gt"
     threshold: Fraction | None = None
+    select: Literal["auto", "last", "val_labels", "val_gt"] = Field("auto", description=(
+        "which checkpoint is tested and what steers the learning rate: last (the last epoch), "
+        "val_labels (best val Dice against the run's own labels), val_gt (against ground "
+        "truth: for supervised runs and diagnostics); auto is val_gt for labels gt, else "
+        "val_labels, so a weakly supervised run reads no ground truth but to score test"))
+    val_gt_metrics: bool = Field(False, description=(
+        "also score val against ground truth every epoch (val_gt_* metrics); never used to "
+        "choose a checkpoint or steer training unless select is val_gt"))
     epochs: int = Field(10, ge=1)
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(64, ge=1)
@@ -137,6 +148,14 @@ class TrainConfig(StrictModel):
     storage: str = "results/train"
     name: str | None = None
 
+    def label_keys(self) -> list[str]:
+        """The label source ids of ``labels``, in schedule order."""
+        return label_keys(self.labels)
+
+    def selection(self) -> str:
+        """``select`` with ``auto`` resolved for these labels (``resolve_select``)."""
+        return resolve_select(self.select, self.label_keys())
+
     @model_validator(mode="after")
     def _schedule_matches_epochs(self) -> "TrainConfig":
         if isinstance(self.labels, list):
@@ -148,7 +167,24 @@ class TrainConfig(StrictModel):
         return self
 
 
-SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs")
+SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs", "select")
+
+
+def resolve_select(select: str, keys: list[str]) -> str:
+    """``auto`` -> val_gt when every label source is ground truth, else val_labels: a weakly
+    supervised run never chooses a checkpoint or steers its learning rate by ground truth."""
+    if select != "auto":
+        return select
+    return "val_gt" if set(keys) == {"gt"} else "val_labels"
+
+
+def label_keys(labels: str | list | None) -> list[str]:
+    """Label source ids of a ``labels`` value: ``gt``, ``mix``, ``box:2,mix:2`` or schedule steps."""
+    if labels is None:
+        return []
+    if isinstance(labels, str):
+        return [part.split(":")[0].strip() for part in labels.split(",")]
+    return [step["labels"] if isinstance(step, dict) else step.labels for step in labels]
 
 
 def _check_paper_row(value: str | None) -> str | None:
@@ -171,6 +207,7 @@ class TrialSpec(StrictModel):
     threshold: Fraction | None = None
     lr: float | None = Field(None, gt=0)
     epochs: int | None = Field(None, ge=1)
+    select: Literal["auto", "last", "val_labels", "val_gt"] | None = None
 
     @field_validator("paper_row")
     @classmethod
@@ -179,7 +216,7 @@ class TrialSpec(StrictModel):
 
     def overrides(self) -> dict[str, Any]:
         """The ``train`` fields this trial sets (unset ones keep the study's values)."""
-        keys = ("labels", "model", "weights", "threshold", "lr", "epochs")
+        keys = ("labels", "model", "weights", "threshold", "lr", "epochs", "select")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
@@ -283,18 +320,40 @@ class StudyConfig(StrictModel):
         return self
 
     def _sweep_labels(self):
-        def keys(labels):
-            if labels is None:
-                return []
-            if isinstance(labels, str):
-                return [part.split(":")[0] for part in labels.split(",")]
-            return [step.labels for step in labels]
-
-        yield "train.labels", keys(self.train.labels)
+        yield "train.labels", label_keys(self.train.labels)
         for index, trial in enumerate(self.sweep.trials):
-            yield f"sweep.trials.{index}", keys(trial.labels)
+            yield f"sweep.trials.{index}", label_keys(trial.labels)
         for choice in self.sweep.space.get("labels", []):
-            yield "sweep.space.labels", keys(choice)
+            yield "sweep.space.labels", label_keys(choice)
+
+    @model_validator(mode="after")
+    def _thresholds_that_act(self) -> "StudyConfig":
+        """A threshold only cuts stored heatmaps (the CAM family); on labels stored as masks
+        it would change a run's name and not its labels, so it is refused."""
+        kinds = {spec.key: get_labeler_class(spec.name).stage for spec in self.labelers}
+
+        def check(where: str, labels: Any, threshold: float | None) -> None:
+            keys = label_keys(labels)
+            if threshold is None or not keys or any(kinds.get(key) == "heatmap" for key in keys):
+                return
+            names = ", ".join(f"{key} ({'ground truth' if key == 'gt' else self.labeler(key).name})"
+                              for key in keys)
+            raise ValueError(f"{where}: threshold {threshold} does nothing to labels {names}: they "
+                             f"are stored as masks, not heatmaps; drop the threshold, or give it a "
+                             f"CAM-family mask set ({', '.join(k for k, v in kinds.items() if v == 'heatmap') or 'none configured'})")
+
+        check("train", self.train.labels, self.train.threshold)
+        for index, trial in enumerate(self.sweep.trials):
+            if trial.threshold is not None:  # one it inherits is dropped where it does nothing
+                labels = trial.labels if trial.labels is not None else self.train.labels
+                name = f" ({trial.name})" if trial.name else ""
+                check(f"sweep.trials.{index}{name}", labels, trial.threshold)
+        return self
+
+    def heatmap_label(self, labels: Any) -> bool:
+        """Whether any of these labels is a stored heatmap set (the only kind a threshold cuts)."""
+        kinds = {spec.key: get_labeler_class(spec.name).stage for spec in self.labelers}
+        return any(kinds.get(key) == "heatmap" for key in label_keys(labels))
 
     def resolved(self, base: str | Path | None = None) -> "StudyConfig":
         """A copy whose relative local paths are absolute (from ``base``, default the cwd).
@@ -305,13 +364,14 @@ class StudyConfig(StrictModel):
         base = Path(base or Path.cwd())
 
         def absolute(value: str | None) -> str | None:
-            if value is None or "://" in value or value in ("none", "imagenet"):
+            if value is None or "://" in value or value in ("none", "imagenet", "coco_voc"):
                 return value
             return str((base / value).resolve()) if not Path(value).is_absolute() else value
 
         data = self.model_dump(mode="json")
         for section, key in (("data", "root"), ("classifier", "checkpoint"), ("classifier", "storage"),
-                             ("classifier", "weights"), ("pipeline", "store"), ("train", "weights"),
+                             ("classifier", "weights"), ("pipeline", "store"), ("pipeline", "models_dir"),
+                             ("train", "weights"),
                              ("train", "storage"), ("sweep", "storage"), ("tracking", "artifact_location")):
             data[section][key] = absolute(data[section][key])
         uri = data["tracking"]["tracking_uri"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 from wsss.storage import fetch
@@ -28,3 +29,15 @@ def file_hash(path: str | None, length: int = 12) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:length]
+
+
+def file_version(path: str | os.PathLike | None) -> str:
+    """``<size>-<mtime ns>`` of a local file ('none' without a path, 'missing' when absent):
+    changes whenever the file is rewritten, without reading it (dataset files are many)."""
+    if path is None:
+        return "none"
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    return f"{stat.st_size}-{stat.st_mtime_ns}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.data.decode import DecodeError, decode_image, read_trimap
+from wsss.data.decode import DecodeError, check_trimap, decode_image, read_trimap
 from wsss.data.pets import Record
 from wsss.data.quarantine import Quarantine
 from wsss.storage import writing
@@ -60,20 +60,25 @@ class SplitArrays:
 
 def _decode_one(record: Record, size: int) -> tuple[np.ndarray, np.ndarray] | str:
     try:
-        image = resize_image(decode_image(record.image_path), size)
+        image = decode_image(record.image_path)
         if record.trimap_path is None:
             trimap = np.full((size, size), NO_TRIMAP, np.uint8)
         else:
-            trimap = resize_mask(read_trimap(record.trimap_path), size)
+            trimap = read_trimap(record.trimap_path)
+            check_trimap(trimap, image.shape, record.trimap_path)  # as `wsss data check` does
+            trimap = resize_mask(trimap, size)
     except DecodeError as error:
         return error.reason
-    return image, trimap
+    return resize_image(image, size), trimap
 
 
 def cache_key(records: list[Record], size: int) -> str:
+    """Stands for the decoded arrays: the size and every record's id, label, files and their
+    versions, so a rewritten image or trimap (same path, new content) is decoded again."""
     digest = hashlib.sha256(f"size={size}\n".encode())
     for record in records:
-        digest.update(f"{record.image_id}|{record.image_path}|{record.label}\n".encode())
+        files = [os.path.abspath(p) if p else "-" for p in (record.image_path, record.trimap_path)]
+        digest.update(f"{record.image_id}|{files[0]}|{files[1]}|{record.label}|{record.version}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -6,13 +6,9 @@ import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from wsss.data.decode import DecodeError, decode_image, read_trimap
+from wsss.data.decode import DecodeError, check_trimap, decode_image, read_trimap
 from wsss.data.pets import DatasetIndex, Record
 from wsss.data.quarantine import Quarantine
-
-VALID_TRIMAP_VALUES = {1, 2, 3}
 
 
 def inspect_record(record: Record) -> str | None:
@@ -24,14 +20,9 @@ def inspect_record(record: Record) -> str | None:
     if record.trimap_path is None:
         return None  # reported under missing_trimaps, the image itself is fine
     try:
-        trimap = read_trimap(record.trimap_path)
+        check_trimap(read_trimap(record.trimap_path), image.shape, record.trimap_path)
     except DecodeError as error:
         return error.reason
-    if trimap.shape != image.shape[:2]:
-        return f"trimap size {trimap.shape[::-1]} differs from image size {image.shape[1::-1]}"
-    extra = set(np.unique(trimap).tolist()) - VALID_TRIMAP_VALUES
-    if extra:
-        return f"trimap has values {sorted(extra)} outside 1 (pet), 2 (background), 3 (border)"
     return None
 
 

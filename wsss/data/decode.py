@@ -85,3 +85,18 @@ def read_trimap(path: str | os.PathLike) -> np.ndarray:
     if trimap.ndim != 2:
         raise DecodeError(path, f"trimap has shape {trimap.shape}, expected HxW")
     return trimap.astype(np.uint8, copy=False)
+
+
+VALID_TRIMAP_VALUES = {1, 2, 3}
+
+
+def check_trimap(trimap: np.ndarray, image_shape: tuple[int, ...], path: str | os.PathLike) -> None:
+    """DecodeError when a trimap does not fit its image (size) or holds values other than
+    1 (pet), 2 (background), 3 (border); every reader applies the same check."""
+    if trimap.shape != tuple(image_shape[:2]):
+        raise DecodeError(path, f"trimap size {trimap.shape[::-1]} differs from image size "
+                                f"{tuple(image_shape[1::-1])}")
+    extra = set(np.unique(trimap).tolist()) - VALID_TRIMAP_VALUES
+    if extra:
+        raise DecodeError(path, f"trimap has values {sorted(extra)} outside 1 (pet), 2 (background), "
+                                f"3 (border)")

@@ -25,6 +25,7 @@ import numpy as np
 
 from wsss.data.breeds import BREEDS, SPECIES, breed_of_image, species_of
 from wsss.data.quarantine import Quarantine
+from wsss.identity import file_version
 
 DATASET_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/"
 ARCHIVES = ("images.tar.gz", "annotations.tar.gz")
@@ -48,6 +49,7 @@ class Record:
     species: str  # "cat" | "dog"
     split: str  # "train" | "val" | "test"
     head_box: tuple[int, int, int, int] | None = None  # VOC (xmin, ymin, xmax, ymax), 1-based
+    version: str = ""  # what the files are: size and mtime of image and trimap (identity.file_version)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,10 +74,15 @@ class DatasetIndex:
         return [record for record in self.records if record.split in wanted]
 
     def fingerprint(self) -> str:
-        """Hash of (id, split, label) of every record: changes when the index changes."""
+        """Hash of every record's id, split, label, files and their versions: changes when the
+        index changes and when any image or trimap is rewritten (a new size, a regenerated set).
+        Paths count relative to the root, so the same files named from another directory (a
+        relative root, or the absolute one a sweep hands its workers) are the same dataset."""
         digest = hashlib.sha256()
         for record in sorted(self.records, key=lambda r: r.image_id):
-            digest.update(f"{record.image_id}|{record.split}|{record.label}\n".encode())
+            files = [os.path.relpath(p, self.root) if p else "-" for p in (record.image_path, record.trimap_path)]
+            digest.update(f"{record.image_id}|{record.split}|{record.label}|{files[0]}|{files[1]}|"
+                          f"{record.version}\n".encode())
         return digest.hexdigest()[:16]
 
 
@@ -223,6 +230,7 @@ def _make_record(root: Path, image_id: str, label: int, list_split: str,
         species=species_of(breed),
         split=split,
         head_box=head_box,
+        version=f"{file_version(image_path)}/{file_version(trimap_path if trimap_path.is_file() else None)}",
     )
 
 

@@ -4,7 +4,9 @@ A labeler is called with the batch dict that Ray Data's ``map_batches`` passes (
 keyed by column) and returns a dict of new columns. Keys it reads:
 
 - ``image``: N x H x W x 3 uint8 RGB; ``label``: N int (breed 0..36); ``image_id``: N str;
-- ``heatmap``: N x H x W float in [0, 1], for labelers built on a CAM (``needs_heatmap``).
+- ``heatmap``: N x H x W float in [0, 1], for labelers built on a CAM (``needs_heatmap``);
+- ``original`` (optional): the N decoded images at their own sizes, for labelers that work at
+  each image's own size (SAM2); masks still come back at H x W.
 
 Keys it returns: ``mask`` (N x H x W uint8: 0 background, 1 foreground, 255 ignore) and
 whatever it made on the way (``heatmap``, ``box``, ``prompts``).
@@ -26,7 +28,7 @@ from wsss.identity import stable_hash
 from wsss.labelers.registry import cam_methods, get_labeler_class
 
 MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE = 0, 1, 255
-INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "image_id", "heatmap"})
+INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "image_id", "heatmap", "original"})
 NO_BOX = np.array([-1, -1, -1, -1], dtype=np.int32)
 
 

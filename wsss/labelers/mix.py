@@ -1,11 +1,20 @@
 """GrabCut ∩ SLIC, the study's "mix" (Table 3, row 3): GrabCut's mask kept only where it agrees
 with whole superpixels.
 
-SLIC (``skimage.segmentation.slic``, ``start_label=1``, deterministic) runs on the same crop
-GrabCut ran on (the box grown by the margin; shrunk to ``max_side`` first when set, labels
-brought back with nearest neighbour). A superpixel is foreground when more than ``ratio`` of
-its pixels are GrabCut foreground; the mix is GrabCut ∩ those superpixels, background outside
-the crop. Images without a box keep their GrabCut mask (the ``empty`` policy).
+The study's text: SLIC "groups pixels of the bounding box into meaningful clusters" and the mix
+is "the overlapping section of the two pseudo-masks". SLIC alone makes clusters, not a mask, so
+we read the SLIC mask as the superpixels that are mostly GrabCut foreground: a superpixel is
+foreground when more than ``ratio`` of its pixels are GrabCut foreground, and the mix is GrabCut
+∩ those superpixels, background elsewhere. Where SLIC runs (``region``):
+
+- ``crop`` (default): the crop GrabCut ran on, the box grown by the margin;
+- ``box``: the box alone, as the study words it; GrabCut foreground outside the box is dropped.
+
+SLIC (``skimage.segmentation.slic``, ``start_label=1``, deterministic) runs on that region,
+shrunk to ``max_side`` first when set (labels brought back with nearest neighbour). Images
+without a box keep their GrabCut mask (the ``empty`` policy). When the mix keeps no pixel of an
+image that has a box, the raw box is the mask, as for GrabCut's empty result (a box-sized guess
+beats an empty mask for an image known to hold a pet).
 
 Computing GrabCut once for both labelers: ``Labeler.__call__`` passes only INPUT_KEYS on, so a
 pipeline that already holds GrabCut masks made with the same params calls
@@ -14,6 +23,8 @@ takes a ``grabcut_mask`` column when called directly).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -28,6 +39,8 @@ class MixParams(GrabCutParams):
     compactness: float = Field(10.0, gt=0.0, description="SLIC colour vs space trade-off")
     ratio: float = Field(0.5, ge=0.0, le=1.0,
                          description="superpixel is foreground above this GrabCut share")
+    region: Literal["crop", "box"] = Field(
+        "crop", description="where SLIC runs: GrabCut's crop (box + margin), or the box alone")
 
 
 def superpixels(crop: np.ndarray, params: MixParams) -> np.ndarray:
@@ -62,18 +75,26 @@ class MixLabeler(GrabCutLabeler):
     def mix_from_grabcut(self, images: np.ndarray, boxes: np.ndarray,
                          grabcut: np.ndarray) -> np.ndarray:
         """Mix masks from GrabCut masks made with this labeler's params (no GrabCut rerun)."""
-        height, width = images.shape[1:3]
         mixed = np.zeros(grabcut.shape, np.uint8)
         for index, box in enumerate(np.asarray(boxes)):
-            if not has_box(box):
-                mixed[index] = grabcut[index]
-                continue
-            x0, y0, x1, y1 = crop_around(box, height, width, self.params.margin,
-                                         self.params.margin_px)
-            inside = grabcut[index, y0:y1, x0:x1]
-            labels = superpixels(images[index, y0:y1, x0:x1], self.params)
-            vote = superpixel_vote(labels, inside, self.params.ratio)
-            mixed[index, y0:y1, x0:x1] = np.where(inside == 1, vote, 0)
+            mixed[index] = self.mix_one(images[index], box, grabcut[index])
+        return mixed
+
+    def mix_one(self, image: np.ndarray, box: np.ndarray, grabcut: np.ndarray) -> np.ndarray:
+        """One image's mix (see the module docstring); its own call so a failure stays its own."""
+        if not has_box(box):
+            return grabcut
+        height, width = image.shape[:2]
+        margin = 0.0 if self.params.region == "box" else self.params.margin
+        margin_px = 0 if self.params.region == "box" else self.params.margin_px
+        x0, y0, x1, y1 = crop_around(box, height, width, margin, margin_px)
+        inside = grabcut[y0:y1, x0:x1]
+        vote = superpixel_vote(superpixels(image[y0:y1, x0:x1], self.params), inside, self.params.ratio)
+        mixed = np.zeros(grabcut.shape, np.uint8)
+        mixed[y0:y1, x0:x1] = np.where(inside == 1, vote, 0)
+        if not mixed.any():  # an empty mix for an image with a box: the raw box, as GrabCut does
+            bx0, by0, bx1, by1 = (int(v) for v in box)
+            mixed[by0:by1, bx0:bx1] = 1
         return mixed
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

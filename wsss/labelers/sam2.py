@@ -1,8 +1,14 @@
 """SAM2 pseudo-masks from prompts: the image centre, Grad-CAM peaks, or a CAM box.
 
 The study (Table 4) prompts SAM2 hiera small, not fine-tuned, with one point at the image
-centre and keeps the largest of the multimask outputs; CAM peaks as prompts do worse. We add a
-CAM bounding-box prompt, negative points at CAM minima and selection by predicted IoU.
+centre and keeps the largest of the multimask outputs; CAM peaks (the 3 points with the highest
+CAM score) as prompts do worse. We add a CAM bounding-box prompt, negative points at CAM minima,
+peaks spread apart (``peaks: spread``) and selection by predicted IoU.
+
+SAM2 sees each image at its own size and aspect, as the study's SAM2 did (``original_size``):
+when the batch carries the decoded ``original`` images, they are encoded instead of the
+working-size squares, prompts found on the square heatmap are scaled to the original's pixels,
+and the chosen mask comes back to the working size with nearest neighbour.
 
 The three labelers share one ``Sam2Engine`` per process when their model, checkpoint and device
 agree, so one image embedding serves every prompt kind (``label_with_shared_embedding``).
@@ -18,6 +24,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from wsss.data.arrays import resize_mask
 from wsss.labelers.base import INPUT_KEYS, NO_BOX, HeatmapRef, Labeler, LabelerParams
 from wsss.labelers.geometry import boxes_from_heatmaps, has_box
 from wsss.labelers.registry import register
@@ -36,12 +43,19 @@ class Sam2Params(LabelerParams):
         1024, ge=64, le=1024, multiple_of=64,
         description="encoder input size; SAM2's weights are trained at 1024 (smaller only for "
                     "smoke runs with random weights: a 256 encoder is several times faster on CPU)")
+    original_size: bool = Field(True, description="encode each image at its own size and aspect "
+                                                  "(the study's way), not the working-size square")
+    precision: Literal["bf16", "fp32"] = Field(
+        "bf16", description="autocast dtype on CUDA (sam2's own examples use bf16; CPU runs fp32)")
 
 
 class Sam2PeaksParams(Sam2Params):
     heatmap: HeatmapRef = HeatmapRef()
     points: int = Field(3, ge=1, description="positive points at the heatmap's highest peaks")
-    min_distance: int = Field(32, ge=0, description="pixels between two points of one kind")
+    peaks: Literal["spread", "top"] = Field(
+        "spread", description="spread: local maxima min_distance apart; top: the highest-scoring "
+                              "pixels, as the study takes them")
+    min_distance: int = Field(32, ge=0, description="pixels between two points of one kind (spread)")
     negative_points: int = Field(0, ge=0, description="negative points at the heatmap's minima")
 
 
@@ -75,6 +89,26 @@ def spread_peaks(heatmap: np.ndarray, count: int, min_distance: int) -> np.ndarr
     if not chosen:
         chosen.append(np.unravel_index(int(np.argmax(values)), values.shape))
     return np.array([(col + 0.5, row + 0.5) for row, col in chosen], dtype=np.float32)
+
+
+def top_points(heatmap: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` highest-scoring pixels, highest first (ties: row-major order), as P x 2
+    [x, y] pixel centres: the study's "3 points with the highest CAM score"."""
+    values = np.asarray(heatmap, dtype=np.float32).ravel()
+    order = np.argsort(-values, kind="stable")[:count]
+    rows, cols = np.unravel_index(order, np.asarray(heatmap).shape)
+    return np.column_stack([cols + 0.5, rows + 0.5]).astype(np.float32)
+
+
+def scale_prompts(points: np.ndarray | None, box: np.ndarray | None, scale_x: float,
+                  scale_y: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Prompts found at the working size in the pixels of an image ``scale`` times larger."""
+    factors = np.array([scale_x, scale_y], np.float32)
+    if points is not None:
+        points = np.column_stack([points[:, :2] * factors, points[:, 2:]]).astype(np.float32)
+    if box is not None:
+        box = (np.asarray(box, np.float32) * np.tile(factors, 2)).astype(np.float32)
+    return points, box
 
 
 def spread_minima(heatmap: np.ndarray, count: int, min_distance: int) -> np.ndarray:
@@ -114,7 +148,8 @@ class Sam2Labeler(Labeler):
     def engine_key(self) -> EngineKey:
         checkpoint = resolve_checkpoint(self.params.model, self.params.checkpoint, self.context)
         seed = self.context.seed if checkpoint is None else 0  # the seed only draws random weights
-        return EngineKey(self.params.model, checkpoint, self.context.device, seed, self.params.image_size)
+        return EngineKey(self.params.model, checkpoint, self.context.device, seed, self.params.image_size,
+                         self.params.precision)
 
     @property
     def engine(self) -> Sam2Engine:
@@ -138,11 +173,22 @@ class Sam2Labeler(Labeler):
         if self.heatmap_ref() is not None and batch["heatmap"].shape != images.shape[:3]:
             raise ValueError(f"labeler {self.name!r}: heatmap {batch['heatmap'].shape} does not "
                              f"match images {images.shape[:3]}")
-        engine = self.engine
-        engine.embed(images)
         points, boxes = self.prompts(batch)
-        masks, scores = engine.predict(points, boxes, self.params.output == "multimask")
-        pseudo = np.stack([self.select(m, s) for m, s in zip(masks, scores)]).astype(np.uint8)
+        originals = batch.get("original") if self.params.original_size else None
+        if originals is None:
+            seen, asked = list(images), (points, boxes)
+        else:
+            seen = [np.asarray(image, np.uint8) for image in originals]
+            scaled = [scale_prompts(p, None if boxes is None else boxes[i], o.shape[1] / images.shape[2],
+                                    o.shape[0] / images.shape[1])
+                      for i, (p, o) in enumerate(zip(points, seen))]
+            asked = ([p for p, _ in scaled], None if boxes is None else [b for _, b in scaled])
+        engine = self.engine
+        engine.embed(seen)
+        masks, scores = engine.predict(*asked, self.params.output == "multimask")
+        size = images.shape[1:3]
+        pseudo = np.stack([resize_mask(self.select(m, s).astype(np.uint8), size)
+                           for m, s in zip(masks, scores)])
         output = {"mask": pseudo, "prompts": self.prompt_table(points)}
         if boxes is not None:
             output["box"] = np.stack([NO_BOX if b is None else b.astype(np.int32) for b in boxes])
@@ -177,7 +223,10 @@ class Sam2Peaks(Sam2Labeler):
     def prompts(self, batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray | None], None]:
         points = []
         for heatmap in batch["heatmap"]:
-            peaks = spread_peaks(heatmap, self.params.points, self.params.min_distance)
+            if self.params.peaks == "top":
+                peaks = top_points(heatmap, self.params.points)
+            else:
+                peaks = spread_peaks(heatmap, self.params.points, self.params.min_distance)
             chosen = [np.column_stack([peaks, np.full(len(peaks), POSITIVE, np.float32)])]
             if self.params.negative_points:
                 minima = spread_minima(heatmap, self.params.negative_points, self.params.min_distance)

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsss import tracking
+from wsss import storage, tracking
 from wsss.config import LabelerSpec, StudyConfig
 from wsss.data.pets import DatasetIndex, Record
 from wsss.data.prepare import prepare_dataset
@@ -24,7 +24,17 @@ from wsss.data.quarantine import Quarantine
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.stages import FAULT_ENV, HeatmapStage, Sam2Stage, cpu_stage, decode_stage, write_stage
-from wsss.masks.store import MaskSetWriter, present_ids, read_manifest, set_folder_name
+from wsss.masks.store import (
+    MaskSet,
+    MaskSetWriter,
+    identity_differences,
+    list_mask_sets,
+    open_mask_set,
+    present_ids,
+    read_manifest,
+    set_fingerprint,
+    set_folder_name,
+)
 from wsss.masks.tracking import log_mask_set
 from wsss.raycluster import ensure_ray
 
@@ -37,11 +47,28 @@ class MaskSetPlan:
 
     spec: LabelerSpec
     labeler: Any
-    fingerprint: str
+    identity: dict[str, Any]  # what the set is made from (``wsss.masks.store.set_fingerprint``)
     uri: str
     kind: str  # "heatmaps" (CAM family: threshold at read time) or "masks"
     heatmap_key: str | None  # the heatmap column it reads or writes
     missing: set[str] = field(default_factory=set)
+    present: int = 0  # images of the study the set already holds
+
+    @property
+    def fingerprint(self) -> str:
+        return set_fingerprint(self.identity)
+
+    def reuse_line(self, store: str) -> str:
+        """What ``wsss pseudo`` says of this set before it runs: reused, finished or new, and why."""
+        folder = self.uri.rsplit("/", 1)[-1]
+        if not self.missing:
+            return f"  {self.spec.key:<18} reuse {folder}: all {self.present} images made from this dataset, size and labeler"
+        if self.present:
+            return (f"  {self.spec.key:<18} finish {folder}: {self.present} images there, "
+                    f"{len(self.missing)} to make")
+        others = [m for m in list_mask_sets(store) if m.get("labeler_id") == self.spec.key]
+        why = "; ".join(sorted({identity_differences(m, self.identity) for m in others})) or "none made yet"
+        return f"  {self.spec.key:<18} new {folder}: {len(self.missing)} images (older sets differ in: {why})"
 
     def to_stage(self) -> dict[str, Any]:
         """The picklable part a Ray task needs."""
@@ -51,23 +78,40 @@ class MaskSetPlan:
                 "missing": self.missing}
 
 
-def make_plans(config: StudyConfig, records: list[Record], context: LabelerContext,
-               labeler_ids: list[str] | None = None) -> list[MaskSetPlan]:
+def set_identity(labeler: Any, dataset: DatasetIndex, image_size: int) -> dict[str, Any]:
+    """What a mask set is made from: the labeler (name, params, weights), the data, the size."""
+    return {"labeler_fingerprint": labeler.fingerprint(), "dataset_index": dataset.fingerprint(),
+            "image_size": image_size}
+
+
+def make_plans(config: StudyConfig, dataset: DatasetIndex, records: list[Record],
+               context: LabelerContext, labeler_ids: list[str] | None = None) -> list[MaskSetPlan]:
     """One plan per selected labeler, with the ids its mask set does not hold yet."""
     specs = [config.labeler(key) for key in labeler_ids] if labeler_ids else list(config.labelers)
     wanted = {record.image_id for record in records}
     plans = []
     for spec in specs:
         labeler = get_labeler_class(spec.name)(spec.params, context)
-        fingerprint = labeler.fingerprint()
-        uri = f"{config.pipeline.store.rstrip('/')}/{set_folder_name(spec.key, fingerprint)}"
+        identity = set_identity(labeler, dataset, config.data.image_size)
+        uri = storage.join(config.pipeline.store, set_folder_name(spec.key, set_fingerprint(identity)))
         is_heatmap = labeler.stage == "heatmap"
         ref = labeler.heatmap_ref()
         heatmap_key = f"{spec.name}-{labeler.params.target}" if is_heatmap else (ref.key() if ref else None)
         kind = "heatmaps" if is_heatmap else "masks"
-        missing = wanted - present_ids(uri, kind)
-        plans.append(MaskSetPlan(spec, labeler, fingerprint, uri, kind, heatmap_key, missing))
+        present = present_ids(uri, kind) & wanted
+        plans.append(MaskSetPlan(spec, labeler, identity, uri, kind, heatmap_key, wanted - present,
+                                 len(present)))
     return plans
+
+
+def open_study_mask_set(config: StudyConfig, dataset: DatasetIndex, context: LabelerContext,
+                        key: str, threshold: float | None = None) -> MaskSet:
+    """The complete mask set of labeler id ``key`` made from this study's data, size and labeler
+    (MaskSetError naming the differences and how to regenerate otherwise)."""
+    spec = config.labeler(key)
+    labeler = get_labeler_class(spec.name)(spec.params, context)
+    return open_mask_set(config.pipeline.store, key, set_identity(labeler, dataset, config.data.image_size),
+                         threshold=threshold)
 
 
 def cluster_resources() -> tuple[int, int]:
@@ -90,18 +134,20 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
     # actor is restarted and its batch retried, an actor whose constructor raises fails the job.
     tasks = ray.data.TaskPoolStrategy(size=config.pipeline.cpu_tasks or cpus)
     items = [{"image_id": r.image_id, "image_path": r.image_path, "label": r.label} for r in records]
+    originals = any(plan.labeler.stage == "sam2" and getattr(plan.labeler.params, "original_size", False)
+                    for plan in plans)
     dataset = ray.data.from_items(items).map_batches(
-        decode_stage, fn_kwargs={"size": config.data.image_size, "fault": fault},
+        decode_stage, fn_kwargs={"size": config.data.image_size, "fault": fault, "originals": originals},
         compute=tasks, batch_size=batch_size, num_cpus=1)
     refs = sorted({plan.heatmap_key for plan in plans if plan.heatmap_key})
     sam2_specs = [plan.to_stage() for plan in plans if plan.labeler.stage == "sam2"]
     actors = config.pipeline.heatmap_actors or max(1, gpus)
-    per_actor = actor_resources(gpus)
+    per_actor = actor_resources(gpus, gpu_stages=bool(refs) + bool(sam2_specs))
     if refs:
         method_target = [dict(zip(("method", "target"), key.split("-", 1))) for key in refs]
         dataset = dataset.map_batches(
             HeatmapStage, fn_constructor_kwargs={"refs": method_target, "fault": fault,
-                                                 "context": _device_context(context, gpus)},
+                                                 "context": context},
             compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size,
             **per_actor)
     cpu_specs = [plan.to_stage() for plan in plans if plan.labeler.stage == "cpu"]
@@ -112,7 +158,7 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
     if sam2_specs:
         dataset = dataset.map_batches(
             Sam2Stage, fn_constructor_kwargs={"specs": sam2_specs, "fault": fault,
-                                              "context": _device_context(context, gpus)},
+                                              "context": context},
             compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size,
             **per_actor)
     return dataset.map_batches(
@@ -120,23 +166,19 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
         compute=tasks, batch_size=batch_size, num_cpus=1)
 
 
-def actor_resources(gpus: int) -> dict[str, float]:
-    """Resources per model actor: a GPU each where there are GPUs; else no reserved CPU.
+def actor_resources(gpus: int, gpu_stages: int = 1) -> dict[str, float]:
+    """Resources per model actor: a share of a GPU where there are GPUs; else no reserved CPU.
 
-    On a CPU-only cluster the model actors reserve no CPU: they share the cores with the CPU
-    tasks (decode, GrabCut, SLIC, write) instead of holding them. Actors that held every CPU
-    would wait forever for tasks that can never be scheduled, and fractional shares spread
-    over small nodes can leave no node with a whole CPU for a task.
+    Where both model stages run (CAM and SAM2), each actor asks for 1 / 2 of a GPU, so the two
+    pools share every GPU and both run at once, a one-GPU machine included (two whole-GPU
+    pools there would leave SAM2 waiting on a GPU the CAM actors never give back). On a
+    CPU-only cluster the model actors reserve no CPU: they share the cores with the CPU tasks
+    (decode, GrabCut, SLIC, write) instead of holding them. Actors that held every CPU would
+    wait forever for tasks that can never be scheduled.
     """
     if gpus:
-        return {"num_gpus": 1, "num_cpus": 0}
+        return {"num_gpus": 1.0 / max(1, gpu_stages), "num_cpus": 0}
     return {"num_gpus": 0, "num_cpus": 0}
-
-
-def _device_context(context: LabelerContext, gpus: int) -> LabelerContext:
-    from dataclasses import replace
-
-    return replace(context, device="cuda" if gpus else "cpu")
 
 
 @dataclass
@@ -149,6 +191,11 @@ class PipelineSummary:
     stage_seconds: dict[str, float]
     quarantine: Quarantine
     plans: list[MaskSetPlan]
+
+    def open(self, key: str, threshold: float | None = None) -> MaskSet:
+        """The mask set this run made (or finished) for labeler id ``key``."""
+        plan = next(p for p in self.plans if p.spec.key == key)
+        return open_mask_set(plan.uri.rsplit("/", 1)[0], key, plan.identity, threshold=threshold)
 
     def stage_rates(self) -> dict[str, float]:
         """Images per busy second of each stage (per worker)."""
@@ -193,8 +240,8 @@ def write_manifests(summary: PipelineSummary, config: StudyConfig, dataset: Data
         quarantined = [{"image_id": i, "reason": r} for i, r in sorted(bad.items()) if i not in present]
         manifest = {
             "labeler_id": plan.spec.key, "labeler": plan.spec.name, "params": plan.spec.params,
-            "fingerprint": plan.fingerprint, "kind": plan.kind, "image_size": config.data.image_size,
-            "dataset_index": dataset.fingerprint(), "dataset_root": dataset.root,
+            "fingerprint": plan.fingerprint, "kind": plan.kind, **plan.identity,
+            "dataset_root": dataset.root,
             "images_expected": len(expected), "images_present": len(present),
             "complete": len(present) + len(quarantined) >= len(expected),
             "quarantine": quarantined, "created": previous.get("created", time.time()),
@@ -212,7 +259,9 @@ def generate_masks(config: StudyConfig, dataset: DatasetIndex, context: LabelerC
                    ) -> PipelineSummary:
     """Make every selected mask set complete for ``splits``; returns what was done."""
     records = dataset.split(*splits)
-    plans = make_plans(config, records, context, labeler_ids)
+    plans = make_plans(config, dataset, records, context, labeler_ids)
+    print("\n".join(["mask sets:", *(plan.reuse_line(config.pipeline.store) for plan in plans)]),
+          file=sys.stderr, flush=True)
     todo_ids = set().union(*(plan.missing for plan in plans)) if plans else set()
     todo = [record for record in records if record.image_id in todo_ids]
     started = time.perf_counter()
@@ -229,7 +278,9 @@ def generate_masks(config: StudyConfig, dataset: DatasetIndex, context: LabelerC
 
 
 def labeler_context(config: StudyConfig, classifier_checkpoint: str | None) -> LabelerContext:
+    """What the study's labelers may load: the classifier, SAM2 checkpoints, random weights."""
     return LabelerContext(classifier_checkpoint=classifier_checkpoint,
+                          models_dir=config.pipeline.models_dir,
                           allow_random_weights=config.weights_policy == "random",
                           seed=config.classifier.seed)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -45,26 +46,42 @@ def _timed(batch: dict[str, np.ndarray], stage: str, started: float) -> dict[str
     return batch
 
 
-def decode_stage(batch: dict[str, np.ndarray], size: int, fault: str | None = None) -> dict[str, np.ndarray]:
-    """image_path -> image (size x size RGB); failures get a black image and a reason."""
+def decode_stage(batch: dict[str, np.ndarray], size: int, fault: str | None = None,
+                 originals: bool = False) -> dict[str, np.ndarray]:
+    """image_path -> image (size x size RGB); failures get a black image and a reason. With
+    ``originals`` the decoded images also travel at their own sizes (``original``, for SAM2)."""
     started = time.perf_counter()
     maybe_inject_fault("decode", fault)
     images = np.zeros((len(batch["image_id"]), size, size, 3), np.uint8)
-    errors = []
+    errors, kept = [], []
     for row, path in enumerate(batch["image_path"]):
         try:
-            images[row] = resize_image(decode_image(str(path)), size)
+            decoded = decode_image(str(path))
+            images[row] = resize_image(decoded, size)
             errors.append("")
         except DecodeError as error:
+            decoded = images[row]
             errors.append(error.reason)
+        kept.append(decoded)
     out = {"image_id": batch["image_id"], "label": batch["label"], "image": images,
            "error": np.asarray(errors, dtype=object)}
+    if originals:
+        out["original"] = _ragged(kept)
     return _timed(out, "decode", started)
+
+
+def _ragged(images: list[np.ndarray]) -> np.ndarray:
+    """An object column of images of any sizes (Ray Data stores it as a variable-shaped tensor)."""
+    column = np.empty(len(images), dtype=object)
+    column[:] = images
+    return column
 
 
 def _visible(batch: dict[str, np.ndarray], rows: np.ndarray, heatmap_column: str | None) -> dict:
     visible = {"image": batch["image"][rows], "label": batch["label"][rows],
                "image_id": batch["image_id"][rows]}
+    if "original" in batch:
+        visible["original"] = [batch["original"][row] for row in rows]
     if heatmap_column is not None:
         visible["heatmap"] = batch[heatmap_column][rows].astype(np.float32)
     return visible
@@ -117,6 +134,18 @@ class HeatmapOnly:
         return {"heatmap": torch.from_numpy(np.ascontiguousarray(maps)).half().numpy()}
 
 
+def actor_device(configured: str) -> str:
+    """The device of a model stage: in a Ray actor, CUDA when Ray gave it (a share of) a GPU
+    and CUDA is there, else the CPU (a pool planned for GPUs still runs where none is usable);
+    called in-process (tests, the benchmark), the configured one."""
+    import ray
+    import torch
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return configured
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
 class HeatmapStage:
     """One actor per GPU (or CPU slot): builds every needed heatmap labeler once, eagerly.
 
@@ -126,6 +155,7 @@ class HeatmapStage:
 
     def __init__(self, refs: list[dict], context: LabelerContext, fault: str | None = None):
         self.fault = fault
+        context = replace(context, device=actor_device(context.device))
         self.labelers = {}
         for ref_dict in refs:
             ref = HeatmapRef(**ref_dict)
@@ -183,13 +213,23 @@ def cpu_stage(batch: dict[str, np.ndarray], specs: list[dict], context: LabelerC
         if donor is None:
             run_labeler(labeler, batch, spec["id"], spec.get("heatmap_column"))
         else:
-            boxes = batch[f"box__{donor['id']}"]
-            batch[f"mask__{spec['id']}"] = labeler.mix_from_grabcut(
-                batch["image"], boxes, batch[f"mask__{donor['id']}"])
-            batch[f"box__{spec['id']}"] = boxes
-            batch[f"error__{spec['id']}"] = batch[f"error__{donor['id']}"]
+            mix_from_donor(labeler, batch, spec["id"], donor["id"])
         done.append(spec)
     return _timed(batch, "cpu", started)
+
+
+def mix_from_donor(labeler: Any, batch: dict[str, np.ndarray], key: str, donor: str) -> None:
+    """The mix columns from the GrabCut set ``donor`` of this batch, image by image, so that an
+    image SLIC fails on is quarantined with its reason and the rest of the batch is kept."""
+    boxes, grabcut = batch[f"box__{donor}"], batch[f"mask__{donor}"]
+    errors = batch[f"error__{donor}"].copy()
+    masks = np.zeros_like(grabcut)
+    for row in np.flatnonzero((batch["error"] == "") & (errors == "")):
+        try:
+            masks[row] = labeler.mix_one(batch["image"][row], boxes[row], grabcut[row])
+        except Exception as error:  # noqa: BLE001 - quarantined with its reason
+            errors[row] = f"{labeler.name}: {type(error).__name__}: {error}"
+    batch[f"mask__{key}"], batch[f"box__{key}"], batch[f"error__{key}"] = masks, boxes, errors
 
 
 class Sam2Stage:
@@ -202,6 +242,7 @@ class Sam2Stage:
     def __init__(self, specs: list[dict], context: LabelerContext, fault: str | None = None):
         self.fault = fault
         self.specs = specs
+        context = replace(context, device=actor_device(context.device))
         self.labelers = [get_labeler_class(spec["name"])(spec["params"], context) for spec in specs]
         for labeler in self.labelers:
             labeler.engine.predictor  # load weights now: a missing checkpoint fails the job here

@@ -15,6 +15,11 @@ file is written whole (temporary name, then rename) so no reader ever sees half 
 
 Heatmap sets keep the heatmap, not a mask: the threshold is applied when masks are read, so
 a threshold sweep never recomputes a CAM (``open_mask_set(..., threshold=t)``).
+
+A set knows what it was made from: its folder's fingerprint hashes the labeler's own
+fingerprint (name, params, weights), the dataset's fingerprint (every file's identity) and the
+image size, and the manifest records each. Readers ask for the set of an exact identity, so a
+changed dataset, size or labeler never reads another's masks.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from wsss import storage
+from wsss.identity import stable_hash
 from wsss.labelers.base import ThresholdParams, apply_threshold
 
 MANIFEST = "manifest.json"
@@ -136,7 +142,8 @@ class MaskSet:
     def __post_init__(self) -> None:
         self._fs, self._path = _filesystem(self.uri)
         params = self.manifest.get("params", {})
-        if self.threshold is None and self.band is None:
+        if self.kind != "heatmaps" or (self.threshold is None and self.band is None):
+            # masks are stored cut already: a read-time threshold would change nothing
             self.threshold = params.get("threshold")
             self.band = tuple(params["band"]) if params.get("band") else None
 
@@ -177,15 +184,41 @@ def list_mask_sets(store: str) -> list[dict[str, Any]]:
     return sorted(manifests, key=lambda m: m.get("updated", 0), reverse=True)
 
 
-def open_mask_set(store: str, set_key: str, threshold: float | None = None,
-                  band: tuple[float, float] | None = None, fingerprint: str | None = None) -> MaskSet:
-    """The mask set of labeler id ``set_key`` (newest, or the given fingerprint) in ``store``."""
-    candidates = [m for m in list_mask_sets(store) if m.get("labeler_id") == set_key
-                  and (fingerprint is None or m.get("fingerprint") == fingerprint)]
-    if not candidates:
-        known = sorted({m.get("labeler_id") for m in list_mask_sets(store)})
-        raise FileNotFoundError(
-            f"no mask set {set_key!r} in {store} (present: {', '.join(known) or 'none'}); "
-            f"generate it with `wsss pseudo --config C --labeler {set_key}`")
-    chosen = candidates[0]
-    return MaskSet(chosen["uri"], chosen, threshold=threshold, band=band)
+class MaskSetError(FileNotFoundError):
+    """A mask set that is not there as the study needs it (missing, incomplete, or made from
+    other data, size, parameters or weights); the message names both and how to regenerate."""
+
+
+IDENTITY_FIELDS = {"dataset_index": "dataset", "image_size": "image size",
+                   "labeler_fingerprint": "labeler parameters and weights"}
+
+
+def set_fingerprint(identity: dict[str, Any]) -> str:
+    """A mask set's id from what it is made from: the labeler (name, params, weights), the
+    dataset's fingerprint and the image size. Any change gives a new set, never a stale one."""
+    return stable_hash(identity)
+
+
+def identity_differences(manifest: dict[str, Any], identity: dict[str, Any]) -> str:
+    changed = [f"{label} {manifest.get(key)!s:.16} (this study: {identity[key]!s:.16})"
+               for key, label in IDENTITY_FIELDS.items() if manifest.get(key) != identity.get(key)]
+    return "; ".join(changed) or "same identity"
+
+
+def open_mask_set(store: str, set_key: str, identity: dict[str, Any], *,
+                  threshold: float | None = None, band: tuple[float, float] | None = None) -> MaskSet:
+    """The complete mask set of labeler id ``set_key`` made from exactly ``identity`` (see
+    ``set_fingerprint``); MaskSetError naming what differs and how to regenerate otherwise."""
+    uri = _join(store, set_folder_name(set_key, set_fingerprint(identity)))
+    manifest = read_manifest(uri)
+    regenerate = f"generate it with `wsss pseudo --config C --labeler {set_key}`"
+    if manifest is None:
+        others = [m for m in list_mask_sets(store) if m.get("labeler_id") == set_key]
+        found = "".join(f"\n  {m['uri']}: made from another {identity_differences(m, identity)}" for m in others)
+        raise MaskSetError(f"no mask set {set_key!r} in {store} made from this study's dataset "
+                           f"{identity['dataset_index']} at {identity['image_size']} px"
+                           f"{' (present: none)' if not others else ':'}{found}\n{regenerate}")
+    if not manifest.get("complete"):
+        raise MaskSetError(f"mask set {set_key!r} at {uri} is incomplete ({manifest.get('images_present')} "
+                           f"of {manifest.get('images_expected')} images); {regenerate} to finish it")
+    return MaskSet(uri, manifest, threshold=threshold, band=band)

@@ -9,6 +9,9 @@ Weights (``create_model(name, weights)``):
   (see ``uses_random_weights``); the study's UNet has no backbone and trains from scratch.
 - ``imagenet``: ImageNet backbone weights from the local torch hub (torchvision) or Hugging
   Face (timm) cache, downloaded only when online; offline and missing -> ``WeightsMissingError``.
+  The study's choice for DeepLabV3 and FCN.
+- ``coco_voc`` (DeepLabV3, FCN): torchvision's whole network trained on COCO with the 20 VOC
+  classes, the final layer replaced by a one-class one (what many users expect of "pretrained").
 - a path: a checkpoint written by ``wsss train`` (the whole network), or a backbone state dict
   (e.g. torchvision's ``resnet50-0676ba61.pth``).
 """
@@ -29,11 +32,24 @@ TIMM_UNET_PREFIX = "unet_timm/"
 DEFAULT_TIMM_ENCODER = "resnet34"
 
 
+NAMED_WEIGHTS = ("imagenet", "coco_voc")  # weights by name; anything else is a file path
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    build: Callable[..., Any]  # (weights: "none" | "imagenet", **options) -> nn.Module
+    build: Callable[..., Any]  # (weights: "none" or one of ``weights``, **options) -> nn.Module
     pretrained_backbone: bool  # False: the study trains it from scratch
     description: str
+    weights: tuple[str, ...] = ()  # the named weights it can start from
+
+    def check_weights(self, name: str, weights: str) -> None:
+        """Refuse named weights this architecture has none of, listing the ones it has."""
+        if weights in NAMED_WEIGHTS and weights not in self.weights:
+            have = ", ".join(("none", *self.weights))
+            what = (f"{weights} weights" if self.pretrained_backbone else
+                    "pretrained backbone (the study trains it from scratch)")
+            raise ValueError(f"model {name!r} has no {what}; its weights: {have}, or a checkpoint "
+                             f"path; set train.weights accordingly")
 
 
 def _spec_table() -> dict[str, ModelSpec]:
@@ -41,9 +57,10 @@ def _spec_table() -> dict[str, ModelSpec]:
         "unet": ModelSpec(_build_unet, False, "classic 4-level UNet from scratch (width: multiplier)"),
         "unet_timm": ModelSpec(_build_timm_unet, True,
                                f"UNet decoder on a timm encoder (unet_timm/<encoder>, "
-                               f"default {DEFAULT_TIMM_ENCODER})"),
-        "deeplabv3": ModelSpec(_build_deeplabv3, True, "torchvision DeepLabV3-ResNet50"),
-        "fcn": ModelSpec(_build_fcn, True, "torchvision FCN-ResNet50"),
+                               f"default {DEFAULT_TIMM_ENCODER})", ("imagenet",)),
+        "deeplabv3": ModelSpec(_build_deeplabv3, True, "torchvision DeepLabV3-ResNet50",
+                               ("imagenet", "coco_voc")),
+        "fcn": ModelSpec(_build_fcn, True, "torchvision FCN-ResNet50", ("imagenet", "coco_voc")),
     }
 
 
@@ -86,10 +103,8 @@ def create_model(name: str, weights: str = "none", **options: Any):
     check_model_options(name, options)
     if name.startswith(TIMM_UNET_PREFIX):
         options = {"encoder": name[len(TIMM_UNET_PREFIX):], **options}
-    if weights == "imagenet" and not spec.pretrained_backbone:
-        raise ValueError(f"model {name!r} has no pretrained backbone (the study trains it from "
-                         f"scratch); set train.weights: none")
-    if weights in ("none", "imagenet"):
+    spec.check_weights(name, weights)
+    if weights == "none" or weights in NAMED_WEIGHTS:
         return spec.build(weights, **options)
     model = spec.build("none", **options)
     load_weights_file(model, weights)
@@ -217,39 +232,59 @@ def _wrap_torchvision(network):
     return LogitsOnly()
 
 
+def _cached(weights: Any, what: str) -> Any:
+    """torchvision ``weights`` once they are in the torch hub cache (downloaded when online);
+    WeightsMissingError saying what to fetch and where when they are not and cannot be."""
+    from torch.hub import get_dir
+
+    cached = Path(get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if not cached.is_file():
+        try:  # online: torchvision downloads into the cache; offline: a clear error
+            weights.get_state_dict(progress=False, check_hash=True)
+        except OSError as error:
+            raise WeightsMissingError(
+                f"{what} are not in the local cache and this machine is offline. Fetch "
+                f"{weights.url} into {cached.parent}/ (torch hub cache), or set weights: none "
+                f"(random init, needs weights_policy: random) or weights: <checkpoint>.") from error
+    return weights
+
+
 def _imagenet_backbone(weights: str):
     """torchvision's ResNet50 ImageNet weights (from the hub cache), or None for random init."""
     if weights != "imagenet":
         return None
-    from torch.hub import get_dir
     from torchvision.models import ResNet50_Weights
 
-    backbone_weights = ResNet50_Weights.IMAGENET1K_V1
-    cached = Path(get_dir()) / "checkpoints" / os.path.basename(backbone_weights.url)
-    if not cached.is_file():
-        try:  # online: torchvision downloads into the cache; offline: a clear error
-            backbone_weights.get_state_dict(progress=False, check_hash=True)
-        except OSError as error:
-            raise WeightsMissingError(
-                f"ImageNet weights for the resnet50 backbone are not in the local cache and this "
-                f"machine is offline. Fetch {backbone_weights.url} into {cached.parent}/ (torch hub "
-                f"cache), or set weights: none (random init, needs weights_policy: random) or "
-                f"weights: <checkpoint>.") from error
-    return backbone_weights
+    return _cached(ResNet50_Weights.IMAGENET1K_V1, "ImageNet weights for the resnet50 backbone")
+
+
+def _torchvision_segmentation(builder: Callable, coco_voc: Any, head_channels: int, weights: str):
+    """A torchvision segmentation network with one output channel: from the ImageNet backbone
+    (the study), or whole from torchvision's COCO-with-VOC-labels weights, its 21-class final
+    layer replaced by a 1-class one and the auxiliary head dropped."""
+    import torch.nn as nn
+
+    if weights != "coco_voc":
+        return _wrap_torchvision(builder(weights=None, weights_backbone=_imagenet_backbone(weights),
+                                         num_classes=1, aux_loss=False))
+    network = builder(weights=_cached(coco_voc, f"{builder.__name__} COCO-with-VOC-labels weights"))
+    network.classifier[-1] = nn.Conv2d(head_channels, 1, kernel_size=1)
+    network.aux_classifier = None
+    return _wrap_torchvision(network)
 
 
 def _build_deeplabv3(weights: str):
-    from torchvision.models.segmentation import deeplabv3_resnet50
+    from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights, deeplabv3_resnet50
 
-    return _wrap_torchvision(deeplabv3_resnet50(
-        weights=None, weights_backbone=_imagenet_backbone(weights), num_classes=1, aux_loss=False))
+    return _torchvision_segmentation(deeplabv3_resnet50,
+                                     DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1, 256, weights)
 
 
 def _build_fcn(weights: str):
-    from torchvision.models.segmentation import fcn_resnet50
+    from torchvision.models.segmentation import FCN_ResNet50_Weights, fcn_resnet50
 
-    return _wrap_torchvision(fcn_resnet50(
-        weights=None, weights_backbone=_imagenet_backbone(weights), num_classes=1, aux_loss=False))
+    return _torchvision_segmentation(fcn_resnet50, FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+                                     512, weights)
 
 
 # ---- weights files and checkpoints ----------------------------------------------------------

@@ -112,7 +112,7 @@ def header(context: dict[str, Any]) -> list[str]:
              f"experiment {escape(runs.experiment.name)}</h1>",
              f'<p class="meta">Sweep parent run <code>{escape(parent.info.run_id)}</code> '
              f'({escape(parent.info.run_name or "")}, {escape(parent.info.status)}), sweep '
-             f'fingerprint {escape(parent.data.tags.get("wsss.sweep.run", "?"))}, git commit '
+             f'fingerprint {escape(parent.data.tags.get("wsss.sweep", "?"))}, git commit '
              f'{escape(parent.data.tags.get("git_commit", "?"))}; {len(runs.children)} child runs. '
              f'Report generated {escape(context["generated"])}.<br>Study numbers: '
              f'{escape(context["source"])}.</p>']

@@ -18,9 +18,9 @@ from typing import Any
 from wsss import storage, tracking
 from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, parse_config
 from wsss.data.prepare import prepare_dataset
-from wsss.identity import stable_hash
+from wsss.identity import file_hash, stable_hash
+from wsss.labelers.registry import get_labeler_class
 from wsss.masks.pipeline import cluster_resources, generate_masks, labeler_context
-from wsss.masks.store import open_mask_set
 from wsss.masks.tracking import log_mask_set
 from wsss.metrics import flat_metrics
 from wsss.raycluster import ensure_ray
@@ -40,10 +40,17 @@ from wsss.train.tracking import log_training
 TRIAL_METRIC = "val_micro_dice"
 
 
-def sweep_fingerprint(config: StudyConfig) -> str:
-    """Changes when anything that shapes the results changes (not tracking or storage)."""
+def sweep_fingerprint(config: StudyConfig, dataset: Any) -> str:
+    """Changes when anything that shapes the results changes: the config (not tracking or
+    storage), the dataset's files, and weights read from files the config names (a classifier
+    checkpoint, SAM2 checkpoints). A trained classifier follows from the config and the data."""
     payload = config.model_dump(mode="json", exclude={"tracking": True, "sweep": {"storage"}})
-    return stable_hash(payload, 10)
+    context = labeler_context(config, None)
+    weights = {spec.key: get_labeler_class(spec.name)(spec.params, context).weights_id()
+               for spec in config.labelers if get_labeler_class(spec.name).stage != "heatmap"}
+    classifier = file_hash(config.classifier.checkpoint) if config.classifier.checkpoint else None
+    return stable_hash({"config": payload, "dataset": dataset.fingerprint(), "weights": weights,
+                        "classifier": classifier}, 10)
 
 
 def trial_rows(config: StudyConfig) -> list[dict[str, Any]]:
@@ -80,13 +87,15 @@ def expand_trials(config: StudyConfig) -> list[dict[str, Any]]:
     return trials
 
 
-def trial_config(study: dict[str, Any], overrides: dict[str, Any]) -> StudyConfig:
+def trial_config(study: dict[str, Any], overrides: dict[str, Any], name: str = "") -> StudyConfig:
     """The study config with one trial's ``train`` overrides applied (and re-validated)."""
     train = study.get("train", {})
     if overrides.get("model", train.get("model")) != train.get("model"):
         train = {**train, "model_options": {}}  # options belong to the model they were set for
-    data = {**study, "train": {**train, **overrides}}
-    return parse_config(data, "sweep trial")
+    merged = {**train, **overrides}
+    if "threshold" not in overrides and not parse_config(study).heatmap_label(merged.get("labels", "gt")):
+        merged["threshold"] = None  # the study's threshold cuts heatmaps; this trial has none
+    return parse_config({**study, "train": merged}, f"sweep trial {name}".strip())
 
 
 def method_of(config: StudyConfig) -> str:
@@ -173,7 +182,7 @@ def start_parent(config: StudyConfig, fingerprint: str, experiment_id: str, tria
                   "labelers": [s.key for s in config.labelers], "data_root": config.data.root,
                   "image_size": config.data.image_size, "border_policy": config.data.border_policy,
                   "weights_policy": config.weights_policy}
-        with tracking.run(f"sweep-{config.name}", tags={"stage": "sweep", "wsss.sweep.run": fingerprint},
+        with tracking.run(f"sweep-{config.name}", tags={"stage": "sweep", "wsss.sweep": fingerprint},
                           params=params, random_weights=config.weights_policy == "random") as active:
             parent_id = active.info.run_id
     return parent_id
@@ -186,9 +195,10 @@ def log_mask_sets(config: StudyConfig, summary: Any, records: list, parent_id: s
             log_mask_set(plan, summary.plans, summary, config, records, parent_id, {KEY_TAG: key})
 
 
-def log_direct_evals(config: StudyConfig, dataset: Any, parent_id: str, done: set[str]) -> None:
+def log_direct_evals(config: StudyConfig, summary: Any, dataset: Any, parent_id: str,
+                     done: set[str]) -> None:
     for entry in config.sweep.direct_eval:
-        mask_set = open_mask_set(config.pipeline.store, entry.labeler)
+        mask_set = summary.open(entry.labeler)
         key = f"direct:{entry.labeler}:{mask_set.manifest['fingerprint']}"
         if key not in done:
             log_direct_eval(entry, mask_set, dataset.split("test"), config, parent_id, key)
@@ -232,9 +242,9 @@ def run_sweep(config: StudyConfig) -> dict[str, Any]:
     trials = expand_trials(config)
     study = config.model_dump(mode="json")
     for trial in trials:
-        trial_config(study, trial["overrides"])  # every trial's config is valid before any work
-    fingerprint = sweep_fingerprint(config)
+        trial_config(study, trial["overrides"], trial["name"])  # every trial is valid before any work
     dataset = prepare_dataset(config.data)
+    fingerprint = sweep_fingerprint(config, dataset)
     experiment_id = tracking.configure(config.tracking)
     parent_id = start_parent(config, fingerprint, experiment_id, trials)
     done = logged_keys(experiment_id, parent_id)
@@ -243,7 +253,7 @@ def run_sweep(config: StudyConfig) -> dict[str, Any]:
         summary = generate_masks(config, dataset, labeler_context(config, checkpoint))
         print(summary.format(), flush=True)
         log_mask_sets(config, summary, dataset.split("trainval", "test"), parent_id, done)
-    log_direct_evals(config, dataset, parent_id, done)
+        log_direct_evals(config, summary, dataset, parent_id, done)
     results = run_tune(config, fingerprint, trials, cpus, gpus)
     failures = log_trials(config, results, trials, parent_id, done)
     rows = summary_rows(experiment_id, parent_id)

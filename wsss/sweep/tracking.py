@@ -18,7 +18,7 @@ from wsss.metrics import flat_metrics
 from wsss.paper import paper_row
 
 KEY_TAG = "wsss.key"
-SUMMARY_COLUMNS = ("table", "run", "stage", "method", "labels", "model", "threshold", "epochs",
+SUMMARY_COLUMNS = ("table", "run", "stage", "method", "labels", "model", "threshold", "epochs", "select",
                    "dice", "iou", "accuracy", "precision", "recall", "per_image_dice",
                    "paper_dice", "paper_iou", "weights")
 
@@ -28,7 +28,7 @@ def find_parent(experiment_id: str, fingerprint: str) -> str | None:
     import mlflow
 
     runs = mlflow.search_runs([experiment_id], output_format="list", max_results=1,
-                              filter_string=f"tags.`wsss.sweep.run` = '{fingerprint}' and tags.stage = 'sweep'")
+                              filter_string=f"tags.`wsss.sweep` = '{fingerprint}' and tags.stage = 'sweep'")
     return runs[0].info.run_id if runs else None
 
 
@@ -87,7 +87,7 @@ def summary_rows(experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
             "table": tags.get("table", ""), "run": run.info.run_name, "stage": tags["stage"],
             "method": tags.get("method", ""), "labels": tags.get("labels", params.get("labels", "")),
             "model": params.get("model", "-"), "threshold": params.get("threshold", "-"),
-            "epochs": params.get("epochs", "-"),
+            "epochs": params.get("epochs", "-"), "select": params.get("select", "-"),
             **{name: metrics.get(f"test_micro_{name}") for name in
                ("dice", "iou", "accuracy", "precision", "recall")},
             "per_image_dice": metrics.get("test_per_image_dice"),

@@ -317,6 +317,15 @@ def needs_classifier(config: StudyConfig, labeler_ids: list[str] | None = None) 
     return False
 
 
+def find_classifier(config: StudyConfig, dataset: Any) -> str | None:
+    """The classifier this study's CAMs are made with, without training one: the configured
+    checkpoint, else the one trained for this config and dataset (None when there is none)."""
+    if config.classifier.checkpoint:
+        return config.classifier.checkpoint
+    path = classifier_path(config, classifier_fingerprint(config, dataset.fingerprint()))
+    return str(path) if storage.is_file(path) else None
+
+
 def resolve_classifier(config: StudyConfig, labeler_ids: list[str] | None = None,
                        parent_run_id: str | None = None) -> str | None:
     """The classifier checkpoint the CAMs use: configured, or trained (reused when done)."""

@@ -5,19 +5,19 @@ A label source has a ``name`` and ``targets(image_ids, size) -> N x size x size 
 epoch ``e`` (1-based) trains on the step that covers it, e.g. the study's curriculum
 ``[(20, raw_box), (20, mix)]``. Targets of every distinct source are computed once on the
 driver and travel to the workers as dataset columns ``target_<k>``, so switching source at an
-epoch needs no new dataset. Validation and test are always scored against ground truth.
+epoch needs no new dataset. A weakly supervised run validates on its own labels (the
+schedule's last source) and reads ground truth only to score test (``train.select``).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from wsss.data.arrays import resize_mask
-from wsss.masks.store import open_mask_set
 from wsss.metrics import IGNORE, trimap_to_target
 
 GROUND_TRUTH = "gt"
@@ -100,6 +100,11 @@ class Schedule:
         """Per source, what identifies its targets (e.g. a mask set's fingerprint)."""
         return [f"{source.name}={getattr(source, 'version', '')}" for source in self.sources]
 
+    @property
+    def final(self) -> LabelSource:
+        """The source of the last step: the labels the model ends up fitting (and validates on)."""
+        return self.sources[self.steps[-1][1]]
+
     def describe(self) -> str:
         """``gt`` for one source, else ``raw_box:20,mix:20`` (epochs per step)."""
         if len(self.steps) == 1:
@@ -148,13 +153,13 @@ def parse_labels(text: str) -> str | list[dict[str, Any]]:
     return steps
 
 
-def open_source(key: str, *, trimaps: dict[str, np.ndarray], border_policy: str, store: str,
-                threshold: float | None = None) -> LabelSource:
-    """``gt`` -> ground truth; any other key -> that mask set of the store."""
+def open_source(key: str, *, trimaps: dict[str, np.ndarray], border_policy: str,
+                open_set: Callable[[str, float | None], Any], threshold: float | None = None) -> LabelSource:
+    """``gt`` -> ground truth; any other key -> ``open_set(key, threshold)``: the study's mask
+    set of that id (``wsss.masks.pipeline.open_study_mask_set``)."""
     if key == GROUND_TRUTH:
         return GroundTruthSource(trimaps, border_policy)
-
-    return MaskSetSource(open_mask_set(store, key, threshold=threshold), key)
+    return MaskSetSource(open_set(key, threshold), key)
 
 
 def resolve_schedule(labels: Any, epochs: int, **open_kwargs: Any) -> Schedule:

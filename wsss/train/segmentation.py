@@ -2,7 +2,7 @@
 
 - ``fit_segmentation(config, labels=..., model=...)`` decodes the splits once (cached), builds
   the label schedule's targets, fits a ``TorchTrainer`` (loop: ``wsss.train.worker``) and
-  returns a ``TrainingOutcome``: test metrics of the best checkpoint by val Dice, its path, an
+  returns a ``TrainingOutcome``: test metrics of the checkpoint ``train.select`` chose, its path, an
   exported model file, a sample figure, the per-epoch history and the run's params. No MLflow,
   so a sweep can call it inside a trial and log child runs itself.
 - ``log_training(config, outcome)`` (``wsss.train.tracking``) writes one MLflow run.
@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 
 from wsss import storage
-from wsss.config import ConfigError, StudyConfig
+from wsss.config import ConfigError, StudyConfig, resolve_select
 from wsss.data.prepare import prepare_dataset
 from wsss.identity import stable_hash
+from wsss.masks.pipeline import labeler_context, open_study_mask_set
 from wsss.metrics import flat_metrics, scores
 from wsss.models.segmentation import (
     CHECKPOINT_FILE,
+    NAMED_WEIGHTS,
     create_model,
     export_model,
     model_spec,
@@ -37,6 +39,7 @@ from wsss.models.segmentation import (
     uses_random_weights,
 )
 from wsss.tracking import git_commit
+from wsss.train.classifier import find_classifier
 from wsss.train.common import (
     arrays_dataset,
     data_config,
@@ -62,7 +65,7 @@ class TrainingOutcome:
 
     name: str
     run_dir: str
-    checkpoint: str  # the Train checkpoint directory that was tested (best by val Dice)
+    checkpoint: str  # the Train checkpoint directory that was tested (``train.select``)
     model_file: str  # that checkpoint's model without optimizer state
     figure: str | None
     test: dict[str, Any]  # SegmentationMeter.result() + border_policy
@@ -89,42 +92,64 @@ def resolve_weights(config: StudyConfig, model: str) -> tuple[str, bool]:
         spec = model_spec(model)
     except ValueError as error:
         raise ConfigError(f"train.model: {error}") from None
-    if weights == "imagenet" and not spec.pretrained_backbone:
-        raise ConfigError(f"train.weights: model {model!r} has no pretrained backbone (the study "
-                          f"trains it from scratch); set train.weights: none")
+    try:
+        spec.check_weights(model, weights)
+    except ValueError as error:
+        raise ConfigError(f"train.weights: {error}") from None
     random = uses_random_weights(model, weights)
     if random and config.weights_policy != "random":
         raise ConfigError(f"train.weights is 'none' (random init of {model}'s backbone) but "
                           f"weights_policy is {config.weights_policy!r}; set weights_policy: "
                           f"random (smoke runs and tests) or train.weights: imagenet | <path>")
-    if weights not in ("none", "imagenet"):
+    if weights != "none" and weights not in NAMED_WEIGHTS:
         weights = str(Path(weights).resolve())  # workers run in another directory
     return weights, random
 
 
-def label_schedule(config: StudyConfig, labels: Any, train) -> Any:
-    """The label schedule of ``labels`` (default ``train.labels``) over the train arrays."""
+def label_schedule(config: StudyConfig, labels: Any, dataset: Any, splits: dict[str, Any]) -> Any:
+    """The label schedule of ``labels`` (default ``train.labels``): ground truth from the train
+    and val trimaps, mask sets as this study made them (``open_study_mask_set``)."""
+    context = labeler_context(config, find_classifier(config, dataset))
+
+    def open_set(key: str, threshold: float | None) -> Any:
+        return open_study_mask_set(config, dataset, context, key, threshold)
+
+    trimaps = {image_id: trimap for split in ("train", "val")
+               for image_id, trimap in zip(splits[split].image_ids, splits[split].trimaps)}
     try:
         return resolve_schedule(
             labels if labels is not None else config.train.labels, config.train.epochs,
-            trimaps=dict(zip(train.image_ids, train.trimaps)),
-            border_policy=config.data.border_policy, store=config.pipeline.store,
+            trimaps=trimaps, border_policy=config.data.border_policy, open_set=open_set,
             threshold=config.train.threshold)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, KeyError, ValueError) as error:
         raise ConfigError(f"train.labels: {error}") from None
 
 
-def build_datasets(schedule, splits: dict[str, Any], border_policy: str, seed: int) -> dict:
-    """Ray datasets: train (image + one target column per source, shuffled once), val and test
-    (image + ground-truth target under the border policy; test also trimap + row index)."""
+def val_columns(schedule, val, selection: str, border_policy: str, gt_metrics: bool) -> dict:
+    """The val set's columns: ``target`` is what selection and the LR schedule read (the run's
+    own final labels, or ground truth only for ``val_gt``); ``gt_target`` only when asked."""
+    size = val.images.shape[1]
+    truth = lambda: ground_truth_targets(val.trimaps, border_policy)  # noqa: E731 - read on demand
+    columns = {"image": val.images,
+               "target": truth() if selection == "val_gt" else schedule.final.targets(val.image_ids, size)}
+    if gt_metrics and selection != "val_gt":
+        columns["gt_target"] = truth()
+    return columns
+
+
+def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig) -> dict:
+    """Ray datasets: train (image + one target column per source, shuffled once), val (see
+    ``val_columns``) and test (image + ground-truth target; also trimap + row index)."""
+    border_policy, seed = config.data.border_policy, config.train.seed
     train = splits["train"]
     columns = {"image": train.images}
     for index, source in enumerate(schedule.sources):
         columns[f"target_{index}"] = source.targets(train.image_ids, train.images.shape[1])
     datasets = {"train": arrays_dataset(shuffled(columns, seed))}
     val, test = splits["val"], splits["test"]
-    datasets["val"] = arrays_dataset({
-        "image": val.images, "target": ground_truth_targets(val.trimaps, border_policy)})
+    selection = resolve_select(config.train.select, [source.name for source in schedule.sources])
+    datasets["val"] = arrays_dataset(val_columns(schedule, val, selection, border_policy,
+                                                 config.train.val_gt_metrics))
     # test is also scored under every border policy and per image: trimaps and positions travel
     datasets["test"] = arrays_dataset({
         "image": test.images, "target": ground_truth_targets(test.trimaps, border_policy),
@@ -150,7 +175,11 @@ def _settings(config: StudyConfig, model: str, weights: str, model_options: dict
               schedule) -> dict[str, Any]:
     section = config.train
     workers = max(1, section.scaling.num_workers)
+    selection = resolve_select(section.select, [source.name for source in schedule.sources])
     settings = {"model": model, "weights": weights, "model_options": model_options,
+                "select": selection, "best_metric": "epoch" if selection == "last" else BEST_METRIC,
+                "val_columns": ["target"] + (["gt_target"] if section.val_gt_metrics and
+                                             selection != "val_gt" else []),
                 "lr": section.lr, "epochs": section.epochs,
                 # train.batch_size is the global batch (the study's 64 on one GPU): split it
                 "batch_size": max(2, math.ceil(section.batch_size / workers)),
@@ -178,13 +207,16 @@ def _schedule_steps(settings: dict) -> list[tuple[int, str]]:
 def _params(config: StudyConfig, settings: dict, splits: dict, dataset_fingerprint: str,
             random_weights: bool, name: str) -> dict[str, Any]:
     keep = ("model", "model_options", "weights", "labels", "lr", "epochs", "eval_batch_size",
-            "seed", "bf16", "image_size", "border_policy")
+            "seed", "bf16", "image_size", "border_policy", "select")
     return {**{key: settings[key] for key in keep}, "name": name,
             "batch_size": config.train.batch_size, "worker_batch_size": settings["batch_size"],
             "schedule": _schedule_steps(settings), "threshold": config.train.threshold,
             "scaling": config.train.scaling.model_dump(), "weights_policy": config.weights_policy,
             "random_weights": random_weights, "git_commit": git_commit(),
             "dataset_fingerprint": dataset_fingerprint,
+            "val_target": "ground truth" if settings["select"] == "val_gt" else
+            f"labels {settings['source_names'][settings['schedule'][-1][1]]}",
+            "val_gt_metrics": config.train.val_gt_metrics,
             **{f"{split}_images": len(splits[split]) for split in ("train", "val", "test")}}
 
 
@@ -207,7 +239,7 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     create_model(model, weights, **model_options)  # unknown options, missing weights: fail now
     dataset = prepare_dataset(config.data)
     splits = decoded_splits(config, dataset, section.image_size, min_train=2)
-    schedule = label_schedule(config, labels, splits["train"])
+    schedule = label_schedule(config, labels, dataset, splits)
     name = name or section.name or run_name(config, model, model_options, schedule,
                                             dataset.fingerprint())
     settings = {**_settings(config, model, weights, model_options, schedule),
@@ -216,9 +248,9 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     run_dir = storage.join(storage_root, name)
     trainer = TorchTrainer(
         train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),
-        run_config=run_config(storage_root, name, metric=BEST_METRIC,
+        run_config=run_config(storage_root, name, metric=settings["best_metric"],
                               max_failures=section.max_failures, callbacks=callbacks),
-        datasets=build_datasets(schedule, splits, config.data.border_policy, section.seed),
+        datasets=build_datasets(schedule, splits, config),
         dataset_config=data_config(("train",)))
     returned = trainer.fit().return_value
     params = {**_params(config, settings, splits, dataset.fingerprint(), random_weights, name),

@@ -51,7 +51,11 @@ def predict_logits(model, images, device, bf16: bool = False, channels_last: boo
 def score_batch(model, images, targets, meter: SegmentationMeter, device,
                 bf16: bool = False, channels_last: bool = False) -> tuple[float, int]:
     """Add a batch's predictions to ``meter``; returns (loss sum, valid pixels) on it."""
-    logits = predict_logits(model, images, device, bf16, channels_last)
+    return score_logits(predict_logits(model, images, device, bf16, channels_last), targets, meter)
+
+
+def score_logits(logits, targets, meter: SegmentationMeter) -> tuple[float, int]:
+    """Add predictions (logit > 0) to ``meter``; returns (loss sum, valid pixels) against targets."""
     targets = targets.to(logits.device)
     loss_sum, valid = masked_bce(logits, targets)
     meter.update_batch((logits[:, 0] > 0).cpu().numpy(), targets.cpu().numpy())

@@ -3,7 +3,9 @@
 Each worker resumes from the run's latest checkpoint (a restarted worker group, or a rerun with
 the same name and storage), trains on its shard of the train set with the targets of the label
 schedule's step for the epoch, scores val (every epoch) and finally test on the best checkpoint
-by val micro Dice. Val and test use ground-truth trimaps; every image counts exactly once
+by val micro Dice (``settings["select"]``: against the run's own labels for a weakly supervised
+run, ground truth only for ``val_gt``; or simply the last epoch). The LR schedule steps on the
+same val loss. Test uses ground-truth trimaps; every image counts exactly once
 (``wsss.train.common.eval_batches``) and the counts merge across ranks in one all-reduce.
 Rank 0 writes a checkpoint every epoch; ``Result.return_value`` carries the history and test.
 The driver side is ``wsss.train.segmentation``.
@@ -32,7 +34,7 @@ from wsss.train.common import (
     worker_device,
 )
 from wsss.train.labels import source_index
-from wsss.train.steps import ground_truth_targets, masked_bce, predict_logits, score_batch
+from wsss.train.steps import ground_truth_targets, masked_bce, predict_logits, score_logits
 
 SHUFFLE_ROWS = 256  # local shuffle buffer per worker (rows)
 PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.1, 3  # ReduceLROnPlateau on val loss (the study's scheduler)
@@ -91,16 +93,19 @@ def train_epoch(model, optimizer, settings: dict, epoch: int, device) -> list[fl
     return totals
 
 
-def evaluate(module, dataset_name: str, settings: dict, device) -> tuple[SegmentationMeter, list]:
-    """This rank's meter and [loss sum, valid pixels] on an unsharded eval set."""
+def evaluate(module, dataset_name: str, settings: dict, device) -> tuple[dict, list]:
+    """This rank's meters (one per target column: ``target``, and ``gt_target`` when the val
+    set carries it) and [loss sum, valid pixels] against ``target``, on an unsharded eval set."""
     module.eval()
-    meter, sums = SegmentationMeter(), [0.0, 0.0]
+    meters, sums = {column: SegmentationMeter() for column in settings["val_columns"]}, [0.0, 0.0]
     for batch in eval_batches(dataset_name, settings["eval_batch_size"], device):
-        loss_sum, valid = score_batch(module, batch["image"], batch["target"], meter, device,
-                                      settings["bf16"], device.type == "cuda")
-        sums[0] += loss_sum
-        sums[1] += valid
-    return meter, sums
+        logits = predict_logits(module, batch["image"], device, settings["bf16"], device.type == "cuda")
+        for column, meter in meters.items():
+            loss_sum, valid = score_logits(logits, batch[column], meter)
+            if column == "target":
+                sums[0] += loss_sum
+                sums[1] += valid
+    return meters, sums
 
 
 def run_epoch(model, module, optimizer, settings: dict, epoch: int, device) -> dict[str, Any]:
@@ -109,22 +114,26 @@ def run_epoch(model, module, optimizer, settings: dict, epoch: int, device) -> d
     index, _ = _column(settings, epoch)
     train = train_epoch(model, optimizer, settings, epoch, device)
     seconds = time.perf_counter() - started
-    val_meter, val_sums = evaluate(module, "val", settings, device)
+    meters, val_sums = evaluate(module, "val", settings, device)
     loss, valid, foreground, images, val_loss, val_valid = all_reduce_sums(train + val_sums, device)
-    val = val_meter.reduce_from_all_processes().result()
-    return {"epoch": epoch, "label_source": settings["source_names"][index], "label_step": index,
-            "train_loss": loss / max(valid, 1), "train_foreground_fraction": foreground / max(valid, 1),
-            "train_images": int(images), "train_images_per_s": images / max(seconds, 1e-9),
-            "lr": optimizer.param_groups[0]["lr"], "val_loss": val_loss / max(val_valid, 1),
-            **flat_metrics(val, "val_"), "val_images": val["images"]}
+    val = meters["target"].reduce_from_all_processes().result()
+    row = {"epoch": epoch, "label_source": settings["source_names"][index], "label_step": index,
+           "train_loss": loss / max(valid, 1), "train_foreground_fraction": foreground / max(valid, 1),
+           "train_images": int(images), "train_images_per_s": images / max(seconds, 1e-9),
+           "lr": optimizer.param_groups[0]["lr"], "val_loss": val_loss / max(val_valid, 1),
+           **flat_metrics(val, "val_"), "val_images": val["images"]}
+    if "gt_target" in meters:  # diagnostics only: never chooses a checkpoint or steers the LR
+        row.update(flat_metrics(meters["gt_target"].reduce_from_all_processes().result(), "val_gt_"))
+    return row
 
 
-def _best_reported():
-    """The kept checkpoint with the highest val micro Dice (the latest among ties, as Train)."""
+def _best_reported(metric: str):
+    """The kept checkpoint with the highest ``metric`` (val micro Dice, or the epoch for
+    ``select: last``); the latest among ties, as Train keeps them."""
     import ray.train
 
     def key(reported):
-        score = reported.metrics.get(BEST_METRIC, float("nan"))
+        score = reported.metrics.get(metric, float("nan"))
         return (-math.inf if math.isnan(score) else score, reported.metrics.get("epoch", 0))
 
     return max(ray.train.get_all_reported_checkpoints(), key=key)
@@ -156,7 +165,7 @@ def evaluate_test(module, settings: dict, device) -> tuple[dict[str, Segmentatio
 def test_best(module, settings: dict, device) -> dict[str, Any]:
     """Load the best checkpoint on every rank and score the test set with it (every border
     policy, plus per-image counts under the configured one)."""
-    best = _best_reported()
+    best = _best_reported(settings["best_metric"])
     state = load_state(best.checkpoint)
     module.load_state_dict(state["model"])
     meters, per_image = evaluate_test(module, settings, device)
