@@ -274,3 +274,22 @@ def test_progress_and_no_missing_boxes(tmp_path, capsys):
     assert "synthesize:" in err and "40/40" in err
     assert summary["boxes"] == summary["trainval"] == len(list((tmp_path / "pet/annotations/xmls").glob("*.xml")))
     assert set(summary) >= {"root", "trainval", "test", "seconds"}
+
+
+def test_a_synthesis_that_dies_midway_leaves_no_lists_so_it_is_redone(tmp_path, monkeypatch):
+    from wsss.data.synthetic import writer
+    from wsss.data.synthetic.layouts import layout_present
+
+    real = writer.render_image
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 5:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "render_image", dying)
+    with pytest.raises(KeyboardInterrupt):
+        writer.synthesize(tmp_path / "pets", images=20, size=32, seed=0)
+    assert not layout_present(tmp_path / "pets", "oxford-pets")  # not taken for a finished set

@@ -35,14 +35,25 @@ class SynthConfig(StrictModel):
     images: int = Field(200, ge=1)
     size: int = Field(128, ge=32, le=2048)
     seed: int = 0
+    masks: bool = Field(True, description="write ground truth where the layout can hold it (csv, "
+                                          "coco); an imagefolder never has masks")
 
 
 class DataConfig(StrictModel):
     root: str = "data/synthetic-pets"
+    format: Literal["oxford-pets", "imagefolder", "csv", "coco"] = Field(
+        "oxford-pets", description="how root is laid out: the study's dataset, class folders, a "
+                                   "CSV manifest or a COCO JSON (see the README: Your own data)")
+    manifest: str | None = Field(None, description="csv: labels.csv, coco: annotations.json by "
+                                                   "default; a path relative to root")
+    classes: list[str] | None = Field(None, description="the class names and their order; default: "
+                                                        "every class the data names, sorted")
     synthetic: SynthConfig | None = None
     download: bool = False
     image_size: int = Field(256, ge=16, le=2048)
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description=(
+        "held out for test where the data gives no test split (oxford-pets gives one)"))
     split_seed: int = 0
     error_budget: Fraction = 0.01
     border_policy: BorderPolicy = "ignore"
@@ -264,6 +275,13 @@ class TrackingConfig(StrictModel):
     tracking_uri: str = "sqlite:///mlflow/mlflow.db"
     artifact_location: str = "mlflow/artifacts"
     experiment: str = "wsss"
+    register_model: bool = Field(True, description="register every trained model in the MLflow "
+                                                   "registry (a sweep's best gets the alias 'best')")
+    model_name: str | None = Field(None, description="registered model name; default "
+                                                     "<experiment>-segmentation")
+
+    def registered_name(self) -> str:
+        return self.model_name or f"{self.experiment}-segmentation"
 
     @field_validator("tracking_uri")
     @classmethod

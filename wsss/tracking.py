@@ -94,3 +94,19 @@ def run(name: str, *, tags: dict[str, str] | None = None, params: dict[str, Any]
         if params:
             mlflow.log_params(flatten(params))
         yield active
+
+
+def log_input(location: str, name: str, digest: str, context: str) -> None:
+    """Record on the active run what it read: a dataset or a mask set, by its fingerprint
+    (``mlflow.log_input``: MLflow's Datasets view shows the lineage of every run)."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    import mlflow
+
+    with warnings.catch_warnings():  # a local path matches two equivalent source kinds
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(location))
+    mlflow.log_input(MetaDataset(source, name=name, digest=digest), context=context)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from wsss.config import StudyConfig, load_config, parse_overrides
+from wsss.data.index import FORMATS
 
 EXIT_OK, EXIT_PROBLEM, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -31,4 +32,11 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
 
 
 def add_root(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", required=True, help="dataset root in the Oxford-IIIT Pet layout")
+    parser.add_argument("--root", required=True, help="dataset root (see --format)")
+
+
+def add_format(parser: argparse.ArgumentParser) -> None:
+    """``--format`` and ``--manifest``: how a ``--root`` is laid out (as data.format)."""
+    parser.add_argument("--format", default="oxford-pets", choices=FORMATS,
+                        help="oxford-pets (default), imagefolder, csv or coco")
+    parser.add_argument("--manifest", help="csv: labels.csv, coco: annotations.json by default")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from wsss.cli.common import EXIT_OK, EXIT_PROBLEM, add_root, print_json
+from wsss.cli.common import EXIT_OK, EXIT_PROBLEM, add_format, add_root, print_json
 from wsss.data.check import check_report, format_report
-from wsss.data.pets import index
+from wsss.data.index import index
 from wsss.data.synthetic import synthesize
+from wsss.data.synthetic.layouts import LAYOUTS, synthesize_layout
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    dataset = index(args.root, val_fraction=args.val_fraction, split_seed=args.split_seed)
+    dataset = index(args.root, format=args.format, manifest=args.manifest,
+                    val_fraction=args.val_fraction, split_seed=args.split_seed)
     report = check_report(dataset, args.error_budget, progress=not args.json)
     if args.json:
         print_json(report)
@@ -21,8 +23,12 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    summary = synthesize(args.root, images=args.images, size=args.size, seed=args.seed,
-                         progress=True)
+    if args.layout == "oxford-pets":
+        summary = synthesize(args.root, images=args.images, size=args.size, seed=args.seed,
+                             progress=True)
+    else:
+        summary = synthesize_layout(args.root, args.layout, args.images, args.size, args.seed,
+                                    masks=not args.no_masks, progress=True)
     print_json(summary)
     return EXIT_OK
 
@@ -32,6 +38,7 @@ def add_parser(verbs) -> None:
     actions = data.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="decode everything and report problems")
     add_root(check)
+    add_format(check)
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--error-budget", type=float, default=0.01,
                        help="fraction of images allowed to fail (default 0.01)")
@@ -43,4 +50,7 @@ def add_parser(verbs) -> None:
     synth.add_argument("--images", type=int, default=200)
     synth.add_argument("--size", type=int, default=128)
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--layout", default="oxford-pets", choices=("oxford-pets", *LAYOUTS),
+                       help="write it as the study's dataset, class folders, a CSV or a COCO JSON")
+    synth.add_argument("--no-masks", action="store_true", help="csv/coco: no ground truth")
     synth.set_defaults(handler=cmd_data_synth)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from wsss.cli.common import EXIT_OK, add_root, print_json
-from wsss.data.pets import index
+from wsss.cli.common import EXIT_OK, add_format, add_root, print_json
+from wsss.data.index import index
 from wsss.masks.quality import evaluate_folder
 from wsss.metrics import BORDER_POLICIES
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    records = index(args.root).split(args.split)
+    records = index(args.root, format=args.format, manifest=args.manifest).split(args.split)
     result = evaluate_folder(args.pred, records, args.border_policy)
     if args.json:
         print_json(result)
@@ -27,6 +27,7 @@ def add_parser(verbs) -> None:
     evaluate = verbs.add_parser("eval", help="score predicted masks against the ground truth")
     evaluate.add_argument("--pred", required=True, help="folder of <image_id>.png masks")
     add_root(evaluate)
+    add_format(evaluate)
     evaluate.add_argument("--split", default="test", help="train | val | test | trainval")
     evaluate.add_argument("--border-policy", default="ignore", choices=BORDER_POLICIES)
     evaluate.add_argument("--json", action="store_true")

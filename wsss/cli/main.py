@@ -17,9 +17,11 @@ from wsss.cli import benchmark, classify, config, data, predict, pseudo, report,
 from wsss.cli import eval as evaluate
 from wsss.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEM, UsageError
 from wsss.config import ConfigError
+from wsss.data.imagefolder import DatasetFormatError
 from wsss.data.pets import DatasetMissingError
 from wsss.data.quarantine import ErrorBudgetExceeded
 from wsss.masks.quality import PredictionError
+from wsss.masks.store import MaskSetError
 from wsss.models.classifier import WeightsMissingError
 
 VERB_GROUPS = (config, data, evaluate, classify, pseudo, train, predict, sweep, report, benchmark)
@@ -40,7 +42,8 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     """Run a verb, turning the project's input errors into a message and exit code 2."""
     try:
         return handler(args)
-    except (ConfigError, DatasetMissingError, PredictionError, UsageError, WeightsMissingError) as error:
+    except (ConfigError, DatasetFormatError, DatasetMissingError, MaskSetError, PredictionError,
+            UsageError, WeightsMissingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ErrorBudgetExceeded as error:

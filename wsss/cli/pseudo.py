@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from wsss.cli.common import EXIT_OK, add_config_arguments, study_config
+from wsss.cli.common import EXIT_OK, add_config_arguments, add_format, study_config
 from wsss.config import StudyConfig, load_config, parse_overrides
-from wsss.data.pets import index
+from wsss.data.index import index
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.registry import get_labeler_class, list_labelers
 from wsss.masks.pipeline import run_pseudo
@@ -31,7 +31,7 @@ def cmd_pseudo_eval(args: argparse.Namespace) -> int:
     params.update(parse_overrides(args.param, "--param"))
     context = LabelerContext(classifier_checkpoint=args.classifier or config.classifier.checkpoint,
                              allow_random_weights=args.random_weights or config.weights_policy == "random")
-    records = index(args.root, limit=args.limit).split(args.split)
+    records = index(args.root, format=args.format, manifest=args.manifest, limit=args.limit).split(args.split)
     with get_labeler_class(name)(params, context) as labeler:
         result = pseudo_eval(labeler, records, args.size or config.data.image_size, args.border_policy)
     if args.json:
@@ -59,6 +59,7 @@ def add_parser(verbs) -> None:
     evaluate = verbs.add_parser("pseudo-eval", help="score one labeler's masks against ground truth")
     evaluate.add_argument("--labeler", required=True, help="registered name, or a labeler id in --config")
     evaluate.add_argument("--root", required=True)
+    add_format(evaluate)
     evaluate.add_argument("--split", default="trainval")
     evaluate.add_argument("--config", help="take params, classifier and image size from a study config")
     evaluate.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")

@@ -13,8 +13,16 @@ from wsss.tracking import tracking_uri
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = study_config(args)
     result = run_sweep(config)
-    print(f"\n## {config.name}: test metrics (micro) beside the study's\n")
+    if result["scored"]:
+        print(f"\n## {config.name}: test metrics (micro) beside the study's\n")
+    else:
+        print(f"\n## {config.name}: no ground truth in {config.data.root}, so no test metrics; "
+              f"val_dice is each run's Dice against its own labels on the val images\n")
     print(result["markdown"])
+    if result["best_model"]:
+        best = result["best_model"]
+        print(f"\nRegistered model: models:/{best['model']}@best (version {best['version']}, "
+              f"run {best['run']}, {best['metric']} {best['value']:.4f}).")
     for failure in result["failures"]:
         print(f"FAILED trial: {failure}", file=sys.stderr)
     uri = tracking_uri(config.tracking)

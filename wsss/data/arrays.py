@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.data.decode import DecodeError, check_trimap, decode_image, read_trimap
+from wsss.data.decode import DecodeError, check_trimap, decode_image, record_truth
 from wsss.data.pets import Record
 from wsss.data.quarantine import Quarantine
 from wsss.storage import writing
@@ -44,6 +44,30 @@ def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
+def scale_box(box, shape: tuple[int, ...], size: int) -> np.ndarray:
+    """A box given in an image's own pixels, on the ``size`` x ``size`` working image (-1s stay)."""
+    box = np.asarray(box, np.float64)
+    if box[0] < 0:
+        return np.full(4, -1, np.int32)
+    height, width = shape[:2]
+    factors = np.array([size / width, size / height, size / width, size / height])
+    scaled = box * factors
+    return np.array([np.floor(scaled[0]), np.floor(scaled[1]), np.ceil(scaled[2]), np.ceil(scaled[3])],
+                    np.int32).clip(0, size)
+
+
+def working_box(record: Record, size: int) -> np.ndarray:
+    """A record's given box on the ``size`` x ``size`` working image (-1s when it has none);
+    the image's own size comes from its file header, nothing is decoded."""
+    from PIL import Image
+
+    if record.box is None:
+        return np.full(4, -1, np.int32)
+    with Image.open(record.image_path) as image:
+        width, height = image.size
+    return scale_box(record.box, (height, width), size)
+
+
 @dataclass
 class SplitArrays:
     """Decoded, resized images of some records, in record order (quarantined ones left out)."""
@@ -64,7 +88,7 @@ def _decode_one(record: Record, size: int) -> tuple[np.ndarray, np.ndarray] | st
         if record.trimap_path is None:
             trimap = np.full((size, size), NO_TRIMAP, np.uint8)
         else:
-            trimap = read_trimap(record.trimap_path)
+            trimap = record_truth(record)
             check_trimap(trimap, image.shape, record.trimap_path)  # as `wsss data check` does
             trimap = resize_mask(trimap, size)
     except DecodeError as error:

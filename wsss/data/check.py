@@ -6,7 +6,7 @@ import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from wsss.data.decode import DecodeError, check_trimap, decode_image, read_trimap
+from wsss.data.decode import DecodeError, check_trimap, decode_image, record_truth
 from wsss.data.pets import DatasetIndex, Record
 from wsss.data.quarantine import Quarantine
 
@@ -20,7 +20,7 @@ def inspect_record(record: Record) -> str | None:
     if record.trimap_path is None:
         return None  # reported under missing_trimaps, the image itself is fine
     try:
-        check_trimap(read_trimap(record.trimap_path), image.shape, record.trimap_path)
+        check_trimap(record_truth(record), image.shape, record.trimap_path)
     except DecodeError as error:
         return error.reason
     return None
@@ -53,13 +53,18 @@ def check_report(dataset: DatasetIndex, error_budget: float, progress: bool = Fa
     problems = []
     if len(quarantine) > allowed:
         problems.append(f"{len(quarantine)} quarantined images exceed the error budget of {allowed}")
-    if len(dataset.missing_trimaps) > allowed:
+    if dataset.format == "oxford-pets" and len(dataset.missing_trimaps) > allowed:
         problems.append(f"{len(dataset.missing_trimaps)} missing trimaps exceed the budget of {allowed}")
     problems += [f"no usable images in split {name}" for name in ("train", "val", "test") if not splits[name]]
+    per_class = dict(sorted(Counter(r.class_name for r in usable).items()))
     return {
         "root": dataset.root,
+        "format": dataset.format,
         "splits": {name: splits.get(name, 0) for name in ("train", "val", "test")},
-        "breeds": dict(sorted(Counter(r.breed for r in usable).items())),
+        "classes": per_class,
+        **({"breeds": per_class} if dataset.format == "oxford-pets" else {}),
+        "with_boxes": sum(r.box is not None for r in usable),
+        "skipped_files": sorted(dataset.skipped),
         "quarantine": quarantine.entries,
         "missing_trimaps": sorted(dataset.missing_trimaps),
         "missing_boxes": sorted(dataset.missing_boxes),
@@ -71,16 +76,24 @@ def check_report(dataset: DatasetIndex, error_budget: float, progress: bool = Fa
 
 def format_report(report: dict) -> str:
     """Human-readable form of ``check_report``."""
-    lines = [f"root: {report['root']}"]
+    lines = [f"root: {report['root']} ({report['format']})"]
     lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
-    lines.append(f"breeds: {len(report['breeds'])} ("
-                 + ", ".join(f"{k} {v}" for k, v in report["breeds"].items()) + ")")
+    word = "breeds" if report["format"] == "oxford-pets" else "classes"
+    lines.append(f"{word}: {len(report['classes'])} ("
+                 + ", ".join(f"{k} {v}" for k, v in report["classes"].items()) + ")")
     lines.append(f"quarantined: {len(report['quarantine'])} "
                  f"(budget {report['error_budget']['allowed']})")
     lines += [f"  {entry['image_id']}: {entry['reason']}" for entry in report["quarantine"]]
-    lines.append(f"missing trimaps: {len(report['missing_trimaps'])}"
+    truth = "missing trimaps" if report["format"] == "oxford-pets" else "without ground truth (scoring only)"
+    lines.append(f"{truth}: {len(report['missing_trimaps'])}"
                  + (f" ({', '.join(report['missing_trimaps'][:20])})" if report["missing_trimaps"] else ""))
-    lines.append(f"missing head boxes: {len(report['missing_boxes'])} (the study does not use them)")
+    if report["format"] == "oxford-pets":
+        lines.append(f"missing head boxes: {len(report['missing_boxes'])} (the study does not use them)")
+    else:
+        lines.append(f"with a given box: {report['with_boxes']}")
+    if report["skipped_files"]:
+        lines.append(f"skipped (not images): {len(report['skipped_files'])} "
+                     f"({', '.join(report['skipped_files'][:10])})")
     lines.append("verdict: usable" if report["usable"] else "verdict: NOT usable")
     lines += [f"  {problem}" for problem in report["problems"]]
     return "\n".join(lines)

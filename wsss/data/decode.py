@@ -73,6 +73,22 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
     return decode_bytes(data, path)
 
 
+def read_truth(path: str | os.PathLike, truth_format: str = "trimap") -> np.ndarray:
+    """Ground truth as a trimap (1 foreground, 2 background, 3 border): a trimap as it is; a
+    binary mask (0 background, anything else foreground) converted. For scoring only."""
+    if truth_format == "trimap":
+        return read_trimap(path)
+    if truth_format != "binary":
+        raise ValueError(f"truth format {truth_format!r}; known: trimap, binary")
+    mask = read_trimap(path)  # the same robust read of a one-channel image
+    return np.where(mask > 0, 1, 2).astype(np.uint8)
+
+
+def record_truth(record) -> np.ndarray:
+    """The ground truth of a record (``trimap_path`` in its ``truth_format``) as a trimap."""
+    return read_truth(record.trimap_path, getattr(record, "truth_format", "trimap"))
+
+
 def read_trimap(path: str | os.PathLike) -> np.ndarray:
     """HxW uint8 trimap (1 pet, 2 background, 3 border); DecodeError when unusable."""
     try:

@@ -9,30 +9,31 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from wsss.data.pets import DatasetIndex, index
+from wsss.data.index import index
+from wsss.data.records import DatasetIndex
 from wsss.data.synthetic import synthesize
+from wsss.data.synthetic.layouts import layout_present, synthesize_layout
 
 
 def ensure_synthetic(data) -> bool:
-    """Write the synthetic dataset at ``data.root`` when configured and missing; True if written."""
+    """Write the synthetic dataset at ``data.root`` in ``data.format`` when configured and
+    missing; True if written."""
     root = Path(data.root)
-    if data.synthetic is None or (root / "annotations" / "trainval.txt").is_file():
+    if data.synthetic is None or layout_present(root, data.format, data.manifest):
         return False
-
     synth = data.synthetic
-    print(f"writing a synthetic dataset at {root} ({synth.images} images, {synth.size} px)",
-          file=sys.stderr, flush=True)
-    synthesize(root, images=synth.images, size=synth.size, seed=synth.seed, progress=True)
+    print(f"writing a synthetic dataset at {root} ({synth.images} images, {synth.size} px, "
+          f"{data.format})", file=sys.stderr, flush=True)
+    if data.format == "oxford-pets":
+        synthesize(root, images=synth.images, size=synth.size, seed=synth.seed, progress=True)
+    else:
+        synthesize_layout(root, data.format, synth.images, synth.size, synth.seed, masks=synth.masks)
     return True
 
 
 def prepare_dataset(data) -> DatasetIndex:
     """The study's dataset index, generating or downloading the data first where configured."""
     ensure_synthetic(data)
-    return index(
-        data.root,
-        val_fraction=data.val_fraction,
-        split_seed=data.split_seed,
-        limit=data.limit,
-        download_if_missing=data.download,
-    )
+    return index(data.root, format=data.format, manifest=data.manifest, classes=data.classes,
+                 val_fraction=data.val_fraction, test_fraction=data.test_fraction,
+                 split_seed=data.split_seed, limit=data.limit, download_if_missing=data.download)

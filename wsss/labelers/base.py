@@ -6,7 +6,9 @@ keyed by column) and returns a dict of new columns. Keys it reads:
 - ``image``: N x H x W x 3 uint8 RGB; ``label``: N int (breed 0..36); ``image_id``: N str;
 - ``heatmap``: N x H x W float in [0, 1], for labelers built on a CAM (``needs_heatmap``);
 - ``original`` (optional): the N decoded images at their own sizes, for labelers that work at
-  each image's own size (SAM2); masks still come back at H x W.
+  each image's own size (SAM2); masks still come back at H x W;
+- ``given_box`` (optional): N x 4 int32 boxes the dataset gives (a cheap label, like the class),
+  scaled to H x W, -1s where an image has none; box labelers read it with ``box_source: dataset``.
 
 Keys it returns: ``mask`` (N x H x W uint8: 0 background, 1 foreground, 255 ignore) and
 whatever it made on the way (``heatmap``, ``box``, ``prompts``).
@@ -28,7 +30,7 @@ from wsss.identity import stable_hash
 from wsss.labelers.registry import cam_methods, get_labeler_class
 
 MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE = 0, 1, 255
-INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "image_id", "heatmap", "original"})
+INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "image_id", "heatmap", "original", "given_box"})
 NO_BOX = np.array([-1, -1, -1, -1], dtype=np.int32)
 
 

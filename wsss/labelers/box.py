@@ -20,8 +20,11 @@ from wsss.labelers.registry import register
 
 
 class BoxParams(ThresholdParams):
-    """A box from a thresholded heatmap; shared by every box-based labeler."""
+    """A box from a thresholded heatmap, or the dataset's own; shared by every box labeler."""
 
+    box_source: Literal["cam", "dataset"] = Field(
+        "cam", description="cam: the box of the thresholded heatmap; dataset: the box the data "
+                           "gives (csv box column, COCO bbox), no classifier needed")
     heatmap: HeatmapRef = HeatmapRef()
     component: Component = Field("largest", description="box of the largest component, or of all")
     empty: Literal["background", "ignore"] = Field(
@@ -33,6 +36,14 @@ class BoxParams(ThresholdParams):
             raise ValueError(f"band {self.band}: box labelers cut heatmap >= threshold; "
                              "set threshold instead")
         return self
+
+
+def given_boxes(batch: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """The dataset's boxes of a batch (``given_box``); a clear error when the data gives none."""
+    if "given_box" not in batch:
+        raise ValueError(f"labeler {name!r} has box_source: dataset but the batch carries no boxes: "
+                         f"read a dataset that gives them (data.format csv with a box column, or coco)")
+    return np.asarray(batch["given_box"], np.int32).reshape(-1, 4)
 
 
 def apply_empty_policy(masks: np.ndarray, boxes: np.ndarray, empty: str) -> np.ndarray:
@@ -49,8 +60,14 @@ class BoxLabeler(Labeler):
     Params = BoxParams
     stage = "cpu"
 
+    def heatmap_ref(self) -> HeatmapRef | None:
+        return None if self.params.box_source == "dataset" else super().heatmap_ref()
+
     def boxes(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """N x 4 int32 boxes (x0, y0, x1, y1; exclusive ends; -1 when empty) of the heatmaps."""
+        """N x 4 int32 boxes (x0, y0, x1, y1; exclusive ends; -1 when empty) of the heatmaps, or
+        the dataset's given ones."""
+        if self.params.box_source == "dataset":
+            return given_boxes(batch, self.name)
         heatmaps, images = batch["heatmap"], batch["image"]
         if heatmaps.shape != images.shape[:3]:
             raise ValueError(f"labeler {self.name!r}: heatmap {heatmaps.shape} does not match "
@@ -59,5 +76,5 @@ class BoxLabeler(Labeler):
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
-        masks = box_masks(batch["heatmap"].shape, boxes)
+        masks = box_masks(batch["image"].shape[:3], boxes)
         return {"mask": apply_empty_policy(masks, boxes, self.params.empty), "box": boxes}

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from wsss.data.arrays import resize_mask
 from wsss.labelers.base import INPUT_KEYS, NO_BOX, HeatmapRef, Labeler, LabelerParams
+from wsss.labelers.box import given_boxes
 from wsss.labelers.geometry import boxes_from_heatmaps, has_box
 from wsss.labelers.registry import register
 from wsss.labelers.sam2_engine import EngineKey, Sam2Engine, checkpoint_hash, get_engine, resolve_checkpoint
@@ -60,6 +61,8 @@ class Sam2PeaksParams(Sam2Params):
 
 
 class Sam2BoxParams(Sam2Params):
+    box_source: Literal["cam", "dataset"] = Field(
+        "cam", description="cam: the box of the largest CAM blob; dataset: the data's own box")
     heatmap: HeatmapRef = HeatmapRef()
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="box of the largest blob >= this")
 
@@ -241,10 +244,15 @@ class Sam2Box(Sam2Labeler):
     description = "SAM2 prompted with the box of the largest CAM blob (centre point without one)"
     Params = Sam2BoxParams
 
+    def heatmap_ref(self) -> HeatmapRef | None:
+        return None if self.params.box_source == "dataset" else super().heatmap_ref()
+
     def prompts(self, batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray | None], list]:
         height, width = batch["image"].shape[1:3]
         points, boxes = [], []
-        for box in boxes_from_heatmaps(batch["heatmap"], self.params.threshold, "largest"):
+        found_boxes = (given_boxes(batch, self.name) if self.params.box_source == "dataset" else
+                       boxes_from_heatmaps(batch["heatmap"], self.params.threshold, "largest"))
+        for box in found_boxes:
             found = has_box(box)
             points.append(None if found else centre_point(height, width))
             boxes.append(box if found else None)

@@ -133,7 +133,8 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
     # Ray's defaults do the recovery: a task whose worker dies is retried (3 times), a dead
     # actor is restarted and its batch retried, an actor whose constructor raises fails the job.
     tasks = ray.data.TaskPoolStrategy(size=config.pipeline.cpu_tasks or cpus)
-    items = [{"image_id": r.image_id, "image_path": r.image_path, "label": r.label} for r in records]
+    items = [{"image_id": r.image_id, "image_path": r.image_path, "label": r.label,
+              "box": list(r.box) if r.box else [-1, -1, -1, -1]} for r in records]
     originals = any(plan.labeler.stage == "sam2" and getattr(plan.labeler.params, "original_size", False)
                     for plan in plans)
     dataset = ray.data.from_items(items).map_batches(
@@ -305,5 +306,6 @@ def run_pseudo(config: StudyConfig, checkpoint: str | None, labeler_ids: list[st
                    for plan in summary.plans]
         for result in results:
             q = result["quality"]["micro"]
-            print(f"  {result['labeler_id']:<24} pseudo-mask Dice {q['dice']:.4f}  IoU {q['iou']:.4f}")
+            print(f"  {result['labeler_id']:<24} " + (f"pseudo-mask Dice {q['dice']:.4f}  IoU {q['iou']:.4f}"
+                  if result["quality"]["images"] else "no ground truth to score against"))
     return {"summary": summary, "mask_sets": results, "classifier": checkpoint}

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wsss.data.arrays import decode_records, resize_mask
-from wsss.data.decode import DecodeError, read_trimap
+from wsss.data.arrays import decode_records, resize_mask, working_box
+from wsss.data.decode import DecodeError, record_truth
 from wsss.data.pets import Record
 from wsss.metrics import BORDER_POLICIES, SegmentationMeter, binarize_prediction, trimap_to_target
 
@@ -58,7 +58,7 @@ def evaluate_folder(pred_dir: str | Path, records: list[Record], border_policy: 
     for image_id in sorted(set(expected) & set(present)):
         try:
             prediction = read_prediction(present[image_id])
-            target = trimap_to_target(read_trimap(expected[image_id].trimap_path), border_policy)
+            target = trimap_to_target(record_truth(expected[image_id]), border_policy)
         except (OSError, ValueError, DecodeError) as error:
             problems["unreadable"].append(f"{image_id} ({error})")
             continue
@@ -85,7 +85,7 @@ def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES)
         if record.image_id not in present or record.trimap_path is None:
             continue
         mask = mask_set.read(record.image_id)
-        trimap = resize_mask(read_trimap(record.trimap_path), mask.shape)
+        trimap = resize_mask(record_truth(record), mask.shape)
         ignored, total = ignored + int((mask == 255).sum()), total + mask.size
         for policy, meter in meters.items():
             meter.update(mask == 1, trimap_to_target(trimap, policy))
@@ -105,8 +105,10 @@ def pseudo_eval(labeler: Any, records: list[Record], size: int, border_policy: s
         quarantined += arrays.quarantine.entries
         if not len(arrays):
             continue
+        by_id = {record.image_id: record for record in records[start:start + batch_size]}
         batch = {"image": arrays.images, "label": arrays.labels,
-                 "image_id": np.asarray(arrays.image_ids, dtype=object)}
+                 "image_id": np.asarray(arrays.image_ids, dtype=object),
+                 "given_box": np.stack([working_box(by_id[i], size) for i in arrays.image_ids])}
         masks = labeler(batch)["mask"]
         for mask, trimap in zip(masks, arrays.trimaps):
             meter.update(mask == 1, trimap_to_target(trimap, border_policy))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from wsss.data.arrays import resize_image
+from wsss.data.arrays import resize_image, scale_box
 from wsss.data.decode import DecodeError, decode_image
 from wsss.labelers.base import HeatmapRef, LabelerContext
 from wsss.labelers.heatmap import share_heatmaps
@@ -53,18 +53,20 @@ def decode_stage(batch: dict[str, np.ndarray], size: int, fault: str | None = No
     started = time.perf_counter()
     maybe_inject_fault("decode", fault)
     images = np.zeros((len(batch["image_id"]), size, size, 3), np.uint8)
+    boxes = np.full((len(images), 4), -1, np.int32)
     errors, kept = [], []
     for row, path in enumerate(batch["image_path"]):
         try:
             decoded = decode_image(str(path))
             images[row] = resize_image(decoded, size)
+            boxes[row] = scale_box(batch["box"][row], decoded.shape, size) if "box" in batch else -1
             errors.append("")
         except DecodeError as error:
             decoded = images[row]
             errors.append(error.reason)
         kept.append(decoded)
     out = {"image_id": batch["image_id"], "label": batch["label"], "image": images,
-           "error": np.asarray(errors, dtype=object)}
+           "given_box": boxes, "error": np.asarray(errors, dtype=object)}
     if originals:
         out["original"] = _ragged(kept)
     return _timed(out, "decode", started)
@@ -82,6 +84,8 @@ def _visible(batch: dict[str, np.ndarray], rows: np.ndarray, heatmap_column: str
                "image_id": batch["image_id"][rows]}
     if "original" in batch:
         visible["original"] = [batch["original"][row] for row in rows]
+    if "given_box" in batch:
+        visible["given_box"] = batch["given_box"][rows]
     if heatmap_column is not None:
         visible["heatmap"] = batch[heatmap_column][rows].astype(np.float32)
     return visible

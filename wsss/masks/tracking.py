@@ -10,7 +10,7 @@ from typing import Any
 from wsss import tracking
 from wsss.config import StudyConfig
 from wsss.data.arrays import resize_image, resize_mask
-from wsss.data.decode import decode_image, read_trimap
+from wsss.data.decode import decode_image, record_truth
 from wsss.data.pets import Record
 from wsss.figures import heatmap_to_rgb, mask_to_rgb, sample_ids, save_grid
 from wsss.masks.quality import mask_quality
@@ -20,11 +20,13 @@ from wsss.metrics import flat_metrics, trimap_to_target
 
 def gallery(mask_set: Any, records: list[Record], config: StudyConfig, path: Path,
             heatmap_set: Any | None = None) -> Path | None:
-    """input | heatmap (or box) | pseudo-mask | ground truth, for a fixed sample of ids."""
+    """input | heatmap (or box) | pseudo-mask [| ground truth, where the data has it], for a
+    fixed sample of ids."""
     import cv2
 
-    by_id = {r.image_id: r for r in records if r.trimap_path}
+    by_id = {r.image_id: r for r in records}
     ids = sample_ids(sorted(set(by_id) & mask_set.ids()), config.pipeline.gallery_size)
+    with_truth = all(by_id[image_id].trimap_path for image_id in ids)
     if not ids:
         return None
     rows = []
@@ -38,10 +40,12 @@ def gallery(mask_set: Any, records: list[Record], config: StudyConfig, path: Pat
             if "box" in extras:
                 x0, y0, x1, y1 = extras["box"]
                 cv2.rectangle(middle, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0), 1)
-        truth = trimap_to_target(resize_mask(read_trimap(by_id[image_id].trimap_path), mask.shape))
-        rows.append([image, middle, mask_to_rgb(mask), mask_to_rgb(truth)])
-    middle_title = "heatmap" if heatmap_set is not None else "input + box"
-    return save_grid(rows, ["input", middle_title, "pseudo-mask", "ground truth"], path, row_labels=ids)
+        rows.append([image, middle, mask_to_rgb(mask)])
+        if with_truth:
+            rows[-1].append(mask_to_rgb(trimap_to_target(resize_mask(record_truth(by_id[image_id]),
+                                                                     mask.shape))))
+    titles = ["input", "heatmap" if heatmap_set is not None else "input + box", "pseudo-mask"]
+    return save_grid(rows, titles + (["ground truth"] if with_truth else []), path, row_labels=ids)
 
 
 def heatmap_set_for(plan: Any, plans: list[Any]) -> Any | None:
@@ -73,9 +77,11 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
             **(extra_tags or {})}
     with tracking.run(f"masks-{plan.spec.key}", tags=tags, params=params, parent_run_id=parent_run_id,
                       random_weights=config.weights_policy == "random") as active:
-        metrics = flat_metrics(main, prefix="pseudo_")
-        for policy, result in quality.items():
-            metrics.update(flat_metrics(result, prefix=f"pseudo_{policy}_"))
+        metrics = {}
+        if main["images"]:  # scored against ground truth only where the data has it
+            metrics.update(flat_metrics(main, prefix="pseudo_"))
+            for policy, result in quality.items():
+                metrics.update(flat_metrics(result, prefix=f"pseudo_{policy}_"))
         metrics.update({"pseudo_images": main["images"], "pseudo_ignored_fraction": main["ignored_fraction"],
                         "images_present": manifest["images_present"],
                         "images_quarantined": len(manifest["quarantine"]),
@@ -83,6 +89,7 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
         for stage, rate in summary.stage_rates().items():
             metrics[f"images_per_second_{stage}"] = rate
         mlflow.log_metrics(metrics)
+        tracking.log_input(plan.uri, f"masks:{plan.spec.key}", plan.fingerprint, "pseudo-masks")
         with tempfile.TemporaryDirectory() as scratch:
             figure = gallery(mask_set, records, config, Path(scratch) / f"gallery-{plan.spec.key}.png",
                              heatmap_set_for(plan, plans))

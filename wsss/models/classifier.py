@@ -104,9 +104,10 @@ def save_classifier(model: Any, path: str | os.PathLike, backbone: str, **meta: 
     import torch
 
     module = getattr(model, "module", model)  # unwrap DDP
+    classes = get_module(module, backbone_spec(module, backbone).head).weight.shape[0]
     payload = {"format": CHECKPOINT_FORMAT, "backbone": backbone,
                "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-               "num_classes": NUM_BREEDS, "meta": meta}
+               "num_classes": int(classes), "meta": meta}
     with writing(path) as temporary:
         torch.save(payload, temporary)
 

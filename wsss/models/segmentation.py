@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models.classifier import WeightsMissingError
 from wsss.storage import writing
 
@@ -359,3 +360,30 @@ def export_model(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     with writing(path) as temporary:
         torch.save(slim, temporary)
     return path
+
+
+def mask_predictor(model: Any, image_size: int):
+    """``model`` wrapped to take what a user has: N x H x W x 3 uint8 images (any H, W) in,
+    N x H x W foreground probabilities out (resized to the training size and back inside).
+    This is what the MLflow registry holds: ``mlflow.pytorch.load_model(uri)(images)``."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class MaskPredictor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.image_size = model.eval(), image_size
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+        def forward(self, images):
+            pixels = torch.as_tensor(images).permute(0, 3, 1, 2).float().div(255.0)
+            size = pixels.shape[-2:]
+            inputs = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False, antialias=True)
+            logits = self.model((inputs - self.mean) / self.std)
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            return torch.sigmoid(logits[:, 0])
+
+    return MaskPredictor()

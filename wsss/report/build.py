@@ -36,6 +36,9 @@ from wsss.report.runs import is_random_init, load_sweep
 from wsss.report.tables import all_tables, scored_runs, to_markdown, write_tables, write_text
 
 REPORT_ARTIFACT_PATH = "report"
+UNSCORED = {"scatter": None, "scatter_csv": None, "threshold": None, "threshold_csv": None,
+            "claim": "No ground truth: pseudo-mask quality and model quality are not scored.",
+            "check": {}, "notes": []}  # the quality figures of a sweep without ground truth
 
 
 def _csv(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -118,14 +121,15 @@ def build_report(experiment: str, out: str | Path, tracking_uri: str | None = No
     try:
         policy, records = runs.border_policy, dataset_records(runs)
         tables = all_tables(runs)
+        scored = bool(scored_runs(runs))
         context: dict[str, Any] = {
-            "runs": runs, "policy": policy, "source": SOURCE, "tables": tables,
+            "runs": runs, "policy": policy, "source": SOURCE, "tables": tables, "scored": scored,
             "table_files": write_tables(tables, root / "tables"),
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "random_runs": sum(is_random_init(r) for r in scored_runs(runs) + runs.stage("pseudo_masks")),
-            **quality_figures(runs, records, policy, root / "figures")}
-        context["grids"], context["grid_notes"] = make_grids(runs, records, policy, root / "figures",
-                                                              worst, sample)
+            **(quality_figures(runs, records, policy, root / "figures") if scored else UNSCORED)}
+        context["grids"], context["grid_notes"] = (
+            make_grids(runs, records, policy, root / "figures", worst, sample) if scored else ([], []))
         markdown = write_text(root / "report.md", report_markdown(context, root))
         context["files"] = written(context, markdown)
         html = write_html(context, root / "index.html")

@@ -17,8 +17,9 @@ from typing import Any, Callable
 import numpy as np
 
 from wsss.data.arrays import resize_image, resize_mask
-from wsss.data.decode import decode_image, read_trimap
-from wsss.data.pets import DatasetMissingError, index
+from wsss.data.decode import decode_image, record_truth
+from wsss.data.index import index
+from wsss.data.records import DatasetMissingError
 from wsss.figures import mask_to_rgb, overlay, sample_ids, save_grid
 from wsss.masks.store import MaskSet, read_manifest
 from wsss.metrics import confusion, scores, trimap_to_target
@@ -51,7 +52,7 @@ def read_per_image(runs: SweepRuns, run: Any) -> dict[str, float]:
 
 
 def _ground_truth(record: Any, shape: tuple[int, int], policy: str) -> np.ndarray:
-    return trimap_to_target(resize_mask(read_trimap(record.trimap_path), shape), policy)
+    return trimap_to_target(resize_mask(record_truth(record), shape), policy)
 
 
 def _image(record: Any, size: int) -> np.ndarray:
@@ -122,7 +123,8 @@ def test_ids(runs: SweepRuns, logged: dict[str, dict[str, float]]) -> list[str]:
         return ids
     params = trial.data.params
     try:
-        rebuilt = index(runs.data_root, limit=int(params.get("test_images", 0)) or None)
+        rebuilt = index(runs.data_root, format=runs.data_format, manifest=runs.data_manifest,
+                        limit=int(params.get("test_images", 0)) or None)
     except (DatasetMissingError, ValueError):
         return []
     if rebuilt.fingerprint() != params.get("dataset_fingerprint"):

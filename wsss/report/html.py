@@ -116,6 +116,10 @@ def header(context: dict[str, Any]) -> list[str]:
              f'{escape(parent.data.tags.get("git_commit", "?"))}; {len(runs.children)} child runs. '
              f'Report generated {escape(context["generated"])}.<br>Study numbers: '
              f'{escape(context["source"])}.</p>']
+    if not context.get("scored", True):
+        parts.append('<div class="banner">No ground truth in this sweep\'s data: nothing is scored, '
+                     'so the study\'s tables and the quality figures are left out (see the runs '
+                     'table below).</div>')
     if context["random_runs"]:
         parts.append(f'<div class="banner">⚠ <b>{context["random_runs"]} of the reported runs use '
                      f'random-init weights</b> (flagged in every table): their numbers show the '
@@ -132,7 +136,22 @@ def write_html(context: dict[str, Any], path: Path) -> Path:
     root = path.parent
     parts = header(context)
     parts += tables_section(context["tables"], context["table_files"], root, context["policy"])
-    parts += ['<h2 id="quality">Pseudo-mask quality vs final model quality</h2>',
+    if context.get("scored", True):
+        parts += quality_section(context, root)
+    parts += [f'<p class="note">{escape(note)}</p>' for note in context["notes"]]
+    parts += grids_section(context["grids"], context["grid_notes"], root)
+    parts.append('<h2 id="files">Files</h2><ul>')
+    parts += [f"<li>{link(file, root)}</li>" for file in sorted(context["files"])]
+    parts.append("</ul>")
+    title = f"WSSS report — {context['runs'].experiment.name}"
+    page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
+            f"</title><style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return write_text(path, page)
+
+
+def quality_section(context: dict[str, Any], root: Path) -> list[str]:
+    """The scatter of pseudo-mask vs model quality and the threshold curve (scored sweeps)."""
+    return ['<h2 id="quality">Pseudo-mask quality vs final model quality</h2>',
               figure_block(context["scatter"], root, "One point per trial: x = pseudo-mask Dice of "
                            "the labels it trained on (a curriculum: its last source), y = its test "
                            "Dice; ground-truth trials at x = 1."),
@@ -143,12 +162,3 @@ def write_html(context: dict[str, Any], path: Path) -> Path:
                            "CAM threshold: trained models (Table 2.1/2.2 trials, with the study's "
                            "Table 2.2 dashed) and the stored heatmaps thresholded at read time."),
               '<p class="files">' + link(context["threshold_csv"], root, "points (CSV)") + "</p>"]
-    parts += [f'<p class="note">{escape(note)}</p>' for note in context["notes"]]
-    parts += grids_section(context["grids"], context["grid_notes"], root)
-    parts.append('<h2 id="files">Files</h2><ul>')
-    parts += [f"<li>{link(file, root)}</li>" for file in sorted(context["files"])]
-    parts.append("</ul>")
-    title = f"WSSS report — {context['runs'].experiment.name}"
-    page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
-            f"</title><style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
-    return write_text(path, page)

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from wsss.data.arrays import resize_mask
-from wsss.data.decode import read_trimap
-from wsss.data.pets import DatasetMissingError, index
+from wsss.data.decode import record_truth
+from wsss.data.imagefolder import DatasetFormatError
+from wsss.data.index import index
+from wsss.data.records import DatasetMissingError
 from wsss.labelers.base import ThresholdParams, apply_threshold
 from wsss.masks.store import MaskSet, read_manifest
 from wsss.metrics import SegmentationMeter, trimap_to_target
@@ -32,8 +34,9 @@ def dataset_records(runs: SweepRuns) -> dict[str, Any]:
     if not runs.data_root:
         return {}
     try:
-        return {record.image_id: record for record in index(runs.data_root).records}
-    except DatasetMissingError:
+        dataset = index(runs.data_root, format=runs.data_format, manifest=runs.data_manifest)
+        return {record.image_id: record for record in dataset.records}
+    except (DatasetMissingError, DatasetFormatError):
         return {}
 
 
@@ -48,7 +51,7 @@ def threshold_sweep(uri: str, records: dict[str, Any], policy: str,
         if record is None or record.trimap_path is None:
             continue
         heatmap = mask_set.read_heatmap(image_id)
-        target = trimap_to_target(resize_mask(read_trimap(record.trimap_path), heatmap.shape), policy)
+        target = trimap_to_target(resize_mask(record_truth(record), heatmap.shape), policy)
         for t, meter in meters.items():
             meter.update(apply_threshold(heatmap, cuts[t]) == 1, target)
     return {t: meter.result() for t, meter in meters.items()}

@@ -50,6 +50,15 @@ class SweepRuns:
     def data_root(self) -> str | None:
         return self.parent.data.params.get("data_root")
 
+    @property
+    def data_format(self) -> str:
+        return self.parent.data.params.get("data_format", "oxford-pets")
+
+    @property
+    def data_manifest(self) -> str | None:
+        value = self.parent.data.params.get("data_manifest")
+        return None if value in (None, "None", "") else value
+
     def mask_set_run(self, labeler_id: str) -> Any | None:
         """The pseudo_masks child of a labeler id (the newest when logged twice)."""
         runs = [r for r in self.stage("pseudo_masks") if r.data.tags.get("labeler_id") == labeler_id]

@@ -221,7 +221,33 @@ def classifier_table(runs: SweepRuns) -> Table:
                  CLASSIFIER_COLUMNS, CLASSIFIER_SHOWN, rows, notes)
 
 
+UNSCORED_COLUMNS = ("run", "run_id", "labels", "model", "epochs", "select", "val_dice", "val_target",
+                    "model_version", "weights")
+UNSCORED_SHOWN = (("run", "run"), ("labels", "labels"), ("model", "model"), ("epochs", "epochs"),
+                  ("select", "select"), ("val_dice", "val Dice (own labels)"),
+                  ("model_version", "registered version"), ("weights", "weights"))
+NO_TRUTH_NOTE = ("This sweep's data has no ground truth, so nothing is scored: there are no test "
+                 "metrics and no tables of the study to set them beside. Each run's val Dice is "
+                 "against its own labels (how well it fits them, not how right they are); review the "
+                 "masks themselves with `wsss export`.")
+
+
+def unscored_table(runs: SweepRuns) -> Table:
+    """The trials of a sweep without ground truth: what ran, on which labels, what it fits."""
+    rows = [{"run": run.info.run_name, "run_id": run.info.run_id,
+             "labels": run.data.params.get("labels", ""), "model": run.data.params.get("model", ""),
+             "epochs": run.data.params.get("epochs"), "select": run.data.params.get("select"),
+             "val_dice": run.data.metrics.get("val_micro_dice"),
+             "val_target": run.data.params.get("val_target"),
+             "model_version": run.data.tags.get("wsss.model_version"), "weights": weights_flag(run)}
+            for run in runs.stage("train")]
+    return Table("runs", "Runs of the sweep (no ground truth: unscored)", UNSCORED_COLUMNS,
+                 UNSCORED_SHOWN, rows, [NO_TRUTH_NOTE])
+
+
 def all_tables(runs: SweepRuns) -> list[Table]:
+    if not scored_runs(runs):
+        return [unscored_table(runs), classifier_table(runs)]
     tables = result_tables(runs)
     for table in tables:
         table.notes.append(f"Study numbers: {SOURCE}.")

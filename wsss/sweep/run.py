@@ -30,11 +30,12 @@ from wsss.sweep.tracking import (
     log_direct_eval,
     log_summary,
     logged_keys,
+    set_best_alias,
     summary_rows,
     to_markdown,
 )
 from wsss.train.classifier import resolve_classifier
-from wsss.train.segmentation import TrainingOutcome, fit_segmentation
+from wsss.train.segmentation import TrainingOutcome, check_truth_for, fit_segmentation
 from wsss.train.tracking import log_training
 
 TRIAL_METRIC = "val_micro_dice"
@@ -180,6 +181,7 @@ def start_parent(config: StudyConfig, fingerprint: str, experiment_id: str, tria
     if parent_id is None:
         params = {"study": config.name, "fingerprint": fingerprint, "trials": len(trials),
                   "labelers": [s.key for s in config.labelers], "data_root": config.data.root,
+                  "data_format": config.data.format, "data_manifest": config.data.manifest,
                   "image_size": config.data.image_size, "border_policy": config.data.border_policy,
                   "weights_policy": config.weights_policy}
         with tracking.run(f"sweep-{config.name}", tags={"stage": "sweep", "wsss.sweep": fingerprint},
@@ -244,6 +246,9 @@ def run_sweep(config: StudyConfig) -> dict[str, Any]:
     for trial in trials:
         trial_config(study, trial["overrides"], trial["name"])  # every trial is valid before any work
     dataset = prepare_dataset(config.data)
+    for trial in trials:  # what needs ground truth the data lacks fails here, before any work
+        trial_study = trial_config(study, trial["overrides"], trial["name"])
+        check_truth_for(trial_study, trial_study.train.labels, dataset)
     fingerprint = sweep_fingerprint(config, dataset)
     experiment_id = tracking.configure(config.tracking)
     parent_id = start_parent(config, fingerprint, experiment_id, trials)
@@ -253,12 +258,19 @@ def run_sweep(config: StudyConfig) -> dict[str, Any]:
         summary = generate_masks(config, dataset, labeler_context(config, checkpoint))
         print(summary.format(), flush=True)
         log_mask_sets(config, summary, dataset.split("trainval", "test"), parent_id, done)
-        log_direct_evals(config, summary, dataset, parent_id, done)
+        if dataset.has_truth:  # a direct evaluation scores masks as predictions: needs truth
+            log_direct_evals(config, summary, dataset, parent_id, done)
+        elif config.sweep.direct_eval:
+            print("no ground truth: the direct evaluations (masks scored as predictions) are skipped",
+                  file=sys.stderr)
     results = run_tune(config, fingerprint, trials, cpus, gpus)
     failures = log_trials(config, results, trials, parent_id, done)
+    best = (set_best_alias(experiment_id, parent_id, config.tracking.registered_name())
+            if config.tracking.register_model else None)
     rows = summary_rows(experiment_id, parent_id)
     log_summary(parent_id, rows, {"fingerprint": fingerprint, "failures": failures,
-                                  "classifier": checkpoint, "trials": len(trials)})
+                                  "classifier": checkpoint, "trials": len(trials), "best_model": best})
     mlflow.MlflowClient().set_terminated(parent_id, "FAILED" if failures else "FINISHED")
     return {"rows": rows, "markdown": to_markdown(rows), "failures": failures,
-            "parent_run_id": parent_id, "experiment": config.tracking.experiment}
+            "parent_run_id": parent_id, "experiment": config.tracking.experiment, "best_model": best,
+            "scored": dataset.has_truth}

@@ -16,11 +16,12 @@ from wsss import tracking
 from wsss.masks.quality import mask_quality
 from wsss.metrics import flat_metrics
 from wsss.paper import paper_row
+from wsss.train.tracking import MODEL_VERSION_TAG
 
 KEY_TAG = "wsss.key"
 SUMMARY_COLUMNS = ("table", "run", "stage", "method", "labels", "model", "threshold", "epochs", "select",
                    "dice", "iou", "accuracy", "precision", "recall", "per_image_dice",
-                   "paper_dice", "paper_iou", "weights")
+                   "paper_dice", "paper_iou", "val_dice", "weights")
 
 
 def find_parent(experiment_id: str, fingerprint: str) -> str | None:
@@ -80,8 +81,9 @@ def summary_rows(experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
     rows = []
     for run in children(experiment_id, parent_id):
         tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
-        if tags.get("stage") not in ("train", "direct_eval") or "test_micro_dice" not in metrics:
-            continue
+        scored = "test_micro_dice" in metrics
+        if tags.get("stage") not in ("train", "direct_eval") or (tags["stage"] == "direct_eval" and not scored):
+            continue  # an unscored train run stays: its val Dice on its own labels is still news
         paper = paper_row(tags.get("paper_row")) if tags.get("paper_row") else None
         rows.append({
             "table": tags.get("table", ""), "run": run.info.run_name, "stage": tags["stage"],
@@ -92,6 +94,7 @@ def summary_rows(experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
                ("dice", "iou", "accuracy", "precision", "recall")},
             "per_image_dice": metrics.get("test_per_image_dice"),
             "paper_dice": paper.dice if paper else None, "paper_iou": paper.iou if paper else None,
+            "val_dice": metrics.get("val_micro_dice"),
             "weights": "random-init" if tags.get("wsss.random_weights") == "true" else "trained",
         })
     return sorted(rows, key=lambda r: (r["table"] or "~", -(r["dice"] or 0.0)))
@@ -125,3 +128,27 @@ def log_summary(parent_id: str, rows: list[dict[str, Any]], extra: dict[str, Any
     client.log_text(parent_id, to_markdown(rows), "summary.md")
     client.log_text(parent_id, to_csv(rows), "summary.csv")
     client.log_text(parent_id, json.dumps(extra, indent=2, default=str), "sweep.json")
+
+
+def set_best_alias(experiment_id: str, parent_id: str, model_name: str) -> dict[str, Any] | None:
+    """Give the sweep's best registered model the alias ``best``: by test Dice where the data
+    has ground truth to score with (as the summary ranks), else by val Dice against each run's
+    own labels. Returns {version, run, metric, value}, also tagged on the parent run."""
+    import mlflow
+
+    runs = [run for run in children(experiment_id, parent_id)
+            if run.data.tags.get("stage") == "train" and run.data.tags.get(MODEL_VERSION_TAG)]
+    if not runs:
+        return None
+    metric = "test_micro_dice" if any("test_micro_dice" in r.data.metrics for r in runs) else "val_micro_dice"
+    scored = [r for r in runs if metric in r.data.metrics]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: r.data.metrics[metric])
+    version = best.data.tags[MODEL_VERSION_TAG]
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(model_name, "best", version)
+    chosen = {"version": version, "run": best.info.run_name, "metric": metric,
+              "value": best.data.metrics[metric], "model": model_name}
+    tag_run(parent_id, {f"wsss.best_{k}": v for k, v in chosen.items()})
+    return chosen

@@ -103,7 +103,7 @@ def train_loop(settings: dict) -> list[dict]:
     rank, _ = rank_and_world()
     device = worker_device()
     seed_everything(settings["seed"])  # same init on every rank (DDP also broadcasts rank 0's)
-    model = build_classifier(settings["backbone"], settings["weights"])
+    model = build_classifier(settings["backbone"], settings["weights"], settings["num_classes"])
     state = restore_state()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -143,11 +143,11 @@ def accuracy(model, images, labels, batch_size: int, device: str = "cpu") -> flo
     return correct / max(len(labels), 1)
 
 
-def _test_accuracy(checkpoint, backbone: str, images, labels, batch_size: int) -> float:
+def _test_accuracy(checkpoint, backbone: str, classes: int, images, labels, batch_size: int) -> float:
     """Ray task body: the checkpoint's model on the test arrays (GPU when one is assigned)."""
     import torch
 
-    model = build_classifier(backbone, "none")
+    model = build_classifier(backbone, "none", classes)
     model.load_state_dict(load_state(checkpoint)["model"])
     return accuracy(model, images, labels, batch_size,
                     "cuda" if torch.cuda.is_available() else "cpu")
@@ -205,7 +205,7 @@ def _summary(path: Path | str, meta: dict[str, Any], reused: bool) -> dict[str, 
             "reused": reused}
 
 
-def _fit(config: StudyConfig, splits: dict[str, Any], storage_root: str, name: str):
+def _fit(config: StudyConfig, splits: dict[str, Any], classes: int, storage_root: str, name: str):
     from ray.train.torch import TorchTrainer
 
     section = config.classifier
@@ -218,7 +218,8 @@ def _fit(config: StudyConfig, splits: dict[str, Any], storage_root: str, name: s
         train_loop,
         train_loop_config={"backbone": section.backbone, "weights": weights, "lr": section.lr,
                            "epochs": section.epochs, "batch_size": section.batch_size,
-                           "eval_batch_size": section.eval_batch_size, "seed": section.seed},
+                           "eval_batch_size": section.eval_batch_size, "seed": section.seed,
+                           "num_classes": classes},
         scaling_config=scaling_config(section.scaling),
         run_config=run_config(storage_root, name, metric="val_accuracy",
                               max_failures=section.max_failures),
@@ -229,13 +230,16 @@ def _fit(config: StudyConfig, splits: dict[str, Any], storage_root: str, name: s
     return trainer.fit()
 
 
-def _measure_test(config: StudyConfig, checkpoint, test) -> float:
+def _measure_test(config: StudyConfig, checkpoint, classes: int, test) -> float | None:
+    """Test accuracy of the checkpoint (None without test images, e.g. test_fraction 0)."""
     import ray
 
+    if not len(test):
+        return None
     scaling = config.classifier.scaling
     task = ray.remote(_test_accuracy).options(num_cpus=scaling.cpus_per_worker,
                                               num_gpus=1 if scaling.use_gpu else 0)
-    return ray.get(task.remote(checkpoint, config.classifier.backbone, test.images,
+    return ray.get(task.remote(checkpoint, config.classifier.backbone, classes, test.images,
                                test.labels, config.classifier.eval_batch_size))
 
 
@@ -257,8 +261,8 @@ def _log_and_save(config: StudyConfig, path: Path | str, model, history: list[di
                       parent_run_id=parent_run_id) as active:
         for row in history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        mlflow.log_metrics({"test_accuracy": meta["test_accuracy"],
-                            "best_val_accuracy": meta["val_accuracy"]})
+        scores = {"test_accuracy": meta["test_accuracy"], "best_val_accuracy": meta["val_accuracy"]}
+        mlflow.log_metrics({k: v for k, v in scores.items() if v is not None})
         remote = storage.is_remote(path)
         staging = (Path(tempfile.mkdtemp(prefix="wsss-classifier-")) if remote
                    else path.with_name(f".staging-{os.getpid()}"))
@@ -287,18 +291,20 @@ def run_classifier(config: StudyConfig, parent_run_id: str | None = None) -> dic
     if storage.is_file(path) and read_meta(path).get("fingerprint") == fingerprint:
         print(f"reusing classifier {path} (same config and dataset)", file=sys.stderr)
         return _summary(path, read_meta(path), True)
-    build_classifier(section.backbone, section.weights)  # missing weights fail before any work
+    check_classes(dataset, "train a classifier")
+    build_classifier(section.backbone, section.weights, len(dataset.classes))  # missing weights: now
     splits = decoded_splits(config, dataset, section.image_size, min_train=1)
-    result = _fit(config, splits, storage.absolute(section.storage),
+    result = _fit(config, splits, len(dataset.classes), storage.absolute(section.storage),
                   classifier_run_name(config, fingerprint))
     best = result.get_best_checkpoint("val_accuracy", "max")
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
     meta = {"fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint(),
             "image_size": section.image_size, "val_accuracy": best_metrics["val_accuracy"],
             "best_epoch": best_metrics["epoch"],
-            "test_accuracy": _measure_test(config, best, splits["test"]),
+            "test_accuracy": _measure_test(config, best, len(dataset.classes), splits["test"]),
+            "classes": dataset.classes,
             **{f"{name}_images": len(splits[name]) for name in ("train", "val", "test")}}
-    model = build_classifier(section.backbone, "none")
+    model = build_classifier(section.backbone, "none", len(dataset.classes))
     model.load_state_dict(load_state(best)["model"])
     run_id = _log_and_save(config, path, model, metrics_history(result), meta, parent_run_id)
     return _summary(path, {**meta, "run_id": run_id}, False)
@@ -317,6 +323,18 @@ def needs_classifier(config: StudyConfig, labeler_ids: list[str] | None = None) 
     return False
 
 
+def check_classes(dataset: Any, purpose: str) -> None:
+    """Refuse a dataset of one class where a classifier is needed: CAMs show what tells classes
+    apart, and with one class there is nothing to tell apart (nor a classifier to train)."""
+    if len(dataset.classes) < 2:
+        raise ConfigError(
+            f"cannot {purpose}: the dataset at {dataset.root} has {len(dataset.classes)} class "
+            f"({', '.join(dataset.classes) or 'none'}); the CAM family (cam, gradcam, gradcampp and the "
+            f"labelers built on their heatmaps) needs a classifier of at least 2 classes. With one "
+            f"class, use labelers that need none: box, grabcut, mix or sam2_box with "
+            f"box_source: dataset (given boxes), sam2_center, all_foreground, ellipse")
+
+
 def find_classifier(config: StudyConfig, dataset: Any) -> str | None:
     """The classifier this study's CAMs are made with, without training one: the configured
     checkpoint, else the one trained for this config and dataset (None when there is none)."""
@@ -331,6 +349,7 @@ def resolve_classifier(config: StudyConfig, labeler_ids: list[str] | None = None
     """The classifier checkpoint the CAMs use: configured, or trained (reused when done)."""
     if not needs_classifier(config, labeler_ids):
         return None
+    check_classes(prepare_dataset(config.data), "make CAM pseudo-masks")
 
     checkpoint = config.classifier.checkpoint
     if not checkpoint:

@@ -2,12 +2,15 @@
 
 Each image is resized to the checkpoint's training size, its logits are upsampled bilinearly
 back to the image's original size and cut at 0 (probability 0.5), so ``wsss eval`` scores the
-masks against the original trimaps.
+masks against the original trimaps. The images are a dataset split, or any folder of images of
+any size and aspect (``image_records``); with ``overlay`` each mask is also drawn over its
+image (``overlays/<image_id>.jpg``) for a quick look.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,8 @@ import numpy as np
 
 from wsss.data.arrays import resize_image
 from wsss.data.decode import DecodeError, decode_image
-from wsss.data.pets import Record
+from wsss.data.imagefolder import IMAGE_EXTENSIONS, image_id_of, walk_images
+from wsss.data.records import DatasetMissingError, Record
 from wsss.models.segmentation import load_segmentation
 from wsss.storage import writing
 from wsss.train.steps import predict_logits
@@ -43,8 +47,31 @@ def _decode_batch(records: list[Record], size: int, failed: dict[str, str]):
     return kept, originals, resized
 
 
+def image_records(folder: str | os.PathLike) -> list[Record]:
+    """Every image below ``folder`` (any depth, junk passed over) as a record to predict on."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetMissingError(f"--images {folder}: no such folder")
+    paths = walk_images(folder, folder, [])
+    if not paths:
+        raise DatasetMissingError(f"--images {folder}: no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return [Record(image_id=image_id_of(path.relative_to(folder)), image_path=str(path),
+                   trimap_path=None, label=0, class_name="", species=None, split="test")
+            for path in paths]
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    picture = image.astype(np.float32)
+    picture[mask > 0] = 0.55 * picture[mask > 0] + 0.45 * np.array([220.0, 0.0, 0.0])
+    with writing(path) as temporary:
+        Image.fromarray(picture.clip(0, 255).astype(np.uint8)).save(temporary, quality=90)
+
+
 def predict_masks(checkpoint: str | os.PathLike, records: list[Record], out_dir: str | os.PathLike,
-                  *, batch_size: int = PREDICT_BATCH, device: str = "cpu") -> dict[str, Any]:
+                  *, batch_size: int = PREDICT_BATCH, device: str = "cpu", overlay: bool = False,
+                  progress: bool = False) -> dict[str, Any]:
     """Write one mask per decodable record at its original size; a summary with failures."""
     import torch
     import torch.nn.functional as F
@@ -55,6 +82,8 @@ def predict_masks(checkpoint: str | os.PathLike, records: list[Record], out_dir:
     failed: dict[str, str] = {}
     written = 0
     for start in range(0, len(records), batch_size):
+        if progress:
+            print(f"predict: {start}/{len(records)} images", file=sys.stderr, flush=True)
         kept, originals, resized = _decode_batch(records[start:start + batch_size],
                                                  payload["image_size"], failed)
         if not kept:
@@ -63,8 +92,10 @@ def predict_masks(checkpoint: str | os.PathLike, records: list[Record], out_dir:
         for record, original, logit in zip(kept, originals, logits):
             full = F.interpolate(logit[None], size=original.shape[:2], mode="bilinear",
                                  align_corners=False)[0, 0]
-            _write_png(((full > 0).cpu().numpy() * 255).astype(np.uint8),
-                       out_dir / f"{record.image_id}.png")
+            mask = ((full > 0).cpu().numpy() * 255).astype(np.uint8)
+            _write_png(mask, out_dir / f"{record.image_id}.png")
+            if overlay:
+                _overlay(original, mask, out_dir / "overlays" / f"{record.image_id}.jpg")
             written += 1
     return {"written": written, "out": str(out_dir), "failed": failed,
             "model": payload["model_name"], "image_size": payload["image_size"]}

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from wsss import storage
-from wsss.config import ConfigError, StudyConfig, resolve_select
+from wsss.config import ConfigError, StudyConfig, label_keys, resolve_select
 from wsss.data.prepare import prepare_dataset
 from wsss.identity import stable_hash
 from wsss.masks.pipeline import labeler_context, open_study_mask_set
@@ -106,9 +106,25 @@ def resolve_weights(config: StudyConfig, model: str) -> tuple[str, bool]:
     return weights, random
 
 
+def check_truth_for(config: StudyConfig, labels: Any, dataset: Any) -> None:
+    """Refuse, before any work, what needs ground truth the data does not have: labels gt, or
+    selecting on it (``select: val_gt``)."""
+    if dataset.has_truth:
+        return
+    keys = label_keys(labels) if isinstance(labels, (str, list)) else []
+    where = f"{dataset.root} ({dataset.format})"
+    if "gt" in keys:
+        raise ConfigError(f"train.labels: gt trains on ground truth masks, and {where} has none; "
+                          f"train on a mask set instead (labels: <labeler id>)")
+    if config.train.select == "val_gt":
+        raise ConfigError(f"train.select: val_gt chooses by ground truth, and {where} has none; "
+                          f"use auto, val_labels or last")
+
+
 def label_schedule(config: StudyConfig, labels: Any, dataset: Any, splits: dict[str, Any]) -> Any:
     """The label schedule of ``labels`` (default ``train.labels``): ground truth from the train
     and val trimaps, mask sets as this study made them (``open_study_mask_set``)."""
+    check_truth_for(config, labels if labels is not None else config.train.labels, dataset)
     context = labeler_context(config, find_classifier(config, dataset))
 
     def open_set(key: str, threshold: float | None) -> Any:

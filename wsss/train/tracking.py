@@ -16,11 +16,12 @@ import numpy as np
 from wsss import tracking
 from wsss.figures import mask_to_rgb, overlay, save_grid
 from wsss.metrics import flat_metrics, trimap_to_target
-from wsss.models.segmentation import load_segmentation
+from wsss.models.segmentation import load_segmentation, mask_predictor
 from wsss.storage import fetch
 from wsss.train.steps import predict_logits
 
 FIGURE_IMAGES = 4
+MODEL_VERSION_TAG = "wsss.model_version"  # the registry version of a run's model
 
 
 def sample_figure(model_file: str | os.PathLike, arrays: Any, border_policy: str,
@@ -52,29 +53,67 @@ def numeric(row: dict[str, Any]) -> dict[str, float]:
 def log_training(config: Any, outcome: Any, parent_run_id: str | None = None,
                  tags: dict[str, str] | None = None, name: str | None = None) -> str:
     """One MLflow run (a child of ``parent_run_id`` when given) for a ``TrainingOutcome``:
-    params, per-epoch metrics (step = epoch), test metrics (the configured border policy as
-    ``test_*``, every policy as ``test_<policy>_*``), per-image test scores, the tested model
-    and the figure."""
+    params, per-epoch metrics (step = epoch), test metrics where the test images have ground
+    truth (the configured border policy as ``test_*``, every policy as ``test_<policy>_*``),
+    per-image test scores, the dataset and label sources as inputs, the tested model (logged
+    and registered, see ``register_model``) and the figure."""
     import mlflow
 
     tracking.configure(config.tracking)
     params = outcome.params
     title = name or f"train-{params['model']}-{params['labels']}"
-    tags = {"stage": "train", "border_policy": outcome.test.get("border_policy", ""), **(tags or {})}
+    scored = bool(outcome.test.get("images"))
+    tags = {"stage": "train", "border_policy": outcome.test.get("border_policy", ""),
+            "wsss.scored": str(scored).lower(), **(tags or {})}
     with tracking.run(title, tags=tags, params=params, parent_run_id=parent_run_id,
                       random_weights=outcome.random_weights) as active:
         for row in outcome.history:
             mlflow.log_metrics(numeric(row), step=int(row["epoch"]))
-        by_policy = {f"test_{policy}_{name}": value
-                     for policy, result in getattr(outcome, "test_by_policy", {}).items()
-                     for name, value in flat_metrics(result, "").items()}
-        mlflow.log_metrics({**flat_metrics(outcome.test, "test_"), **by_policy,
-                            "test_images": outcome.test["images"],
-                            "tested_epoch": outcome.tested_epoch})
+        mlflow.log_metrics({"test_images": outcome.test["images"], "tested_epoch": outcome.tested_epoch})
+        if scored:  # no ground truth, no numbers: never NaNs that tables would show as results
+            by_policy = {f"test_{policy}_{name}": value
+                         for policy, result in getattr(outcome, "test_by_policy", {}).items()
+                         for name, value in flat_metrics(result, "").items()}
+            mlflow.log_metrics({**flat_metrics(outcome.test, "test_"), **by_policy})
+        log_lineage(config, params)
         # the files may sit in s3:// train storage: fetch() gives a local copy to log
         mlflow.log_artifact(str(fetch(outcome.model_file)), artifact_path="checkpoint")
         if getattr(outcome, "per_image_file", None):  # test_per_image.csv: the report's worst k
             mlflow.log_artifact(str(fetch(outcome.per_image_file)))
         if outcome.figure:
             mlflow.log_artifact(str(fetch(outcome.figure)), artifact_path="figures")
+        if config.tracking.register_model:
+            register_model(config, fetch(outcome.model_file))
     return active.info.run_id
+
+
+def log_lineage(config: Any, params: dict[str, Any]) -> None:
+    """The dataset and every label source a run trained on, as MLflow inputs by fingerprint."""
+    tracking.log_input(config.data.root, f"{config.data.format}:{Path(config.data.root).name}",
+                       params["dataset_fingerprint"], "training")
+    for entry in params.get("label_versions", []):
+        source, _, version = entry.partition("=")
+        if version:  # a mask set: <fingerprint>@<threshold>/<band>
+            tracking.log_input(config.pipeline.store, f"masks:{source}", version.split("@")[0],
+                               "labels")
+
+
+def register_model(config: Any, model_file: Path) -> str:
+    """Log the tested model as an MLflow pytorch model (images in, probabilities out: see
+    ``mask_predictor``) with a signature and an input example, and register it under
+    ``tracking.registered_name()``; the new version's number, also set as a run tag."""
+    import torch
+
+    import mlflow
+
+    model, payload = load_segmentation(model_file)
+    predictor = mask_predictor(model, payload["image_size"])
+    example = np.zeros((1, payload["image_size"], payload["image_size"], 3), np.uint8)
+    info = mlflow.pytorch.log_model(
+        predictor, name="model", input_example=example,
+        registered_model_name=config.tracking.registered_name(),
+        serialization_format="pickle",  # pt2 export would fix the input size at the example's
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "wsss"])
+    version = str(info.registered_model_version)
+    mlflow.set_tag(MODEL_VERSION_TAG, version)
+    return version

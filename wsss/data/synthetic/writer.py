@@ -188,11 +188,11 @@ def synthesize(
     root = Path(root)
     _prepare_dirs(root)
     rows, trainval, missing = _plan(images, seed, missing_box_fraction)
-    _write_lists(root, rows, trainval)
     planned = [(i, image_id, i in trainval and i not in missing) for i, image_id, _, _ in rows]
     chunk = max(1, min(64, -(-images // 20)))  # ~20 chunks: progress every ~10 %
     jobs = [(str(root), seed, size, planned[k:k + chunk]) for k in range(0, len(planned), chunk)]
     boxes = _render_all(jobs, workers, progress, images, t0)
+    _write_lists(root, rows, trainval)  # last: a killed run leaves no lists, so it is redone
     return {"root": str(root), "images": images, "trainval": len(trainval),
             "test": images - len(trainval), "boxes": boxes,
             "seconds": round(time.perf_counter() - t0, 3), "size": size, "seed": seed}

@@ -1,0 +1,43 @@
+"""One entry point for every dataset format: ``index(root, format=...)`` -> ``DatasetIndex``.
+
+Formats (``data.format``): ``oxford-pets`` (the study's layout, ``wsss.data.pets``),
+``imagefolder`` (class folders), ``csv`` (a manifest) and ``coco`` (an instances JSON). Every
+reader lists files, image-level classes, given splits and boxes, and ground truth where the
+dataset has it; decoding problems surface later, in a quarantine under the error budget.
+"""
+
+from __future__ import annotations
+
+import os
+
+from wsss.data import pets
+from wsss.data.coco import read_coco
+from wsss.data.csvfile import read_csv_manifest
+from wsss.data.imagefolder import DatasetFormatError, read_imagefolder
+from wsss.data.records import DatasetIndex, build_index
+
+FORMATS = ("oxford-pets", "imagefolder", "csv", "coco")
+READERS = {"imagefolder": lambda root, manifest, classes: read_imagefolder(root, classes),
+           "csv": read_csv_manifest, "coco": read_coco}
+
+
+def index(root: str | os.PathLike, *, format: str = "oxford-pets", manifest: str | None = None,
+          classes: list[str] | None = None, val_fraction: float = 0.2, test_fraction: float = 0.2,
+          split_seed: int = 0, limit: int | None = None,
+          download_if_missing: bool = False) -> DatasetIndex:
+    """Records of a dataset root in ``format`` (no image is decoded here); see the module doc.
+
+    ``test_fraction`` applies where a dataset gives no test split (Oxford-IIIT Pet gives one)."""
+    if format == "oxford-pets":
+        return pets.index(root, val_fraction=val_fraction, split_seed=split_seed, limit=limit,
+                          download_if_missing=download_if_missing)
+    if format not in READERS:
+        raise DatasetFormatError(f"unknown dataset format {format!r}; known: {', '.join(FORMATS)}")
+    entries, names, quarantine, no_truth = READERS[format](root, manifest, classes)
+    result = build_index(str(root), entries, names, quarantine, val_fraction=val_fraction,
+                         test_fraction=test_fraction, split_seed=split_seed, limit=limit, format=format)
+    if format == "imagefolder":
+        result.skipped = no_truth  # the reader's fourth list: files passed over by extension
+    else:
+        result.missing_trimaps = no_truth
+    return result
