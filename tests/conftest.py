@@ -13,6 +13,16 @@ KEPT_TRIALS = ("unet-gt", "gradcam-0.1", "box-then-mix")
 KEPT_LABELERS = ("gradcam", "box", "mix", "sam2_multi")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def log_dir(tmp_path_factory) -> Path:
+    """The console's log files (``wsss.console.setup``, run by CLI verbs) go to a temporary folder."""
+    import os
+
+    folder = tmp_path_factory.mktemp("logs")
+    os.environ["WSSS_LOG_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """74 synthetic pets (2 per breed) at 64 px; treat as read-only (copy to modify)."""

@@ -183,3 +183,32 @@ def test_given_boxes_feed_the_box_labelers_without_a_classifier(layout):
     assert scores["box"] > 0.5 and scores["grabcut"] > 0.5
     with pytest.raises(ValueError, match="box_source: dataset but the batch carries no boxes"):
         box({"image": arrays.images})
+
+
+def test_predict_on_any_folder_of_images_of_any_size(tmp_path, source, capsys):
+    import torch
+    from PIL import Image
+
+    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model, export_model
+
+    torch.manual_seed(0)
+    model = create_model("unet", "none", width=0.125)
+    checkpoint = export_model({"format": CHECKPOINT_FORMAT, "model_name": "unet",
+                               "model_options": {"width": 0.125}, "image_size": 32,
+                               "model": model.state_dict()}, tmp_path / "model.pt")
+    folder = tmp_path / "my photos"
+    sizes = {"a": (50, 30), "trip/b": (64, 64), "trip/deeper/c": (33, 80)}
+    for name, size in sizes.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(next(source.glob("images/*.jpg"))).resize(size).save(folder / f"{name}.jpg")
+    (folder / "._a.jpg").write_bytes(b"junk")
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(folder),
+                 "--out", str(tmp_path / "masks"), "--overlay"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["written"] == 3 and not summary["failed"]
+    for name, (width, height) in sizes.items():
+        image_id = name.replace("/", "__")
+        mask = np.asarray(Image.open(tmp_path / "masks" / f"{image_id}.png"))
+        assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
+        assert Image.open(tmp_path / "masks" / "overlays" / f"{image_id}.jpg").size == (width, height)
+    assert main(["predict", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x")]) == 2

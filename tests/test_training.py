@@ -424,3 +424,62 @@ def test_a_weak_run_without_val_ground_truth_selects_and_steers_on_its_own_label
         assert np.isfinite(row["val_micro_dice"]) and np.isfinite(row["val_loss"])
         assert row["lr"] == config.train.lr and "val_gt_micro_dice" not in row
     assert np.isfinite(outcome.test["micro"]["dice"])  # test still scores against ground truth
+
+
+def test_self_training_labels_are_the_models_confident_predictions(tmp_path):
+    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model, export_model
+    from wsss.train.labels import SelfTrainingSource
+
+    torch.manual_seed(0)
+    model = create_model("unet", "none", width=0.125)
+    with torch.no_grad():  # a model whose output is the image's red channel: a known answer
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.head.bias.fill_(0.0)
+    file = export_model({"format": CHECKPOINT_FORMAT, "model_name": "unet", "model_options": {"width": 0.125},
+                         "image_size": 16, "model": model.state_dict()}, tmp_path / "model.pt")
+    images = {"a": np.zeros((16, 16, 3), np.uint8)}
+    half = SelfTrainingSource("round1", str(file), (0.3, 0.7), images).targets(["a"], 8)
+    assert half.shape == (1, 8, 8) and (half == IGNORE).all()  # p = 0.5 everywhere: all doubt
+    sure = SelfTrainingSource("round1", str(file), (0.3, 0.5), images).targets(["a"], 8)
+    assert (sure == 1).all()  # p = 0.5 >= t_hi: foreground
+
+
+@pytest.mark.slow
+def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, writable_root, tmp_path):
+    from wsss.data.pets import index
+    from wsss.labelers.base import LabelerContext
+    from wsss.masks.pipeline import generate_masks
+    from wsss.train.segmentation import fit_segmentation
+
+    base = study(writable_root, tmp_path, workers=1, epochs=1, limit=6).model_dump(mode="json")
+    config = parse_config({**base, "labelers": [{"name": "ellipse"}],
+                           "train": {**base["train"], "labels": "ellipse", "rounds": 2}})
+    generate_masks(config, index(writable_root, limit=6), LabelerContext())
+    outcome = fit_segmentation(config, model_options={"width": 0.125})
+    assert [row["label_source"] for row in outcome.history] == ["ellipse", "round1"]
+    assert outcome.params["round"] == 2 and outcome.params["rounds"] == 2
+    assert outcome.params["label_versions"][0].startswith("round1=")
+    assert outcome.params["val_target"] == "labels round1"
+
+
+def test_agreement_weights_count_the_voters_that_agree_and_let_ignore_abstain():
+    from wsss.train.segmentation import agreement_weights
+
+    targets = np.array([[[1, 1, 0, 0, 1]]], np.uint8)
+    voters = [np.array([[[1, 0, 0, 1, IGNORE]]], np.uint8), np.array([[[1, 1, 1, 1, IGNORE]]], np.uint8)]
+    weights = agreement_weights(targets, voters)
+    assert weights.tolist() == [[[255, 128, 128, 0, 255]]]  # both, one of two, ..., none speak
+    logits = torch.zeros(1, 1, 1, 5)
+    full, valid = masked_bce(logits, torch.as_tensor(targets))
+    weighted, _ = masked_bce(logits, torch.as_tensor(targets), torch.as_tensor(weights))
+    assert int(valid) == 5 and float(weighted) == pytest.approx(float(full) * (255 + 128 + 128 + 0 + 255) / (5 * 255))
+
+
+def test_paired_augment_flips_extra_maps_with_the_target():
+    images = torch.zeros((4, 2, 3, 3), dtype=torch.uint8)
+    targets = torch.tensor([[[1, 0, 0], [1, 0, 0]]] * 4, dtype=torch.uint8)
+    weights = targets * 200
+    _, flipped, flipped_weights = paired_augment(images, targets, torch.Generator().manual_seed(0),
+                                                 extras=(weights,))
+    assert torch.equal(flipped_weights, flipped * 200)  # one flip decision for both

@@ -114,6 +114,11 @@ class LabelerSpec(StrictModel):
     def key(self) -> str:
         return self.id or self.name
 
+    @property
+    def sources(self) -> list[str]:
+        """The labeler ids whose masks this one reads (a CRF, an agreement, a SAM2 refinement)."""
+        return list(self.params.get("sources") or [])
+
 
 class PipelineConfig(StrictModel):
     store: str = "stores/masks"
@@ -144,6 +149,14 @@ class TrainConfig(StrictModel):
         "val_labels (best val Dice against the run's own labels), val_gt (against ground "
         "truth: for supervised runs and diagnostics); auto is val_gt for labels gt, else "
         "val_labels, so a weakly supervised run reads no ground truth but to score test"))
+    agreement: list[str] = Field(default_factory=list, description=(
+        "mask set ids whose agreement with the training labels weights each pixel's loss"))
+    rounds: int = Field(1, ge=1, le=10, description=(
+        "self-training: round k+1 trains on round k's model's predictions on the train and val "
+        "images (1: no self-training)"))
+    self_training_band: tuple[float, float] = Field(
+        (0.3, 0.7), description="predicted probability below t_lo is background, at least t_hi "
+                                "foreground, ignored in between")
     val_gt_metrics: bool = Field(False, description=(
         "also score val against ground truth every epoch (val_gt_* metrics); never used to "
         "choose a checkpoint or steer training unless select is val_gt"))
@@ -178,7 +191,7 @@ class TrainConfig(StrictModel):
         return self
 
 
-SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs", "select")
+SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs", "select", "rounds")
 
 
 def resolve_select(select: str, keys: list[str]) -> str:
@@ -214,11 +227,13 @@ class TrialSpec(StrictModel):
     paper_row: str | None = Field(None, description="key of the study's row (wsss/paper.py)")
     labels: str | list[ScheduleStep] | None = None
     model: str | None = None
+    model_options: dict[str, Any] | None = Field(None, description="options of this trial's model")
     weights: str | None = None
     threshold: Fraction | None = None
     lr: float | None = Field(None, gt=0)
     epochs: int | None = Field(None, ge=1)
     select: Literal["auto", "last", "val_labels", "val_gt"] | None = None
+    rounds: int | None = Field(None, ge=1, le=10)
 
     @field_validator("paper_row")
     @classmethod
@@ -227,7 +242,8 @@ class TrialSpec(StrictModel):
 
     def overrides(self) -> dict[str, Any]:
         """The ``train`` fields this trial sets (unset ones keep the study's values)."""
-        keys = ("labels", "model", "weights", "threshold", "lr", "epochs", "select")
+        keys = ("labels", "model", "model_options", "weights", "threshold", "lr", "epochs", "select",
+                "rounds")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
@@ -316,7 +332,30 @@ class StudyConfig(StrictModel):
             if spec.key in seen:
                 raise ValueError(f"two labelers share the id {spec.key!r}; give one an 'id'")
             seen.add(spec.key)
+        for spec in self.labelers:
+            unknown = [key for key in spec.sources if key not in seen]
+            if unknown:
+                raise ValueError(f"labeler {spec.key!r}: sources {unknown} are not labeler ids of this "
+                                 f"study ({', '.join(sorted(seen))})")
+        self.with_sources([spec.key for spec in self.labelers])  # raises on a cycle
         return self
+
+    def with_sources(self, keys: list[str]) -> list[LabelerSpec]:
+        """The labelers of ``keys`` and every one they read from, sources first."""
+        ordered: list[LabelerSpec] = []
+
+        def visit(key: str, path: tuple[str, ...]) -> None:
+            if key in path:
+                raise ValueError(f"labeler sources form a cycle: {' -> '.join(path + (key,))}")
+            spec = self.labeler(key)
+            for source in spec.sources:
+                visit(source, path + (key,))
+            if spec not in ordered:
+                ordered.append(spec)
+
+        for key in keys:
+            visit(key, ())
+        return ordered
 
     @model_validator(mode="after")
     def _sweep_refers_to_known_names(self) -> "StudyConfig":
@@ -332,6 +371,9 @@ class StudyConfig(StrictModel):
             if model.split("/")[0] not in list_models():
                 raise ValueError(f"unknown model {model!r}; known: {', '.join(list_models())}")
         check_model_options(self.train.model, self.train.model_options)  # options of train.model
+        unknown = [key for key in self.train.agreement if key not in ids]
+        if unknown:
+            raise ValueError(f"train.agreement: {unknown} are not labeler ids ({known_labels})")
         for entry in self.sweep.direct_eval:
             if entry.labeler not in ids:
                 raise ValueError(f"sweep.direct_eval: {entry.labeler!r} is not a labeler id ({known_labels})")

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from wsss import console
 from wsss.config import TrackingConfig
 
 RANDOM_WEIGHTS_TAG = "wsss.random_weights"
@@ -31,6 +32,7 @@ def configure(tracking: TrackingConfig) -> str:
     """Point MLflow at the store and make sure the experiment exists; returns its id."""
     import mlflow
 
+    console.quiet_libraries()  # MLflow sets up its own console handlers on import
     uri = tracking_uri(tracking)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)

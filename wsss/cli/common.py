@@ -24,6 +24,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, example: str = "train.
     parser.add_argument("--config", required=True, help="study config (YAML)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override a config field, e.g. {example} (repeatable)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's, MLflow's and the workers' logs here too (they always go "
+                             "to the log file)")
 
 
 def study_config(args: argparse.Namespace) -> StudyConfig:

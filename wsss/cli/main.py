@@ -13,7 +13,8 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from wsss.cli import benchmark, classify, config, data, predict, pseudo, report, sweep, train
+from wsss import console
+from wsss.cli import benchmark, classify, config, data, export, predict, pseudo, report, sweep, train
 from wsss.cli import eval as evaluate
 from wsss.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEM, UsageError
 from wsss.config import ConfigError
@@ -24,7 +25,7 @@ from wsss.masks.quality import PredictionError
 from wsss.masks.store import MaskSetError
 from wsss.models.classifier import WeightsMissingError
 
-VERB_GROUPS = (config, data, evaluate, classify, pseudo, train, predict, sweep, report, benchmark)
+VERB_GROUPS = (config, data, evaluate, classify, pseudo, train, predict, sweep, report, benchmark, export)
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PROBLEM", "build_parser", "main", "run_handler"]
 
 
@@ -53,6 +54,8 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "verbose"):  # a verb that runs stages: one console line each, logs to a file
+        console.setup(args.verbose)
     return run_handler(args.handler, args)
 
 

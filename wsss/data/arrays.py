@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,8 +107,9 @@ def cache_key(records: list[Record], size: int) -> str:
 
 
 def decode_records(records: list[Record], size: int, workers: int | None = None,
-                   progress: bool = False) -> SplitArrays:
-    """Decode and resize every record with a thread pool (cv2 and PIL release the GIL)."""
+                   progress: Any = None) -> SplitArrays:
+    """Decode and resize every record with a thread pool (cv2 and PIL release the GIL);
+    ``progress`` (a ``wsss.console.Stage``) advances per image."""
     workers = workers or min(8, os.cpu_count() or 1)
     images, trimaps, labels, ids, quarantine = [], [], [], [], Quarantine()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -121,8 +122,8 @@ def decode_records(records: list[Record], size: int, workers: int | None = None,
                 trimaps.append(result[1])
                 labels.append(record.label)
                 ids.append(record.image_id)
-            if progress and done % max(1, len(records) // 10) == 0:
-                print(f"decoded {done}/{len(records)} images", file=sys.stderr, flush=True)
+            if progress:
+                progress.advance(1)
     empty = (0, size, size)
     return SplitArrays(
         images=np.stack(images) if images else np.zeros(empty + (3,), np.uint8),
@@ -134,7 +135,7 @@ def decode_records(records: list[Record], size: int, workers: int | None = None,
 
 
 def load_arrays(records: list[Record], size: int, cache_dir: str | os.PathLike | None = None,
-                progress: bool = False) -> SplitArrays:
+                progress: Any = None) -> SplitArrays:
     """``decode_records``, cached as one .npz per (records, size) under ``cache_dir``."""
     if cache_dir is None:
         return decode_records(records, size, progress=progress)
@@ -144,6 +145,8 @@ def load_arrays(records: list[Record], size: int, cache_dir: str | os.PathLike |
             quarantine = Quarantine(
                 [{"image_id": i, "reason": r} for i, r in zip(data["q_ids"], data["q_reasons"])]
             )
+            if progress:
+                progress.advance(len(records), "cached")
             return SplitArrays(data["images"], data["trimaps"], data["labels"],
                                [str(i) for i in data["image_ids"]], quarantine)
     arrays = decode_records(records, size, progress=progress)

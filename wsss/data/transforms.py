@@ -56,15 +56,16 @@ def colour_jitter(pixels, strength: float, generator=None):
 
 
 def paired_augment(images, targets, generator=None, flip_probability: float = 0.5,
-                   jitter: float = JITTER):
-    """Train-time transform: one horizontal flip decision per image for image and target
-    together, colour jitter on the image only. Returns (normalised inputs, targets)."""
+                   jitter: float = JITTER, extras: tuple = ()):
+    """Train-time transform: one horizontal flip decision per image for image, target and any
+    ``extras`` (other N x H x W maps, e.g. per-pixel loss weights) together, colour jitter on
+    the image only. Returns (normalised inputs, targets, *extras)."""
     import torch
 
     count = images.shape[0]
     flip = torch.rand(count, generator=generator, device=images.device) < flip_probability
     images = torch.where(flip.view(count, 1, 1, 1), images.flip(2), images)
-    targets = torch.where(flip.view(count, 1, 1), targets.flip(2), targets)
+    maps = [torch.where(flip.view(count, 1, 1), m.flip(2), m) for m in (targets, *extras)]
     inputs = batch_to_input(images, train=True, generator=generator, jitter=jitter,
                             flip_probability=0.0)
-    return inputs, targets
+    return (inputs, *maps)

@@ -8,7 +8,10 @@ keyed by column) and returns a dict of new columns. Keys it reads:
 - ``original`` (optional): the N decoded images at their own sizes, for labelers that work at
   each image's own size (SAM2); masks still come back at H x W;
 - ``given_box`` (optional): N x 4 int32 boxes the dataset gives (a cheap label, like the class),
-  scaled to H x W, -1s where an image has none; box labelers read it with ``box_source: dataset``.
+  scaled to H x W, -1s where an image has none; box labelers read it with ``box_source: dataset``;
+- ``source_masks``: N x K x H x W uint8 {0, 1, 255}, for labelers that refine or combine other
+  mask sets of the study (``sources``: their labeler ids, in that order): a CRF, an agreement of
+  several generators, SAM2 prompted from a coarse mask. The pipeline runs the sources first.
 
 Keys it returns: ``mask`` (N x H x W uint8: 0 background, 1 foreground, 255 ignore) and
 whatever it made on the way (``heatmap``, ``box``, ``prompts``).
@@ -30,7 +33,8 @@ from wsss.identity import stable_hash
 from wsss.labelers.registry import cam_methods, get_labeler_class
 
 MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE = 0, 1, 255
-INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "image_id", "heatmap", "original", "given_box"})
+INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "image_id", "heatmap", "original", "given_box",
+                                        "source_masks"})
 NO_BOX = np.array([-1, -1, -1, -1], dtype=np.int32)
 
 
@@ -38,6 +42,12 @@ class LabelerParams(BaseModel):
     """Base of every labeler's parameter model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class DerivedParams(LabelerParams):
+    """Params of a labeler built on other mask sets of the study (their labeler ids)."""
+
+    sources: list[str] = Field(min_length=1, description="labeler ids whose masks this one reads")
 
 
 class ThresholdParams(LabelerParams):
@@ -129,6 +139,11 @@ class Labeler(ABC):
         """Identity of the weights the labeler uses (a hash); '' when it uses none."""
         return ""
 
+    def source_ids(self) -> list[str]:
+        """The study's labeler ids whose masks it reads (``source_masks``), in order; [] for none.
+        Their identities join this set's (``wsss.masks.pipeline.set_identity``)."""
+        return list(getattr(self.params, "sources", None) or [])
+
     # -- shared behaviour --------------------------------------------------------------------
 
     def fingerprint(self) -> str:
@@ -151,6 +166,9 @@ class Labeler(ABC):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         visible = {key: batch[key] for key in INPUT_KEYS if key in batch}
+        if self.source_ids() and "source_masks" not in visible:
+            raise ValueError(f"labeler {self.name!r} reads the masks of {self.source_ids()} "
+                             f"(source_masks), and the batch carries none")
         if self.heatmap_ref() is not None and "heatmap" not in visible:
             visible["heatmap"] = self.heatmap_source()(visible)["heatmap"]
         output = self.label_batch(visible)

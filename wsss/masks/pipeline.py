@@ -9,15 +9,15 @@ crash (or after deleting masks) does just the missing work.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsss import storage, tracking
-from wsss.config import LabelerSpec, StudyConfig
+from wsss import console, storage, tracking
+from wsss.config import ConfigError, LabelerSpec, StudyConfig
 from wsss.data.pets import DatasetIndex, Record
 from wsss.data.prepare import prepare_dataset
 from wsss.data.quarantine import Quarantine
@@ -53,6 +53,8 @@ class MaskSetPlan:
     heatmap_key: str | None  # the heatmap column it reads or writes
     missing: set[str] = field(default_factory=set)
     present: int = 0  # images of the study the set already holds
+    phase: str = "cpu"  # the stage that runs it: heatmap | cpu | sam2 | post (cpu after SAM2)
+    sources: list[dict[str, Any]] = field(default_factory=list)  # where its source masks come from
 
     @property
     def fingerprint(self) -> str:
@@ -75,7 +77,15 @@ class MaskSetPlan:
         return {"id": self.spec.key, "name": self.spec.name, "params": self.spec.params,
                 "fingerprint": self.fingerprint, "uri": self.uri, "kind": self.kind,
                 "heatmap_column": f"heatmap__{self.heatmap_key}" if self.heatmap_key else None,
-                "missing": self.missing}
+                "missing": self.missing, "sources": self.sources}
+
+    def as_source(self) -> dict[str, Any]:
+        """How a labeler that reads this set finds its masks in a batch: a mask column, or the
+        heatmap column cut with this set's own threshold (as reading the set would cut it)."""
+        if self.kind == "heatmaps":
+            return {"id": self.spec.key, "column": f"heatmap__{self.heatmap_key}",
+                    "threshold": self.spec.params.get("threshold", 0.5), "band": self.spec.params.get("band")}
+        return {"id": self.spec.key, "column": f"mask__{self.spec.key}"}
 
 
 def set_identity(labeler: Any, dataset: DatasetIndex, image_size: int) -> dict[str, Any]:
@@ -84,34 +94,59 @@ def set_identity(labeler: Any, dataset: DatasetIndex, image_size: int) -> dict[s
             "image_size": image_size}
 
 
-def make_plans(config: StudyConfig, dataset: DatasetIndex, records: list[Record],
-               context: LabelerContext, labeler_ids: list[str] | None = None) -> list[MaskSetPlan]:
-    """One plan per selected labeler, with the ids its mask set does not hold yet."""
-    specs = [config.labeler(key) for key in labeler_ids] if labeler_ids else list(config.labelers)
-    wanted = {record.image_id for record in records}
-    plans = []
-    for spec in specs:
+def study_identities(config: StudyConfig, dataset: DatasetIndex, context: LabelerContext,
+                     keys: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """{id: (labeler, identity)} of ``keys`` and every set they read, sources first; a set built
+    on others (a CRF, an agreement) carries their fingerprints in its own identity."""
+    found: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for spec in config.with_sources(keys):
         labeler = get_labeler_class(spec.name)(spec.params, context)
         identity = set_identity(labeler, dataset, config.data.image_size)
-        uri = storage.join(config.pipeline.store, set_folder_name(spec.key, set_fingerprint(identity)))
+        if spec.sources:
+            identity["sources"] = {key: set_fingerprint(found[key][1]) for key in spec.sources}
+        found[spec.key] = (labeler, identity)
+    return found
+
+
+def plan_phase(labeler: Any, sources: list[MaskSetPlan]) -> str:
+    """The stage that runs a labeler: its own, or a CPU pass after SAM2 for a CPU labeler that
+    reads a SAM2 set (a CRF of SAM2 masks)."""
+    if labeler.stage != "cpu" or not any(s.phase in ("sam2", "post") for s in sources):
+        if labeler.stage == "sam2" and any(s.phase == "post" for s in sources):
+            raise ConfigError(f"labeler {labeler.name!r} (SAM2) cannot read a set made after SAM2 "
+                              f"({', '.join(s.spec.key for s in sources if s.phase == 'post')})")
+        return labeler.stage
+    return "post"
+
+
+def make_plans(config: StudyConfig, dataset: DatasetIndex, records: list[Record],
+               context: LabelerContext, labeler_ids: list[str] | None = None) -> list[MaskSetPlan]:
+    """One plan per selected labeler and every set it reads (sources first), each with the ids
+    its mask set does not hold yet."""
+    wanted = {record.image_id for record in records}
+    plans: dict[str, MaskSetPlan] = {}
+    keys = labeler_ids or [spec.key for spec in config.labelers]
+    for key, (labeler, identity) in study_identities(config, dataset, context, keys).items():
+        spec = config.labeler(key)
+        uri = storage.join(config.pipeline.store, set_folder_name(key, set_fingerprint(identity)))
         is_heatmap = labeler.stage == "heatmap"
         ref = labeler.heatmap_ref()
         heatmap_key = f"{spec.name}-{labeler.params.target}" if is_heatmap else (ref.key() if ref else None)
         kind = "heatmaps" if is_heatmap else "masks"
         present = present_ids(uri, kind) & wanted
-        plans.append(MaskSetPlan(spec, labeler, identity, uri, kind, heatmap_key, wanted - present,
-                                 len(present)))
-    return plans
+        sources = [plans[source] for source in spec.sources]
+        plans[key] = MaskSetPlan(spec, labeler, identity, uri, kind, heatmap_key, wanted - present,
+                                 len(present), plan_phase(labeler, sources),
+                                 [source.as_source() for source in sources])
+    return list(plans.values())
 
 
 def open_study_mask_set(config: StudyConfig, dataset: DatasetIndex, context: LabelerContext,
                         key: str, threshold: float | None = None) -> MaskSet:
     """The complete mask set of labeler id ``key`` made from this study's data, size and labeler
     (MaskSetError naming the differences and how to regenerate otherwise)."""
-    spec = config.labeler(key)
-    labeler = get_labeler_class(spec.name)(spec.params, context)
-    return open_mask_set(config.pipeline.store, key, set_identity(labeler, dataset, config.data.image_size),
-                         threshold=threshold)
+    _, identity = study_identities(config, dataset, context, [key])[key]
+    return open_mask_set(config.pipeline.store, key, identity, threshold=threshold)
 
 
 def cluster_resources() -> tuple[int, int]:
@@ -141,7 +176,7 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
         decode_stage, fn_kwargs={"size": config.data.image_size, "fault": fault, "originals": originals},
         compute=tasks, batch_size=batch_size, num_cpus=1)
     refs = sorted({plan.heatmap_key for plan in plans if plan.heatmap_key})
-    sam2_specs = [plan.to_stage() for plan in plans if plan.labeler.stage == "sam2"]
+    sam2_specs = [plan.to_stage() for plan in plans if plan.phase == "sam2"]
     actors = config.pipeline.heatmap_actors or max(1, gpus)
     per_actor = actor_resources(gpus, gpu_stages=bool(refs) + bool(sam2_specs))
     if refs:
@@ -151,7 +186,7 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
                                                  "context": context},
             compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size,
             **per_actor)
-    cpu_specs = [plan.to_stage() for plan in plans if plan.labeler.stage == "cpu"]
+    cpu_specs = [plan.to_stage() for plan in plans if plan.phase == "cpu"]
     if cpu_specs:
         dataset = dataset.map_batches(
             cpu_stage, fn_kwargs={"specs": cpu_specs, "context": context, "fault": fault},
@@ -162,6 +197,11 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
                                               "context": context},
             compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size,
             **per_actor)
+    post_specs = [plan.to_stage() for plan in plans if plan.phase == "post"]
+    if post_specs:  # CPU labelers that read SAM2 sets (a CRF of SAM2 masks)
+        dataset = dataset.map_batches(
+            cpu_stage, fn_kwargs={"specs": post_specs, "context": context, "fault": fault},
+            compute=tasks, batch_size=batch_size, num_cpus=1)
     return dataset.map_batches(
         write_stage, fn_kwargs={"plans": [plan.to_stage() for plan in plans], "fault": fault},
         compute=tasks, batch_size=batch_size, num_cpus=1)
@@ -255,23 +295,35 @@ def write_manifests(summary: PipelineSummary, config: StudyConfig, dataset: Data
         MaskSetWriter(plan.uri).write_manifest(manifest)
 
 
+def run_dataset(dataset: Any, stage: console.Stage) -> list[dict]:
+    """The write stage's status rows, streamed so the console shows images as they finish."""
+    rows: list[dict] = []
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        columns = list(batch)
+        count = len(batch["image_id"])
+        rows.extend({column: batch[column][i] for column in columns} for i in range(count))
+        stage.advance(len(set(batch["image_id"].tolist())))
+    return rows
+
+
 def generate_masks(config: StudyConfig, dataset: DatasetIndex, context: LabelerContext,
                    labeler_ids: list[str] | None = None, splits: tuple[str, ...] = ("trainval", "test"),
                    ) -> PipelineSummary:
     """Make every selected mask set complete for ``splits``; returns what was done."""
     records = dataset.split(*splits)
     plans = make_plans(config, dataset, records, context, labeler_ids)
-    print("\n".join(["mask sets:", *(plan.reuse_line(config.pipeline.store) for plan in plans)]),
-          file=sys.stderr, flush=True)
+    console.say("\n".join(["mask sets:", *(plan.reuse_line(config.pipeline.store) for plan in plans)]))
     todo_ids = set().union(*(plan.missing for plan in plans)) if plans else set()
     todo = [record for record in records if record.image_id in todo_ids]
     started = time.perf_counter()
     rows: list[dict] = []
-    if todo:
-        print(f"generating {len(plans)} mask sets for {len(todo)} of {len(records)} images",
-              file=sys.stderr, flush=True)
-        rows = build_dataset(plans, todo, config, context).take_all()
-    summary = summarise(rows, plans, len(todo), time.perf_counter() - started)
+    with console.Stage("mask sets", total=len(todo), unit="images") as stage:
+        if todo:
+            rows = run_dataset(build_dataset(plans, todo, config, context), stage)
+        summary = summarise(rows, plans, len(todo), time.perf_counter() - started)
+        written = sum(counts["written"] for counts in summary.per_set.values())
+        stage.done(f"{len(plans)} sets, {written} masks written for {len(todo)} images "
+                   f"({len(records) - len(todo)} images had every mask already)")
     summary.quarantine.extend(dataset.quarantine)
     write_manifests(summary, config, dataset, records)
     summary.quarantine.check_budget(len(records) + len(dataset.quarantine), config.data.error_budget)
@@ -297,7 +349,7 @@ def run_pseudo(config: StudyConfig, checkpoint: str | None, labeler_ids: list[st
     dataset = dataset or prepare_dataset(config.data)
     ensure_ray()
     summary = generate_masks(config, dataset, labeler_context(config, checkpoint), labeler_ids)
-    print(summary.format(), flush=True)
+    logging.getLogger(__name__).info("%s", summary.format())
     results = []
     if log:
         tracking.configure(config.tracking)

@@ -17,7 +17,7 @@ import numpy as np
 
 from wsss.data.arrays import resize_image, scale_box
 from wsss.data.decode import DecodeError, decode_image
-from wsss.labelers.base import HeatmapRef, LabelerContext
+from wsss.labelers.base import HeatmapRef, LabelerContext, ThresholdParams, apply_threshold
 from wsss.labelers.heatmap import share_heatmaps
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.store import MaskSetWriter
@@ -79,9 +79,35 @@ def _ragged(images: list[np.ndarray]) -> np.ndarray:
     return column
 
 
-def _visible(batch: dict[str, np.ndarray], rows: np.ndarray, heatmap_column: str | None) -> dict:
+def source_masks(batch: dict[str, np.ndarray], sources: list[dict], rows: np.ndarray) -> np.ndarray:
+    """N x K x H x W uint8 masks of a labeler's sources for ``rows``: mask columns as they are,
+    heatmap columns cut with the source set's own threshold (as reading that set would)."""
+    stacked = []
+    for source in sources:
+        values = batch[source["column"]][rows]
+        if "threshold" in source:
+            cut = ThresholdParams(threshold=source["threshold"], band=source.get("band"))
+            values = apply_threshold(values.astype(np.float32), cut)
+        stacked.append(np.asarray(values, np.uint8))
+    return np.stack(stacked, axis=1)
+
+
+def usable_rows(batch: dict[str, np.ndarray], sources: list[dict] | None) -> np.ndarray:
+    """Rows that decoded and whose every source made a mask (a source's failure is its reader's)."""
+    ok = batch["error"] == ""
+    for source in sources or []:
+        errors = batch.get(f"error__{source['id']}")
+        if errors is not None:
+            ok &= errors == ""
+    return np.flatnonzero(ok)
+
+
+def _visible(batch: dict[str, np.ndarray], rows: np.ndarray, heatmap_column: str | None,
+             sources: list[dict] | None = None) -> dict:
     visible = {"image": batch["image"][rows], "label": batch["label"][rows],
                "image_id": batch["image_id"][rows]}
+    if sources:
+        visible["source_masks"] = source_masks(batch, sources, rows)
     if "original" in batch:
         visible["original"] = [batch["original"][row] for row in rows]
     if "given_box" in batch:
@@ -92,7 +118,7 @@ def _visible(batch: dict[str, np.ndarray], rows: np.ndarray, heatmap_column: str
 
 
 def run_labeler(labeler: Any, batch: dict[str, np.ndarray], key: str,
-                heatmap_column: str | None = None) -> None:
+                heatmap_column: str | None = None, sources: list[dict] | None = None) -> None:
     """Run one labeler on the batch's good rows, adding its columns; isolate failing images.
 
     Adds ``mask__<key>``, ``error__<key>`` and one column per by-product the labeler returns
@@ -101,14 +127,17 @@ def run_labeler(labeler: Any, batch: dict[str, np.ndarray], key: str,
     count = len(batch["image_id"])
     batch[f"mask__{key}"] = np.zeros((count, *batch["image"].shape[1:3]), np.uint8)
     errors = np.asarray([""] * count, dtype=object)
-    good = np.flatnonzero(batch["error"] == "")
+    good = usable_rows(batch, sources)
+    for row in np.setdiff1d(np.flatnonzero(batch["error"] == ""), good):
+        errors[row] = f"{labeler.name}: a source set has no mask for this image"
     try:
-        results = [(good, labeler(_visible(batch, good, heatmap_column)))] if len(good) else []
+        results = [(good, labeler(_visible(batch, good, heatmap_column, sources)))] if len(good) else []
     except Exception:  # noqa: BLE001 - retry image by image to find the bad one
         results = []
         for row in good:
             try:
-                results.append((np.array([row]), labeler(_visible(batch, np.array([row]), heatmap_column))))
+                one = np.array([row])
+                results.append((one, labeler(_visible(batch, one, heatmap_column, sources))))
             except Exception as error:  # noqa: BLE001 - quarantined with its reason
                 errors[row] = f"{labeler.name}: {type(error).__name__}: {error}"
     for rows, output in results:
@@ -215,7 +244,7 @@ def cpu_stage(batch: dict[str, np.ndarray], specs: list[dict], context: LabelerC
         labeler = _cpu_labeler(spec, context)
         donor = _grabcut_donor(spec, done)
         if donor is None:
-            run_labeler(labeler, batch, spec["id"], spec.get("heatmap_column"))
+            run_labeler(labeler, batch, spec["id"], spec.get("heatmap_column"), spec.get("sources"))
         else:
             mix_from_donor(labeler, batch, spec["id"], donor["id"])
         done.append(spec)
@@ -256,7 +285,7 @@ class Sam2Stage:
         maybe_inject_fault("sam2", self.fault)
         batch = dict(batch)
         for spec, labeler in zip(self.specs, self.labelers):
-            run_labeler(labeler, batch, spec["id"], spec.get("heatmap_column"))
+            run_labeler(labeler, batch, spec["id"], spec.get("heatmap_column"), spec.get("sources"))
         return _timed(batch, "sam2", started)
 
 

@@ -24,6 +24,11 @@ BACKBONES: dict[str, BackboneSpec] = {
     "densenet121": BackboneSpec("features", "classifier"),
 }
 TIMM_PREFIX = "timm/"
+# timm models whose pooled, classified features are not their last feature stage: CAM reads the
+# layer the head pools (EfficientNet: conv_head + bn2, 1280 channels, not blocks.6 with 320).
+TIMM_SPECS: dict[str, BackboneSpec] = {
+    "efficientnet_lite0": BackboneSpec("bn2", "classifier"),
+}
 
 
 def check_backbone_name(name: str) -> str:

@@ -12,7 +12,8 @@ import os
 from typing import Any
 
 from wsss.data.breeds import NUM_BREEDS
-from wsss.models.backbones import BACKBONES, TIMM_PREFIX, BackboneSpec, check_backbone_name
+from wsss.models.backbones import BACKBONES, TIMM_PREFIX, TIMM_SPECS, BackboneSpec, check_backbone_name
+from wsss.models.packaged import load_packaged
 from wsss.storage import fetch, is_file, writing
 
 CHECKPOINT_FORMAT = "wsss-classifier-v1"
@@ -33,6 +34,8 @@ def get_module(model: Any, dotted: str) -> Any:
 def backbone_spec(model: Any, backbone: str) -> BackboneSpec:
     """Target layer and head of a built model (timm models report their own head)."""
     if backbone.startswith(TIMM_PREFIX):
+        if backbone[len(TIMM_PREFIX):] in TIMM_SPECS:
+            return TIMM_SPECS[backbone[len(TIMM_PREFIX):]]
         head = model.default_cfg.get("classifier", "fc") if hasattr(model, "default_cfg") else "fc"
         return BackboneSpec(target_layer=_timm_last_stage(model), head=head)
     return BACKBONES[backbone]
@@ -72,15 +75,23 @@ def build_classifier(backbone: str, weights: str = "none", num_classes: int = NU
         return model
     try:
         if backbone.startswith(TIMM_PREFIX):
-            import timm
-
-            return timm.create_model(backbone[len(TIMM_PREFIX):], pretrained=weights == "imagenet",
-                                     num_classes=num_classes)
+            return _build_timm(backbone[len(TIMM_PREFIX):], weights, num_classes)
         return _build_torchvision(backbone, weights, num_classes)
     except (OSError, RuntimeError) as error:
         if weights == "imagenet" and _looks_offline(error):
             raise WeightsMissingError(_missing_imagenet_message(backbone)) from error
         raise
+
+
+def _build_timm(name: str, weights: str, num_classes: int):
+    """A timm classifier; ImageNet weights from a package that ships them (offline), else the hub."""
+    import timm
+
+    if weights == "imagenet":
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        if load_packaged(model, name):
+            return model
+    return timm.create_model(name, pretrained=weights == "imagenet", num_classes=num_classes)
 
 
 def _looks_offline(error: Exception) -> bool:

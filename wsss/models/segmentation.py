@@ -25,11 +25,11 @@ from typing import Any, Callable
 
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models.classifier import WeightsMissingError
+from wsss.models.packaged import load_packaged
 from wsss.storage import writing
 
 CHECKPOINT_FORMAT = "wsss-segmentation-v1"
 CHECKPOINT_FILE = "state.pt"  # as wsss.train.common.STATE_FILE: a Train checkpoint dir works too
-TIMM_UNET_PREFIX = "unet_timm/"
 DEFAULT_TIMM_ENCODER = "resnet34"
 
 
@@ -45,8 +45,9 @@ class ModelSpec:
 
     def check_weights(self, name: str, weights: str) -> None:
         """Refuse named weights this architecture has none of, listing the ones it has."""
-        if weights in NAMED_WEIGHTS and weights not in self.weights:
-            have = ", ".join(("none", *self.weights))
+        encoder = "/" in name  # a timm encoder has ImageNet weights only
+        if weights in NAMED_WEIGHTS and (weights not in self.weights or (encoder and weights != "imagenet")):
+            have = ", ".join(("none", *(("imagenet",) if encoder else self.weights)))
             what = (f"{weights} weights" if self.pretrained_backbone else
                     "pretrained backbone (the study trains it from scratch)")
             raise ValueError(f"model {name!r} has no {what}; its weights: {have}, or a checkpoint "
@@ -59,9 +60,10 @@ def _spec_table() -> dict[str, ModelSpec]:
         "unet_timm": ModelSpec(_build_timm_unet, True,
                                f"UNet decoder on a timm encoder (unet_timm/<encoder>, "
                                f"default {DEFAULT_TIMM_ENCODER})", ("imagenet",)),
-        "deeplabv3": ModelSpec(_build_deeplabv3, True, "torchvision DeepLabV3-ResNet50",
-                               ("imagenet", "coco_voc")),
-        "fcn": ModelSpec(_build_fcn, True, "torchvision FCN-ResNet50", ("imagenet", "coco_voc")),
+        "deeplabv3": ModelSpec(_build_deeplabv3, True, "torchvision DeepLabV3-ResNet50 (deeplabv3/"
+                               "<timm encoder>: its ASPP head on that encoder)", ("imagenet", "coco_voc")),
+        "fcn": ModelSpec(_build_fcn, True, "torchvision FCN-ResNet50 (fcn/<timm encoder>: its head "
+                         "on that encoder)", ("imagenet", "coco_voc")),
     }
 
 
@@ -70,13 +72,22 @@ def list_models() -> list[str]:
     return list(_spec_table())
 
 
+ENCODER_MODELS = ("unet_timm", "deeplabv3", "fcn")  # "<model>/<timm encoder>" names an encoder
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """``deeplabv3/efficientnet_lite0`` -> ("deeplabv3", "efficientnet_lite0"); no "/": no encoder."""
+    base, _, encoder = name.partition("/")
+    return base, encoder or None
+
+
 def model_spec(name: str) -> ModelSpec:
     """The registry entry of ``name``; unknown names raise listing the known ones."""
-    base = "unet_timm" if name.startswith(TIMM_UNET_PREFIX) else name
+    base, encoder = split_name(name)
     table = _spec_table()
-    if base not in table:
+    if base not in table or (encoder is not None and base not in ENCODER_MODELS):
         raise ValueError(f"unknown segmentation model {name!r}; known: {', '.join(table)} "
-                         f"(or unet_timm/<timm encoder>)")
+                         f"(or {' | '.join(ENCODER_MODELS)}/<timm encoder>)")
     return table[base]
 
 
@@ -85,7 +96,7 @@ def check_model_options(name: str, options: dict[str, Any]) -> None:
     import inspect
 
     accepted = [p for p in inspect.signature(model_spec(name).build).parameters if p != "weights"]
-    if name.startswith(TIMM_UNET_PREFIX):
+    if "encoder" in accepted:
         accepted.remove("encoder")  # given by the name
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -102,8 +113,9 @@ def create_model(name: str, weights: str = "none", **options: Any):
     """Build a registered model; ``weights``: none | imagenet | path (see the module doc)."""
     spec = model_spec(name)
     check_model_options(name, options)
-    if name.startswith(TIMM_UNET_PREFIX):
-        options = {"encoder": name[len(TIMM_UNET_PREFIX):], **options}
+    encoder = split_name(name)[1]
+    if encoder is not None:
+        options = {"encoder": encoder, **options}
     spec.check_weights(name, weights)
     if weights == "none" or weights in NAMED_WEIGHTS:
         return spec.build(weights, **options)
@@ -171,15 +183,11 @@ def _build_unet(weights: str, width: float = 1.0, in_channels: int = 3):
 
 
 def _build_timm_unet(weights: str, encoder: str = DEFAULT_TIMM_ENCODER, decoder_width: float = 1.0):
-    import timm
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
-    try:
-        backbone = timm.create_model(encoder, features_only=True, pretrained=weights == "imagenet")
-    except OSError as error:  # huggingface_hub's LocalEntryNotFoundError is one
-        raise WeightsMissingError(_missing_timm_message(encoder)) from error
+    backbone = timm_encoder(encoder, weights)
 
     class TimmUNet(nn.Module):
         """timm features (strides 2..32) -> UNet decoder -> logits at the input size."""
@@ -204,6 +212,46 @@ def _build_timm_unet(weights: str, encoder: str = DEFAULT_TIMM_ENCODER, decoder_
                                  align_corners=False)
 
     return TimmUNet()
+
+
+def timm_encoder(encoder: str, weights: str, out_indices: tuple[int, ...] | None = None):
+    """A timm ``features_only`` encoder; ImageNet weights from a package that ships them
+    (``wsss.models.packaged``: offline), else from the hub (WeightsMissingError offline)."""
+    import timm
+
+    options = {} if out_indices is None else {"out_indices": out_indices}
+    if weights == "imagenet":
+        model = timm.create_model(encoder, features_only=True, pretrained=False, **options)
+        if load_packaged(model, encoder):
+            return model
+    try:
+        return timm.create_model(encoder, features_only=True, pretrained=weights == "imagenet", **options)
+    except OSError as error:  # huggingface_hub's LocalEntryNotFoundError is one
+        raise WeightsMissingError(_missing_timm_message(encoder)) from error
+
+
+def _timm_head(kind: str, weights: str, encoder: str):
+    """DeepLabV3's ASPP head or FCN's head on a timm encoder's stride-16 features, logits
+    upsampled to the input: the study's heads on a small (and offline-pretrained) backbone."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+    from torchvision.models.segmentation.fcn import FCNHead
+
+    backbone = timm_encoder(encoder, weights, out_indices=(3,))
+    channels = backbone.feature_info.channels()[-1]
+    head = DeepLabHead(channels, 1) if kind == "deeplabv3" else FCNHead(channels, 1)
+
+    class TimmHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.head = backbone, head
+
+        def forward(self, x):
+            logits = self.head(self.encoder(x)[-1])
+            return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    return TimmHead()
 
 
 def _missing_timm_message(encoder: str) -> str:
@@ -274,16 +322,20 @@ def _torchvision_segmentation(builder: Callable, coco_voc: Any, head_channels: i
     return _wrap_torchvision(network)
 
 
-def _build_deeplabv3(weights: str):
+def _build_deeplabv3(weights: str, encoder: str | None = None):
     from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights, deeplabv3_resnet50
 
+    if encoder is not None:
+        return _timm_head("deeplabv3", weights, encoder)
     return _torchvision_segmentation(deeplabv3_resnet50,
                                      DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1, 256, weights)
 
 
-def _build_fcn(weights: str):
+def _build_fcn(weights: str, encoder: str | None = None):
     from torchvision.models.segmentation import FCN_ResNet50_Weights, fcn_resnet50
 
+    if encoder is not None:
+        return _timm_head("fcn", weights, encoder)
     return _torchvision_segmentation(fcn_resnet50, FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
                                      512, weights)
 

@@ -11,11 +11,12 @@ resume from their checkpoints, and children already logged are not logged again.
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from wsss import storage, tracking
+from wsss import console, storage, tracking
 from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, parse_config
 from wsss.data.prepare import prepare_dataset
 from wsss.identity import file_hash, stable_hash
@@ -24,6 +25,7 @@ from wsss.masks.pipeline import cluster_resources, generate_masks, labeler_conte
 from wsss.masks.tracking import log_mask_set
 from wsss.metrics import flat_metrics
 from wsss.raycluster import ensure_ray
+from wsss.sweep.progress import trial_progress
 from wsss.sweep.tracking import (
     KEY_TAG,
     find_parent,
@@ -91,7 +93,7 @@ def expand_trials(config: StudyConfig) -> list[dict[str, Any]]:
 def trial_config(study: dict[str, Any], overrides: dict[str, Any], name: str = "") -> StudyConfig:
     """The study config with one trial's ``train`` overrides applied (and re-validated)."""
     train = study.get("train", {})
-    if overrides.get("model", train.get("model")) != train.get("model"):
+    if overrides.get("model", train.get("model")) != train.get("model") and "model_options" not in overrides:
         train = {**train, "model_options": {}}  # options belong to the model they were set for
     merged = {**train, **overrides}
     if "threshold" not in overrides and not parse_config(study).heatmap_label(merged.get("labels", "gt")):
@@ -126,6 +128,32 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], sweep: str) -> None
                  if outcome.history else 0.0})
 
 
+def describe_data(dataset: Any) -> str:
+    """The data stage's line: what was read, and whether there is ground truth to score with."""
+    splits = ", ".join(f"{name} {len(dataset.split(name))}" for name in ("train", "val", "test"))
+    truth = "with ground truth (scoring only)" if dataset.has_truth else "no ground truth: nothing is scored"
+    return (f"✓ data: {dataset.root} ({dataset.format}), {len(dataset.records)} images, "
+            f"{len(dataset.classes)} classes ({splits}), {len(dataset.quarantine)} quarantined; {truth}")
+
+
+def runnable_trials(trials: list[dict], study: dict[str, Any], dataset: Any) -> tuple[list[dict], list[str]]:
+    """The trials this data can run, and one line per trial left out: on data without ground
+    truth, the ones that train or select on it (a preset's Table 1 rows on a user's images)."""
+    kept, skipped = [], []
+    for trial in trials:
+        trial_study = trial_config(study, trial["overrides"], trial["name"])
+        try:
+            check_truth_for(trial_study, trial_study.train.labels, dataset)
+            kept.append(trial)
+        except ConfigError as error:
+            skipped.append(f"{trial['name']}: {error}")
+    for line in skipped:
+        print(f"skipping trial {line}", file=sys.stderr)
+    if trials and not kept:
+        raise ConfigError("no trial of this sweep can run on this data:\n  " + "\n  ".join(skipped))
+    return kept, skipped
+
+
 def concurrency(config: StudyConfig, cpus: int, gpus: int) -> int:
     """How many trials fit side by side; raises when one trial does not fit at all."""
     scaling = config.train.scaling
@@ -155,7 +183,7 @@ def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: in
         tune.with_parameters(run_trial, study=config.model_dump(mode="json"), sweep=name),
         {"cpu": 0.01})  # a trial's driver only coordinates its Train workers
     if tune.Tuner.can_restore(path):
-        print(f"resuming the sweep's trials from {path}", file=sys.stderr, flush=True)
+        console.say(f"resuming the sweep's trials from {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
@@ -171,7 +199,8 @@ def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: in
                                         scheduler=scheduler),
             run_config=tune.RunConfig(name=name, storage_path=root,
                                       failure_config=tune.FailureConfig(max_failures=config.sweep.max_failures),
-                                      verbose=1))
+                                      callbacks=[trial_progress(len(trials))],
+                                      verbose=1 if console.verbose() or console.log_path() is None else 0))
     return list(tuner.fit())
 
 
@@ -191,10 +220,13 @@ def start_parent(config: StudyConfig, fingerprint: str, experiment_id: str, tria
 
 
 def log_mask_sets(config: StudyConfig, summary: Any, records: list, parent_id: str, done: set[str]) -> None:
-    for plan in summary.plans:
-        key = f"masks:{plan.spec.key}:{plan.fingerprint}"
-        if key not in done:
+    todo = [plan for plan in summary.plans if f"masks:{plan.spec.key}:{plan.fingerprint}" not in done]
+    with console.Stage("mask set runs", total=len(todo), unit="to MLflow") as stage:
+        for plan in todo:
+            key = f"masks:{plan.spec.key}:{plan.fingerprint}"
             log_mask_set(plan, summary.plans, summary, config, records, parent_id, {KEY_TAG: key})
+            stage.advance(1)
+        stage.done(f"{len(todo)} logged, {len(summary.plans) - len(todo)} already there")
 
 
 def log_direct_evals(config: StudyConfig, summary: Any, dataset: Any, parent_id: str,
@@ -246,9 +278,8 @@ def run_sweep(config: StudyConfig) -> dict[str, Any]:
     for trial in trials:
         trial_config(study, trial["overrides"], trial["name"])  # every trial is valid before any work
     dataset = prepare_dataset(config.data)
-    for trial in trials:  # what needs ground truth the data lacks fails here, before any work
-        trial_study = trial_config(study, trial["overrides"], trial["name"])
-        check_truth_for(trial_study, trial_study.train.labels, dataset)
+    console.say(describe_data(dataset))
+    trials, skipped = runnable_trials(trials, study, dataset)
     fingerprint = sweep_fingerprint(config, dataset)
     experiment_id = tracking.configure(config.tracking)
     parent_id = start_parent(config, fingerprint, experiment_id, trials)
@@ -256,7 +287,7 @@ def run_sweep(config: StudyConfig) -> dict[str, Any]:
     checkpoint = resolve_classifier(config, parent_run_id=parent_id)
     if config.labelers:
         summary = generate_masks(config, dataset, labeler_context(config, checkpoint))
-        print(summary.format(), flush=True)
+        logging.getLogger(__name__).info("%s", summary.format())
         log_mask_sets(config, summary, dataset.split("trainval", "test"), parent_id, done)
         if dataset.has_truth:  # a direct evaluation scores masks as predictions: needs truth
             log_direct_evals(config, summary, dataset, parent_id, done)
@@ -269,7 +300,8 @@ def run_sweep(config: StudyConfig) -> dict[str, Any]:
             if config.tracking.register_model else None)
     rows = summary_rows(experiment_id, parent_id)
     log_summary(parent_id, rows, {"fingerprint": fingerprint, "failures": failures,
-                                  "classifier": checkpoint, "trials": len(trials), "best_model": best})
+                                  "classifier": checkpoint, "trials": len(trials), "best_model": best,
+                                  "skipped_trials": skipped})
     mlflow.MlflowClient().set_terminated(parent_id, "FAILED" if failures else "FINISHED")
     return {"rows": rows, "markdown": to_markdown(rows), "failures": failures,
             "parent_run_id": parent_id, "experiment": config.tracking.experiment, "best_model": best,

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from wsss import storage, tracking
+from wsss import console, storage, tracking
 from wsss.config import ConfigError, StudyConfig
 from wsss.data.prepare import prepare_dataset
 from wsss.data.transforms import batch_to_input
@@ -280,17 +279,25 @@ def _log_and_save(config: StudyConfig, path: Path | str, model, history: list[di
 def run_classifier(config: StudyConfig, parent_run_id: str | None = None) -> dict[str, Any]:
     """Train (or reuse, or resume) the breed classifier; {checkpoint, test/val accuracy, run_id}."""
     check_classifier_config(config)
+    with console.Stage("classifier") as stage:
+        summary = _classifier(config, parent_run_id)
+        how = "reused" if summary["reused"] else f"trained {config.classifier.backbone}"
+        scores = ", ".join(f"{name} accuracy {summary[f'{name}_accuracy']:.3f}" for name in ("val", "test")
+                           if summary.get(f"{name}_accuracy") is not None)
+        stage.done(f"{how} {summary['checkpoint']}" + (f" ({scores})" if scores else ""))
+    return summary
+
+
+def _classifier(config: StudyConfig, parent_run_id: str | None) -> dict[str, Any]:
     section = config.classifier
-    if section.checkpoint is not None:
-        print(f"using classifier.checkpoint {section.checkpoint} as is", file=sys.stderr)
+    if section.checkpoint is not None:  # the configured one, as is
         load_classifier(section.checkpoint)  # fails clearly when missing or foreign
         return _summary(section.checkpoint, read_meta(section.checkpoint), True)
     dataset = prepare_dataset(config.data)
     fingerprint = classifier_fingerprint(config, dataset.fingerprint())
     path = classifier_path(config, fingerprint)
     if storage.is_file(path) and read_meta(path).get("fingerprint") == fingerprint:
-        print(f"reusing classifier {path} (same config and dataset)", file=sys.stderr)
-        return _summary(path, read_meta(path), True)
+        return _summary(path, read_meta(path), True)  # same config and dataset
     check_classes(dataset, "train a classifier")
     build_classifier(section.backbone, section.weights, len(dataset.classes))  # missing weights: now
     splits = decoded_splits(config, dataset, section.image_size, min_train=1)

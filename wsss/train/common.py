@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from wsss import storage
+from wsss import console, storage
 from wsss.config import ConfigError
 from wsss.data.arrays import load_arrays
 from wsss.storage import absolute
@@ -36,10 +36,13 @@ def decoded_splits(config: Any, dataset: Any, image_size: int, min_train: int) -
     by every stage; each split's quarantine is held to ``data.error_budget``."""
     cache_dir = storage.decode_cache_dir(config.pipeline.store)
     splits = {}
-    for split in ("train", "val", "test"):
-        records = dataset.split(split)
-        splits[split] = load_arrays(records, image_size, cache_dir, progress=True)
-        splits[split].quarantine.check_budget(len(records), config.data.error_budget)
+    total = sum(len(dataset.split(split)) for split in ("train", "val", "test"))
+    with console.Stage(f"decode at {image_size} px", total=total, unit="images") as stage:
+        for split in ("train", "val", "test"):
+            records = dataset.split(split)
+            splits[split] = load_arrays(records, image_size, cache_dir, progress=stage)
+            splits[split].quarantine.check_budget(len(records), config.data.error_budget)
+        stage.done(", ".join(f"{name} {len(arrays)}" for name, arrays in splits.items()))
     if len(splits["train"]) < min_train:
         raise ConfigError(f"data.root {config.data.root}: the train split has "
                           f"{len(splits['train'])} usable images; at least {min_train} needed")

@@ -19,6 +19,9 @@ import numpy as np
 
 from wsss.data.arrays import resize_mask
 from wsss.metrics import IGNORE, trimap_to_target
+from wsss.models.segmentation import load_segmentation
+from wsss.storage import fetch
+from wsss.train.steps import predict_logits
 
 GROUND_TRUTH = "gt"
 
@@ -76,6 +79,38 @@ class MaskSetSource:
             print(f"mask set {self.name}: {len(self.missing)} of {len(image_ids)} images have no "
                   f"mask and are ignored in training", file=sys.stderr)
         return _stack(masks, size)
+
+
+@dataclass
+class SelfTrainingSource:
+    """Self-training: the previous round's model's predictions on the training (and val) images
+    as the next round's labels. A pixel is foreground where the predicted probability is at
+    least ``band[1]``, background below ``band[0]``, and ignored in between: the model's own
+    doubt is not taught back to it (the ignore band of the CAM family, for predictions)."""
+
+    name: str
+    model_file: str
+    band: tuple[float, float]
+    images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # id -> S x S x 3
+
+    @property
+    def version(self) -> str:
+        return f"{self.model_file}@{self.band}"
+
+    def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
+        import torch
+
+        model, _ = load_segmentation(fetch(self.model_file))
+        lo, hi = self.band
+        out = []
+        for start in range(0, len(image_ids), 32):
+            batch = np.stack([self.images[i] for i in image_ids[start:start + 32]])
+            probability = torch.sigmoid(predict_logits(model, torch.as_tensor(batch), torch.device("cpu")))[:, 0]
+            labels = np.full(probability.shape, IGNORE, np.uint8)
+            labels[probability.numpy() >= hi] = 1
+            labels[probability.numpy() < lo] = 0
+            out.extend(resize_mask(mask, size) for mask in labels)
+        return _stack(out, size)
 
 
 def _stack(masks: list[np.ndarray], size: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from wsss.config import ConfigError, StudyConfig, label_keys, resolve_select
 from wsss.data.prepare import prepare_dataset
 from wsss.identity import stable_hash
 from wsss.masks.pipeline import labeler_context, open_study_mask_set
-from wsss.metrics import flat_metrics, scores
+from wsss.metrics import IGNORE, flat_metrics, scores
 from wsss.models.segmentation import (
     CHECKPOINT_FILE,
     NAMED_WEIGHTS,
@@ -48,7 +48,7 @@ from wsss.train.common import (
     scaling_config,
     shuffled,
 )
-from wsss.train.labels import resolve_schedule
+from wsss.train.labels import MaskSetSource, SelfTrainingSource, make_schedule, resolve_schedule
 from wsss.train.steps import ground_truth_targets
 from wsss.train.tracking import log_training, sample_figure
 from wsss.train.worker import BEST_METRIC, FAIL_ONCE_ENV, train_loop
@@ -121,15 +121,32 @@ def check_truth_for(config: StudyConfig, labels: Any, dataset: Any) -> None:
                           f"use auto, val_labels or last")
 
 
+def study_sets(config: StudyConfig, dataset: Any):
+    """``open_set(key, threshold)``: this study's mask set of a labeler id, as it was made."""
+    context = labeler_context(config, find_classifier(config, dataset))
+
+    def open_set(key: str, threshold: float | None = None) -> Any:
+        return open_study_mask_set(config, dataset, context, key, threshold)
+
+    return open_set
+
+
+def agreement_voters(config: StudyConfig, dataset: Any) -> list[Any]:
+    """The mask sets of ``train.agreement`` as label sources: each pixel's loss is weighted by
+    how many of them agree with the label (a heatmap set votes with its own threshold or band,
+    so a CAM ignore band is one more abstaining voter)."""
+    open_set = study_sets(config, dataset)
+    try:
+        return [MaskSetSource(open_set(key), key) for key in config.train.agreement]
+    except FileNotFoundError as error:
+        raise ConfigError(f"train.agreement: {error}") from None
+
+
 def label_schedule(config: StudyConfig, labels: Any, dataset: Any, splits: dict[str, Any]) -> Any:
     """The label schedule of ``labels`` (default ``train.labels``): ground truth from the train
     and val trimaps, mask sets as this study made them (``open_study_mask_set``)."""
     check_truth_for(config, labels if labels is not None else config.train.labels, dataset)
-    context = labeler_context(config, find_classifier(config, dataset))
-
-    def open_set(key: str, threshold: float | None) -> Any:
-        return open_study_mask_set(config, dataset, context, key, threshold)
-
+    open_set = study_sets(config, dataset)
     trimaps = {image_id: trimap for split in ("train", "val")
                for image_id, trimap in zip(splits[split].image_ids, splits[split].trimaps)}
     try:
@@ -153,14 +170,32 @@ def val_columns(schedule, val, selection: str, border_policy: str, gt_metrics: b
     return columns
 
 
-def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig) -> dict:
-    """Ray datasets: train (image + one target column per source, shuffled once), val (see
+def agreement_weights(targets: np.ndarray, voters: list[np.ndarray]) -> np.ndarray:
+    """Per-pixel loss weights (uint8, 255 = full): the share of ``voters`` (other mask sets'
+    masks of the same images) that agree with the target; a voter's 255 abstains, and a pixel
+    no voter speaks for keeps full weight."""
+    votes = np.stack(voters)  # V x N x S x S
+    speaking = votes != IGNORE
+    agreeing = (votes == targets[None]) & speaking
+    share = np.divide(agreeing.sum(0), speaking.sum(0), out=np.ones(targets.shape, np.float64),
+                      where=speaking.any(0))
+    return np.rint(share * 255).astype(np.uint8)
+
+
+def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig,
+                   voters: list[Any] = ()) -> dict:
+    """Ray datasets: train (image + one target column per source, shuffled once; with
+    ``voters``, also a weight column per source: ``agreement_weights``), val (see
     ``val_columns``) and test (image + ground-truth target; also trimap + row index)."""
     border_policy, seed = config.data.border_policy, config.train.seed
     train = splits["train"]
+    size = train.images.shape[1]
     columns = {"image": train.images}
+    votes = [voter.targets(train.image_ids, size) for voter in voters]
     for index, source in enumerate(schedule.sources):
-        columns[f"target_{index}"] = source.targets(train.image_ids, train.images.shape[1])
+        columns[f"target_{index}"] = source.targets(train.image_ids, size)
+        if votes:
+            columns[f"weight_{index}"] = agreement_weights(columns[f"target_{index}"], votes)
     datasets = {"train": arrays_dataset(shuffled(columns, seed))}
     val, test = splits["val"], splits["test"]
     selection = resolve_select(config.train.select, [source.name for source in schedule.sources])
@@ -245,8 +280,6 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     objects); ``model`` overrides ``train.model``; ``model_options`` go to ``create_model``
     (e.g. ``{"width": 0.25}`` for a narrow UNet); ``callbacks`` go to Train's RunConfig.
     """
-    from ray.train.torch import TorchTrainer
-
     section = config.train
     if model_options is None:  # train.model_options are options of train.model only
         model_options = section.model_options if model in (None, section.model) else {}
@@ -258,21 +291,44 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     schedule = label_schedule(config, labels, dataset, splits)
     name = name or section.name or run_name(config, model, model_options, schedule,
                                             dataset.fingerprint())
+    fit = (config, model, weights, model_options, splits, dataset, random_weights, callbacks)
+    outcome = fit_round(*fit, schedule, name if section.rounds == 1 else f"{name}-round1")
+    for round_number in range(2, section.rounds + 1):  # self-training: the last model's labels
+        images = {i: image for split in ("train", "val")
+                  for i, image in zip(splits[split].image_ids, splits[split].images)}
+        source = SelfTrainingSource(f"round{round_number - 1}", outcome.model_file,
+                                    tuple(section.self_training_band), images)
+        outcome = fit_round(*fit, make_schedule([(section.epochs, source)]),
+                            name if round_number == section.rounds else f"{name}-round{round_number}",
+                            previous=outcome)
+    return outcome
+
+
+def fit_round(config: StudyConfig, model: str, weights: str, model_options: dict, splits: dict,
+              dataset: Any, random_weights: bool, callbacks: list | None, schedule: Any, name: str,
+              previous: TrainingOutcome | None = None) -> TrainingOutcome:
+    """One Ray Train run on ``schedule``, tested; ``previous`` is the round it learnt from."""
+    from ray.train.torch import TorchTrainer
+
+    section = config.train
     settings = {**_settings(config, model, weights, model_options, schedule),
                 "test_images": len(splits["test"])}
     storage_root = storage.absolute(section.storage)  # a folder, or a URI such as s3://...
-    run_dir = storage.join(storage_root, name)
     trainer = TorchTrainer(
         train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),
         run_config=run_config(storage_root, name, metric=settings["best_metric"],
                               max_failures=section.max_failures, callbacks=callbacks),
-        datasets=build_datasets(schedule, splits, config),
+        datasets=build_datasets(schedule, splits, config, agreement_voters(config, dataset)),
         dataset_config=data_config(("train",)))
     returned = trainer.fit().return_value
     params = {**_params(config, settings, splits, dataset.fingerprint(), random_weights, name),
-              "label_versions": schedule.versions()}
-    return _finish(returned, run_dir, splits["test"], config.data.border_policy, params,
-                   random_weights, name)
+              "label_versions": schedule.versions(), "rounds": section.rounds,
+              "round": 1 if previous is None else previous.params["round"] + 1}
+    if previous is not None:  # the whole self-training run's history, round by round
+        returned["history"] = previous.history + [{**row, "epoch": row["epoch"] + len(previous.history)}
+                                                  for row in returned["history"]]
+    return _finish(returned, storage.join(storage_root, name), splits["test"],
+                   config.data.border_policy, params, random_weights, name)
 
 
 def write_per_image(counts: Any, image_ids: list[str], path: Path) -> Path:

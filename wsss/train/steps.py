@@ -27,16 +27,20 @@ def to_input(images, device=None, channels_last: bool = False):
     return inputs
 
 
-def masked_bce(logits, targets):
+def masked_bce(logits, targets, weights=None):
     """(sum of per-pixel BCE-with-logits over valid pixels, number of valid pixels).
 
     Pixels with target 255 count nowhere; the caller divides (the mean over valid pixels).
+    ``weights`` (N x H x W uint8, 255 = full weight) scale each pixel's loss, e.g. by how many
+    generators agree with its label (``train.agreement``).
     """
     import torch.nn.functional as F
 
     logits = logits[:, 0].float()
     valid = targets != IGNORE
     losses = F.binary_cross_entropy_with_logits(logits, (targets == 1).float(), reduction="none")
+    if weights is not None:
+        losses = losses * (weights.float() / 255.0)
     return (losses * valid).sum(), valid.sum()
 
 

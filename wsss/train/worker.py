@@ -77,12 +77,14 @@ def train_epoch(model, optimizer, settings: dict, epoch: int, device) -> list[fl
             local_shuffle_seed=settings["seed"] + 1000 * epoch + rank):
         if len(batch["image"]) < 2:  # BatchNorm needs two samples; shards are equal: all skip
             continue
-        inputs, targets = paired_augment(batch["image"], batch[column], generator)
+        weights = batch.get(column.replace("target_", "weight_"))
+        inputs, targets, *flipped = paired_augment(batch["image"], batch[column], generator,
+                                                   extras=() if weights is None else (weights,))
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with autocast(device, settings["bf16"]):
             logits = model(inputs)
-        loss_sum, valid = masked_bce(logits, targets)
+        loss_sum, valid = masked_bce(logits, targets, flipped[0] if flipped else None)
         optimizer.zero_grad(set_to_none=True)
         (loss_sum / valid.clamp(min=1)).backward()
         optimizer.step()

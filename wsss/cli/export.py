@@ -1,0 +1,73 @@
+"""``wsss export``: one mask set as indexed PNGs, COCO or Label Studio tasks, for people to
+review (``wsss.masks.export``; that module's docstring says how to serve images to Label Studio)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wsss.cli.common import EXIT_OK, UsageError, add_config_arguments, study_config
+from wsss.config import StudyConfig
+from wsss.data.prepare import prepare_dataset
+from wsss.data.records import DatasetIndex
+from wsss.labelers.base import LabelerContext
+from wsss.masks.export import FORMATS, LOCAL_FILES_ROOT, SORTS, export_mask_set
+from wsss.masks.pipeline import labeler_context, open_study_mask_set
+from wsss.masks.store import MaskSet, MaskSetError
+from wsss.models.classifier import WeightsMissingError
+from wsss.train.classifier import find_classifier
+
+SPLITS = {"trainval": ("trainval",), "test": ("test",), "all": ("trainval", "test")}
+
+
+def agreement_sets(config: StudyConfig, dataset: DatasetIndex, context: LabelerContext,
+                   key: str) -> dict[str, MaskSet]:
+    """The study's other complete sets for this data, whose agreement is the confidence; a
+    missing one is skipped with a note (export never generates masks)."""
+    found = {}
+    for spec in config.labelers:
+        if spec.key == key:
+            continue
+        try:
+            found[spec.key] = open_study_mask_set(config, dataset, context, spec.key)
+        except (MaskSetError, WeightsMissingError) as error:
+            reason = str(error).splitlines()[0]
+            print(f"note: confidence leaves out {spec.key!r}: {reason}", file=sys.stderr)
+    return found
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Open the set (and the others it is compared with), export it, say what was written."""
+    config = study_config(args)
+    config.labeler(args.labeler)  # an unknown id fails here, naming the configured ones
+    dataset = prepare_dataset(config.data)
+    context = labeler_context(config, find_classifier(config, dataset))
+    mask_set = open_study_mask_set(config, dataset, context, args.labeler, args.threshold)
+    if args.threshold is not None and mask_set.kind != "heatmaps":
+        raise UsageError(f"--threshold applies to heatmap sets only; {args.labeler!r} stores its masks "
+                         f"already cut ({mask_set.kind}), so a threshold would change nothing")
+    others = agreement_sets(config, dataset, context, args.labeler)
+    result = export_mask_set(mask_set, dataset, dataset.split(*SPLITS[args.split]), args.format,
+                             args.out, others=others, sort=args.sort, image_root=args.image_root)
+    missing = f", {len(result.not_in_set)} not in the set" if result.not_in_set else ""
+    print(f"wrote {result.images} masks of {args.labeler} ({args.format}, {args.split}{missing}) "
+          f"to {result.out}")
+    return EXIT_OK
+
+
+def add_parser(verbs) -> argparse.ArgumentParser:
+    """``export --config C --labeler ID --format F --out PATH [--threshold T] [--sort S] ...``."""
+    parser = verbs.add_parser("export", help="write one mask set as PNGs, COCO or Label Studio tasks")
+    add_config_arguments(parser, "pipeline.store=masks")
+    parser.add_argument("--labeler", required=True, help="labeler id of the mask set")
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="png (a folder), coco or labelstudio (a JSON file)")
+    parser.add_argument("--out", required=True, help="folder (png) or JSON file (coco, labelstudio)")
+    parser.add_argument("--threshold", type=float, help="cut a heatmap set here (default: its own)")
+    parser.add_argument("--sort", default="id", choices=SORTS,
+                        help="image order: id (default), or confidence, least certain first")
+    parser.add_argument("--image-root", default=LOCAL_FILES_ROOT,
+                        help=f"labelstudio: URL prefix of the dataset root (default {LOCAL_FILES_ROOT})")
+    parser.add_argument("--split", default="all", choices=tuple(SPLITS), help="which images (default all)")
+    parser.set_defaults(handler=cmd_export)
+    return parser

@@ -1,0 +1,317 @@
+"""One mask set in the tools people review masks in: indexed PNGs, COCO, Label Studio tasks.
+
+A set lives in the store at the study's working size (``data.image_size``, a square) with the
+values {0 background, 1 foreground, 255 ignore}; a reviewer looks at masks over the images at
+their own size. Every writer here puts the stored mask back on its image with nearest
+neighbour only (no new values, no blurred edges), orders the images, and writes whole files
+(``wsss.storage``). Sizes come from the image headers with EXIF orientation applied, because
+the masks were made on the oriented image (``wsss.data.decode``), as browsers show it.
+
+Confidence per image: the mean foreground IoU of this set's mask with each other complete set
+of the study that holds the image (where generators disagree a person should look); with no
+other set, 1 - the mask's ignored fraction. Ignore pixels count as background in the IoU.
+``sort="confidence"`` puts the least certain first, so a reviewer fixes the worst first.
+
+Formats:
+
+- ``png``: a folder of indexed PNGs ``<image_id>.png``: 0 background, class index + 1
+  foreground, 255 ignore, with PASCAL VOC's colour map; ``classes.json`` says what each value
+  means, ``confidence.csv`` ranks the images.
+- ``coco``: a COCO instances JSON; one RLE annotation per image (``category_id`` = class index
+  + 1, ``score`` = confidence) and, where a mask has ignore pixels, a second ``iscrowd: 1``
+  annotation over them: COCO's own "ignore this region".
+- ``labelstudio``: Label Studio import tasks with the masks as brush pre-annotations
+  (``predictions``), one region of the class and one labelled ``ignore``, encoded with Label
+  Studio's own converter; the labeling config to paste is written beside the JSON as
+  ``<out stem>.labeling-config.xml``.
+
+Serving the images to Label Studio: task images are ``<image_root><path under the dataset
+root>``. The default ``image_root``, ``/data/local-files/?d=``, is Label Studio's local file
+serving; start it with the dataset root as its document root::
+
+    LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\
+    LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/abs/path/to/dataset/root label-studio start
+
+then, in the project: Settings > Labeling Interface > Code: paste the ``.labeling-config.xml``;
+Settings > Cloud Storage > Add Source Storage > Local files with an absolute path under the
+document root that holds the images (this grants access; do not sync it, or each image becomes
+a second, empty task); then import the JSON. With a document root above the dataset root, pass
+``--image-root "/data/local-files/?d=<dataset root relative to it>/"``; any web server that
+serves the dataset root works too (``--image-root http://host:port/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from wsss import storage
+from wsss.data.arrays import resize_mask
+from wsss.data.records import DatasetIndex, Record
+from wsss.labelers.base import MASK_FOREGROUND, MASK_IGNORE
+from wsss.masks.store import MaskSet
+
+FORMATS = ("png", "coco", "labelstudio")
+SORTS = ("id", "confidence")
+LOCAL_FILES_ROOT = "/data/local-files/?d="  # Label Studio's local file serving
+IGNORE_LABEL = "ignore"
+EXIF_ORIENTATION = 0x0112
+MEANINGS = {"0": "background", "255": "ignore: the labeler is unsure (not scored, not trained on)"}
+
+
+@dataclass(frozen=True)
+class ExportImage:
+    """One image to export: its record, its own size, and how sure the set is of its mask."""
+
+    record: Record
+    width: int
+    height: int
+    confidence: float
+    foreground_fraction: float
+    ignored_fraction: float
+    agreement: dict[str, float] = field(default_factory=dict)  # foreground IoU per other set
+
+
+@dataclass
+class ExportResult:
+    """What ``export_mask_set`` wrote."""
+
+    images: int
+    out: str
+    files: list[str]  # the files beside the masks (classes.json, labeling config...)
+    not_in_set: list[str]  # ids of the chosen records the set does not hold (quarantined)
+    agreement_with: list[str]  # the other sets the confidence compares with
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image as decoded, EXIF orientation applied, from its header only."""
+    from PIL import Image
+
+    with Image.open(storage.fetch(path)) as image:
+        width, height = image.size
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def foreground_iou(mask: np.ndarray, other: np.ndarray) -> float:
+    """IoU of two masks' foregrounds, ignore counted as background; 1 when both are empty."""
+    mine, theirs = mask == MASK_FOREGROUND, other == MASK_FOREGROUND
+    union = np.logical_or(mine, theirs).sum()
+    return float(np.logical_and(mine, theirs).sum() / union) if union else 1.0
+
+
+def mask_confidence(mask: np.ndarray, agreement: dict[str, float]) -> float:
+    """The mean agreement with the other sets; without any, 1 - the set's own ignored share."""
+    if agreement:
+        return float(np.mean(list(agreement.values())))
+    return 1.0 - float(np.mean(mask == MASK_IGNORE))
+
+
+def score_image(record: Record, mask: np.ndarray, others: dict[str, MaskSet],
+                holdings: dict[str, set[str]]) -> ExportImage:
+    """An image's size and confidence; the masks compare at the working size they share."""
+    agreement = {key: foreground_iou(mask, resize_mask(other.read(record.image_id), mask.shape[:2]))
+                 for key, other in others.items() if record.image_id in holdings[key]}
+    width, height = image_size(record.image_path)
+    return ExportImage(record, width, height, mask_confidence(mask, agreement),
+                       float(np.mean(mask == MASK_FOREGROUND)), float(np.mean(mask == MASK_IGNORE)),
+                       agreement)
+
+
+def score_images(mask_set: MaskSet, records: list[Record],
+                 others: dict[str, MaskSet] | None = None) -> list[ExportImage]:
+    """Every record the set holds, scored against the other sets (``others``: id -> set)."""
+    others = others or {}
+    held = mask_set.ids()
+    holdings = {key: other.ids() for key, other in others.items()}
+    return [score_image(record, mask_set.read(record.image_id), others, holdings)
+            for record in records if record.image_id in held]
+
+
+def order_images(images: list[ExportImage], sort: str = "id") -> list[ExportImage]:
+    """By image id, or least confident first (ties by id) so the worst masks come first."""
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r}; known: {', '.join(SORTS)}")
+    if sort == "confidence":
+        return sorted(images, key=lambda image: (image.confidence, image.record.image_id))
+    return sorted(images, key=lambda image: image.record.image_id)
+
+
+def mask_at_image_size(mask_set: MaskSet, image: ExportImage) -> np.ndarray:
+    """The stored mask on the image's own pixels (nearest neighbour: values stay 0, 1, 255)."""
+    return resize_mask(mask_set.read(image.record.image_id), (image.height, image.width))
+
+
+def relative_image_path(record: Record, dataset_root: str) -> str:
+    """The image's path under the dataset root, with forward slashes (a URL or COCO file name)."""
+    return os.path.relpath(record.image_path, dataset_root).replace(os.sep, "/")
+
+
+def confidence_csv(images: list[ExportImage]) -> str:
+    """One row per image in export order: confidence, size, shares, and IoU with each set."""
+    keys = sorted({key for image in images for key in image.agreement})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image_id", "confidence", "class_name", "width", "height", "foreground_fraction",
+                     "ignored_fraction", *(f"iou_{key}" for key in keys)])
+    for image in images:
+        writer.writerow([image.record.image_id, f"{image.confidence:.6f}", image.record.class_name,
+                         image.width, image.height, f"{image.foreground_fraction:.6f}",
+                         f"{image.ignored_fraction:.6f}",
+                         *(f"{image.agreement[key]:.6f}" if key in image.agreement else "" for key in keys)])
+    return buffer.getvalue()
+
+
+def voc_palette() -> list[int]:
+    """PASCAL VOC's colour map (0 black, 255 the VOC "void" cream): viewers show class values
+    as distinct colours the way segmentation people are used to."""
+    palette = []
+    for value in range(256):
+        red = green = blue = 0
+        for bit in range(8):
+            red |= ((value >> (3 * bit)) & 1) << (7 - bit)
+            green |= ((value >> (3 * bit + 1)) & 1) << (7 - bit)
+            blue |= ((value >> (3 * bit + 2)) & 1) << (7 - bit)
+        palette += [red, green, blue]
+    return palette
+
+
+def class_values(mask: np.ndarray, label: int) -> np.ndarray:
+    """0 background, ``label + 1`` foreground, 255 ignore: one PNG value per class, as in VOC."""
+    return np.where(mask == MASK_FOREGROUND, label + 1,
+                    np.where(mask == MASK_IGNORE, 255, 0)).astype(np.uint8)
+
+
+def write_png_folder(mask_set: MaskSet, images: list[ExportImage], classes: list[str], out: str) -> list[str]:
+    """Indexed PNGs, ``classes.json`` and ``confidence.csv`` in folder ``out``; the side files."""
+    from PIL import Image
+
+    if len(classes) > 254:  # values 1..254 are classes; 255 is ignore
+        raise ValueError(f"an indexed PNG holds at most 254 classes; this dataset has {len(classes)}")
+    palette = voc_palette()
+    for image in images:
+        values = class_values(mask_at_image_size(mask_set, image), image.record.label)
+        indexed = Image.frombytes("P", (image.width, image.height), values.tobytes())
+        indexed.putpalette(palette)
+        with storage.writing(storage.join(out, f"{image.record.image_id}.png")) as temporary:
+            indexed.save(temporary, format="PNG")
+    values = {"0": MEANINGS["0"], **{str(i + 1): name for i, name in enumerate(classes)},
+              "255": MEANINGS["255"]}
+    legend = {"labeler_id": mask_set.manifest.get("labeler_id"), "values": values,
+              "foreground": "the image's class index + 1"}
+    return [storage.write_text(storage.join(out, "classes.json"), json.dumps(legend, indent=2)),
+            storage.write_text(storage.join(out, "confidence.csv"), confidence_csv(images))]
+
+
+def coco_annotation(region: np.ndarray, ident: int, image_id: int, category_id: int,
+                    score: float, crowd: bool) -> dict[str, Any]:
+    """One COCO annotation over a binary region: compressed RLE, bbox and area by pycocotools."""
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(region.astype(np.uint8)))
+    return {"id": ident, "image_id": image_id, "category_id": category_id,
+            "segmentation": {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")},
+            "area": int(coco_mask.area(rle)), "bbox": [float(v) for v in coco_mask.toBbox(rle)],
+            "iscrowd": int(crowd), "score": round(score, 6)}
+
+
+def coco_document(mask_set: MaskSet, images: list[ExportImage], dataset: DatasetIndex) -> dict[str, Any]:
+    """COCO instances: every image listed (empty masks too), its foreground, its ignore region
+    as an ``iscrowd`` annotation of the same class (what COCO evaluation ignores)."""
+    entries, annotations = [], []
+    for number, image in enumerate(images, start=1):
+        entries.append({"id": number, "file_name": relative_image_path(image.record, dataset.root),
+                        "width": image.width, "height": image.height,
+                        "wsss_image_id": image.record.image_id, "confidence": round(image.confidence, 6)})
+        mask, category = mask_at_image_size(mask_set, image), image.record.label + 1
+        for region, crowd in ((mask == MASK_FOREGROUND, False), (mask == MASK_IGNORE, True)):
+            if region.any():
+                annotations.append(coco_annotation(region, len(annotations) + 1, number, category,
+                                                   image.confidence, crowd))
+    categories = [{"id": i + 1, "name": name, "supercategory": "object"}
+                  for i, name in enumerate(dataset.classes)]
+    info = {"description": f"wsss mask set {mask_set.manifest.get('labeler_id')}",
+            "version": str(mask_set.manifest.get("fingerprint", ""))}
+    return {"info": info, "licenses": [], "images": entries, "annotations": annotations,
+            "categories": categories}
+
+
+def brush_result(region: np.ndarray, label: str, image: ExportImage, region_id: str) -> dict[str, Any]:
+    """A Label Studio brush region; LS paints pixels of value 255, RLE by its own converter."""
+    from label_studio_converter.brush import mask2rle
+
+    painted = np.where(region, 255, 0).astype(np.uint8)
+    return {"id": region_id, "type": "brushlabels", "from_name": "tag", "to_name": "image",
+            "original_width": image.width, "original_height": image.height, "image_rotation": 0,
+            "value": {"format": "rle", "rle": mask2rle(painted), "brushlabels": [label]}}
+
+
+def labelstudio_task(mask: np.ndarray, image: ExportImage, image_url: str,
+                     model_version: str) -> dict[str, Any]:
+    """One import task: the image and the set's mask as a prediction scored by confidence."""
+    regions = [(mask == MASK_FOREGROUND, image.record.class_name, "foreground"),
+               (mask == MASK_IGNORE, IGNORE_LABEL, "ignore")]
+    result = [brush_result(region, label, image, region_id)
+              for region, label, region_id in regions if region.any()]
+    data = {"image": image_url, "image_id": image.record.image_id, "confidence": round(image.confidence, 6)}
+    return {"data": data, "predictions": [{"model_version": model_version,
+                                           "score": round(image.confidence, 6), "result": result}]}
+
+
+def labeling_config(classes: list[str]) -> str:
+    """The Label Studio labeling config the tasks need: an image and one brush label per class,
+    plus ``ignore``."""
+    labels = "".join(f"    <Label value={quoteattr(name)}/>\n" for name in classes)
+    return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+            '  <BrushLabels name="tag" toName="image">\n'
+            f'{labels}    <Label value="{IGNORE_LABEL}" background="#808080"/>\n'
+            "  </BrushLabels>\n</View>\n")
+
+
+def labeling_config_path(out: str) -> str:
+    """``<out stem>.labeling-config.xml`` beside the tasks JSON."""
+    text = str(out)
+    stem = text[: -len(".json")] if text.endswith(".json") else text
+    return f"{stem}.labeling-config.xml"
+
+
+def write_labelstudio(mask_set: MaskSet, images: list[ExportImage], dataset: DatasetIndex, out: str,
+                      image_root: str = LOCAL_FILES_ROOT) -> list[str]:
+    """The tasks JSON at ``out`` and its labeling config beside it; returns the config's path."""
+    manifest = mask_set.manifest
+    model_version = f"{manifest.get('labeler_id')}-{str(manifest.get('fingerprint', ''))[:12]}".rstrip("-")
+    tasks = [labelstudio_task(mask_at_image_size(mask_set, image), image,
+                              image_root + quote(relative_image_path(image.record, dataset.root), safe="/"),
+                              model_version) for image in images]
+    storage.write_text(out, json.dumps(tasks, separators=(",", ":")))
+    return [storage.write_text(labeling_config_path(out), labeling_config(dataset.classes))]
+
+
+def export_mask_set(mask_set: MaskSet, dataset: DatasetIndex, records: list[Record], format: str, out: str,
+                    *, others: dict[str, MaskSet] | None = None, sort: str = "id",
+                    image_root: str = LOCAL_FILES_ROOT) -> ExportResult:
+    """Write the masks ``mask_set`` holds for ``records`` in ``format`` at ``out``, ranked by
+    agreement with ``others`` (id -> set of the same study and data)."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
+    order_images([], sort)  # an unknown sort fails before any image is read
+    images = order_images(score_images(mask_set, records, others), sort)
+    if format == "png":
+        files = write_png_folder(mask_set, images, dataset.classes, out)
+    elif format == "coco":
+        storage.write_text(out, json.dumps(coco_document(mask_set, images, dataset), separators=(",", ":")))
+        files = []
+    else:
+        files = write_labelstudio(mask_set, images, dataset, out, image_root)
+    held = {image.record.image_id for image in images}
+    return ExportResult(len(images), str(out), files,
+                        [record.image_id for record in records if record.image_id not in held],
+                        sorted(others or {}))
