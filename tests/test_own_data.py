@@ -37,7 +37,6 @@ def test_a_sweep_on_class_folders_runs_without_ground_truth(folder_sweep):
 
 def test_the_best_model_is_registered_and_predicts(folder_sweep):
     import mlflow
-
     from wsss.data.decode import decode_image
     from wsss.data.index import index
 

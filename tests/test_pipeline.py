@@ -126,3 +126,43 @@ def test_unloadable_model_fails_the_job(ray_local, synthetic_root, tmp_path):
                        LabelerContext(classifier_checkpoint=str(damaged)))
     assert time.monotonic() - started < 120  # failed, did not restart forever
     assert not present_ids(str(tmp_path / "store"), "heatmaps")
+
+
+def test_sets_built_on_other_sets_run_after_them_and_carry_their_identity(ray_local, synthetic_root,
+                                                                           tmp_path, classifier):
+    """CRF of GrabCut, agreement of GrabCut and mix, SAM2 refinement of mix (after the CPU pass),
+    a CRF of SAM2 masks (a CPU pass after SAM2), CAM-guided SAM2 selection: one job."""
+    from wsss.masks.pipeline import make_plans
+
+    labelers = CPU_LABELERS[:3] + [
+        {"name": "gradcam", "params": {"threshold": 0.3}},
+        {"name": "crf", "params": {"sources": ["grabcut"]}},
+        {"name": "agree", "params": {"sources": ["grabcut", "mix"]}},
+        {"name": "sam2_refine", "params": {"sources": ["mix"], "model": "tiny", "image_size": 128}},
+        {"name": "crf", "id": "crf_of_sam2", "params": {"sources": ["sam2_refine"]}},
+        {"name": "sam2_cam_select", "params": {"model": "tiny", "image_size": 128, "grid": 3,
+                                               "heatmap": {"method": "gradcam"}}}]
+    config = study(synthetic_root, tmp_path / "store", labelers, limit=1)
+    dataset = index(synthetic_root, limit=1)
+    context = LabelerContext(classifier_checkpoint=classifier, allow_random_weights=True)
+    ids = {r.image_id for r in dataset.split("trainval", "test")}
+    phases = {p.spec.key: p.phase for p in make_plans(config, dataset, dataset.split("trainval", "test"),
+                                                      context, ["crf_of_sam2"])}
+    assert phases == {"mix": "cpu", "sam2_refine": "sam2", "crf_of_sam2": "post"}  # sources first
+    summary = generate_masks(config, dataset, context)
+    for key in ("crf", "agree", "sam2_refine", "crf_of_sam2", "sam2_cam_select"):
+        assert summary.per_set[key]["written"] == len(ids), key
+    grabcut, agree = read_all(summary, "grabcut", ids), read_all(summary, "agree", ids)
+    mix = read_all(summary, "mix", ids)
+    for image_id in ids:  # agreement: where the two say the same, that; elsewhere, ignore
+        same = grabcut[image_id] == mix[image_id]
+        assert (agree[image_id][same] == grabcut[image_id][same]).all()
+        assert (agree[image_id][~same] == 255).all()
+    plans = {p.spec.key: p for p in summary.plans}
+    assert plans["crf"].identity["sources"] == {"grabcut": plans["grabcut"].fingerprint}
+    changed = study(synthetic_root, tmp_path / "store", [
+        {**spec, "params": {**spec.get("params", {}), "iterations": 1}} if spec["name"] == "grabcut" else spec
+        for spec in labelers], limit=1)
+    replanned = {p.spec.key: p for p in make_plans(changed, dataset, dataset.split("trainval", "test"), context)}
+    assert replanned["crf"].fingerprint != plans["crf"].fingerprint  # a new source: a new set
+    assert replanned["sam2_refine"].fingerprint == plans["sam2_refine"].fingerprint

@@ -20,9 +20,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 LOG_DIR_ENV = "WSSS_LOG_DIR"
-_state = {"verbose": False, "log": None}
+_state: dict = {"verbose": False, "log": None, "out": None, "err": None, "restore": None}
 
 
 def verbose() -> bool:
@@ -34,9 +35,26 @@ def log_path() -> Path | None:
     return _state["log"]
 
 
+def out() -> TextIO:
+    """Where a verb's results go (a table, JSON): standard output as it was before ``setup``."""
+    return _state["out"] or sys.stdout
+
+
+def err() -> TextIO:
+    """Where the stage lines go: standard error as it was before ``setup``."""
+    return _state["err"] or sys.stderr
+
+
+def echo(text: str = "", end: str = "\n") -> None:
+    """A verb's result on standard output."""
+    print(text, end=end, file=out(), flush=True)
+
+
 def setup(verbose_output: bool = False, log_dir: str | os.PathLike | None = None) -> Path:
-    """Send every library's logging and Python warnings to ``logs/wsss-<time>.log`` (or
-    ``$WSSS_LOG_DIR``); print where once. With ``verbose_output`` they reach stderr as well."""
+    """Send every library's logging, Python warnings and other output to
+    ``logs/wsss-<time>.log`` (or ``$WSSS_LOG_DIR``); print where once. Stage lines (``Stage``,
+    ``say``) and results (``echo``) still reach the console. With ``verbose_output`` all of it
+    reaches the console as before; ``teardown`` undoes it."""
     folder = Path(log_dir or os.environ.get(LOG_DIR_ENV) or "logs")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"wsss-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -48,8 +66,43 @@ def setup(verbose_output: bool = False, log_dir: str | os.PathLike | None = None
     logging.captureWarnings(True)
     _state.update(verbose=verbose_output, log=path)
     quiet_libraries()
-    print(f"logs: {path}", file=sys.stderr, flush=True)
+    if not verbose_output:
+        _capture(path)
+    say(f"logs: {path}")
     return path
+
+
+def _capture(path: Path) -> None:
+    """Python's and the C libraries' own output (Tune's tables, raylet notices, Ray's core
+    logs) to the log file; ``out``/``err`` keep the console for stage lines and results."""
+    log = open(path, "a", buffering=1)  # noqa: SIM115 - lives until teardown
+    _state.update(out=sys.stdout, err=sys.stderr)
+    restore = {"stdout": sys.stdout, "stderr": sys.stderr, "log": log, "fd": None}
+    try:
+        fd = sys.stderr.fileno()
+        saved = os.dup(fd)
+        os.dup2(log.fileno(), fd)  # C-level writes to stderr (Ray's core worker) go to the log
+        _state["err"] = os.fdopen(saved, "w", buffering=1)
+        restore["fd"] = (fd, saved)
+    except (AttributeError, OSError, ValueError):  # no file descriptor (a test's capture)
+        pass
+    _state["restore"] = restore
+    sys.stdout = sys.stderr = log
+
+
+def teardown() -> None:
+    """Give the console back as ``setup`` found it."""
+    restore = _state.get("restore")
+    if restore:
+        sys.stdout, sys.stderr = restore["stdout"], restore["stderr"]
+        if restore["fd"] is not None:
+            fd, saved = restore["fd"]
+            _state["err"].flush()
+            os.dup2(saved, fd)
+            _state["err"].close()
+        restore["log"].close()
+    logging.getLogger().handlers = []
+    _state.update(verbose=False, log=None, out=None, err=None, restore=None)
 
 
 def quiet_libraries() -> None:
@@ -68,7 +121,7 @@ class Stage:
     def __init__(self, label: str, total: int | None = None, unit: str = ""):
         self.label, self.total, self.unit = label, total, unit
         self.count, self.note, self.started = 0, "", time.perf_counter()
-        self.tty = sys.stderr.isatty()
+        self.tty = err().isatty()
         self._shown_quarter = -1
 
     def __enter__(self) -> "Stage":
@@ -97,27 +150,27 @@ class Stage:
 
     def _bar(self) -> str:
         if not self.total:
-            return f"{self.count} {self.unit}".strip()
+            return f"{self.count} {self.unit}".strip() if self.count else "…"
         filled = int(20 * min(self.count, self.total) / self.total)
         return f"▕{'█' * filled}{'░' * (20 - filled)}▏ {self.count}/{self.total} {self.unit}".rstrip()
 
     def _render(self) -> None:
         text = f"  {self.label} {self._bar()} {self.note}".rstrip()
         if self.tty:
-            sys.stderr.write("\r\033[K" + text)
-            sys.stderr.flush()
+            err().write("\r\033[K" + text)
+            err().flush()
             return
         quarter = 4 * self.count // self.total if self.total else 0
         if quarter > self._shown_quarter and quarter < 4:
             self._shown_quarter = quarter
-            print(text, file=sys.stderr, flush=True)
+            say(text)
 
     def _line(self, text: str) -> None:
         if self.tty:
-            sys.stderr.write("\r\033[K")
-        print(text, file=sys.stderr, flush=True)
+            err().write("\r\033[K")
+        say(text)
 
 
 def say(text: str) -> None:
-    """A line of the stage-by-stage account (not a log record)."""
-    print(text, file=sys.stderr, flush=True)
+    """A line of the stage-by-stage account (not a log record), on the console's stderr."""
+    print(text, file=err(), flush=True)

@@ -26,6 +26,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     kwargs = {"log_to_driver": loud, "logging_level": logging.INFO if loud else logging.WARNING}
     if num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
         kwargs["num_cpus"] = num_cpus
+    console.quiet_libraries()  # Ray's own notices at start-up go to the log file too
     ray.init(**kwargs)
     ray.data.DataContext.get_current().enable_progress_bars = loud
     console.quiet_libraries()

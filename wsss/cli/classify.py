@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from wsss import console
 from wsss.cli.common import EXIT_OK, add_config_arguments, study_config
 from wsss.train.classifier import run_classifier
 
@@ -14,11 +14,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     """Run ``run_classifier``; print the checkpoint path (or the JSON summary)."""
     summary = run_classifier(study_config(args))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        console.echo(json.dumps(summary, indent=2))
     else:
-        print(f"test accuracy {summary['test_accuracy']}, val accuracy "
-              f"{summary['val_accuracy']}", file=sys.stderr)
-        print(summary["checkpoint"])
+        console.say(f"test accuracy {summary['test_accuracy']}, val accuracy "
+                    f"{summary['val_accuracy']}")
+        console.echo(summary["checkpoint"])
     return EXIT_OK
 
 

@@ -4,8 +4,8 @@ review (``wsss.masks.export``; that module's docstring says how to serve images 
 from __future__ import annotations
 
 import argparse
-import sys
 
+from wsss import console
 from wsss.cli.common import EXIT_OK, UsageError, add_config_arguments, study_config
 from wsss.config import StudyConfig
 from wsss.data.prepare import prepare_dataset
@@ -32,7 +32,7 @@ def agreement_sets(config: StudyConfig, dataset: DatasetIndex, context: LabelerC
             found[spec.key] = open_study_mask_set(config, dataset, context, spec.key)
         except (MaskSetError, WeightsMissingError) as error:
             reason = str(error).splitlines()[0]
-            print(f"note: confidence leaves out {spec.key!r}: {reason}", file=sys.stderr)
+            console.say(f"note: confidence leaves out {spec.key!r}: {reason}")
     return found
 
 
@@ -50,7 +50,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_mask_set(mask_set, dataset, dataset.split(*SPLITS[args.split]), args.format,
                              args.out, others=others, sort=args.sort, image_root=args.image_root)
     missing = f", {len(result.not_in_set)} not in the set" if result.not_in_set else ""
-    print(f"wrote {result.images} masks of {args.labeler} ({args.format}, {args.split}{missing}) "
+    console.echo(f"wrote {result.images} masks of {args.labeler} ({args.format}, {args.split}{missing}) "
           f"to {result.out}")
     return EXIT_OK
 

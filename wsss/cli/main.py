@@ -45,18 +45,22 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
         return handler(args)
     except (ConfigError, DatasetFormatError, DatasetMissingError, MaskSetError, PredictionError,
             UsageError, WeightsMissingError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        console.say(f"error: {error}")
         return EXIT_BAD_INPUT
     except ErrorBudgetExceeded as error:
-        print(f"error: {error}", file=sys.stderr)
+        console.say(f"error: {error}")
         return EXIT_PROBLEM
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(args, "verbose"):  # a verb that runs stages: one console line each, logs to a file
-        console.setup(args.verbose)
-    return run_handler(args.handler, args)
+    if not hasattr(args, "verbose"):
+        return run_handler(args.handler, args)
+    console.setup(args.verbose)  # a verb that runs stages: one console line each, logs to a file
+    try:
+        return run_handler(args.handler, args)
+    finally:
+        console.teardown()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from wsss import console
 from wsss.cli.common import EXIT_OK, EXIT_PROBLEM, add_config_arguments, study_config
 from wsss.sweep.run import run_sweep
 from wsss.tracking import tracking_uri
@@ -14,20 +14,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = study_config(args)
     result = run_sweep(config)
     if result["scored"]:
-        print(f"\n## {config.name}: test metrics (micro) beside the study's\n")
+        console.echo(f"\n## {config.name}: test metrics (micro) beside the study's\n")
     else:
-        print(f"\n## {config.name}: no ground truth in {config.data.root}, so no test metrics; "
+        console.echo(f"\n## {config.name}: no ground truth in {config.data.root}, so no test metrics; "
               f"val_dice is each run's Dice against its own labels on the val images\n")
-    print(result["markdown"])
+    console.echo(result["markdown"])
     if result["best_model"]:
         best = result["best_model"]
-        print(f"\nRegistered model: models:/{best['model']}@best (version {best['version']}, "
+        console.echo(f"\nRegistered model: models:/{best['model']}@best (version {best['version']}, "
               f"run {best['run']}, {best['metric']} {best['value']:.4f}).")
     for failure in result["failures"]:
-        print(f"FAILED trial: {failure}", file=sys.stderr)
+        console.say(f"FAILED trial: {failure}")
     uri = tracking_uri(config.tracking)
     where = "mlflow/serve.sh, then open http://127.0.0.1:5000" if uri.startswith("sqlite") else uri
-    print(f"\nCompare the runs in the MLflow UI ({where}): experiment '{result['experiment']}', "
+    console.echo(f"\nCompare the runs in the MLflow UI ({where}): experiment '{result['experiment']}', "
           f"parent run {result['parent_run_id']}.")
     return EXIT_PROBLEM if result["failures"] else EXIT_OK
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from wsss import console
 from wsss.cli.common import EXIT_OK, add_config_arguments
 from wsss.config import ConfigError, StudyConfig, load_config, parse_overrides
 from wsss.train.labels import parse_labels
@@ -57,11 +57,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_train_config(args)  # errors (config, weights, dataset): wsss.cli.main.run_handler
     summary = train_segmentation(config, name=args.name)  # --model-option is in the config
     if args.json:
-        print(json.dumps(summary, indent=2))
+        console.echo(json.dumps(summary, indent=2))
     else:
         metrics = summary["test_metrics"]
-        print(f"test micro Dice {metrics['test_micro_dice']:.4f}, IoU "
-              f"{metrics['test_micro_iou']:.4f} ({summary['test_images']} images, epoch "
-              f"{summary['tested_epoch']}); MLflow run {summary['run_id']}", file=sys.stderr)
-        print(summary["checkpoint"])
+        console.say(f"test micro Dice {metrics['test_micro_dice']:.4f}, IoU "
+                    f"{metrics['test_micro_iou']:.4f} ({summary['test_images']} images, epoch "
+                    f"{summary['tested_epoch']}); MLflow run {summary['run_id']}")
+        console.echo(summary["checkpoint"])
     return EXIT_OK

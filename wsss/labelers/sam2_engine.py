@@ -1,7 +1,8 @@
 """One SAM2 model per process: image embeddings computed once, decoded for any prompt kind.
 
 ``Sam2Engine`` wraps sam2's ``SAM2ImagePredictor``: ``embed`` runs the (expensive) image
-encoder on a batch and ``predict`` runs the (cheap) mask decoder for one prompt per image.
+encoder on a batch and ``predict`` runs the (cheap) mask decoder for one prompt per image;
+``predict_proposals`` decodes many single-point prompts per image (one proposal each).
 ``embed`` remembers the last batch it encoded, so labelers that share an engine and see the
 same images (centre point, CAM peaks, CAM box) pay for one encoder pass. Engines live in a
 per-process cache (one per Ray actor), keyed by model, checkpoint, device and random seed.
@@ -179,11 +180,15 @@ class Sam2Engine:
         predictor._is_batch = True
 
     def predict(self, points: list[np.ndarray | None], boxes: list[np.ndarray | None] | None,
-                multimask: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                multimask: bool, mask_inputs: list[np.ndarray | None] | None = None
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Masks (C x H x W bool) and predicted IoUs (C) per embedded image.
 
         ``points[i]`` is K x 3 [x, y, label] (label 1 positive, 0 negative) or None;
         ``boxes[i]`` is [x0, y0, x1, y1] or None. Coordinates are pixels of the image.
+        ``mask_inputs[i]`` (optional) is SAM2's low-resolution mask prompt, 1 x s x s logits with
+        s = image_size / 4 (the prompt encoder's ``mask_input_size``), in the encoder's square
+        frame whatever the image's aspect.
         """
         import torch
 
@@ -193,8 +198,42 @@ class Sam2Engine:
         labels = [None if p is None else p[:, 2].astype(np.int32) for p in points]
         with torch.inference_mode(), self._precision():
             masks, scores, _ = self.predictor.predict_batch(
-                coords, labels, boxes, multimask_output=multimask)
+                coords, labels, boxes, mask_inputs, multimask_output=multimask)
         return [m > 0.5 for m in masks], [np.atleast_1d(s) for s in scores]
+
+    def predict_proposals(self, points: list[np.ndarray], multimask: bool, chunk: int = 64
+                          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Every embedded image's P_i single-point proposals, each decoded on its own.
+
+        ``points[i]`` is P_i x 2 [x, y] positive points in the pixels of image i. Returns per
+        image masks P_i x C x H x W bool and predicted IoUs P_i x C (C = 3 with ``multimask``).
+        sam2's ``predict``/``predict_batch`` read P x 1 x 2 points as P separate prompts and
+        decode them in one mask-decoder pass (the image embedding repeated), one image at a
+        time, returning float32 masks; its ``_predict`` (which they call) returns them bool, a
+        quarter of the memory. ``chunk`` proposals per pass bound the decoder's memory.
+        """
+        import torch
+
+        if self._embedded is None:
+            raise RuntimeError("Sam2Engine.predict_proposals before embed: no image batch is encoded")
+        predictor, candidates = self.predictor, 3 if multimask else 1
+        if len(points) != len(predictor._orig_hw):
+            raise ValueError(f"{len(points)} point sets for {len(predictor._orig_hw)} embedded images")
+        all_masks, all_scores = [], []
+        with torch.inference_mode(), self._precision():
+            for index, image_points in enumerate(points):
+                masks = [np.zeros((0, candidates, *predictor._orig_hw[index]), bool)]
+                scores = [np.zeros((0, candidates), np.float32)]
+                for start in range(0, len(image_points), chunk):
+                    coords = np.asarray(image_points[start:start + chunk], np.float32)[:, None, :2]
+                    _, scaled, labels, _ = predictor._prep_prompts(
+                        coords, np.ones(coords.shape[:2], np.int32), None, None, True, img_idx=index)
+                    found, iou, _ = predictor._predict(scaled, labels, None, None, multimask, img_idx=index)
+                    masks.append(found.cpu().numpy())
+                    scores.append(iou.float().cpu().numpy())
+                all_masks.append(np.concatenate(masks))
+                all_scores.append(np.concatenate(scores))
+        return all_masks, all_scores
 
 
 _ENGINES: dict[EngineKey, Sam2Engine] = {}

@@ -10,11 +10,14 @@ crash (or after deleting masks) does just the missing work.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from wsss import console, storage, tracking
 from wsss.config import ConfigError, LabelerSpec, StudyConfig
@@ -167,12 +170,15 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
     batch_size = config.pipeline.batch_size
     # Ray's defaults do the recovery: a task whose worker dies is retried (3 times), a dead
     # actor is restarted and its batch retried, an actor whose constructor raises fails the job.
-    tasks = ray.data.TaskPoolStrategy(size=config.pipeline.cpu_tasks or cpus)
+    # One block per batch, and no more task slots than blocks: a pool larger than its input
+    # would only sit idle (Ray Data warns of it).
+    blocks = max(1, math.ceil(len(records) / batch_size))
+    tasks = ray.data.TaskPoolStrategy(size=min(config.pipeline.cpu_tasks or cpus, blocks))
     items = [{"image_id": r.image_id, "image_path": r.image_path, "label": r.label,
               "box": list(r.box) if r.box else [-1, -1, -1, -1]} for r in records]
     originals = any(plan.labeler.stage == "sam2" and getattr(plan.labeler.params, "original_size", False)
                     for plan in plans)
-    dataset = ray.data.from_items(items).map_batches(
+    dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         decode_stage, fn_kwargs={"size": config.data.image_size, "fault": fault, "originals": originals},
         compute=tasks, batch_size=batch_size, num_cpus=1)
     refs = sorted({plan.heatmap_key for plan in plans if plan.heatmap_key})
@@ -254,20 +260,31 @@ class PipelineSummary:
         return "\n".join(lines)
 
 
-def summarise(rows: list[dict], plans: list[MaskSetPlan], images: int, wall: float) -> PipelineSummary:
-    per_set: dict[str, Counter] = {plan.spec.key: Counter() for plan in plans}
-    seconds: dict[str, float] = defaultdict(float)
-    quarantine, seen = Quarantine(), set()
-    for row in rows:
-        per_set[row["labeler_id"]][row["status"]] += 1
-        if row["status"] == "quarantined" and (row["image_id"], row["reason"]) not in seen:
-            seen.add((row["image_id"], row["reason"]))
-            quarantine.add(row["image_id"], row["reason"])
-        for key, value in row.items():
-            if key.startswith("seconds__"):
-                seconds[key[len("seconds__"):]] += float(value)
-    ordered = {stage: seconds[stage] for stage in STAGES if stage in seconds}
-    return PipelineSummary(images, wall, per_set, ordered, quarantine, plans)
+@dataclass
+class Tally:
+    """The write stage's status rows, counted as they stream in: the driver keeps counters and
+    the quarantine, never a row per image (its memory stays flat however many images run)."""
+
+    per_set: dict[str, Counter]
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    quarantine: Quarantine = field(default_factory=Quarantine)
+    seen: set = field(default_factory=set)
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        """Count one batch of status rows (one per image and mask set)."""
+        for labeler_id, status in zip(batch["labeler_id"], batch["status"]):
+            self.per_set[str(labeler_id)][str(status)] += 1
+        for image_id, status, reason in zip(batch["image_id"], batch["status"], batch["reason"]):
+            if status == "quarantined" and (image_id, reason) not in self.seen:
+                self.seen.add((image_id, reason))
+                self.quarantine.add(str(image_id), str(reason))
+        for column in batch:
+            if column.startswith("seconds__"):
+                self.seconds[column[len("seconds__"):]] += float(np.sum(batch[column]))
+
+    def summary(self, plans: list[MaskSetPlan], images: int, wall: float) -> PipelineSummary:
+        ordered = {stage: self.seconds[stage] for stage in STAGES if stage in self.seconds}
+        return PipelineSummary(images, wall, self.per_set, ordered, self.quarantine, plans)
 
 
 def write_manifests(summary: PipelineSummary, config: StudyConfig, dataset: DatasetIndex,
@@ -295,15 +312,12 @@ def write_manifests(summary: PipelineSummary, config: StudyConfig, dataset: Data
         MaskSetWriter(plan.uri).write_manifest(manifest)
 
 
-def run_dataset(dataset: Any, stage: console.Stage) -> list[dict]:
-    """The write stage's status rows, streamed so the console shows images as they finish."""
-    rows: list[dict] = []
+def run_dataset(dataset: Any, tally: Tally, stage: console.Stage) -> None:
+    """Stream the write stage's status rows into ``tally``; the console shows images as they
+    finish."""
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        columns = list(batch)
-        count = len(batch["image_id"])
-        rows.extend({column: batch[column][i] for column in columns} for i in range(count))
+        tally.add(batch)
         stage.advance(len(set(batch["image_id"].tolist())))
-    return rows
 
 
 def generate_masks(config: StudyConfig, dataset: DatasetIndex, context: LabelerContext,
@@ -316,11 +330,11 @@ def generate_masks(config: StudyConfig, dataset: DatasetIndex, context: LabelerC
     todo_ids = set().union(*(plan.missing for plan in plans)) if plans else set()
     todo = [record for record in records if record.image_id in todo_ids]
     started = time.perf_counter()
-    rows: list[dict] = []
+    tally = Tally({plan.spec.key: Counter() for plan in plans})
     with console.Stage("mask sets", total=len(todo), unit="images") as stage:
         if todo:
-            rows = run_dataset(build_dataset(plans, todo, config, context), stage)
-        summary = summarise(rows, plans, len(todo), time.perf_counter() - started)
+            run_dataset(build_dataset(plans, todo, config, context), tally, stage)
+        summary = tally.summary(plans, len(todo), time.perf_counter() - started)
         written = sum(counts["written"] for counts in summary.per_set.values())
         stage.done(f"{len(plans)} sets, {written} masks written for {len(todo)} images "
                    f"({len(records) - len(todo)} images had every mask already)")

@@ -24,6 +24,8 @@ TITLES = {
     "2.2": "Table 2.2 — Grad-CAM threshold ablation → DLV3",
     "3": "Table 3 — boxes from the thresholded CAM → DLV3",
     "4": "Table 4 — SAM2 (hiera, no fine-tuning): as prediction, or as pseudo-label → DLV3",
+    "beyond": "Beyond the study — generators and training options it does not have (CRF, "
+              "agreement, SAM2 refinement and CAM-guided SAM2 selection, self-training)",
     "other": "Other runs of the sweep (no table of the study)",
 }
 RESULT_COLUMNS = ("border_policy", "table", "paper_row", "study_method", "run", "run_id", "stage",
