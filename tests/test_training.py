@@ -450,7 +450,7 @@ def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, wri
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
     from wsss.masks.pipeline import generate_masks
-    from wsss.train.segmentation import fit_segmentation
+    from wsss.train.segmentation import MODEL_FILE, fit_segmentation
 
     base = study(writable_root, tmp_path, workers=1, epochs=1, limit=6).model_dump(mode="json")
     config = parse_config({**base, "labelers": [{"name": "ellipse"}],
@@ -461,6 +461,17 @@ def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, wri
     assert outcome.params["round"] == 2 and outcome.params["rounds"] == 2
     assert outcome.params["label_versions"][0].startswith("round1=")
     assert outcome.params["val_target"] == "labels round1"
+    # the lineage names the previous round's model by its content hash (an MLflow digest)
+    import mlflow
+
+    from wsss.identity import file_hash
+    from wsss.train.tracking import log_training
+
+    run = mlflow.get_run(log_training(config, outcome))
+    inputs = {entry.dataset.name: entry.dataset.digest for entry in run.inputs.dataset_inputs}
+    round1 = Path(outcome.model_file).parent.parent / f"{outcome.name}-round1" / MODEL_FILE
+    assert set(inputs) == {f"{config.data.format}:{Path(config.data.root).name}", "model:round1"}
+    assert inputs["model:round1"] == file_hash(str(round1))
 
 
 def test_agreement_weights_count_the_voters_that_agree_and_let_ignore_abstain():

@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from wsss.data.arrays import resize_mask
+from wsss.identity import file_hash
 from wsss.metrics import IGNORE, trimap_to_target
 from wsss.models.segmentation import load_segmentation
 from wsss.storage import fetch
@@ -81,6 +82,9 @@ class MaskSetSource:
         return _stack(masks, size)
 
 
+SELF_TRAINING_PREFIX = "model:"  # a self-training source's version: the model's content hash
+
+
 @dataclass
 class SelfTrainingSource:
     """Self-training: the previous round's model's predictions on the training (and val) images
@@ -95,7 +99,8 @@ class SelfTrainingSource:
 
     @property
     def version(self) -> str:
-        return f"{self.model_file}@{self.band}"
+        """The previous model's content hash and the band (the file's path is in its run)."""
+        return f"{SELF_TRAINING_PREFIX}{file_hash(str(fetch(self.model_file)))}@{self.band[0]},{self.band[1]}"
 
     def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
         import torch

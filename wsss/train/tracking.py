@@ -18,6 +18,7 @@ from wsss.figures import mask_to_rgb, overlay, save_grid
 from wsss.metrics import flat_metrics, trimap_to_target
 from wsss.models.segmentation import load_segmentation, mask_predictor
 from wsss.storage import fetch
+from wsss.train.labels import SELF_TRAINING_PREFIX
 from wsss.train.steps import predict_logits
 
 FIGURE_IMAGES = 4
@@ -93,9 +94,12 @@ def log_lineage(config: Any, params: dict[str, Any]) -> None:
                        params["dataset_fingerprint"], "training")
     for entry in params.get("label_versions", []):
         source, _, version = entry.partition("=")
-        if version:  # a mask set: <fingerprint>@<threshold>/<band>
-            tracking.log_input(config.pipeline.store, f"masks:{source}", version.split("@")[0],
-                               "labels")
+        digest = version.split("@")[0]
+        if digest.startswith(SELF_TRAINING_PREFIX):  # the previous round's model, by content
+            tracking.log_input(config.train.storage, f"model:{source}",
+                               digest[len(SELF_TRAINING_PREFIX):], "labels")
+        elif version:  # a mask set: <fingerprint>@<threshold>/<band>
+            tracking.log_input(config.pipeline.store, f"masks:{source}", digest, "labels")
 
 
 def register_model(config: Any, model_file: Path) -> str:
