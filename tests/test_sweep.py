@@ -139,3 +139,39 @@ def test_more_gpus_than_the_cluster_has(ray_local, tmp_path):
     with pytest.raises(ConfigError, match="asks for 2 GPU"):
         run_sweep(parse_config(data))
     assert not (tmp_path / "pets").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_concurrent_trials_each_get_their_worker_group(ray_local, tmp_path):
+    """As many trials as ``concurrency`` allows hold their Train workers' resources at once: the
+    trial drivers themselves hold no CPU (a CPU share per driver left the last worker group
+    waiting for another trial to end)."""
+    from ray import tune
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from wsss.sweep.run import TRIAL_DRIVER_RESOURCES, concurrency
+
+    config = parse_config(scaled_down_smoke(tmp_path))  # 1 worker x 1 CPU per trial
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    trials = concurrency(config, cpus, 0)
+    assert trials == cpus
+    marks = tmp_path / "held"
+    marks.mkdir()
+
+    def trial(params):  # a worker group's placement group, held until every trial holds one
+        group = placement_group([{"CPU": config.train.scaling.cpus_per_worker}])
+        ready = group.wait(timeout_seconds=60)
+        (marks / str(params["i"])).touch()
+        deadline = time.monotonic() + 60
+        while ready and len(list(marks.iterdir())) < trials and time.monotonic() < deadline:
+            time.sleep(0.1)
+        together = len(list(marks.iterdir())) == trials
+        remove_placement_group(group)
+        tune.report({"ready": float(ready), "together": float(together)})
+
+    results = tune.Tuner(
+        tune.with_resources(trial, TRIAL_DRIVER_RESOURCES),
+        param_space={"i": tune.grid_search(list(range(trials)))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=trials),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0)).fit()
+    assert [r.error for r in results] == [None] * trials
+    assert [(r.metrics["ready"], r.metrics["together"]) for r in results] == [(1.0, 1.0)] * trials

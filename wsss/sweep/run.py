@@ -172,6 +172,12 @@ def concurrency(config: StudyConfig, cpus: int, gpus: int) -> int:
     return max(1, min(fits, config.sweep.max_concurrent_trials or fits))
 
 
+# A trial's driver only coordinates its Train workers: it holds no CPU. Tune refuses an empty
+# bundle, so it asks for one byte of memory. (A 0.01-CPU share per trial left 1.98 of 2 CPUs
+# for two 1-CPU worker groups: the second trial's workers waited for the first trial to end.)
+TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 1}
+
+
 def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: int, gpus: int) -> list[Any]:
     """Run (or restore and finish) the Tune experiment; returns its results."""
     from ray import tune
@@ -181,7 +187,7 @@ def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: in
     # The study travels once through the object store; the trials' table shows only the rows.
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, study=config.model_dump(mode="json"), sweep=name),
-        {"cpu": 0.01})  # a trial's driver only coordinates its Train workers
+        TRIAL_DRIVER_RESOURCES)
     if tune.Tuner.can_restore(path):
         console.say(f"resuming the sweep's trials from {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
