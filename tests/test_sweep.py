@@ -111,9 +111,10 @@ def test_bad_config_fails_before_any_work(tmp_path, change, fragment):
     assert not (tmp_path / "pets").exists()
 
 
-@pytest.mark.parametrize("preset, models", [("smoke", {"unet", "deeplabv3", "fcn"}),
+@pytest.mark.parametrize("preset, models", [("smoke", {"unet", "deeplabv3/tf_efficientnet_lite0",
+                                                       "fcn/tf_efficientnet_lite0"}),
                                             ("paper", {"unet", "deeplabv3", "fcn"}),
-                                            ("synthetic-study", {"deeplabv3"})])
+                                            ("synthetic-study", {"deeplabv3/tf_efficientnet_lite0"})])
 def test_every_trial_of_a_preset_builds_its_model(preset, models):
     """train.model_options belong to train.model: a trial naming another model starts from none
     (smoke's UNet width must not reach DeepLabV3 or FCN)."""

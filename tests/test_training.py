@@ -463,7 +463,6 @@ def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, wri
     assert outcome.params["val_target"] == "labels round1"
     # the lineage names the previous round's model by its content hash (an MLflow digest)
     import mlflow
-
     from wsss.identity import file_hash
     from wsss.train.tracking import log_training
 

