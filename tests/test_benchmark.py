@@ -8,8 +8,9 @@ import math
 
 import pytest
 
-from wsss.benchmark.report import format_table, write_json
+from wsss.benchmark.report import format_table, scaling_text, write_json
 from wsss.benchmark.run import STAGES, selected_stages
+from wsss.benchmark.scaling import flatness
 from wsss.cli.benchmark import main
 
 IN_PROCESS = ["decode", "cam", "gradcam", "gradcampp", "grabcut", "slic", "mix", "sam2", "train", "infer"]
@@ -110,3 +111,63 @@ def test_quick_run_through_ray_reports_scaling(ray_local, tmp_path):
     assert set(grabcut["ray"]) == {"1", "2"} and grabcut["pipeline_over_bare"] > 0
     pseudo = payload["stages"][2]["details"]["runs"]
     assert pseudo["2"]["images"] == payload["images"]
+
+
+def scaling_row(stage, images, ms_per_image, driver_growth_mb):
+    return {"stage": stage, "images": images, "size": 32, "seconds": ms_per_image * images / 1000,
+            "ms_per_image": ms_per_image, "driver_peak_mb": 500 + driver_growth_mb,
+            "driver_growth_mb": driver_growth_mb, "workers_peak_mb": 900.0, "spilled_mb": None,
+            "store_mb": images / 100}
+
+
+def test_scaling_flatness_and_table():
+    rows = [scaling_row("pseudo", 1000, 20.0, 5.0), scaling_row("pseudo", 16000, 21.0, 6.0),
+            scaling_row("train", 1000, 10.0, 10.0), scaling_row("train", 4000, 30.0, 200.0)]
+    verdicts = flatness(rows)
+    assert verdicts["pseudo"]["cost_flat"] and verdicts["pseudo"]["driver_flat"]
+    assert math.isclose(verdicts["pseudo"]["ms_per_image_ratio"], 21 / 20)
+    assert not verdicts["train"]["cost_flat"] and not verdicts["train"]["driver_flat"]
+    assert math.isclose(verdicts["train"]["driver_growth_kb_per_extra_image"], 1024 * 190 / 3000)
+    payload = {"size": 32, "source_size": 128, "labelers": ["cam"], "train_model": {}, "rows": rows,
+               "flatness": verdicts}
+    text = scaling_text(payload)
+    assert "| pseudo | 16000 | 336.0 | 21.00 | 506 | 6 | 900 | unknown | 160.0 |" in text
+    assert "| train | 1000 -> 4000 | 3.00 |" in text and "cost GROWS, driver GROWS" in text
+
+
+def test_scaling_refuses_bad_counts(capsys):
+    assert main(["--scaling", "100,x"]) == 2
+    assert "--scaling takes image counts" in capsys.readouterr().err
+    assert main(["decode", "--scaling", "100"]) == 2
+    assert main(["--scaling", "100", "--scaling-train", "1"]) == 2
+
+
+@pytest.mark.slow
+def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WSSS_LOG_DIR", str(tmp_path / "logs"))
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert main(["--scaling", "24,48", "--scaling-size", "32", "--workers", "2", "--device", "cpu",
+                 "--no-mlflow", "--out", str(out), "--scratch", str(cache)]) == 0
+    payload = strict_json(out / "scaling.json")
+    rows = {(row["stage"], row["images"]): row for row in payload["rows"]}
+    assert list(rows) == [("pseudo", 24), ("pseudo", 48), ("train", 24), ("train", 48)]
+    for key, row in rows.items():
+        assert row["seconds"] > 0 and row["ms_per_image"] > 0, key
+        assert row["driver_peak_mb"] > 0 and row["driver_growth_mb"] >= 0, key
+        assert row["workers_peak_mb"] > 0 and row["worker_max_peak_mb"] > 0, key
+        assert row["spill"] == "unknown" or row["spilled_mb"] >= 0, key
+    pseudo = rows[("pseudo", 24)], rows[("pseudo", 48)]
+    assert [row["masks_written"] for row in pseudo] == [24 * 8, 48 * 8]  # every set, every image
+    assert 0 < pseudo[0]["store_mb"] < pseudo[1]["store_mb"]
+    assert all(row["epoch_ms_per_train_image"] > 0 for key, row in rows.items() if key[0] == "train")
+    assert set(payload["flatness"]) == {"pseudo", "train"}
+    assert all(flat["ms_per_image_ratio"] > 0 for flat in payload["flatness"].values())
+    assert "| pseudo | 48 |" in (out / "scaling.md").read_text()
+    printed = capsys.readouterr()
+    assert "| stage | images | seconds | ms/image |" in printed.out
+    assert "scaling: pseudo     48 images" in printed.err  # one line per run
+    assert (cache / "pets-48-128px-seed0" / "annotations" / "trainval.txt").is_file()  # kept for reruns
+    assert not list(cache.glob("wsss-scaling-*"))  # measured runs' stores removed
+
+    assert main(["--show", str(out / "scaling.json")]) == 0
+    assert "| pseudo | 24 -> 48 |" in capsys.readouterr().out

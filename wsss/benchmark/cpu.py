@@ -85,7 +85,7 @@ def cpu_spec(name: str, params: dict | None = None) -> dict[str, Any]:
     """A ``cpu_stage`` spec for one labeler reading the oracle heatmap."""
     return {"id": name, "name": name, "params": validate_params(name, params or {}),
             "fingerprint": "benchmark", "uri": "", "kind": "masks",
-            "heatmap_column": ORACLE_HEATMAP, "missing": set()}
+            "heatmap_column": ORACLE_HEATMAP}
 
 
 def _pipeline_result(stage: str, path: str, reference: str, reference_seconds: float,

@@ -8,6 +8,7 @@ Segmentation training lives in ``wsss.benchmark.train``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,17 +36,23 @@ def unit_of(device: str) -> str:
 # ---- CAMs -----------------------------------------------------------------------------------
 
 
-def classifier_context(work: Workload, settings: Settings) -> Any:
-    """A random-init classifier checkpoint at the benchmark's size, and the labelers' context."""
+def classifier_checkpoint(scratch: Path, settings: Settings, size: int | None = None) -> Path:
+    """A random-init classifier checkpoint at ``size`` (default the benchmark's), made once."""
     import torch
 
-    path = work.scratch / f"classifier-{settings.cam_backbone}-{settings.size}.pt"
+    size = size or settings.size
+    path = scratch / f"classifier-{settings.cam_backbone}-{size}.pt"
     if not path.is_file():
         torch.manual_seed(settings.seed)
         save_classifier(build_classifier(settings.cam_backbone, "none"), path,
-                        settings.cam_backbone, image_size=settings.size)
-    return LabelerContext(classifier_checkpoint=str(path), device=settings.device,
-                          allow_random_weights=True, seed=settings.seed)
+                        settings.cam_backbone, image_size=size)
+    return path
+
+
+def classifier_context(work: Workload, settings: Settings) -> Any:
+    """A random-init classifier checkpoint at the benchmark's size, and the labelers' context."""
+    return LabelerContext(classifier_checkpoint=str(classifier_checkpoint(work.scratch, settings)),
+                          device=settings.device, allow_random_weights=True, seed=settings.seed)
 
 
 def _batches(work: Workload, count: int, size: int) -> list[dict[str, np.ndarray]]:

@@ -131,6 +131,38 @@ def ceilings_table(payload: dict) -> str:
     return "\n".join(lines) if rows else ""
 
 
+def scaling_text(payload: dict) -> str:
+    """The scaling run's table (one row per stage and count) and its flatness verdicts."""
+    lines = [f"Scaling: {payload['size']} px (files {payload['source_size']} px), labelers "
+             f"{', '.join(payload['labelers'])}; training {payload['train_model']}",
+             "", "| stage | images | seconds | ms/image | driver peak MB | driver growth MB | "
+             "workers peak MB | spilled MB | store MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in payload["rows"]:
+        lines.append(f"| {row['stage']} | {row['images']} | {_number(row['seconds'])} | "
+                     f"{_number(row['ms_per_image'], 2)} | {_number(row['driver_peak_mb'], 0)} | "
+                     f"{_number(row['driver_growth_mb'], 0)} | {_number(row['workers_peak_mb'], 0)} | "
+                     f"{_number(row['spilled_mb'], 0) if row['spilled_mb'] is not None else 'unknown'} | "
+                     f"{_number(row['store_mb'])} |")
+    if payload["flatness"]:
+        lines += ["", "| stage | counts | ms/image ratio (largest / smallest) | driver growth MB "
+                  "(smallest -> largest) | KB per extra image | verdict |", "| --- | --- | --- | --- | --- | --- |"]
+        for stage, flat in payload["flatness"].items():
+            verdict = ", ".join([f"cost {'flat' if flat['cost_flat'] else 'GROWS'}",
+                                 f"driver {'flat' if flat['driver_flat'] else 'GROWS'}"])
+            lines.append(f"| {stage} | {flat['smallest']} -> {flat['largest']} | "
+                         f"{_number(flat['ms_per_image_ratio'], 2)} | "
+                         f"{_number(flat['driver_growth_mb_smallest'], 0)} -> "
+                         f"{_number(flat['driver_growth_mb_largest'], 0)} | "
+                         f"{_number(flat['driver_growth_kb_per_extra_image'], 2)} | {verdict} |")
+    return "\n".join(lines)
+
+
+def any_report_text(payload: dict) -> str:
+    """The tables of a saved result: a scaling run's or the stage benchmark's."""
+    return scaling_text(payload) if payload.get("kind") == "scaling" else report_text(payload)
+
+
 def show(paths: list[str]) -> int:
     """Print the tables of saved benchmark JSON files (``--show``); 2 when one is unreadable."""
     import sys
@@ -138,7 +170,7 @@ def show(paths: list[str]) -> int:
     for path in paths:
         try:
             payload = json.loads(Path(path).read_text())
-            text = report_text(payload)
+            text = any_report_text(payload)
         except (OSError, ValueError, KeyError) as error:
             print(f"benchmark --show {path}: not a benchmark result ({error})", file=sys.stderr)
             return 2
@@ -181,6 +213,35 @@ def stage_metrics(payload: dict) -> dict[str, float]:
         if isinstance(value, (int, float)) and math.isfinite(value):
             metrics[f"fast_path_{index}_measured_gain"] = float(value)
     return metrics
+
+
+def scaling_metrics(payload: dict) -> dict[str, float]:
+    """``<stage>_<images>_<field>`` for every number of every row, and the flatness ratios."""
+    metrics = {}
+    for row in payload["rows"]:
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                metrics[f"{row['stage']}_{row['images']}_{key}"] = float(value)
+    for stage, flat in payload["flatness"].items():
+        metrics[f"{stage}_ms_per_image_ratio"] = float(flat["ms_per_image_ratio"])
+        metrics[f"{stage}_driver_growth_kb_per_extra_image"] = float(flat["driver_growth_kb_per_extra_image"])
+    return metrics
+
+
+def log_scaling_run(payload: dict, json_path: Path, text: str, tracking: Any) -> str:
+    """One MLflow run tagged stage=benchmark, kind=scaling: the rows as metrics, JSON and table."""
+    import mlflow
+
+    mlflow_tracking.configure(tracking)
+    tags = {"stage": "benchmark", "kind": "scaling", "cpu": payload["machine"]["cpu"],
+            "gpu": str(payload["machine"]["gpu"])}
+    params = {"counts": ",".join(map(str, payload["counts"])), "scaling_size": payload["size"],
+              "train_counts": ",".join(map(str, payload["train_counts"])), **payload["settings"]}
+    with mlflow_tracking.run("benchmark-scaling", tags=tags, params=params, random_weights=True) as active:
+        mlflow.log_metrics(scaling_metrics(payload))
+        mlflow.log_artifact(str(json_path))
+        mlflow.log_text(text, "scaling.md")
+    return active.info.run_id
 
 
 def log_run(payload: dict, json_path: Path, text: str, tracking: Any) -> str:

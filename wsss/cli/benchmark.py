@@ -1,6 +1,8 @@
 """``wsss benchmark`` (and ``python jobs/benchmark.py``): every stage against a plain reference.
 
 See ``wsss.benchmark.run`` for what is measured. ``--show`` prints saved results.
+``--scaling 1000,4000,16000`` measures how cost grows with work instead
+(``wsss.benchmark.scaling``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,27 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
+from wsss import console
 from wsss.benchmark.common import Settings
-from wsss.benchmark.report import log_run, report_text, show, write_json
+from wsss.benchmark.report import (
+    log_run,
+    log_scaling_run,
+    machine_info,
+    report_text,
+    scaling_text,
+    show,
+    write_json,
+)
 from wsss.benchmark.run import STAGES, run_benchmark, selected_stages
+from wsss.benchmark.scaling import run_scaling
 from wsss.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEM
 from wsss.config import TrackingConfig, load_config
+from wsss.storage import write_text
+
+SCALING_OUT = "benchmark-scaling"  # the scaling run's results and cached sets, without --out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-ray", dest="ray", action="store_false", help="in-process only (no Ray)")
     parser.add_argument("--no-mlflow", dest="mlflow", action="store_false", help="do not log to MLflow")
     parser.add_argument("--scratch", default=None, help="keep the synthetic data, stores and runs here")
+    parser.add_argument("--scaling", default=None, metavar="N,N,...",
+                        help="scaling run: the mask pipeline on synthetic sets of these image counts "
+                             "(e.g. 1000,4000,16000); --out is then a folder (or a .json file)")
+    parser.add_argument("--scaling-size", type=int, default=64, help="scaling run: image side (default 64)")
+    parser.add_argument("--scaling-train", default=None, metavar="N,N",
+                        help="scaling run: counts that training runs on (default: the two smallest; none: no training)")
     parser.add_argument("--show", nargs="+", metavar="JSON", default=None,
                         help="print the tables of results saved with --out (measures nothing)")
     return parser
@@ -97,11 +119,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         return show(args.show)
     try:
         stages = selected_stages(args.stages, args.ray)
+        scaling_counts(args)  # bad counts: exit 2 before any work
         tracking = tracking_config(args) if args.mlflow else None
     except ValueError as error:  # ConfigError is a ValueError
         print(f"benchmark: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     settings = settings_from(args)
+    if args.scaling:
+        return run_scaling_command(args, settings, tracking, argv)
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="wsss-benchmark-"))
     scratch.mkdir(parents=True, exist_ok=True)
     try:
@@ -118,3 +143,72 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     print(text, flush=True)
     print(f"\nresults: {args.out or '(scratch, removed)'}", flush=True)
     return EXIT_PROBLEM if any("error" in row for row in payload["stages"]) else EXIT_OK
+
+
+def parse_counts(text: str | None, flag: str) -> list[int]:
+    """``"1000,4000"`` -> [1000, 4000]; ValueError naming the flag otherwise."""
+    try:
+        counts = [int(part) for part in (text or "").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes image counts separated by commas, got {text!r}") from None
+    if any(count < 2 for count in counts):
+        raise ValueError(f"{flag}: every count must be at least 2, got {text!r}")
+    return counts
+
+
+def scaling_counts(args: argparse.Namespace) -> tuple[list[int], list[int]] | None:
+    """(pipeline counts, training counts) of a scaling run; None for the stage benchmark."""
+    if not args.scaling:
+        return None
+    if args.stages or not args.ray:
+        raise ValueError("--scaling runs the whole pipeline through Ray: drop the stage names and --no-ray")
+    counts = parse_counts(args.scaling, "--scaling")
+    if args.scaling_train == "none":
+        return counts, []
+    train = parse_counts(args.scaling_train, "--scaling-train") if args.scaling_train else sorted(counts)[:2]
+    return counts, train
+
+
+def scaling_outputs(out: str | None) -> tuple[Path, Path]:
+    """(JSON, markdown) paths: ``--out`` a .json file or a folder (default ``benchmark-scaling``)."""
+    if out and out.endswith(".json"):
+        return Path(out), Path(out).with_suffix(".md")
+    folder = Path(out or SCALING_OUT)
+    return folder / "scaling.json", folder / "scaling.md"
+
+
+def run_scaling_command(args: argparse.Namespace, settings: Settings, tracking: TrackingConfig | None,
+                        argv: list[str] | None) -> int:
+    """The scaling run: synthetic sets cached under --scratch (else beside the results), the
+    measured runs' stores in a temporary folder; JSON and markdown written, the table printed."""
+    counts, train = scaling_counts(args)
+    json_path, markdown_path = scaling_outputs(args.out)
+    cache = Path(args.scratch) if args.scratch else json_path.parent / "scaling-data"
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="wsss-scaling-", dir=cache))
+    owns_console = console.log_path() is None  # jobs/benchmark.py: no `wsss` main set it up
+    if owns_console:  # Ray's, Train's and the workers' output to a log file; one line per run here
+        console.setup()
+    try:
+        payload = run_scaling(counts, train, settings, args.scaling_size, cache, work)
+        payload.update(machine=machine_info(settings), settings=asdict(settings),
+                       command=["jobs/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+        text = write_scaling(payload, json_path, markdown_path, tracking)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if owns_console:
+            console.teardown()
+    print(text, flush=True)
+    print(f"\nresults: {json_path} and {markdown_path}; synthetic sets kept in {cache}", flush=True)
+    return EXIT_OK
+
+
+def write_scaling(payload: dict, json_path: Path, markdown_path: Path, tracking: TrackingConfig | None) -> str:
+    """JSON and markdown written (and an MLflow run where tracking is on); the markdown text."""
+    text = scaling_text(payload)
+    write_json(payload, json_path)
+    write_text(markdown_path, text + "\n")
+    if tracking is not None:
+        payload["mlflow_run_id"] = log_scaling_run(payload, json_path, text, tracking)
+        write_json(payload, json_path)
+    return text

@@ -26,7 +26,15 @@ from wsss.data.prepare import prepare_dataset
 from wsss.data.quarantine import Quarantine
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.registry import get_labeler_class
-from wsss.masks.stages import FAULT_ENV, HeatmapStage, Sam2Stage, cpu_stage, decode_stage, write_stage
+from wsss.masks.stages import (
+    FAULT_ENV,
+    TODO_SEPARATOR,
+    HeatmapStage,
+    Sam2Stage,
+    cpu_stage,
+    decode_stage,
+    write_stage,
+)
 from wsss.masks.store import (
     MaskSet,
     MaskSetWriter,
@@ -76,11 +84,13 @@ class MaskSetPlan:
         return f"  {self.spec.key:<18} new {folder}: {len(self.missing)} images (older sets differ in: {why})"
 
     def to_stage(self) -> dict[str, Any]:
-        """The picklable part a Ray task needs."""
+        """The picklable part a Ray task needs. Which images the set misses travels with each
+        row (``todo``), not here: every task unpickles its stage's specs, so ids of the whole
+        dataset in them made each batch's cost, and so the cost per image, grow with the set."""
         return {"id": self.spec.key, "name": self.spec.name, "params": self.spec.params,
                 "fingerprint": self.fingerprint, "uri": self.uri, "kind": self.kind,
                 "heatmap_column": f"heatmap__{self.heatmap_key}" if self.heatmap_key else None,
-                "missing": self.missing, "sources": self.sources}
+                "sources": self.sources}
 
     def as_source(self) -> dict[str, Any]:
         """How a labeler that reads this set finds its masks in a batch: a mask column, or the
@@ -160,6 +170,12 @@ def cluster_resources() -> tuple[int, int]:
     return int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
 
 
+def todo_column(plans: list[MaskSetPlan], image_id: str) -> str:
+    """The ids of the sets that miss ``image_id``, one per line: the write stage writes those
+    and skips the others (``wsss.masks.stages.write_stage``)."""
+    return TODO_SEPARATOR.join(plan.spec.key for plan in plans if image_id in plan.missing)
+
+
 def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: StudyConfig,
                   context: LabelerContext) -> Any:
     """The lazy Ray Data pipeline for the records some plan still misses."""
@@ -175,7 +191,8 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
     blocks = max(1, math.ceil(len(records) / batch_size))
     tasks = ray.data.TaskPoolStrategy(size=min(config.pipeline.cpu_tasks or cpus, blocks))
     items = [{"image_id": r.image_id, "image_path": r.image_path, "label": r.label,
-              "box": list(r.box) if r.box else [-1, -1, -1, -1]} for r in records]
+              "box": list(r.box) if r.box else [-1, -1, -1, -1], "todo": todo_column(plans, r.image_id)}
+             for r in records]
     originals = any(plan.labeler.stage == "sam2" and getattr(plan.labeler.params, "original_size", False)
                     for plan in plans)
     dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(

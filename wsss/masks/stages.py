@@ -1,9 +1,10 @@
 """The stages Ray Data maps over batches: decode, heatmaps, CPU labelers, SAM2, write.
 
 Column names: ``image``, ``label``, ``image_id``, ``error`` (decode failure reason, '' if
-none), ``heatmap__<method>-<target>`` (one per distinct heatmap), and per labeler id
-``mask__<id>``, ``box__<id>``, ``prompts__<id>``, ``error__<id>``. Each stage also adds
-``seconds__<stage>``: its busy time spread over the batch's rows, for the summary.
+none), ``todo`` (the ids of the mask sets that miss the row), ``heatmap__<method>-<target>``
+(one per distinct heatmap), and per labeler id ``mask__<id>``, ``box__<id>``, ``prompts__<id>``,
+``error__<id>``. Each stage also adds ``seconds__<stage>``: its busy time spread over the
+batch's rows, for the summary.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from wsss.labelers.registry import get_labeler_class
 from wsss.masks.store import MaskSetWriter
 
 FAULT_ENV = "WSSS_INJECT_FAULT"  # testing hook: "<stage>:<marker file>" kills one attempt
+TODO_SEPARATOR = "\n"  # between the set ids of a row's ``todo`` column (the sets that miss it)
 
 
 def maybe_inject_fault(stage: str, fault: str | None) -> None:
@@ -67,6 +69,8 @@ def decode_stage(batch: dict[str, np.ndarray], size: int, fault: str | None = No
         kept.append(decoded)
     out = {"image_id": batch["image_id"], "label": batch["label"], "image": images,
            "given_box": boxes, "error": np.asarray(errors, dtype=object)}
+    if "todo" in batch:
+        out["todo"] = batch["todo"]
     if originals:
         out["original"] = _ragged(kept)
     return _timed(out, "decode", started)
@@ -290,16 +294,17 @@ class Sam2Stage:
 
 
 def write_stage(batch: dict[str, np.ndarray], plans: list[dict], fault: str | None = None) -> dict[str, np.ndarray]:
-    """Write each labeler's outputs for the rows it still misses; return one status row each."""
+    """Write each labeler's outputs for the rows it still misses (the row's ``todo``); return one
+    status row each."""
     started = time.perf_counter()
     maybe_inject_fault("write", fault)
     ids, keys, statuses, reasons = [], [], [], []
+    todo = [set(str(sets).split(TODO_SEPARATOR)) for sets in batch["todo"]]
     for plan in plans:
         writer = MaskSetWriter(plan["uri"])
-        missing = plan["missing"]
         for row, image_id in enumerate(batch["image_id"]):
             reason = batch["error"][row] or batch.get(f"error__{plan['id']}", batch["error"])[row]
-            status = "quarantined" if reason else ("written" if image_id in missing else "skipped")
+            status = "quarantined" if reason else ("written" if plan["id"] in todo[row] else "skipped")
             if status == "written":
                 _write_row(writer, plan, batch, row, str(image_id))
             ids.append(str(image_id)), keys.append(plan["id"]), statuses.append(status)

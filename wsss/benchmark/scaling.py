@@ -1,0 +1,190 @@
+"""The scaling run (``wsss benchmark --scaling 1000,4000,16000``): how cost grows with work.
+
+The product's mask pipeline (``run_pseudo``, what ``wsss pseudo`` runs: index, decode, the CAM
+family, boxes, GrabCut, the mix with its SLIC superpixels, the baselines, the store) runs on
+synthetic sets of each size, and the segmentation trainer (``fit_segmentation``, one epoch of a
+narrow UNet) on two of them. Per row: wall seconds, milliseconds per image, the driver's peak
+RSS and its growth over the run, the Ray workers' peak RSS, object-store spill and the mask
+store's bytes on disk. Per-image cost and driver memory should not grow with the image count:
+``flatness`` sets the largest run against the smallest.
+
+Synthetic sets are cached per (count, size, seed) under the cache folder and made outside the
+measurement; a run's mask store and training folder are removed once measured (16k images
+make ~10^5 files). One unmeasured warm-up pass of each (pipeline, training) on a tiny set
+starts Ray's workers and imports first, so the smallest run does not pay for them alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from wsss import console
+from wsss.benchmark.common import Settings
+from wsss.benchmark.memory import MB, MemorySampler, folder_bytes, spilled_bytes
+from wsss.benchmark.models import classifier_checkpoint
+from wsss.config import StudyConfig, parse_config
+from wsss.data.synthetic import synthesize
+from wsss.masks.pipeline import run_pseudo
+from wsss.raycluster import ensure_ray
+from wsss.train.segmentation import fit_segmentation
+
+SCALING_LABELERS = [{"name": name} for name in
+                    ("cam", "gradcam", "gradcampp", "box", "grabcut", "mix", "all_foreground", "ellipse")]
+SOURCE_SIZE = 128  # synthetic files are at least this big, so decoding includes a resize
+WARM_UP_IMAGES = 32
+TRAIN_OPTIONS = {"width": 0.125}
+FLAT_COST_RATIO = 1.25  # ms/image at the largest count over the smallest: above this, it grows
+FLAT_DRIVER_KB_PER_IMAGE = 3.0  # driver growth per extra image: the index and the plans (~2 KB)
+# pass; a mask or heatmap per image (4-8 KB at 64 px) held in the driver does not
+
+
+def synthetic_root(cache: Path, images: int, size: int, seed: int) -> Path:
+    """A synthetic Oxford-IIIT Pet root of ``images`` files, made once per (count, size, seed);
+    written beside its final name and renamed, so a killed run leaves no half set to reuse."""
+    root = cache / f"pets-{images}-{size}px-seed{seed}"
+    if (root / "annotations" / "trainval.txt").is_file():
+        return root
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    started = time.perf_counter()
+    synthesize(partial, images=images, size=size, seed=seed, workers=max(1, len(os.sched_getaffinity(0))))
+    os.replace(partial, root)
+    console.say(f"scaling: made {images} synthetic images at {size} px in "
+                f"{time.perf_counter() - started:.0f} s (not measured) -> {root}")
+    return root
+
+
+def pipeline_config(root: Path, store: Path, settings: Settings, size: int) -> StudyConfig:
+    """The pseudo study the benchmark's ``pseudo`` stage runs, with the baselines added."""
+    return parse_config({
+        "weights_policy": "random",
+        "data": {"root": str(root), "image_size": size, "error_budget": 0.5},
+        "pipeline": {"store": str(store), "cpu_tasks": settings.workers,
+                     "batch_size": settings.batch_size, "heatmap_actors": 1},
+        "labelers": SCALING_LABELERS,
+    }, "benchmark scaling")
+
+
+def measured(run: Any) -> tuple[Any, float, dict[str, Any]]:
+    """(result, wall seconds, memory and spill) of ``run()``."""
+    spilled_before = spilled_bytes()
+    with MemorySampler() as peaks:
+        started = time.perf_counter()
+        result = run()
+        seconds = time.perf_counter() - started
+    spilled_after = spilled_bytes()
+    known = spilled_before is not None and spilled_after is not None
+    memory = {**peaks.as_row(), "workers_scope": peaks.workers_scope,
+              "spilled_mb": (spilled_after - spilled_before) / MB if known else None,
+              "spill": "measured" if known else "unknown"}
+    return result, seconds, memory
+
+
+def pipeline_row(images: int, root: Path, work: Path, settings: Settings, size: int,
+                 checkpoint: Path) -> dict[str, Any]:
+    """The mask pipeline on one set: a fresh store, every set made from scratch."""
+    store = work / f"masks-{images}"
+    shutil.rmtree(store, ignore_errors=True)
+    config = pipeline_config(root, store, settings, size)
+    outcome, seconds, memory = measured(lambda: run_pseudo(config, str(checkpoint), log=False))
+    summary = outcome["summary"]
+    row = {"stage": "pseudo", "images": images, "size": size, "seconds": seconds,
+           "ms_per_image": 1000 * seconds / images, "pipeline_seconds": summary.wall_seconds,
+           "images_run": summary.images, "store_mb": folder_bytes(store) / MB,
+           "masks_written": sum(c["written"] for c in summary.per_set.values()), **memory}
+    shutil.rmtree(store, ignore_errors=True)
+    return row
+
+
+def train_config(root: Path, work: Path, settings: Settings, size: int) -> StudyConfig:
+    """One epoch of a narrow UNet on the ground truth (what the trainer costs, not its labels)."""
+    return parse_config({
+        "weights_policy": "random",
+        "data": {"root": str(root), "image_size": size, "error_budget": 0.5},
+        "pipeline": {"store": str(work / "masks")},
+        "train": {"model": "unet", "weights": "none", "epochs": 1, "batch_size": settings.train_batch,
+                  "eval_batch_size": settings.train_batch, "image_size": size,
+                  "storage": str(work), "max_failures": 0,
+                  "scaling": {"num_workers": settings.workers, "use_gpu": settings.device.startswith("cuda")}},
+    }, "benchmark scaling train")
+
+
+def train_row(images: int, root: Path, work: Path, settings: Settings, size: int) -> dict[str, Any]:
+    """``fit_segmentation`` on one set: seconds per epoch per training image, driver memory."""
+    folder = work / f"train-{images}"
+    shutil.rmtree(folder, ignore_errors=True)
+    config = train_config(root, folder, settings, size)
+    outcome, seconds, memory = measured(
+        lambda: fit_segmentation(config, model_options=TRAIN_OPTIONS, name=f"scaling-{images}"))
+    epoch = outcome.history[0]
+    epoch_seconds = outcome.timings.get("epoch_1_seconds", float("nan"))
+    row = {"stage": "train", "images": images, "size": size, "seconds": seconds,
+           "ms_per_image": 1000 * seconds / images, "train_images": epoch.get("train_images"),
+           "epoch_seconds": epoch_seconds,
+           "epoch_ms_per_train_image": 1000 * epoch_seconds / max(epoch.get("train_images") or 1, 1),
+           "train_images_per_s": epoch.get("train_images_per_s"),
+           "store_mb": folder_bytes(folder) / MB, **memory}
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+def flatness(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per stage: ms/image and driver growth at the largest count against the smallest."""
+    verdicts = {}
+    for stage in dict.fromkeys(row["stage"] for row in rows):
+        ordered = sorted((r for r in rows if r["stage"] == stage), key=lambda r: r["images"])
+        if len(ordered) < 2:
+            continue
+        small, large = ordered[0], ordered[-1]
+        cost_ratio = large["ms_per_image"] / small["ms_per_image"]
+        extra = large["images"] - small["images"]
+        growth_mb = large["driver_growth_mb"] - small["driver_growth_mb"]
+        kb_per_image = 1024 * growth_mb / extra if extra else 0.0
+        verdicts[stage] = {
+            "smallest": small["images"], "largest": large["images"],
+            "ms_per_image_ratio": cost_ratio, "cost_flat": cost_ratio <= FLAT_COST_RATIO,
+            "driver_growth_mb_smallest": small["driver_growth_mb"],
+            "driver_growth_mb_largest": large["driver_growth_mb"],
+            "driver_growth_kb_per_extra_image": kb_per_image,
+            "driver_flat": kb_per_image <= FLAT_DRIVER_KB_PER_IMAGE,
+            "thresholds": {"ms_per_image_ratio": FLAT_COST_RATIO,
+                           "driver_kb_per_extra_image": FLAT_DRIVER_KB_PER_IMAGE}}
+    return verdicts
+
+
+def say_row(row: dict[str, Any]) -> None:
+    """One console line per measured run."""
+    spill = "unknown" if row["spilled_mb"] is None else f"{row['spilled_mb']:.0f} MB"
+    console.say(f"scaling: {row['stage']:<6} {row['images']:>6} images  {row['ms_per_image']:8.2f} ms/image  "
+                f"driver peak {row['driver_peak_mb']:.0f} MB (+{row['driver_growth_mb']:.0f})  "
+                f"workers {row['workers_peak_mb']:.0f} MB  spilled {spill}  store {row['store_mb']:.1f} MB")
+
+
+def run_scaling(counts: list[int], train_counts: list[int], settings: Settings, size: int,
+                cache: Path, work: Path) -> dict[str, Any]:
+    """Every count through the mask pipeline, ``train_counts`` through training; the payload."""
+    ensure_ray(num_cpus=settings.workers)
+    source = max(SOURCE_SIZE, size)
+    roots = {n: synthetic_root(cache, n, source, settings.seed) for n in sorted({*counts, *train_counts})}
+    checkpoint = classifier_checkpoint(cache, settings, size)
+    warm = synthetic_root(cache, WARM_UP_IMAGES, source, settings.seed)
+    pipeline_row(WARM_UP_IMAGES, warm, work, settings, size, checkpoint)  # starts workers; not kept
+    if train_counts:
+        train_row(WARM_UP_IMAGES, warm, work, settings, size)  # Ray Train's first start; not kept
+    rows = []
+    for images in counts:
+        rows.append(pipeline_row(images, roots[images], work, settings, size, checkpoint))
+        say_row(rows[-1])
+    for images in train_counts:
+        rows.append(train_row(images, roots[images], work, settings, size))
+        say_row(rows[-1])
+    return {"kind": "scaling", "size": size, "source_size": source, "counts": counts,
+            "train_counts": train_counts, "labelers": [s["name"] for s in SCALING_LABELERS],
+            "train_model": {"model": "unet", **TRAIN_OPTIONS, "epochs": 1},
+            "sweep": "not measured: a sweep trains a classifier and logs to MLflow per trial; "
+                     "its per-image parts are the pipeline and training rows",
+            "rows": rows, "flatness": flatness(rows), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
