@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) jobs/sweep.py --config jobs/configs/smoke.yaml
+	$(PY) jobs/sweep.py --config jobs/configs/demo.yaml
 
 clean-stores:
 	rm -rf data/synthetic-pets stores results mlflow/mlflow.db mlflow/artifacts

@@ -64,6 +64,23 @@ def test_sweep_logs_parent_and_children(finished_sweep):
     assert "| 3 | box-then-mix |" in result["markdown"]
 
 
+def test_summary_shows_the_quality_of_what_each_trial_trained_on(finished_sweep):
+    """labels_dice: 1 for ground truth, a mask set's logged Dice when the trial reads the set as
+    logged, nothing for a heatmap set read at another threshold or a schedule of sets."""
+    from wsss.sweep.tracking import labels_dice, labels_quality
+
+    config, result, _ = finished_sweep
+    stages = runs_by_stage(config)
+    logged = {r.data.tags["labeler_id"]: r.data.metrics["pseudo_micro_dice"] for r in stages["pseudo_masks"]}
+    quality = labels_quality([run for runs in stages.values() for run in runs])
+    assert labels_dice("gradcam", "0.5", quality) == logged["gradcam"]  # the set's own threshold
+    assert labels_dice("gradcam", "0.1", quality) is None
+    assert labels_dice("mix", "-", quality) == logged["mix"]
+    by_run = {row["run"]: row for row in result["rows"]}
+    assert by_run["unet-gt"]["labels_dice"] == 1.0
+    assert by_run["gradcam-0.1"]["labels_dice"] is None and by_run["box-then-mix"]["labels_dice"] is None
+
+
 def test_rerun_is_a_no_op(finished_sweep):
     config, result, _ = finished_sweep
     before = {stage: len(runs) for stage, runs in runs_by_stage(config).items()}
@@ -114,6 +131,8 @@ def test_bad_config_fails_before_any_work(tmp_path, change, fragment):
 @pytest.mark.parametrize("preset, models", [("smoke", {"unet", "deeplabv3/tf_efficientnet_lite0",
                                                        "fcn/tf_efficientnet_lite0"}),
                                             ("paper", {"unet", "deeplabv3", "fcn"}),
+                                            ("demo", {"unet", "deeplabv3/tf_efficientnet_lite0",
+                                                      "fcn/tf_efficientnet_lite0"}),
                                             ("synthetic-study", {"deeplabv3/tf_efficientnet_lite0"})])
 def test_every_trial_of_a_preset_builds_its_model(preset, models):
     """train.model_options belong to train.model: a trial naming another model starts from none

@@ -16,12 +16,13 @@ from wsss import tracking
 from wsss.masks.quality import mask_quality
 from wsss.metrics import flat_metrics
 from wsss.paper import paper_row
+from wsss.train.labels import GROUND_TRUTH
 from wsss.train.tracking import MODEL_VERSION_TAG
 
 KEY_TAG = "wsss.key"
 SUMMARY_COLUMNS = ("table", "run", "stage", "method", "labels", "model", "threshold", "epochs", "select",
                    "dice", "iou", "accuracy", "precision", "recall", "per_image_dice",
-                   "paper_dice", "paper_iou", "val_dice", "weights")
+                   "labels_dice", "paper_dice", "paper_iou", "val_dice", "weights")
 
 
 def find_parent(experiment_id: str, fingerprint: str) -> str | None:
@@ -76,10 +77,39 @@ def log_direct_eval(entry: Any, mask_set: Any, records: list, config: Any, paren
     return active.info.run_id
 
 
+def labels_quality(runs: list[Any]) -> dict[str, tuple[str | None, float]]:
+    """Each mask set's threshold (None for sets stored as masks) and Dice against ground
+    truth, from its run under the sweep: what a trial trained on, beside what it learned."""
+    quality = {}
+    for run in runs:
+        dice = run.data.metrics.get("pseudo_micro_dice")
+        if run.data.tags.get("stage") == "pseudo_masks" and dice is not None:
+            params = run.data.params
+            threshold = params.get("params.threshold") if params.get("kind") == "heatmaps" else None
+            quality[run.data.tags["labeler_id"]] = (None if threshold in (None, "None") else threshold, dice)
+    return quality
+
+
+def labels_dice(labels: str, threshold: str, quality: dict[str, tuple[str | None, float]]) -> float | None:
+    """Ground truth scores 1; a mask set its logged Dice when the trial reads it as logged (a
+    heatmap set at another threshold, or a schedule of sets, has no single figure)."""
+    if labels == GROUND_TRUTH:
+        return 1.0
+    if labels not in quality:
+        return None
+    logged_threshold, dice = quality[labels]
+    if logged_threshold is not None and threshold not in ("-", None) \
+            and float(threshold) != float(logged_threshold):
+        return None
+    return dice
+
+
 def summary_rows(experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
     """One row per direct evaluation and trial, with the study's numbers beside ours."""
     rows = []
-    for run in children(experiment_id, parent_id):
+    runs = children(experiment_id, parent_id)
+    quality = labels_quality(runs)
+    for run in runs:
         tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
         scored = "test_micro_dice" in metrics
         if tags.get("stage") not in ("train", "direct_eval") or (tags["stage"] == "direct_eval" and not scored):
@@ -93,6 +123,8 @@ def summary_rows(experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
             **{name: metrics.get(f"test_micro_{name}") for name in
                ("dice", "iou", "accuracy", "precision", "recall")},
             "per_image_dice": metrics.get("test_per_image_dice"),
+            "labels_dice": labels_dice(tags.get("labels", params.get("labels", "")),
+                                       params.get("threshold", "-"), quality),
             "paper_dice": paper.dice if paper else None, "paper_iou": paper.iou if paper else None,
             "val_dice": metrics.get("val_micro_dice"),
             "weights": "random-init" if tags.get("wsss.random_weights") == "true" else "trained",
