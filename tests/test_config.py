@@ -35,6 +35,16 @@ def test_bad_field_is_named_with_value_and_rule(data, field, fragment):
     assert fragment in line
 
 
+def test_a_check_across_fields_names_the_problem_without_the_whole_config():
+    data = load_config(REPO / "jobs" / "configs" / "demo.yaml").model_dump(mode="json")
+    data["train"]["agreement"] = ["nope"]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "demo.yaml")
+    message = str(caught.value)
+    assert "train.agreement: ['nope'] are not labeler ids" in message
+    assert "tracking_uri" not in message and len(message.splitlines()) == 2  # no dump of the input
+
+
 def test_schedule_must_cover_epochs():
     with pytest.raises(ConfigError, match="schedule covers 3 epochs but epochs is 4"):
         parse_config({"train": {"epochs": 4, "labels": [{"epochs": 3, "labels": "gt"}]}})

@@ -87,7 +87,8 @@ def test_a_dataset_regenerated_at_another_size_reuses_nothing_through_the_cli(ra
 def test_mask_sets_know_their_data_and_size_and_pseudo_says_what_it_reuses(ray_local, tmp_path, capsys):
     config = _study(tmp_path, 32)
     assert main(["pseudo", "--config", str(config)]) == 0
-    assert "ellipse" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "ellipse" in said and "✓ data: " in said and "with ground truth (scoring only)" in said
     assert main(["pseudo", "--config", str(config)]) == 0
     assert "reuse ellipse-" in capsys.readouterr().err
     assert main(["pseudo", "--config", str(config), "--set", "data.image_size=48"]) == 0

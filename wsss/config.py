@@ -456,8 +456,16 @@ def format_validation_error(error: ValidationError, source: str) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see `wsss config show` for the fields)"
-        lines.append(f"  {path}: {message} (got {item.get('input')!r})")
+        lines.append(f"  {path}: {message}{given(item.get('input'))}")
     return "\n".join(lines)
+
+
+def given(value: Any) -> str:
+    """`` (got VALUE)`` for a field's value; nothing for a whole section (a check across fields
+    fails on the section, and its every field would bury the message)."""
+    if isinstance(value, (dict, list)) and len(repr(value)) > 80:
+        return ""
+    return f" (got {value!r})"
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> StudyConfig:

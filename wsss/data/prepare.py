@@ -37,3 +37,11 @@ def prepare_dataset(data) -> DatasetIndex:
     return index(data.root, format=data.format, manifest=data.manifest, classes=data.classes,
                  val_fraction=data.val_fraction, test_fraction=data.test_fraction,
                  split_seed=data.split_seed, limit=data.limit, download_if_missing=data.download)
+
+
+def describe_data(dataset: DatasetIndex) -> str:
+    """The data stage's line: what was read, and whether there is ground truth to score with."""
+    splits = ", ".join(f"{name} {len(dataset.split(name))}" for name in ("train", "val", "test"))
+    truth = "with ground truth (scoring only)" if dataset.has_truth else "no ground truth: nothing is scored"
+    return (f"✓ data: {dataset.root} ({dataset.format}), {len(dataset.records)} images, "
+            f"{len(dataset.classes)} classes ({splits}), {len(dataset.quarantine)} quarantined; {truth}")

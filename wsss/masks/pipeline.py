@@ -22,7 +22,7 @@ import numpy as np
 from wsss import console, storage, tracking
 from wsss.config import ConfigError, LabelerSpec, StudyConfig
 from wsss.data.pets import DatasetIndex, Record
-from wsss.data.prepare import prepare_dataset
+from wsss.data.prepare import describe_data, prepare_dataset
 from wsss.data.quarantine import Quarantine
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.registry import get_labeler_class
@@ -377,7 +377,9 @@ def run_pseudo(config: StudyConfig, checkpoint: str | None, labeler_ids: list[st
     ``checkpoint`` is the breed classifier the CAM family reads (``wsss.train.classifier.
     resolve_classifier``), None when no selected labeler builds on a CAM.
     """
-    dataset = dataset or prepare_dataset(config.data)
+    if dataset is None:
+        dataset = prepare_dataset(config.data)
+        console.say(describe_data(dataset))
     ensure_ray()
     summary = generate_masks(config, dataset, labeler_context(config, checkpoint), labeler_ids)
     logging.getLogger(__name__).info("%s", summary.format())

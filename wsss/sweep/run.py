@@ -18,7 +18,7 @@ from typing import Any
 
 from wsss import console, storage, tracking
 from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, parse_config
-from wsss.data.prepare import prepare_dataset
+from wsss.data.prepare import describe_data, prepare_dataset
 from wsss.identity import file_hash, stable_hash
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.pipeline import cluster_resources, generate_masks, labeler_context
@@ -126,14 +126,6 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], sweep: str) -> None
     tune.report({**flat_metrics(outcome.test, "test_"), "outcome_path": path,
                  "trial_key": trial["key"], TRIAL_METRIC: outcome.history[-1].get(TRIAL_METRIC, 0.0)
                  if outcome.history else 0.0})
-
-
-def describe_data(dataset: Any) -> str:
-    """The data stage's line: what was read, and whether there is ground truth to score with."""
-    splits = ", ".join(f"{name} {len(dataset.split(name))}" for name in ("train", "val", "test"))
-    truth = "with ground truth (scoring only)" if dataset.has_truth else "no ground truth: nothing is scored"
-    return (f"✓ data: {dataset.root} ({dataset.format}), {len(dataset.records)} images, "
-            f"{len(dataset.classes)} classes ({splits}), {len(dataset.quarantine)} quarantined; {truth}")
 
 
 def runnable_trials(trials: list[dict], study: dict[str, Any], dataset: Any) -> tuple[list[dict], list[str]]:
