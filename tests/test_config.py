@@ -98,3 +98,17 @@ def test_weak_runs_select_without_ground_truth_by_default(labels, select, resolv
 def test_models_dir_is_resolved_like_every_other_path(tmp_path):
     config = parse_config({"pipeline": {"models_dir": "weights/sam2"}}).resolved(tmp_path)
     assert config.pipeline.models_dir == str(tmp_path / "weights" / "sam2")
+
+
+def test_a_trial_weighting_by_agreement_is_its_own_trial():
+    """A trial's agreement reaches train.agreement and its key: it neither shares a run with
+    the same labels unweighted nor trains unweighted under a weighted name."""
+    from wsss.sweep.run import expand_trials, trial_config
+
+    config = load_config(REPO / "jobs" / "configs" / "synthetic-study.yaml")
+    trials = {t["name"]: t for t in expand_trials(config)}
+    weighted, plain = trials["mix-weighted-by-agreement"], trials["mix"]
+    assert weighted["key"] != plain["key"]
+    study = config.model_dump(mode="json")
+    assert trial_config(study, weighted["overrides"]).train.agreement == ["grabcut", "crf"]
+    assert trial_config(study, plain["overrides"]).train.agreement == []

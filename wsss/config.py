@@ -234,6 +234,7 @@ class TrialSpec(StrictModel):
     epochs: int | None = Field(None, ge=1)
     select: Literal["auto", "last", "val_labels", "val_gt"] | None = None
     rounds: int | None = Field(None, ge=1, le=10)
+    agreement: list[str] | None = Field(None, description="mask set ids whose agreement weights the loss")
 
     @field_validator("paper_row")
     @classmethod
@@ -243,7 +244,7 @@ class TrialSpec(StrictModel):
     def overrides(self) -> dict[str, Any]:
         """The ``train`` fields this trial sets (unset ones keep the study's values)."""
         keys = ("labels", "model", "model_options", "weights", "threshold", "lr", "epochs", "select",
-                "rounds")
+                "rounds", "agreement")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
