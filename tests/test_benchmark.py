@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from wsss.benchmark.report import format_table, scaling_text, write_json
+from wsss.benchmark.report import format_table, pipeline_table, scaling_text, write_json
 from wsss.benchmark.run import STAGES, selected_stages
 from wsss.benchmark.scaling import flatness
 from wsss.cli.benchmark import main
@@ -109,6 +109,14 @@ def test_quick_run_through_ray_reports_scaling(ray_local, tmp_path):
         assert row["workers"] == 2 and row["scaling"] > 0, row["stage"]
     grabcut = payload["stages"][1]["details"]
     assert set(grabcut["ray"]) == {"1", "2"} and grabcut["pipeline_over_bare"] > 0
+    assert grabcut["machine_scaling"] > 0 and grabcut["pipeline_over_parallel_bare"] > 0  # no scheduler
+    both = grabcut["ray"]["2"]  # where the cores went: the workers did the stage's work
+    assert set(both["cpu_seconds"]) == {"driver", "workers", "ray_system"}
+    assert both["cpu_seconds"]["workers"] >= 0.5 * both["busy_seconds"] > 0
+    assert all(value >= 0 for value in both["cpu_seconds"].values()) and both["idle_core_seconds"] >= 0
+    line = next(row for row in pipeline_table(payload).splitlines() if row.startswith("| grabcut |"))
+    shares = [int(part.rsplit(" ", 1)[1].rstrip("%")) for part in line.split(" | ")[-1].rstrip(" |").split(", ")]
+    assert len(shares) == 5 and 97 <= sum(shares) <= 103  # stage, Ray in workers, driver, system, idle
     pseudo = payload["stages"][2]["details"]["runs"]
     assert pseudo["2"]["images"] == payload["images"]
 

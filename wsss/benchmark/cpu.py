@@ -9,6 +9,7 @@ path's inputs, serially, times the cores. Ratios are reported, never asserted.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from wsss.benchmark.common import (
     stage_result,
     timed,
 )
+from wsss.benchmark.memory import CpuAccount
 from wsss.data.arrays import load_arrays, resize_image
 from wsss.data.decode import decode_image
 from wsss.labelers.base import LabelerContext
@@ -51,23 +53,27 @@ def ray_rate(stage: Callable, kwargs: dict, columns: dict[str, np.ndarray], work
     """Images/s of ``stage`` through Ray Data on ``workers`` CPU tasks (after a warm-up run)."""
     import ray.data
 
-    def run(part: dict[str, np.ndarray], rows: int) -> tuple[float, list]:
+    def run(part: dict[str, np.ndarray], rows: int) -> tuple[float, list, dict[str, float]]:
         dataset = arrays_dataset(part, rows_per_block=rows).map_batches(
             _measured, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_size=rows,
             compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1, batch_format="numpy")
         started = time.perf_counter()
-        rows = dataset.take_all()
-        return time.perf_counter() - started, rows
+        with CpuAccount() as account:
+            rows = dataset.take_all()
+        return time.perf_counter() - started, rows, account.spent
 
     # Warm every worker process (imports, first-call setup) with many one-image tasks: a
     # pool warmed by fewer tasks than workers leaves a process that pays its imports inside
     # the measured run, which a 7,000-image job pays once but a 64-image run cannot hide.
     warm = min(len(columns["image_id"]), workers * 4)
     run({key: values[:warm] for key, values in columns.items()}, 1)
-    wall, rows = run(columns, batch_size)
+    wall, rows, cpu = run(columns, batch_size)
     busy = float(sum(row["seconds"] for row in rows))
+    # where the cores went: the stage's own busy time, the workers' CPU (busy + Ray's per-task
+    # work in them), the driver (Ray Data's executor) and Ray's system processes; the rest idle
     return {"images_per_s": rate(len(rows), wall), "wall_seconds": wall, "busy_seconds": busy,
-            "images": len(rows)}
+            "images": len(rows), "cpu_seconds": cpu,
+            "idle_core_seconds": round(max(0.0, wall * (os.cpu_count() or workers) - sum(cpu.values())), 3)}
 
 
 def scaled(stage: Callable, kwargs: dict, columns: dict, settings: Settings) -> dict[int, dict]:
@@ -99,6 +105,11 @@ def _pipeline_result(stage: str, path: str, reference: str, reference_seconds: f
                     "pipeline_seconds_per_image_per_worker": per_image,
                     "pipeline_over_bare": per_image / (floor_seconds / count),
                     "target_ratio": 0.9 * workers})
+    if "bare_parallel_seconds" in details:  # the bare call on every core at once, no scheduler
+        parallel = details["bare_parallel_seconds"] / count
+        details.update(bare_parallel_seconds_per_image=parallel,
+                       machine_scaling=workers * floor_seconds / details["bare_parallel_seconds"],
+                       pipeline_over_parallel_bare=per_image / parallel)
     return stage_result(stage, path, reference, best["images_per_s"], rate(count, reference_seconds),
                         unit=UNIT, images=count, workers=workers,
                         scaling=best["images_per_s"] / runs[1]["images_per_s"],
@@ -201,6 +212,31 @@ def bare_grabcut(crops: list, iterations: int) -> None:
             pass
 
 
+def bare_mix(crops: list, iterations: int, n_segments: int, compactness: float) -> None:
+    """The mix's library calls on the same crops: GrabCut, then SLIC."""
+    bare_grabcut(crops, iterations)
+    for crop, _ in crops:
+        study_slic(crop, n_segments, compactness)
+
+
+def _timed_call(call: tuple[Callable, tuple]) -> float:
+    function, args = call
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def parallel_bare(function: Callable, args: tuple, processes: int) -> float:
+    """Seconds the bare loop takes in each of ``processes`` plain processes running it at once
+    (the mean): what the machine itself gives when every core runs the call, with no
+    scheduler at all. Against the one-process time it is the cores' own scaling."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        pool.map(_timed_call, [(function, args)] * processes)  # warm: page in, first-call setup
+        return float(np.mean(pool.map(_timed_call, [(function, args)] * processes)))
+
+
 def grabcut_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     """The GrabCut labeler (crop + margin) in the pipeline's CPU stage against the study's loop."""
     spec = cpu_spec("grabcut")
@@ -233,6 +269,8 @@ def grabcut_bench(work: Workload, settings: Settings) -> dict[str, Any]:
         result = _serial_result("grabcut", "GrabCut labeler (crop + margin)", "cv2.grabCut whole image, serial",
                                 crop["seconds"], reference, floor, work, details)
     else:
+        details["bare_parallel_seconds"] = parallel_bare(bare_grabcut, (crops, params.iterations),
+                                                         settings.workers)
         runs = scaled(cpu_stage, kwargs, columns, settings)
         result = _pipeline_result("grabcut", "cpu_stage: GrabCut labeler (crop + margin)",
                                   "cv2.grabCut whole image, serial", reference, floor, runs, work,
@@ -257,22 +295,28 @@ def slic_stage(batch: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarr
 
 def slic_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     """SLIC on the GrabCut crop in Ray tasks against whole-image SLIC, serial."""
-    from skimage.segmentation import slic
-
     params = cpu_spec("mix")["params"]
     mix = MixParams(**params)
     reference = timed(lambda: [study_slic(i, mix.n_segments, mix.compactness) for i in work.images])
     crops = [crop for crop, _ in _crops(work, mix)]
-    floor = timed(lambda: [slic(c, n_segments=mix.n_segments, compactness=mix.compactness,
-                                start_label=1, channel_axis=-1) for c in crops])
+    floor = timed(lambda: bare_slic(crops, mix.n_segments, mix.compactness))
     path = "SLIC on the box + margin crop"
     if not settings.ray:
         seconds = timed(lambda: slic_stage(work.rows(), params))
         return _serial_result("slic", path, "skimage slic whole image, serial", seconds, reference,
                               floor, work, {"params": params})
+    details = {"params": params, "bare_parallel_seconds": parallel_bare(
+        bare_slic, (crops, mix.n_segments, mix.compactness), settings.workers)}
     runs = scaled(slic_stage, {"params": params}, work.rows(), settings)
     return _pipeline_result("slic", "Ray tasks: " + path, "skimage slic whole image, serial",
-                            reference, floor, runs, work, settings, {"params": params})
+                            reference, floor, runs, work, settings, details)
+
+
+def bare_slic(crops: list, n_segments: int, compactness: float) -> None:
+    from skimage.segmentation import slic
+
+    for crop in crops:
+        slic(crop, n_segments=n_segments, compactness=compactness, start_label=1, channel_axis=-1)
 
 
 def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
@@ -290,8 +334,7 @@ def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
 
     reference = timed(study)
     crops = _crops(work, p)
-    floor = timed(lambda: (bare_grabcut(crops, p.iterations),
-                           [study_slic(c, p.n_segments, p.compactness) for c, _ in crops]))
+    floor = timed(lambda: bare_mix(crops, p.iterations, p.n_segments, p.compactness))
     batch = {"image": work.images, "label": work.labels, "heatmap": work.heatmaps}
     grabcut = get_labeler_class("grabcut")(cpu_spec("grabcut")["params"])
     separate = timed(lambda: (grabcut(batch), mix(batch)))
@@ -304,6 +347,8 @@ def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
         result = _serial_result("mix", "mix labeler (crop + margin)", "GrabCut + SLIC whole image, serial",
                                 seconds, reference, floor, work, details)
     else:
+        details["bare_parallel_seconds"] = parallel_bare(
+            bare_mix, (crops, p.iterations, p.n_segments, p.compactness), settings.workers)
         runs = scaled(cpu_stage, {"specs": [spec], "context": _context()}, work.rows(), settings)
         result = _pipeline_result("mix", "cpu_stage: mix labeler (crop + margin)",
                                   "GrabCut + SLIC whole image, serial", reference, floor, runs,

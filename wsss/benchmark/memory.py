@@ -132,3 +132,42 @@ def folder_bytes(path: str | os.PathLike) -> int:
             except OSError:
                 pass
     return total
+
+
+def cpu_seconds_by_role(driver) -> dict[int, tuple[str, float]]:
+    """Each process's cumulative CPU seconds (user + system) with its role: ``driver`` (this
+    process), ``workers`` (``ray::`` processes), ``ray_system`` (the raylet, GCS, dashboard and
+    the rest of the driver's descendants: what Ray itself spends on the same cores)."""
+    roles = {driver.pid: ("driver", driver)}
+    for process in driver.children(recursive=True):
+        roles[process.pid] = ("workers" if is_ray_worker(process) else "ray_system", process)
+    seconds = {}
+    for pid, (role, process) in roles.items():
+        try:
+            times = process.cpu_times()
+        except Exception:  # noqa: BLE001 - exited between listing and reading
+            continue
+        seconds[pid] = (role, times.user + times.system)
+    return seconds
+
+
+class CpuAccount:
+    """CPU seconds each role spent over a ``with`` block (processes started inside it count
+    from zero; ones that exit inside it are lost, as worker pools keep theirs)."""
+
+    def __init__(self):
+        import psutil
+
+        self.driver = psutil.Process(os.getpid())
+        self.spent: dict[str, float] = {}
+
+    def __enter__(self) -> "CpuAccount":
+        self.before = cpu_seconds_by_role(self.driver)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        after = cpu_seconds_by_role(self.driver)
+        spent = {"driver": 0.0, "workers": 0.0, "ray_system": 0.0}
+        for pid, (role, seconds) in after.items():
+            spent[role] += seconds - self.before.get(pid, (role, 0.0))[1]
+        self.spent = {role: round(value, 3) for role, value in spent.items()}

@@ -93,15 +93,34 @@ def pipeline_table(payload: dict) -> str:
     rows = [r for r in payload["stages"] if "pipeline_over_bare" in r.get("details", {})]
     if not rows:
         return ""
-    lines = ["| stage | bare s/image | pipeline s/image/worker | pipeline / bare | ratio vs serial | "
-             "target (0.9 x workers) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| stage | bare s/image | pipeline s/image/worker | pipeline / bare | bare on all cores "
+             "s/image/process | pipeline / bare on all cores | scaling 1 -> all | the bare call's own "
+             "scaling | target (0.9 x workers) | where the cores went (all workers) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         details = row["details"]
         lines.append(f"| {row['stage']} | {_number(details['bare_seconds_per_image'], 4)} | "
                      f"{_number(details['pipeline_seconds_per_image_per_worker'], 4)} | "
-                     f"{_number(details['pipeline_over_bare'], 2)} | {_number(row['ratio'], 2)} | "
-                     f"{_number(details['target_ratio'], 2)} |")
+                     f"{_number(details['pipeline_over_bare'], 2)} | "
+                     f"{_number(details.get('bare_parallel_seconds_per_image'), 4)} | "
+                     f"{_number(details.get('pipeline_over_parallel_bare'), 2)} | {_number(row['scaling'], 2)} | "
+                     f"{_number(details.get('machine_scaling'), 2)} | "
+                     f"{_number(details['target_ratio'], 2)} | {cores_spent(details)} |")
     return "\n".join(lines)
+
+
+def cores_spent(details: dict) -> str:
+    """Shares of the all-worker run's core-seconds: the stage's own work, the rest of the
+    workers' CPU (Ray's per-task work), the driver, Ray's system processes, idle."""
+    runs = details.get("ray", {})
+    best = runs.get(str(max((int(k) for k in runs), default=0)), {})
+    cpu = best.get("cpu_seconds")
+    if not cpu:
+        return "-"
+    total = sum(cpu.values()) + best["idle_core_seconds"]
+    shares = {"stage": best["busy_seconds"], "workers' Ray overhead": max(0.0, cpu["workers"] - best["busy_seconds"]),
+              "driver": cpu["driver"], "Ray system": cpu["ray_system"], "idle": best["idle_core_seconds"]}
+    return ", ".join(f"{name} {100 * value / total:.0f}%" for name, value in shares.items())
 
 
 def report_text(payload: dict) -> str:

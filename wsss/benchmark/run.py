@@ -12,7 +12,6 @@ with its error and the others still run (exit code 1).
 
 from __future__ import annotations
 
-import sys
 import time
 import traceback
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
+from wsss import console
 from wsss.benchmark import cpu as cpu_bench
 from wsss.benchmark import models as model_bench
 from wsss.benchmark import pipeline as pipeline_bench
@@ -52,7 +52,7 @@ def run_stage(stage: str, work: Any, settings: Settings) -> dict[str, Any]:
                "sam2": model_bench.sam2_stage, "train": train_bench.train_stage,
                "infer": model_bench.infer_stage, "pseudo": pipeline_bench.pseudo_bench}
     started = time.perf_counter()
-    print(f"benchmark: {stage} ...", file=sys.stderr, flush=True)
+    console.say(f"  benchmark {stage} …")
     try:
         if stage in CAM_STAGES:
             result = model_bench.cam_stage(stage, work, settings)
@@ -62,6 +62,10 @@ def run_stage(stage: str, work: Any, settings: Settings) -> dict[str, Any]:
         traceback.print_exc()
         result = {"stage": stage, "error": f"{type(error).__name__}: {error}"}
     result["seconds"] = time.perf_counter() - started
+    outcome = (f"✗ benchmark {stage}: {result['error']}" if "error" in result else
+               f"✓ benchmark {stage}: {result['path_images_per_s']:.1f} images/s, "
+               f"{result['ratio']:.2f}x the reference")
+    console.say(f"{outcome} ({result['seconds']:.0f} s)")
     return result
 
 

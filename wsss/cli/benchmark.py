@@ -129,6 +129,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         return run_scaling_command(args, settings, tracking, argv)
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="wsss-benchmark-"))
     scratch.mkdir(parents=True, exist_ok=True)
+    owns_console = console.log_path() is None  # jobs/benchmark.py: no `wsss` main set it up
+    if owns_console:  # Ray's and the workers' output to a log file; a line per stage here
+        console.setup()
     try:
         payload = run_benchmark(stages, settings, scratch, args.root)
         payload["command"] = ["jobs/benchmark.py", *(sys.argv[1:] if argv is None else argv)]
@@ -140,6 +143,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     finally:
         if args.scratch is None:
             shutil.rmtree(scratch, ignore_errors=True)
+        if owns_console:
+            console.teardown()
     print(text, flush=True)
     print(f"\nresults: {args.out or '(scratch, removed)'}", flush=True)
     return EXIT_PROBLEM if any("error" in row for row in payload["stages"]) else EXIT_OK
