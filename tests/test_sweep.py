@@ -55,6 +55,11 @@ def test_sweep_logs_parent_and_children(finished_sweep):
         assert "wsss.random_weights" not in run.data.tags
         names = artifact_names(run)
         assert any(n.startswith("checkpoint/") for n in names) and any(n.startswith("figures/") for n in names)
+    # random-init is flagged where the masks come from random weights (SAM2 without a
+    # checkpoint), not on every set of a study that merely allows them
+    flags = {r.data.tags["labeler_id"]: r.data.tags.get("wsss.random_weights") for r in stages["pseudo_masks"]}
+    assert flags == {"gradcam": None, "box": None, "mix": None, "sam2_multi": "true"}
+    assert [r.data.tags.get("wsss.random_weights") for r in stages["direct_eval"]] == ["true"]
     for run in stages["pseudo_masks"]:
         assert "pseudo_micro_dice" in run.data.metrics
         assert any(n.startswith("gallery-") for n in artifact_names(run))

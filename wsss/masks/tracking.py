@@ -57,6 +57,19 @@ def heatmap_set_for(plan: Any, plans: list[Any]) -> Any | None:
     return None
 
 
+def made_on_random_weights(plan: Any, plans: list[Any]) -> bool:
+    """Whether a set's masks come from random-init weights: its own (SAM2 without a checkpoint),
+    the CAM it reads (no trained classifier), or any set it is built on. Only those sets are
+    flagged random-init; a study's ``weights_policy: random`` merely allows them."""
+    labeler = plan.labeler
+    if labeler.weights_id().startswith("random-"):
+        return True
+    if plan.heatmap_key and labeler.context.classifier_checkpoint is None:
+        return True
+    by_key = {other.spec.key: other for other in plans}
+    return any(made_on_random_weights(by_key[key], plans) for key in labeler.source_ids() if key in by_key)
+
+
 def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
                  records: list[Record], parent_run_id: str | None = None,
                  extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
@@ -76,7 +89,7 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
     tags = {"stage": "pseudo_masks", "method": plan.spec.name, "labeler_id": plan.spec.key,
             **(extra_tags or {})}
     with tracking.run(f"masks-{plan.spec.key}", tags=tags, params=params, parent_run_id=parent_run_id,
-                      random_weights=config.weights_policy == "random") as active:
+                      random_weights=made_on_random_weights(plan, plans)) as active:
         metrics = {}
         if main["images"]:  # scored against ground truth only where the data has it
             metrics.update(flat_metrics(main, prefix="pseudo_"))

@@ -22,7 +22,7 @@ from wsss.data.prepare import describe_data, prepare_dataset
 from wsss.identity import file_hash, stable_hash
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.pipeline import cluster_resources, generate_masks, labeler_context
-from wsss.masks.tracking import log_mask_set
+from wsss.masks.tracking import log_mask_set, made_on_random_weights
 from wsss.metrics import flat_metrics
 from wsss.raycluster import ensure_ray
 from wsss.sweep.progress import trial_progress
@@ -233,7 +233,9 @@ def log_direct_evals(config: StudyConfig, summary: Any, dataset: Any, parent_id:
         mask_set = summary.open(entry.labeler)
         key = f"direct:{entry.labeler}:{mask_set.manifest['fingerprint']}"
         if key not in done:
-            log_direct_eval(entry, mask_set, dataset.split("test"), config, parent_id, key)
+            plan = next(p for p in summary.plans if p.spec.key == entry.labeler)
+            log_direct_eval(entry, mask_set, dataset.split("test"), config, parent_id, key,
+                            random_weights=made_on_random_weights(plan, summary.plans))
 
 
 def log_trials(config: StudyConfig, results: list[Any], trials: list[dict], parent_id: str,

@@ -56,7 +56,8 @@ def tag_run(run_id: str, tags: dict[str, Any]) -> None:
             client.set_tag(run_id, key, str(value))
 
 
-def log_direct_eval(entry: Any, mask_set: Any, records: list, config: Any, parent_id: str, key: str) -> str:
+def log_direct_eval(entry: Any, mask_set: Any, records: list, config: Any, parent_id: str, key: str,
+                    random_weights: bool = False) -> str:
     """A mask set scored on the test split as the prediction itself (no training)."""
     import mlflow
 
@@ -69,7 +70,7 @@ def log_direct_eval(entry: Any, mask_set: Any, records: list, config: Any, paren
               "split": "test"}
     with tracking.run(entry.name or f"direct-{entry.labeler}", tags={k: str(v) for k, v in tags.items() if v},
                       params=params, parent_run_id=parent_id,
-                      random_weights=config.weights_policy == "random") as active:
+                      random_weights=random_weights) as active:
         metrics = flat_metrics(main, "test_")
         for policy, result in quality.items():
             metrics.update(flat_metrics(result, f"test_{policy}_"))
