@@ -30,7 +30,28 @@ def test_regenerating_files_at_the_same_path_changes_every_data_key(tmp_path):
     new = load_arrays(after.split("train"), 48, cache)
     fresh = decode_records(after.split("train"), 48)
     assert np.array_equal(new.images, fresh.images) and not np.array_equal(new.images, old.images)
-    assert len(list(cache.glob("decoded-*.npz"))) == 2
+    assert len(list(cache.glob("decoded-*/meta.json"))) == 2
+
+
+def test_the_decode_cache_maps_rows_from_disk_and_leaves_out_quarantined_images(writable_root, tmp_path):
+    from PIL import Image
+
+    records = index(writable_root).split("train")
+    Image.new("L", (17, 23), 2).save(records[3].trimap_path)
+    cache = tmp_path / "decoded"
+    cached = load_arrays(records, 32, cache)
+    fresh = decode_records(records, 32)
+    assert isinstance(cached.images, np.memmap) and not cached.images.flags.writeable
+    assert cached.image_ids == fresh.image_ids and records[3].image_id not in cached.image_ids
+    assert np.array_equal(cached.images, fresh.images) and np.array_equal(cached.trimaps, fresh.trimaps)
+    assert np.array_equal(cached.labels, fresh.labels)
+    assert cached.quarantine.entries == fresh.quarantine.entries
+    # a killed run's folder (no meta.json) is decoded again, not read
+    (Path(cached.folder) / "meta.json").unlink()
+    (Path(cached.folder) / "images.npy").write_bytes(b"half")
+    again = load_arrays(records, 32, cache)
+    assert np.array_equal(again.images, fresh.images)
+    assert not list(cache.glob("*.partial-*"))
 
 
 def test_the_same_files_named_from_elsewhere_are_the_same_dataset(synthetic_root, monkeypatch):

@@ -7,8 +7,12 @@ never dropped silently, and the caller decides whether the error budget holds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
+import shutil
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +23,6 @@ import numpy as np
 from wsss.data.decode import DecodeError, check_trimap, decode_image, record_truth
 from wsss.data.pets import Record
 from wsss.data.quarantine import Quarantine
-from wsss.storage import writing
 
 NO_TRIMAP = 0  # trimap value for images without one: matches none of 1, 2, 3 -> ignored
 
@@ -77,6 +80,7 @@ class SplitArrays:
     labels: np.ndarray  # N int64
     image_ids: list[str]
     quarantine: Quarantine = field(default_factory=Quarantine)
+    folder: str | None = None  # the decode cache folder the arrays are mapped from, if any
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -106,24 +110,35 @@ def cache_key(records: list[Record], size: int) -> str:
     return digest.hexdigest()[:16]
 
 
+DECODE_CHUNK = 256  # records decoded at once: the thread pool's queue, not the split, sets memory
+
+
+def _decoded(records: list[Record], size: int, workers: int | None):
+    """(record, (image, trimap) | reason) in record order, ``DECODE_CHUNK`` records in flight
+    at a time (``pool.map`` over a whole split would queue every result)."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(records), DECODE_CHUNK):
+            chunk = records[start:start + DECODE_CHUNK]
+            yield from zip(chunk, pool.map(lambda r: _decode_one(r, size), chunk))
+
+
 def decode_records(records: list[Record], size: int, workers: int | None = None,
                    progress: Any = None) -> SplitArrays:
-    """Decode and resize every record with a thread pool (cv2 and PIL release the GIL);
-    ``progress`` (a ``wsss.console.Stage``) advances per image."""
-    workers = workers or min(8, os.cpu_count() or 1)
+    """Decode and resize every record with a thread pool (cv2 and PIL release the GIL), in
+    memory; ``progress`` (a ``wsss.console.Stage``) advances per image. For a whole split use
+    ``load_arrays`` with a cache folder: it writes to disk as it goes."""
     images, trimaps, labels, ids, quarantine = [], [], [], [], Quarantine()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda r: _decode_one(r, size), records)
-        for done, (record, result) in enumerate(zip(records, results), start=1):
-            if isinstance(result, str):
-                quarantine.add(record.image_id, result)
-            else:
-                images.append(result[0])
-                trimaps.append(result[1])
-                labels.append(record.label)
-                ids.append(record.image_id)
-            if progress:
-                progress.advance(1)
+    for record, result in _decoded(records, size, workers):
+        if isinstance(result, str):
+            quarantine.add(record.image_id, result)
+        else:
+            images.append(result[0])
+            trimaps.append(result[1])
+            labels.append(record.label)
+            ids.append(record.image_id)
+        if progress:
+            progress.advance(1)
     empty = (0, size, size)
     return SplitArrays(
         images=np.stack(images) if images else np.zeros(empty + (3,), np.uint8),
@@ -134,27 +149,126 @@ def decode_records(records: list[Record], size: int, workers: int | None = None,
     )
 
 
+CACHE_META = "meta.json"  # written last: a cache folder without it is incomplete
+
+
+def open_cached(folder: str | os.PathLike) -> SplitArrays:
+    """A decode cache folder (``load_arrays``) as arrays: images and trimaps are read-only
+    memory maps, so opening costs no memory and any process on the node can read rows."""
+    folder = Path(folder)
+    meta = json.loads((folder / CACHE_META).read_text())
+    return SplitArrays(np.load(folder / "images.npy", mmap_mode="r"),
+                       np.load(folder / "trimaps.npy", mmap_mode="r"),
+                       np.load(folder / "labels.npy"), meta["image_ids"],
+                       Quarantine(meta["quarantine"]), folder=str(folder))
+
+
+def _open_rows(path: Path, rows: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, *shape))
+
+
+def decode_to_folder(records: list[Record], size: int, folder: Path, progress: Any = None) -> None:
+    """Decode ``records`` into ``folder`` as .npy files written row by row (memory stays one
+    chunk however large the split); quarantined records leave no row (the files are
+    compacted, again in chunks, when any failed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = _open_rows(folder / "images.npy", len(records), (size, size, 3))
+    trimaps = _open_rows(folder / "trimaps.npy", len(records), (size, size))
+    labels, ids, quarantine = [], [], Quarantine()
+    for record, result in _decoded(records, size, None):
+        if isinstance(result, str):
+            quarantine.add(record.image_id, result)
+        else:
+            images[len(ids)], trimaps[len(ids)] = result
+            labels.append(record.label)
+            ids.append(record.image_id)
+        if progress:
+            progress.advance(1)
+    images.flush()
+    trimaps.flush()
+    if len(ids) < len(records):
+        for name, full in (("images", images), ("trimaps", trimaps)):
+            kept = _open_rows(folder / f"{name}.kept.npy", len(ids), full.shape[1:])
+            for start in range(0, len(ids), DECODE_CHUNK):
+                stop = min(start + DECODE_CHUNK, len(ids))
+                kept[start:stop] = full[start:stop]
+            kept.flush()
+            del kept
+            os.replace(folder / f"{name}.kept.npy", folder / f"{name}.npy")
+    del images, trimaps
+    np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
+    (folder / CACHE_META).write_text(json.dumps({"size": size, "image_ids": ids,
+                                                 "quarantine": quarantine.entries}))
+
+
 def load_arrays(records: list[Record], size: int, cache_dir: str | os.PathLike | None = None,
                 progress: Any = None) -> SplitArrays:
-    """``decode_records``, cached as one .npz per (records, size) under ``cache_dir``."""
+    """``records`` decoded at ``size``; with ``cache_dir``, cached there as one folder per
+    (records, size) (``cache_key``) and returned as memory maps (``open_cached``): the caller
+    holds no decoded pixels, and workers on this node open the same folder by its path."""
     if cache_dir is None:
         return decode_records(records, size, progress=progress)
-    path = Path(cache_dir) / f"decoded-{cache_key(records, size)}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            quarantine = Quarantine(
-                [{"image_id": i, "reason": r} for i, r in zip(data["q_ids"], data["q_reasons"])]
-            )
-            if progress:
-                progress.advance(len(records), "cached")
-            return SplitArrays(data["images"], data["trimaps"], data["labels"],
-                               [str(i) for i in data["image_ids"]], quarantine)
-    arrays = decode_records(records, size, progress=progress)
-    with writing(path) as temporary:
-        np.savez(
-            temporary, images=arrays.images, trimaps=arrays.trimaps, labels=arrays.labels,
-            image_ids=np.asarray(arrays.image_ids, dtype=str),
-            q_ids=np.asarray([e["image_id"] for e in arrays.quarantine.entries], dtype=str),
-            q_reasons=np.asarray([e["reason"] for e in arrays.quarantine.entries], dtype=str),
-        )
-    return arrays
+    folder = Path(cache_dir) / f"decoded-{cache_key(records, size)}"
+    if not (folder / CACHE_META).is_file():
+        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            decode_to_folder(records, size, partial, progress)
+            if (folder / CACHE_META).is_file():  # another process finished the same split first
+                shutil.rmtree(partial)
+            else:  # a leftover without meta.json is a killed run's: replace it
+                shutil.rmtree(folder, ignore_errors=True)
+                os.replace(partial, folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    elif progress:
+        progress.advance(len(records), "cached")
+    return open_cached(folder)
+
+
+@functools.lru_cache(maxsize=16)
+def _opened(folder: str) -> SplitArrays:
+    """``open_cached`` once per process: a worker building many blocks reads meta.json once."""
+    return open_cached(folder)
+
+
+def split_rows(source: "SplitArrays | str") -> SplitArrays:
+    """The arrays a ``SplitArrays.reference()`` stands for, opened in this process."""
+    return _opened(source) if isinstance(source, str) else source
+
+
+def reference(arrays: SplitArrays) -> "SplitArrays | str":
+    """What a task needs to read ``arrays``: its cache folder (a path, on this node) when it has
+    one, else the arrays themselves (small in-memory sets: tests, quick checks)."""
+    return arrays.folder or arrays
+
+
+class RowsById(Mapping):
+    """image id -> one field's row (``images`` or ``trimaps``) across several splits, opened
+    lazily in whichever process reads it: pickled, it is the splits' folders only, so a label
+    source holding one travels to Ray tasks without the pixels."""
+
+    def __init__(self, splits: list[SplitArrays], field_name: str):
+        self.sources = [reference(arrays) for arrays in splits]
+        self.field_name = field_name
+        self._rows: dict[str, tuple[int, int]] | None = None
+
+    def _index(self) -> dict[str, tuple[int, int]]:
+        if self._rows is None:
+            self._rows = {image_id: (k, row) for k, source in enumerate(self.sources)
+                          for row, image_id in enumerate(split_rows(source).image_ids)}
+        return self._rows
+
+    def __getitem__(self, image_id: str) -> np.ndarray:
+        k, row = self._index()[image_id]
+        return getattr(split_rows(self.sources[k]), self.field_name)[row]
+
+    def __iter__(self):
+        return iter(self._index())
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sources": self.sources, "field_name": self.field_name, "_rows": None}

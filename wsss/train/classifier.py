@@ -37,7 +37,7 @@ from wsss.train.common import (
     run_config,
     scaling_config,
     seed_everything,
-    shuffled,
+    shuffled_order,
     worker_device,
 )
 
@@ -222,7 +222,8 @@ def _fit(config: StudyConfig, splits: dict[str, Any], classes: int, storage_root
         scaling_config=scaling_config(section.scaling),
         run_config=run_config(storage_root, name, metric="val_accuracy",
                               max_failures=section.max_failures),
-        datasets={"train": arrays_dataset(shuffled(columns["train"], section.seed)),
+        datasets={"train": arrays_dataset(columns["train"],
+                                          shuffled_order(len(splits["train"]), section.seed)),
                   "val": arrays_dataset(columns["val"])},
         dataset_config=data_config(("train",)),
     )

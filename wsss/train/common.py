@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -91,37 +92,84 @@ def data_config(split: tuple[str, ...] = ("train",)):
     return DataConfig(datasets_to_split=list(split))
 
 
-def arrays_dataset(columns: dict[str, np.ndarray], rows_per_block: int = ROWS_PER_BLOCK):
-    """A materialized Ray dataset from equal-length numpy columns (images as tensor columns)."""
-    import pyarrow as pa
+def arrays_dataset(columns: dict[str, np.ndarray], order: np.ndarray | None = None,
+                   rows_per_block: int = ROWS_PER_BLOCK):
+    """A materialized Ray dataset from equal-length numpy columns (images as tensor columns),
+    rows in ``order`` (default: as given). Columns may be memory maps (the decode cache): each
+    block is gathered, put in the object store and let go, so the driver holds one block."""
+    import ray
     import ray.data
 
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"columns differ in length: {lengths}")
     total = next(iter(lengths.values()))
-    tables = []
-    for start in range(0, max(total, 1), rows_per_block):
-        chunk = {name: values[start:start + rows_per_block] for name, values in columns.items()}
-        tables.append(pa.table({name: _arrow_column(values) for name, values in chunk.items()}))
-    dataset = ray.data.from_arrow(tables)
+    order = np.arange(total) if order is None else np.asarray(order)
+    refs = [ray.put(arrow_table({name: values[order[start:start + rows_per_block]]
+                                 for name, values in columns.items()}))
+            for start in range(0, max(total, 1), rows_per_block)]
+    dataset = ray.data.from_arrow_refs(refs)
     dataset.context.enable_progress_bars = False  # in memory already: bars would only spam logs
     return dataset
 
 
-def _arrow_column(values: np.ndarray):
+def built_dataset(count: int, build: Callable[..., dict[str, np.ndarray]], rows_per_block: int = ROWS_PER_BLOCK,
+                  **kwargs: Any):
+    """A materialized Ray dataset of ``count`` rows whose blocks Ray tasks build:
+    ``build(start, stop, **kwargs)`` returns rows [start, stop) as numpy columns. The tasks run
+    on the driver's node (they read its decode cache and mask store by path) and the blocks go
+    straight to the object store: the driver never holds the pixels, however large the set.
+    ``kwargs`` are put in the object store once, not pickled per task."""
+    import ray
+    import ray.data
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    task = ray.remote(num_cpus=1, scheduling_strategy=here)(_build_block)
+    shared = ray.put(kwargs)
+    refs = [task.remote(build, start, min(start + rows_per_block, count), shared)
+            for start in range(0, max(count, 1), rows_per_block)]
+    dataset = ray.data.from_arrow_refs(refs)
+    dataset.context.enable_progress_bars = False
+    return dataset
+
+
+def by_value(objects: list[Any]) -> None:
+    """Let ``objects`` whose classes live in the caller's own, uninstalled modules (a label
+    source written in a script or a test file) travel to Ray tasks by value: workers could not
+    import those modules by name."""
+    from ray import cloudpickle
+
+    installed = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
+    for item in objects:
+        module = sys.modules.get(type(item).__module__)
+        file = getattr(module, "__file__", None)
+        if module is None or file is None or module.__name__.split(".")[0] == "wsss":
+            continue
+        if not any(Path(file).resolve().is_relative_to(root) for root in installed):
+            cloudpickle.register_pickle_by_value(module)
+
+
+def _build_block(build: Callable[..., dict[str, np.ndarray]], start: int, stop: int, kwargs: dict):
+    return arrow_table(build(start, stop, **kwargs))
+
+
+def arrow_table(columns: dict[str, np.ndarray]):
+    """numpy columns -> an Arrow table (arrays of more than one dimension as tensor columns)."""
     import pyarrow as pa
     from ray.data.extensions import ArrowTensorArray
 
-    values = np.ascontiguousarray(values)
-    return ArrowTensorArray.from_numpy(values) if values.ndim > 1 else pa.array(values)
+    def column(values: np.ndarray):
+        values = np.ascontiguousarray(values)
+        return ArrowTensorArray.from_numpy(values) if values.ndim > 1 else pa.array(values)
+
+    return pa.table({name: column(values) for name, values in columns.items()})
 
 
-def shuffled(columns: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """Columns in one seeded random order (datasets arrive sorted by class; shuffle buffers
-    are local, so a sorted source would give single-class batches)."""
-    order = np.random.default_rng(seed).permutation(len(next(iter(columns.values()))))
-    return {name: values[order] for name, values in columns.items()}
+def shuffled_order(count: int, seed: int) -> np.ndarray:
+    """One seeded random order of ``count`` rows (datasets arrive sorted by class; shuffle
+    buffers are local, so a sorted source would give single-class batches)."""
+    return np.random.default_rng(seed).permutation(count)
 
 
 def metrics_history(result: Any, step_key: str = "epoch") -> list[dict[str, Any]]:

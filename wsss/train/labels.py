@@ -3,17 +3,16 @@
 A label source has a ``name`` and ``targets(image_ids, size) -> N x size x size uint8`` in
 {0 background, 1 foreground, 255 ignore}. A schedule is a list of (epochs, source) steps:
 epoch ``e`` (1-based) trains on the step that covers it, e.g. the study's curriculum
-``[(20, raw_box), (20, mix)]``. Targets of every distinct source are computed once on the
-driver and travel to the workers as dataset columns ``target_<k>``, so switching source at an
-epoch needs no new dataset. A weakly supervised run validates on its own labels (the
+``[(20, raw_box), (20, mix)]``. Targets of every distinct source are computed once, by the
+Ray tasks that build the dataset's blocks, and reach the training workers as dataset columns
+``target_<k>``, so switching source at an epoch needs no new dataset. A weakly supervised run validates on its own labels (the
 schedule's last source) and reads ground truth only to score test (``train.select``).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -40,7 +39,8 @@ class LabelSource(Protocol):
 class GroundTruthSource:
     """Trimaps under a border policy (the fully supervised baseline)."""
 
-    trimaps: dict[str, np.ndarray]  # image_id -> trimap (1 pet, 2 background, 3 border)
+    trimaps: Mapping[str, np.ndarray]  # image_id -> trimap (1 pet, 2 background, 3 border);
+    # a ``wsss.data.arrays.RowsById`` reads them from the decode cache where targets are made
     border_policy: str = "ignore"
     name: str = GROUND_TRUTH
 
@@ -68,6 +68,14 @@ class MaskSetSource:
         return (f"{manifest.get('fingerprint', '')}@{getattr(self.mask_set, 'threshold', None)}"
                 f"/{getattr(self.mask_set, 'band', None)}")
 
+    def absent(self, image_ids: Sequence[str]) -> list[str]:
+        """The ids among ``image_ids`` this set has no mask for (asked of the store's listing)."""
+        ids = getattr(self.mask_set, "ids", None)
+        if ids is None:
+            return []
+        present = ids()
+        return [image_id for image_id in image_ids if image_id not in present]
+
     def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
         masks = []
         for image_id in image_ids:
@@ -76,9 +84,6 @@ class MaskSetSource:
             except (FileNotFoundError, KeyError):
                 self.missing.append(image_id)
                 masks.append(np.full((size, size), IGNORE, np.uint8))
-        if self.missing:
-            print(f"mask set {self.name}: {len(self.missing)} of {len(image_ids)} images have no "
-                  f"mask and are ignored in training", file=sys.stderr)
         return _stack(masks, size)
 
 
@@ -95,7 +100,7 @@ class SelfTrainingSource:
     name: str
     model_file: str
     band: tuple[float, float]
-    images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # id -> S x S x 3
+    images: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)  # id -> S x S x 3
 
     @property
     def version(self) -> str:

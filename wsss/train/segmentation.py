@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 
 from wsss import storage
 from wsss.config import ConfigError, StudyConfig, label_keys, resolve_select
+from wsss.data.arrays import RowsById, reference, split_rows
 from wsss.data.prepare import prepare_dataset
 from wsss.identity import stable_hash
 from wsss.masks.pipeline import labeler_context, open_study_mask_set
@@ -41,12 +43,13 @@ from wsss.models.segmentation import (
 from wsss.tracking import git_commit
 from wsss.train.classifier import find_classifier
 from wsss.train.common import (
-    arrays_dataset,
+    built_dataset,
+    by_value,
     data_config,
     decoded_splits,
     run_config,
     scaling_config,
-    shuffled,
+    shuffled_order,
 )
 from wsss.train.labels import MaskSetSource, SelfTrainingSource, make_schedule, resolve_schedule
 from wsss.train.steps import ground_truth_targets
@@ -147,8 +150,7 @@ def label_schedule(config: StudyConfig, labels: Any, dataset: Any, splits: dict[
     and val trimaps, mask sets as this study made them (``open_study_mask_set``)."""
     check_truth_for(config, labels if labels is not None else config.train.labels, dataset)
     open_set = study_sets(config, dataset)
-    trimaps = {image_id: trimap for split in ("train", "val")
-               for image_id, trimap in zip(splits[split].image_ids, splits[split].trimaps)}
+    trimaps = RowsById([splits["train"], splits["val"]], "trimaps")  # read where targets are made
     try:
         return resolve_schedule(
             labels if labels is not None else config.train.labels, config.train.epochs,
@@ -158,13 +160,17 @@ def label_schedule(config: StudyConfig, labels: Any, dataset: Any, splits: dict[
         raise ConfigError(f"train.labels: {error}") from None
 
 
-def val_columns(schedule, val, selection: str, border_policy: str, gt_metrics: bool) -> dict:
-    """The val set's columns: ``target`` is what selection and the LR schedule read (the run's
-    own final labels, or ground truth only for ``val_gt``); ``gt_target`` only when asked."""
-    size = val.images.shape[1]
-    truth = lambda: ground_truth_targets(val.trimaps, border_policy)  # noqa: E731 - read on demand
-    columns = {"image": val.images,
-               "target": truth() if selection == "val_gt" else schedule.final.targets(val.image_ids, size)}
+def val_columns(schedule, val, selection: str, border_policy: str, gt_metrics: bool,
+                rows: slice = slice(None)) -> dict:
+    """The val set's columns (of ``rows``): ``target`` is what selection and the LR schedule
+    read (the run's own final labels, or ground truth only for ``val_gt``); ``gt_target`` only
+    when asked. ``val`` is a split or its ``reference`` (read where the block is built)."""
+    arrays = split_rows(val)
+    ids = arrays.image_ids[rows]
+    images = np.asarray(arrays.images[rows])
+    truth = lambda: ground_truth_targets(np.asarray(arrays.trimaps[rows]), border_policy)  # noqa: E731
+    columns = {"image": images,
+               "target": truth() if selection == "val_gt" else schedule.final.targets(ids, images.shape[1])}
     if gt_metrics and selection != "val_gt":
         columns["gt_target"] = truth()
     return columns
@@ -182,30 +188,67 @@ def agreement_weights(targets: np.ndarray, voters: list[np.ndarray]) -> np.ndarr
     return np.rint(share * 255).astype(np.uint8)
 
 
-def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig,
-                   voters: list[Any] = ()) -> dict:
-    """Ray datasets: train (image + one target column per source, shuffled once; with
-    ``voters``, also a weight column per source: ``agreement_weights``), val (see
-    ``val_columns``) and test (image + ground-truth target; also trimap + row index)."""
-    border_policy, seed = config.data.border_policy, config.train.seed
-    train = splits["train"]
-    size = train.images.shape[1]
-    columns = {"image": train.images}
-    votes = [voter.targets(train.image_ids, size) for voter in voters]
-    for index, source in enumerate(schedule.sources):
-        columns[f"target_{index}"] = source.targets(train.image_ids, size)
+def train_columns(start: int, stop: int, *, train, order: np.ndarray, sources, voters) -> dict:
+    """Rows ``order[start:stop]`` of the train split: image, one target column per source and,
+    with ``voters``, a weight column per source (``agreement_weights``). Runs in a Ray task."""
+    arrays = split_rows(train)
+    rows = order[start:stop]
+    ids = [arrays.image_ids[row] for row in rows]
+    images = np.asarray(arrays.images[rows])
+    size = images.shape[1]
+    columns = {"image": images}
+    votes = [voter.targets(ids, size) for voter in voters]
+    for index, source in enumerate(sources):
+        columns[f"target_{index}"] = source.targets(ids, size)
         if votes:
             columns[f"weight_{index}"] = agreement_weights(columns[f"target_{index}"], votes)
-    datasets = {"train": arrays_dataset(shuffled(columns, seed))}
-    val, test = splits["val"], splits["test"]
+    return columns
+
+
+def val_block(start: int, stop: int, **kwargs) -> dict:
+    return val_columns(rows=slice(start, stop), **kwargs)
+
+
+def test_columns(start: int, stop: int, *, test, border_policy: str) -> dict:
+    """Rows [start, stop) of test: image, ground-truth target, and the trimap and row index
+    (test is also scored under every border policy and per image)."""
+    arrays = split_rows(test)
+    trimaps = np.asarray(arrays.trimaps[start:stop])
+    return {"image": np.asarray(arrays.images[start:stop]),
+            "target": ground_truth_targets(trimaps, border_policy), "trimap": trimaps,
+            "index": np.arange(start, stop, dtype=np.int64)}
+
+
+def warn_missing(sources, image_ids: list[str]) -> None:
+    """Say, on the driver, how many training images each mask set lacks (they train as
+    all-ignore: nothing enters the loss)."""
+    for source in sources:
+        absent = source.absent(image_ids) if isinstance(source, MaskSetSource) else []
+        if absent:
+            print(f"mask set {source.name}: {len(absent)} of {len(image_ids)} images have no "
+                  f"mask and are ignored in training", file=sys.stderr)
+
+
+def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig,
+                   voters: list[Any] = ()) -> dict:
+    """Ray datasets built block by block in Ray tasks on this node (``built_dataset``): train
+    (``train_columns``, in one seeded random order), val (``val_columns``) and test
+    (``test_columns``). The tasks read the decode cache and the mask sets by path; the driver
+    holds neither pixels nor targets."""
+    border_policy, seed = config.data.border_policy, config.train.seed
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    warn_missing([*schedule.sources, *voters], train.image_ids)
+    by_value([*schedule.sources, *voters])
     selection = resolve_select(config.train.select, [source.name for source in schedule.sources])
-    datasets["val"] = arrays_dataset(val_columns(schedule, val, selection, border_policy,
-                                                 config.train.val_gt_metrics))
-    # test is also scored under every border policy and per image: trimaps and positions travel
-    datasets["test"] = arrays_dataset({
-        "image": test.images, "target": ground_truth_targets(test.trimaps, border_policy),
-        "trimap": test.trimaps, "index": np.arange(len(test), dtype=np.int64)})
-    return datasets
+    return {
+        "train": built_dataset(len(train), train_columns, train=reference(train),
+                               order=shuffled_order(len(train), seed), sources=schedule.sources,
+                               voters=list(voters)),
+        "val": built_dataset(len(val), val_block, val=reference(val), schedule=schedule,
+                             selection=selection, border_policy=border_policy,
+                             gt_metrics=config.train.val_gt_metrics),
+        "test": built_dataset(len(test), test_columns, test=reference(test), border_policy=border_policy),
+    }
 
 
 def run_name(config: StudyConfig, model: str, model_options: dict, schedule,
@@ -294,8 +337,7 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     fit = (config, model, weights, model_options, splits, dataset, random_weights, callbacks)
     outcome = fit_round(*fit, schedule, name if section.rounds == 1 else f"{name}-round1")
     for round_number in range(2, section.rounds + 1):  # self-training: the last model's labels
-        images = {i: image for split in ("train", "val")
-                  for i, image in zip(splits[split].image_ids, splits[split].images)}
+        images = RowsById([splits["train"], splits["val"]], "images")
         source = SelfTrainingSource(f"round{round_number - 1}", outcome.model_file,
                                     tuple(section.self_training_band), images)
         outcome = fit_round(*fit, make_schedule([(section.epochs, source)]),
