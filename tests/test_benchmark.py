@@ -121,15 +121,17 @@ def test_quick_run_through_ray_reports_scaling(ray_local, tmp_path):
     assert pseudo["2"]["images"] == payload["images"]
 
 
-def scaling_row(stage, images, ms_per_image, driver_growth_mb):
+def scaling_row(stage, images, ms_per_image, private_growth_mb, rss_growth_mb=0.0):
     return {"stage": stage, "images": images, "size": 32, "seconds": ms_per_image * images / 1000,
-            "ms_per_image": ms_per_image, "driver_peak_mb": 500 + driver_growth_mb,
-            "driver_growth_mb": driver_growth_mb, "workers_peak_mb": 900.0, "spilled_mb": None,
+            "ms_per_image": ms_per_image, "driver_peak_mb": 700 + rss_growth_mb,
+            "driver_growth_mb": rss_growth_mb, "driver_private_peak_mb": 500 + private_growth_mb,
+            "driver_private_growth_mb": private_growth_mb, "workers_peak_mb": 900.0, "spilled_mb": None,
             "store_mb": images / 100}
 
 
 def test_scaling_flatness_and_table():
-    rows = [scaling_row("pseudo", 1000, 20.0, 5.0), scaling_row("pseudo", 16000, 21.0, 6.0),
+    # the verdict reads the driver's own memory; RSS (object-store pages) is shown beside it
+    rows = [scaling_row("pseudo", 1000, 20.0, 5.0), scaling_row("pseudo", 16000, 21.0, 6.0, 300.0),
             scaling_row("train", 1000, 10.0, 10.0), scaling_row("train", 4000, 30.0, 200.0)]
     verdicts = flatness(rows)
     assert verdicts["pseudo"]["cost_flat"] and verdicts["pseudo"]["driver_flat"]
@@ -139,7 +141,8 @@ def test_scaling_flatness_and_table():
     payload = {"size": 32, "source_size": 128, "labelers": ["cam"], "train_model": {}, "rows": rows,
                "flatness": verdicts}
     text = scaling_text(payload)
-    assert "| pseudo | 16000 | 336.0 | 21.00 | 506 | 6 | 900 | unknown | 160.0 |" in text
+    assert "| pseudo | 16000 | 336.0 | 21.00 | 506 (+6) | 1000 (+300) | 900 | unknown | 160.0 |" in text
+    assert math.isclose(verdicts["pseudo"]["driver_rss_growth_kb_per_extra_image"], 1024 * 300 / 15000)
     assert "| train | 1000 -> 4000 | 3.00 |" in text and "cost GROWS, driver GROWS" in text
 
 
@@ -162,6 +165,7 @@ def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monk
     for key, row in rows.items():
         assert row["seconds"] > 0 and row["ms_per_image"] > 0, key
         assert row["driver_peak_mb"] > 0 and row["driver_growth_mb"] >= 0, key
+        assert 0 < row["driver_private_peak_mb"] <= row["driver_peak_mb"], key
         assert row["workers_peak_mb"] > 0 and row["worker_max_peak_mb"] > 0, key
         assert row["spill"] == "unknown" or row["spilled_mb"] >= 0, key
     pseudo = rows[("pseudo", 24)], rows[("pseudo", 48)]

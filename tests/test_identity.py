@@ -96,12 +96,12 @@ def test_a_dataset_regenerated_at_another_size_reuses_nothing_through_the_cli(ra
     config = _study(tmp_path, 32)
     first = _classify(config, capsys)
     assert not first["reused"] and _classify(config, capsys)["reused"]  # same data: reused
-    decoded = set((tmp_path / "decoded").glob("decoded-*.npz"))
+    decoded = set((tmp_path / "decoded").glob("decoded-*/meta.json"))
     shutil.rmtree(tmp_path / "pets")
     config = _study(tmp_path, 64)  # written again at the same path, at 64 px
     second = _classify(config, capsys)
     assert not second["reused"] and second["checkpoint"] != first["checkpoint"]
-    assert set((tmp_path / "decoded").glob("decoded-*.npz")) > decoded  # decoded afresh
+    assert set((tmp_path / "decoded").glob("decoded-*/meta.json")) > decoded  # decoded afresh
 
 
 @pytest.mark.slow

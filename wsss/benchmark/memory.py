@@ -23,6 +23,8 @@ class MemoryPeaks:
 
     driver_start: int = 0
     driver_peak: int = 0
+    private_start: int = 0  # the driver's own memory (RSS less pages shared with other
+    private_peak: int = 0  # processes: the object store's, libraries', memory-mapped files')
     workers_peak_sum: int = 0  # the largest sum over all Ray workers at one sample
     workers_peak_max: int = 0  # the largest single worker
     samples: int = 0
@@ -32,6 +34,8 @@ class MemoryPeaks:
     def as_row(self) -> dict[str, float]:
         return {"driver_peak_mb": self.driver_peak / MB,
                 "driver_growth_mb": max(0, self.driver_peak - self.driver_start) / MB,
+                "driver_private_peak_mb": self.private_peak / MB,
+                "driver_private_growth_mb": max(0, self.private_peak - self.private_start) / MB,
                 "workers_peak_mb": self.workers_peak_sum / MB,
                 "worker_max_peak_mb": self.workers_peak_max / MB,
                 "memory_samples": self.samples}
@@ -64,6 +68,14 @@ def _rss(process) -> int:
         return 0
 
 
+def private_bytes(process) -> int:
+    """RSS less its shared pages (Linux: anonymous memory; the object store's pages a driver
+    put or read, mapped libraries and memory-mapped files are not the driver's own). RSS where
+    the platform does not split it."""
+    info = process.memory_info()
+    return info.rss - getattr(info, "shared", 0)
+
+
 class MemorySampler:
     """``with MemorySampler() as peaks:`` samples driver and worker RSS until the block ends.
 
@@ -81,6 +93,7 @@ class MemorySampler:
 
     def __enter__(self) -> MemoryPeaks:
         self.peaks.driver_start = self.peaks.driver_peak = _rss(self.driver)
+        self.peaks.private_start = self.peaks.private_peak = private_bytes(self.driver)
         self._started = time.perf_counter()
         self._thread.start()
         return self.peaks
@@ -103,6 +116,7 @@ class MemorySampler:
         sizes = [_rss(p) for p in workers]
         peaks = self.peaks
         peaks.driver_peak = max(peaks.driver_peak, _rss(self.driver))
+        peaks.private_peak = max(peaks.private_peak, private_bytes(self.driver))
         peaks.workers_peak_sum = max(peaks.workers_peak_sum, sum(sizes))
         peaks.workers_peak_max = max(peaks.workers_peak_max, max(sizes, default=0))
         peaks.workers_scope = scope

@@ -154,18 +154,20 @@ def scaling_text(payload: dict) -> str:
     """The scaling run's table (one row per stage and count) and its flatness verdicts."""
     lines = [f"Scaling: {payload['size']} px (files {payload['source_size']} px), labelers "
              f"{', '.join(payload['labelers'])}; training {payload['train_model']}",
-             "", "| stage | images | seconds | ms/image | driver peak MB | driver growth MB | "
+             "", "| stage | images | seconds | ms/image | driver own MB (growth) | driver RSS MB (growth) | "
              "workers peak MB | spilled MB | store MB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in payload["rows"]:
         lines.append(f"| {row['stage']} | {row['images']} | {_number(row['seconds'])} | "
-                     f"{_number(row['ms_per_image'], 2)} | {_number(row['driver_peak_mb'], 0)} | "
-                     f"{_number(row['driver_growth_mb'], 0)} | {_number(row['workers_peak_mb'], 0)} | "
+                     f"{_number(row['ms_per_image'], 2)} | {_number(row['driver_private_peak_mb'], 0)} "
+                     f"(+{_number(row['driver_private_growth_mb'], 0)}) | {_number(row['driver_peak_mb'], 0)} "
+                     f"(+{_number(row['driver_growth_mb'], 0)}) | {_number(row['workers_peak_mb'], 0)} | "
                      f"{_number(row['spilled_mb'], 0) if row['spilled_mb'] is not None else 'unknown'} | "
                      f"{_number(row['store_mb'])} |")
     if payload["flatness"]:
-        lines += ["", "| stage | counts | ms/image ratio (largest / smallest) | driver growth MB "
-                  "(smallest -> largest) | KB per extra image | verdict |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "| stage | counts | ms/image ratio (largest / smallest) | driver own growth MB "
+                  "(smallest -> largest) | KB per extra image (own; RSS) | verdict |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for stage, flat in payload["flatness"].items():
             verdict = ", ".join([f"cost {'flat' if flat['cost_flat'] else 'GROWS'}",
                                  f"driver {'flat' if flat['driver_flat'] else 'GROWS'}"])
@@ -173,7 +175,8 @@ def scaling_text(payload: dict) -> str:
                          f"{_number(flat['ms_per_image_ratio'], 2)} | "
                          f"{_number(flat['driver_growth_mb_smallest'], 0)} -> "
                          f"{_number(flat['driver_growth_mb_largest'], 0)} | "
-                         f"{_number(flat['driver_growth_kb_per_extra_image'], 2)} | {verdict} |")
+                         f"{_number(flat['driver_growth_kb_per_extra_image'], 2)}; "
+                         f"{_number(flat.get('driver_rss_growth_kb_per_extra_image'), 2)} | {verdict} |")
     return "\n".join(lines)
 
 

@@ -246,8 +246,8 @@ def reference(arrays: SplitArrays) -> "SplitArrays | str":
 
 class RowsById(Mapping):
     """image id -> one field's row (``images`` or ``trimaps``) across several splits, opened
-    lazily in whichever process reads it: pickled, it is the splits' folders only, so a label
-    source holding one travels to Ray tasks without the pixels."""
+    lazily in whichever process reads it, one row at a time (no split's pixels held at once);
+    pickled, it is the splits' folders only."""
 
     def __init__(self, splits: list[SplitArrays], field_name: str):
         self.sources = [reference(arrays) for arrays in splits]

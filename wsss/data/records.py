@@ -27,7 +27,7 @@ class DatasetMissingError(FileNotFoundError):
     """The dataset root is missing or incomplete; the message says what to fetch and where."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """One image of a dataset: its file, its image-level class, its split, what it may carry."""
 

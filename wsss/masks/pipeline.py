@@ -176,6 +176,25 @@ def todo_column(plans: list[MaskSetPlan], image_id: str) -> str:
     return TODO_SEPARATOR.join(plan.spec.key for plan in plans if image_id in plan.missing)
 
 
+def row_blocks(plans: list[MaskSetPlan], records: list[Record], batch_size: int) -> list[Any]:
+    """The pipeline's input rows (id, path, label, given box, the sets to write), one Arrow
+    block of ``batch_size`` rows at a time, put in the object store as it is made: the driver
+    never holds a row per image (nor Ray Data a Python list of them)."""
+    import pyarrow as pa
+    import ray
+
+    refs = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        refs.append(ray.put(pa.table({
+            "image_id": [r.image_id for r in chunk], "image_path": [r.image_path for r in chunk],
+            "label": pa.array([r.label for r in chunk], pa.int64()),
+            "box": pa.array([list(r.box) if r.box else [-1, -1, -1, -1] for r in chunk],
+                            pa.list_(pa.int64(), 4)),
+            "todo": [todo_column(plans, r.image_id) for r in chunk]})))
+    return refs
+
+
 def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: StudyConfig,
                   context: LabelerContext) -> Any:
     """The lazy Ray Data pipeline for the records some plan still misses."""
@@ -190,12 +209,9 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
     # would only sit idle (Ray Data warns of it).
     blocks = max(1, math.ceil(len(records) / batch_size))
     tasks = ray.data.TaskPoolStrategy(size=min(config.pipeline.cpu_tasks or cpus, blocks))
-    items = [{"image_id": r.image_id, "image_path": r.image_path, "label": r.label,
-              "box": list(r.box) if r.box else [-1, -1, -1, -1], "todo": todo_column(plans, r.image_id)}
-             for r in records]
     originals = any(plan.labeler.stage == "sam2" and getattr(plan.labeler.params, "original_size", False)
                     for plan in plans)
-    dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+    dataset = ray.data.from_arrow_refs(row_blocks(plans, records, batch_size)).map_batches(
         decode_stage, fn_kwargs={"size": config.data.image_size, "fault": fault, "originals": originals},
         compute=tasks, batch_size=batch_size, num_cpus=1)
     refs = sorted({plan.heatmap_key for plan in plans if plan.heatmap_key})

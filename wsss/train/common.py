@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -115,43 +114,18 @@ def arrays_dataset(columns: dict[str, np.ndarray], order: np.ndarray | None = No
 
 def built_dataset(count: int, build: Callable[..., dict[str, np.ndarray]], rows_per_block: int = ROWS_PER_BLOCK,
                   **kwargs: Any):
-    """A materialized Ray dataset of ``count`` rows whose blocks Ray tasks build:
-    ``build(start, stop, **kwargs)`` returns rows [start, stop) as numpy columns. The tasks run
-    on the driver's node (they read its decode cache and mask store by path) and the blocks go
-    straight to the object store: the driver never holds the pixels, however large the set.
-    ``kwargs`` are put in the object store once, not pickled per task."""
+    """A materialized Ray dataset of ``count`` rows built one block at a time:
+    ``build(start, stop, **kwargs)`` returns rows [start, stop) as numpy columns, each block is
+    put in the object store and let go, so the driver holds one block however large the set
+    (the decode cache is memory-mapped, targets are made per block)."""
     import ray
     import ray.data
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    task = ray.remote(num_cpus=1, scheduling_strategy=here)(_build_block)
-    shared = ray.put(kwargs)
-    refs = [task.remote(build, start, min(start + rows_per_block, count), shared)
+    refs = [ray.put(arrow_table(build(start, min(start + rows_per_block, count), **kwargs)))
             for start in range(0, max(count, 1), rows_per_block)]
     dataset = ray.data.from_arrow_refs(refs)
     dataset.context.enable_progress_bars = False
     return dataset
-
-
-def by_value(objects: list[Any]) -> None:
-    """Let ``objects`` whose classes live in the caller's own, uninstalled modules (a label
-    source written in a script or a test file) travel to Ray tasks by value: workers could not
-    import those modules by name."""
-    from ray import cloudpickle
-
-    installed = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
-    for item in objects:
-        module = sys.modules.get(type(item).__module__)
-        file = getattr(module, "__file__", None)
-        if module is None or file is None or module.__name__.split(".")[0] == "wsss":
-            continue
-        if not any(Path(file).resolve().is_relative_to(root) for root in installed):
-            cloudpickle.register_pickle_by_value(module)
-
-
-def _build_block(build: Callable[..., dict[str, np.ndarray]], start: int, stop: int, kwargs: dict):
-    return arrow_table(build(start, stop, **kwargs))
 
 
 def arrow_table(columns: dict[str, np.ndarray]):

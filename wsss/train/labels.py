@@ -3,10 +3,11 @@
 A label source has a ``name`` and ``targets(image_ids, size) -> N x size x size uint8`` in
 {0 background, 1 foreground, 255 ignore}. A schedule is a list of (epochs, source) steps:
 epoch ``e`` (1-based) trains on the step that covers it, e.g. the study's curriculum
-``[(20, raw_box), (20, mix)]``. Targets of every distinct source are computed once, by the
-Ray tasks that build the dataset's blocks, and reach the training workers as dataset columns
-``target_<k>``, so switching source at an epoch needs no new dataset. A weakly supervised run validates on its own labels (the
-schedule's last source) and reads ground truth only to score test (``train.select``).
+``[(20, raw_box), (20, mix)]``. Targets of every distinct source are computed once, block by
+block as the dataset is built, and reach the training workers as dataset columns
+``target_<k>``, so switching source at an epoch needs no new dataset. A weakly supervised run
+validates on its own labels (the schedule's last source) and reads ground truth only to score
+test (``train.select``).
 """
 
 from __future__ import annotations

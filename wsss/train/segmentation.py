@@ -44,7 +44,6 @@ from wsss.tracking import git_commit
 from wsss.train.classifier import find_classifier
 from wsss.train.common import (
     built_dataset,
-    by_value,
     data_config,
     decoded_splits,
     run_config,
@@ -190,7 +189,7 @@ def agreement_weights(targets: np.ndarray, voters: list[np.ndarray]) -> np.ndarr
 
 def train_columns(start: int, stop: int, *, train, order: np.ndarray, sources, voters) -> dict:
     """Rows ``order[start:stop]`` of the train split: image, one target column per source and,
-    with ``voters``, a weight column per source (``agreement_weights``). Runs in a Ray task."""
+    with ``voters``, a weight column per source (``agreement_weights``)."""
     arrays = split_rows(train)
     rows = order[start:stop]
     ids = [arrays.image_ids[row] for row in rows]
@@ -231,14 +230,13 @@ def warn_missing(sources, image_ids: list[str]) -> None:
 
 def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig,
                    voters: list[Any] = ()) -> dict:
-    """Ray datasets built block by block in Ray tasks on this node (``built_dataset``): train
-    (``train_columns``, in one seeded random order), val (``val_columns``) and test
-    (``test_columns``). The tasks read the decode cache and the mask sets by path; the driver
-    holds neither pixels nor targets."""
+    """Ray datasets built one block at a time (``built_dataset``): train (``train_columns``, in
+    one seeded random order), val (``val_columns``) and test (``test_columns``). Pixels come
+    from the memory-mapped decode cache and targets are made per block, so the driver never
+    holds a split's pixels or targets."""
     border_policy, seed = config.data.border_policy, config.train.seed
     train, val, test = splits["train"], splits["val"], splits["test"]
     warn_missing([*schedule.sources, *voters], train.image_ids)
-    by_value([*schedule.sources, *voters])
     selection = resolve_select(config.train.select, [source.name for source in schedule.sources])
     return {
         "train": built_dataset(len(train), train_columns, train=reference(train),
