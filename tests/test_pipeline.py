@@ -166,3 +166,15 @@ def test_sets_built_on_other_sets_run_after_them_and_carry_their_identity(ray_lo
     replanned = {p.spec.key: p for p in make_plans(changed, dataset, dataset.split("trainval", "test"), context)}
     assert replanned["crf"].fingerprint != plans["crf"].fingerprint  # a new source: a new set
     assert replanned["sam2_refine"].fingerprint == plans["sam2_refine"].fingerprint
+
+
+def test_cpu_tasks_take_several_blocks_only_where_every_worker_keeps_several_tasks():
+    from wsss.masks.pipeline import CPU_BUNDLE, cpu_batch_size
+
+    assert cpu_batch_size(60, 16, 2) == 16  # a small set: one block per task, both cores busy
+    assert cpu_batch_size(7000, 16, 2) == CPU_BUNDLE * 16  # a full set: four blocks a task
+    assert cpu_batch_size(256, 16, 2) == 32  # in between: whole blocks, 4 tasks per worker
+    for images in (1, 100, 1000, 100_000):
+        rows = cpu_batch_size(images, 16, 4)
+        assert rows % 16 == 0 and 16 <= rows <= CPU_BUNDLE * 16
+        assert rows == 16 or images // rows >= 4 * 4

@@ -51,7 +51,7 @@ class Settings:
     train_batch: int = 8
     train_steps: int = 4
     batch_size: int = 16  # rows per Ray Data batch in the pipeline stages (the pipeline's default)
-    scaling_rows: int = 256  # rows per Ray scaling run: the images repeated, so start-up and the
+    scaling_rows: int = 1024  # rows per Ray scaling run: the images repeated, so start-up and the
     # last, half-empty round of tasks do not dominate a steady-state rate (a real set has 7,000)
     seed: int = 0
 

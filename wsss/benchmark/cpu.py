@@ -30,9 +30,10 @@ from wsss.data.arrays import load_arrays, resize_image
 from wsss.data.decode import decode_image
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.geometry import boxes_from_heatmaps, crop_around, has_box
-from wsss.labelers.grabcut import GrabCutParams, grabcut_masks
+from wsss.labelers.grabcut import GrabCutParams, frame_mask, grabcut_masks
 from wsss.labelers.mix import MixParams, superpixel_vote, superpixels
 from wsss.labelers.registry import get_labeler_class, validate_params
+from wsss.masks.pipeline import cpu_batch_size
 from wsss.masks.stages import cpu_stage, decode_stage
 from wsss.raycluster import ensure_ray
 from wsss.train.common import arrays_dataset
@@ -49,13 +50,14 @@ def _measured(batch: dict[str, np.ndarray], stage: Callable, kwargs: dict) -> di
 
 
 def ray_rate(stage: Callable, kwargs: dict, columns: dict[str, np.ndarray], workers: int,
-             batch_size: int) -> dict[str, float]:
-    """Images/s of ``stage`` through Ray Data on ``workers`` CPU tasks (after a warm-up run)."""
+             batch_size: int, task_rows: int | None = None) -> dict[str, float]:
+    """Images/s of ``stage`` through Ray Data on ``workers`` CPU tasks (after a warm-up run):
+    blocks of ``batch_size`` rows, ``task_rows`` rows per task (default one block)."""
     import ray.data
 
-    def run(part: dict[str, np.ndarray], rows: int) -> tuple[float, list, dict[str, float]]:
+    def run(part: dict[str, np.ndarray], rows: int, per_task: int) -> tuple[float, list, dict[str, float]]:
         dataset = arrays_dataset(part, rows_per_block=rows).map_batches(
-            _measured, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_size=rows,
+            _measured, fn_kwargs={"stage": stage, "kwargs": kwargs}, batch_size=per_task,
             compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1, batch_format="numpy")
         started = time.perf_counter()
         with CpuAccount() as account:
@@ -66,8 +68,8 @@ def ray_rate(stage: Callable, kwargs: dict, columns: dict[str, np.ndarray], work
     # pool warmed by fewer tasks than workers leaves a process that pays its imports inside
     # the measured run, which a 7,000-image job pays once but a 64-image run cannot hide.
     warm = min(len(columns["image_id"]), workers * 4)
-    run({key: values[:warm] for key, values in columns.items()}, 1)
-    wall, rows, cpu = run(columns, batch_size)
+    run({key: values[:warm] for key, values in columns.items()}, 1, 1)
+    wall, rows, cpu = run(columns, batch_size, task_rows or batch_size)
     busy = float(sum(row["seconds"] for row in rows))
     # where the cores went: the stage's own busy time, the workers' CPU (busy + Ray's per-task
     # work in them), the driver (Ray Data's executor) and Ray's system processes; the rest idle
@@ -76,14 +78,18 @@ def ray_rate(stage: Callable, kwargs: dict, columns: dict[str, np.ndarray], work
             "idle_core_seconds": round(max(0.0, wall * (os.cpu_count() or workers) - sum(cpu.values())), 3)}
 
 
-def scaled(stage: Callable, kwargs: dict, columns: dict, settings: Settings) -> dict[int, dict]:
+def scaled(stage: Callable, kwargs: dict, columns: dict, settings: Settings,
+           bundled: bool = False) -> dict[int, dict]:
     """``ray_rate`` with one worker and with all of them, on ``settings.scaling_rows`` rows
-    (the images repeated as needed: steady state, not start-up, is what a full dataset sees)."""
+    (the images repeated as needed: steady state, not start-up, is what a full dataset sees).
+    ``bundled``: rows per task as the pipeline gives its CPU stages (``cpu_batch_size``)."""
     ensure_ray(num_cpus=settings.workers)
     count = len(columns["image_id"])
-    repeat = np.arange(max(count, settings.scaling_rows)) % count
-    columns = {key: np.asarray(values)[repeat] for key, values in columns.items()}
-    return {workers: ray_rate(stage, kwargs, columns, workers, settings.batch_size)
+    rows = max(count, settings.scaling_rows)
+    columns = {key: np.asarray(values)[np.arange(rows) % count] for key, values in columns.items()}
+    per_task = cpu_batch_size(rows, settings.batch_size, settings.workers) if bundled else None
+    return {workers: {**ray_rate(stage, kwargs, columns, workers, settings.batch_size, per_task),
+                      "rows_per_task": per_task or settings.batch_size}
             for workers in sorted({1, settings.workers})}
 
 
@@ -135,10 +141,11 @@ def decode_stage_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     reference = timed(lambda: [resize_image(decode_image(r.image_path), size) for r in records])
     cache = work.scratch / "decoded"
     build = timed(lambda: load_arrays(records, size, cache))
-    load = timed(lambda: load_arrays(records, size, cache))
+    load = timed(lambda: np.array(load_arrays(records, size, cache).images))  # mapped, then read
     details = {"cache_build_seconds": build, "cache_load_seconds": load,
                "threaded_decode_images_per_s": rate(len(records), work.decode_seconds)}
-    fast = [fast_path("decode once: .npz cache load vs decode + resize", 30.0, reference / load,
+    fast = [fast_path("decode once: cache read (memory-mapped .npy) vs decode + resize", 30.0,
+                      reference / load,
                       "a 256 px image is 196 KB raw: read at disk/page-cache speed vs ~5 ms "
                       "of JPEG decode and area resize", kept=reference > load, cache_build_seconds=build)]
     workers, scaling = 1, None
@@ -149,7 +156,7 @@ def decode_stage_bench(work: Workload, settings: Settings) -> dict[str, Any]:
         runs = scaled(decode_stage, {"size": size}, columns, settings)
         details["ray_decode"] = {str(k): v for k, v in runs.items()}
         workers, scaling = settings.workers, runs[settings.workers]["images_per_s"] / runs[1]["images_per_s"]
-    result = stage_result("decode", "decode once (.npz cache load)", "PIL decode + resize, serial",
+    result = stage_result("decode", "decode once (cache read)", "PIL decode + resize, serial",
                           rate(len(records), load), rate(len(records), reference), unit=UNIT,
                           images=len(records), workers=workers, scaling=scaling,
                           floor_ips=settings.workers * rate(len(records), reference),
@@ -201,15 +208,19 @@ def _crops(work: Workload, params: Any) -> list[tuple[np.ndarray, tuple[int, int
 
 
 def bare_grabcut(crops: list, iterations: int) -> None:
+    """``cv2.grabCut`` on each crop as the labeler calls it: the box as the rectangle, or, where
+    the box is the whole crop (no background ring), initialised from the labeler's frame mask."""
     import cv2
 
     for crop, rect in crops:
         cv2.setRNGSeed(0)
-        try:
-            cv2.grabCut(crop, np.zeros(crop.shape[:2], np.uint8), rect, np.zeros((1, 65)),
+        height, width = crop.shape[:2]
+        if rect == (0, 0, width, height):
+            cv2.grabCut(crop, frame_mask(height, width), None, np.zeros((1, 65)), np.zeros((1, 65)),
+                        iterations, cv2.GC_INIT_WITH_MASK)
+        else:
+            cv2.grabCut(crop, np.zeros((height, width), np.uint8), rect, np.zeros((1, 65)),
                         np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_RECT)
-        except cv2.error:  # no background ring (box over the whole crop): the labeler's frame case
-            pass
 
 
 def bare_mix(crops: list, iterations: int, n_segments: int, compactness: float) -> None:
@@ -271,7 +282,7 @@ def grabcut_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     else:
         details["bare_parallel_seconds"] = parallel_bare(bare_grabcut, (crops, params.iterations),
                                                          settings.workers)
-        runs = scaled(cpu_stage, kwargs, columns, settings)
+        runs = scaled(cpu_stage, kwargs, columns, settings, bundled=True)
         result = _pipeline_result("grabcut", "cpu_stage: GrabCut labeler (crop + margin)",
                                   "cv2.grabCut whole image, serial", reference, floor, runs, work,
                                   settings, details)
@@ -307,7 +318,7 @@ def slic_bench(work: Workload, settings: Settings) -> dict[str, Any]:
                               floor, work, {"params": params})
     details = {"params": params, "bare_parallel_seconds": parallel_bare(
         bare_slic, (crops, mix.n_segments, mix.compactness), settings.workers)}
-    runs = scaled(slic_stage, {"params": params}, work.rows(), settings)
+    runs = scaled(slic_stage, {"params": params}, work.rows(), settings, bundled=True)
     return _pipeline_result("slic", "Ray tasks: " + path, "skimage slic whole image, serial",
                             reference, floor, runs, work, settings, details)
 
@@ -349,7 +360,8 @@ def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     else:
         details["bare_parallel_seconds"] = parallel_bare(
             bare_mix, (crops, p.iterations, p.n_segments, p.compactness), settings.workers)
-        runs = scaled(cpu_stage, {"specs": [spec], "context": _context()}, work.rows(), settings)
+        runs = scaled(cpu_stage, {"specs": [spec], "context": _context()}, work.rows(), settings,
+                      bundled=True)
         result = _pipeline_result("mix", "cpu_stage: mix labeler (crop + margin)",
                                   "GrabCut + SLIC whole image, serial", reference, floor, runs,
                                   work, settings, details)

@@ -30,6 +30,7 @@ from wsss.config import StudyConfig, parse_config
 from wsss.data.synthetic import synthesize
 from wsss.masks.pipeline import run_pseudo
 from wsss.raycluster import ensure_ray
+from wsss.sweep.run import run_sweep
 from wsss.train.segmentation import fit_segmentation
 
 SCALING_LABELERS = [{"name": name} for name in
@@ -134,6 +135,44 @@ def train_row(images: int, root: Path, work: Path, settings: Settings, size: int
     return row
 
 
+def sweep_config(root: Path, work: Path, settings: Settings, size: int, images: int) -> StudyConfig:
+    """A whole study at the smallest useful scale: a classifier (1 epoch), CAM and GrabCut sets,
+    three one-epoch trials (ground truth, CAM, GrabCut) through Ray Tune, MLflow in SQLite."""
+    return parse_config({
+        "name": f"scaling-{images}", "weights_policy": "random",
+        "data": {"root": str(root), "image_size": size, "error_budget": 0.5},
+        "classifier": {"backbone": "resnet18", "weights": "none", "epochs": 1, "batch_size": 64,
+                       "eval_batch_size": 64, "image_size": size, "scaling": {"num_workers": 1},
+                       "storage": str(work / "classifier")},
+        "labelers": [{"name": "cam"}, {"name": "grabcut"}],
+        "pipeline": {"store": str(work / "masks"), "cpu_tasks": settings.workers,
+                     "batch_size": settings.batch_size, "heatmap_actors": 1},
+        "train": {"model": "unet", "weights": "none", "model_options": TRAIN_OPTIONS, "epochs": 1,
+                  "batch_size": settings.train_batch, "eval_batch_size": settings.train_batch,
+                  "image_size": size, "storage": str(work / "train"), "max_failures": 0,
+                  "scaling": {"num_workers": 1}},
+        "sweep": {"storage": str(work / "sweep"), "max_failures": 0,
+                  "trials": [{"name": "gt", "labels": "gt"},
+                             {"name": "cam", "labels": "cam", "threshold": 0.5},
+                             {"name": "grabcut", "labels": "grabcut"}]},
+        "tracking": {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+                     "artifact_location": str(work / "artifacts"), "experiment": f"scaling-{images}"},
+    }, "benchmark scaling sweep")
+
+
+def sweep_row(images: int, root: Path, work: Path, settings: Settings, size: int) -> dict[str, Any]:
+    """``run_sweep`` on one set, from nothing (classifier, mask sets, trials, MLflow)."""
+    folder = work / f"sweep-{images}"
+    shutil.rmtree(folder, ignore_errors=True)
+    config = sweep_config(root, folder, settings, size, images)
+    outcome, seconds, memory = measured(lambda: run_sweep(config))
+    row = {"stage": "sweep", "images": images, "size": size, "seconds": seconds,
+           "ms_per_image": 1000 * seconds / images, "trials": len(outcome["rows"]),
+           "failures": outcome["failures"], "store_mb": folder_bytes(folder) / MB, **memory}
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
 def flatness(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per stage: ms/image and driver growth at the largest count against the smallest."""
     verdicts = {}
@@ -170,11 +209,13 @@ def say_row(row: dict[str, Any]) -> None:
 
 
 def run_scaling(counts: list[int], train_counts: list[int], settings: Settings, size: int,
-                cache: Path, work: Path) -> dict[str, Any]:
-    """Every count through the mask pipeline, ``train_counts`` through training; the payload."""
+                cache: Path, work: Path, sweep_counts: list[int] = ()) -> dict[str, Any]:
+    """Every count through the mask pipeline, ``train_counts`` through training,
+    ``sweep_counts`` through a whole sweep; the payload."""
     ensure_ray(num_cpus=settings.workers)
     source = max(SOURCE_SIZE, size)
-    roots = {n: synthetic_root(cache, n, source, settings.seed) for n in sorted({*counts, *train_counts})}
+    roots = {n: synthetic_root(cache, n, source, settings.seed)
+             for n in sorted({*counts, *train_counts, *sweep_counts})}
     checkpoint = classifier_checkpoint(cache, settings, size)
     warm = synthetic_root(cache, WARM_UP_IMAGES, source, settings.seed)
     pipeline_row(WARM_UP_IMAGES, warm, work, settings, size, checkpoint)  # starts workers; not kept
@@ -187,9 +228,14 @@ def run_scaling(counts: list[int], train_counts: list[int], settings: Settings, 
     for images in train_counts:
         rows.append(train_row(images, roots[images], work, settings, size))
         say_row(rows[-1])
+    for images in sweep_counts:
+        rows.append(sweep_row(images, roots[images], work, settings, size))
+        say_row(rows[-1])
     return {"kind": "scaling", "size": size, "source_size": source, "counts": counts,
             "train_counts": train_counts, "labelers": [s["name"] for s in SCALING_LABELERS],
             "train_model": {"model": "unet", **TRAIN_OPTIONS, "epochs": 1},
-            "sweep": "not measured: a sweep trains a classifier and logs to MLflow per trial; "
-                     "its per-image parts are the pipeline and training rows",
+            "sweep_counts": list(sweep_counts),
+            "sweep": {"classifier": "resnet18, 1 epoch", "labelers": ["cam", "grabcut"],
+                      "trials": ["gt", "cam", "grabcut"], "train_model": {"model": "unet", **TRAIN_OPTIONS,
+                                                                          "epochs": 1}},
             "rows": rows, "flatness": flatness(rows), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -54,12 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-ray", dest="ray", action="store_false", help="in-process only (no Ray)")
     parser.add_argument("--no-mlflow", dest="mlflow", action="store_false", help="do not log to MLflow")
     parser.add_argument("--scratch", default=None, help="keep the synthetic data, stores and runs here")
+    parser.add_argument("--rows", type=int, default=None, metavar="N",
+                        help="rows per Ray run of a CPU stage, the images repeated (default 1024): more "
+                             "rows measure the steady state a full dataset runs in")
     parser.add_argument("--scaling", default=None, metavar="N,N,...",
                         help="scaling run: the mask pipeline on synthetic sets of these image counts "
                              "(e.g. 1000,4000,16000); --out is then a folder (or a .json file)")
     parser.add_argument("--scaling-size", type=int, default=64, help="scaling run: image side (default 64)")
     parser.add_argument("--scaling-train", default=None, metavar="N,N",
                         help="scaling run: counts that training runs on (default: the two smallest; none: no training)")
+    parser.add_argument("--scaling-sweep", default=None, metavar="N,N",
+                        help="scaling run: counts that a whole sweep runs on (classifier, CAM and GrabCut "
+                             "sets, three one-epoch trials, MLflow); default none")
     parser.add_argument("--show", nargs="+", metavar="JSON", default=None,
                         help="print the tables of results saved with --out (measures nothing)")
     return parser
@@ -82,6 +88,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         settings.train_options, settings.train_size = {"width": 0.125}, 64
         settings.train_batch, settings.train_steps = 4, 2
     settings.images = args.images or settings.images
+    settings.scaling_rows = args.rows or settings.scaling_rows
     settings.size = args.size or settings.size
     settings.source_size = max(settings.source_size, settings.size)
     settings.device = _device(args.device)
@@ -161,17 +168,18 @@ def parse_counts(text: str | None, flag: str) -> list[int]:
     return counts
 
 
-def scaling_counts(args: argparse.Namespace) -> tuple[list[int], list[int]] | None:
-    """(pipeline counts, training counts) of a scaling run; None for the stage benchmark."""
+def scaling_counts(args: argparse.Namespace) -> tuple[list[int], list[int], list[int]] | None:
+    """(pipeline, training, sweep counts) of a scaling run; None for the stage benchmark."""
     if not args.scaling:
         return None
     if args.stages or not args.ray:
         raise ValueError("--scaling runs the whole pipeline through Ray: drop the stage names and --no-ray")
     counts = parse_counts(args.scaling, "--scaling")
+    sweep = parse_counts(args.scaling_sweep, "--scaling-sweep") if args.scaling_sweep else []
     if args.scaling_train == "none":
-        return counts, []
+        return counts, [], sweep
     train = parse_counts(args.scaling_train, "--scaling-train") if args.scaling_train else sorted(counts)[:2]
-    return counts, train
+    return counts, train, sweep
 
 
 def scaling_outputs(out: str | None) -> tuple[Path, Path]:
@@ -186,7 +194,7 @@ def run_scaling_command(args: argparse.Namespace, settings: Settings, tracking: 
                         argv: list[str] | None) -> int:
     """The scaling run: synthetic sets cached under --scratch (else beside the results), the
     measured runs' stores in a temporary folder; JSON and markdown written, the table printed."""
-    counts, train = scaling_counts(args)
+    counts, train, sweep = scaling_counts(args)
     json_path, markdown_path = scaling_outputs(args.out)
     cache = Path(args.scratch) if args.scratch else json_path.parent / "scaling-data"
     cache.mkdir(parents=True, exist_ok=True)
@@ -195,7 +203,7 @@ def run_scaling_command(args: argparse.Namespace, settings: Settings, tracking: 
     if owns_console:  # Ray's, Train's and the workers' output to a log file; one line per run here
         console.setup()
     try:
-        payload = run_scaling(counts, train, settings, args.scaling_size, cache, work)
+        payload = run_scaling(counts, train, settings, args.scaling_size, cache, work, sweep)
         payload.update(machine=machine_info(settings), settings=asdict(settings),
                        command=["jobs/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
         text = write_scaling(payload, json_path, markdown_path, tracking)

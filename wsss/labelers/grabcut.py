@@ -58,7 +58,7 @@ class GrabCutParams(BoxParams):
     seed: int = 0
 
 
-def _frame_mask(height: int, width: int) -> np.ndarray:
+def frame_mask(height: int, width: int) -> np.ndarray:
     """GC_PR_FGD everywhere but a frame of GC_PR_BGD along the edge."""
     import cv2
 
@@ -80,7 +80,7 @@ def _run_grabcut(crop: np.ndarray, rect: tuple[int, int, int, int],
     background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
     cv2.setRNGSeed(params.seed)
     if (x0, y0, x1, y1) == (0, 0, width, height):
-        labels, outcome = _frame_mask(height, width), "framed"
+        labels, outcome = frame_mask(height, width), "framed"
         cv2.grabCut(crop, labels, None, background, foreground, params.iterations,
                     cv2.GC_INIT_WITH_MASK)
     else:
