@@ -157,11 +157,11 @@ def test_scaling_refuses_bad_counts(capsys):
 def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WSSS_LOG_DIR", str(tmp_path / "logs"))
     out, cache = tmp_path / "out", tmp_path / "cache"
-    assert main(["--scaling", "24,48", "--scaling-size", "32", "--workers", "2", "--device", "cpu",
-                 "--no-mlflow", "--out", str(out), "--scratch", str(cache)]) == 0
+    assert main(["--scaling", "24,48", "--scaling-size", "32", "--scaling-sweep", "48", "--workers", "2",
+                 "--device", "cpu", "--no-mlflow", "--out", str(out), "--scratch", str(cache)]) == 0
     payload = strict_json(out / "scaling.json")
     rows = {(row["stage"], row["images"]): row for row in payload["rows"]}
-    assert list(rows) == [("pseudo", 24), ("pseudo", 48), ("train", 24), ("train", 48)]
+    assert list(rows) == [("pseudo", 24), ("pseudo", 48), ("train", 24), ("train", 48), ("sweep", 48)]
     for key, row in rows.items():
         assert row["seconds"] > 0 and row["ms_per_image"] > 0, key
         assert row["driver_peak_mb"] > 0 and row["driver_growth_mb"] >= 0, key
@@ -172,7 +172,9 @@ def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monk
     assert [row["masks_written"] for row in pseudo] == [24 * 8, 48 * 8]  # every set, every image
     assert 0 < pseudo[0]["store_mb"] < pseudo[1]["store_mb"]
     assert all(row["epoch_ms_per_train_image"] > 0 for key, row in rows.items() if key[0] == "train")
-    assert set(payload["flatness"]) == {"pseudo", "train"}
+    sweep = rows[("sweep", 48)]  # a whole sweep: classifier, two mask sets, three trials, MLflow
+    assert sweep["trials"] == 3 and sweep["failures"] == 0 and sweep["store_mb"] > 0
+    assert set(payload["flatness"]) == {"pseudo", "train"}  # one sweep count: no verdict
     assert all(flat["ms_per_image_ratio"] > 0 for flat in payload["flatness"].values())
     assert "| pseudo | 48 |" in (out / "scaling.md").read_text()
     printed = capsys.readouterr()

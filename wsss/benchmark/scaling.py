@@ -167,8 +167,9 @@ def sweep_row(images: int, root: Path, work: Path, settings: Settings, size: int
     config = sweep_config(root, folder, settings, size, images)
     outcome, seconds, memory = measured(lambda: run_sweep(config))
     row = {"stage": "sweep", "images": images, "size": size, "seconds": seconds,
-           "ms_per_image": 1000 * seconds / images, "trials": len(outcome["rows"]),
-           "failures": outcome["failures"], "store_mb": folder_bytes(folder) / MB, **memory}
+           "ms_per_image": 1000 * seconds / images,
+           "trials": sum(row["stage"] == "train" for row in outcome["rows"]),
+           "failures": len(outcome["failures"]), "store_mb": folder_bytes(folder) / MB, **memory}
     shutil.rmtree(folder, ignore_errors=True)
     return row
 
