@@ -222,6 +222,8 @@ def run_scaling(counts: list[int], train_counts: list[int], settings: Settings, 
     pipeline_row(WARM_UP_IMAGES, warm, work, settings, size, checkpoint)  # starts workers; not kept
     if train_counts:
         train_row(WARM_UP_IMAGES, warm, work, settings, size)  # Ray Train's first start; not kept
+    if sweep_counts:  # Tune's and MLflow's first start (their imports alone are ~200 MB); not kept
+        sweep_row(WARM_UP_IMAGES, warm, work, settings, size)
     rows = []
     for images in counts:
         rows.append(pipeline_row(images, roots[images], work, settings, size, checkpoint))
