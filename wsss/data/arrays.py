@@ -201,6 +201,20 @@ def decode_to_folder(records: list[Record], size: int, folder: Path, progress: A
                                                  "quarantine": quarantine.entries}))
 
 
+def _publish(partial: Path, folder: Path) -> None:
+    """Rename a finished decode into place. Where the folder exists already, another process
+    finished the same split first (ours is dropped) or a killed run left it without
+    meta.json (it is replaced); a complete folder is never deleted."""
+    try:
+        os.replace(partial, folder)
+    except OSError:
+        if (folder / CACHE_META).is_file():
+            shutil.rmtree(partial)
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+
+
 def load_arrays(records: list[Record], size: int, cache_dir: str | os.PathLike | None = None,
                 progress: Any = None) -> SplitArrays:
     """``records`` decoded at ``size``; with ``cache_dir``, cached there as one folder per
@@ -214,11 +228,7 @@ def load_arrays(records: list[Record], size: int, cache_dir: str | os.PathLike |
         shutil.rmtree(partial, ignore_errors=True)
         try:
             decode_to_folder(records, size, partial, progress)
-            if (folder / CACHE_META).is_file():  # another process finished the same split first
-                shutil.rmtree(partial)
-            else:  # a leftover without meta.json is a killed run's: replace it
-                shutil.rmtree(folder, ignore_errors=True)
-                os.replace(partial, folder)
+            _publish(partial, folder)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
