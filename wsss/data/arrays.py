@@ -157,8 +157,10 @@ def open_cached(folder: str | os.PathLike) -> SplitArrays:
     memory maps, so opening costs no memory and any process on the node can read rows."""
     folder = Path(folder)
     meta = json.loads((folder / CACHE_META).read_text())
-    return SplitArrays(np.load(folder / "images.npy", mmap_mode="r"),
-                       np.load(folder / "trimaps.npy", mmap_mode="r"),
+    # plain ndarray views of the maps: Ray pickles an np.memmap in-band (a private copy of the
+    # whole array in the sender, twice its size), while an ndarray's buffer goes out of band
+    return SplitArrays(np.asarray(np.load(folder / "images.npy", mmap_mode="r")),
+                       np.asarray(np.load(folder / "trimaps.npy", mmap_mode="r")),
                        np.load(folder / "labels.npy"), meta["image_ids"],
                        Quarantine(meta["quarantine"]), folder=str(folder))
 
