@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from wsss.benchmark.memory import MB, MemorySampler
 from wsss.benchmark.report import format_table, pipeline_table, scaling_text, write_json
 from wsss.benchmark.run import STAGES, selected_stages
 from wsss.benchmark.scaling import flatness
@@ -144,6 +145,22 @@ def test_scaling_flatness_and_table():
     assert "| pseudo | 16000 | 336.0 | 21.00 | 506 (+6) | 1000 (+300) | 900 | unknown | 160.0 |" in text
     assert math.isclose(verdicts["pseudo"]["driver_rss_growth_kb_per_extra_image"], 1024 * 300 / 15000)
     assert "| train | 1000 -> 4000 | 3.00 |" in text and "cost GROWS, driver GROWS" in text
+
+
+def test_memory_sampler_catches_a_short_lived_allocation():
+    # a transient the size of a loaded checkpoint, held 0.1 s: caught on every run, so a flat
+    # stage is not reported as growing because one run's samples happened to land on it
+    import time
+
+    import numpy as np
+
+    with MemorySampler() as peaks:
+        block = np.ones(64 * MB, dtype=np.uint8)  # written, so every page is resident
+        time.sleep(0.1)
+        del block
+        time.sleep(0.05)
+    assert peaks.private_peak - peaks.private_start >= 48 * MB
+    assert peaks.samples >= 5
 
 
 def test_scaling_refuses_bad_counts(capsys):

@@ -79,13 +79,16 @@ def private_bytes(process) -> int:
 class MemorySampler:
     """``with MemorySampler() as peaks:`` samples driver and worker RSS until the block ends.
 
-    The worker list is refreshed every few samples (listing processes costs more than reading
-    their RSS, and Ray starts workers on demand)."""
+    The driver is read every ``interval`` s (one /proc read): a short-lived allocation, such as
+    a checkpoint loaded to log a model, is caught every time rather than by chance, which would
+    make a flat run look as if it grew. Workers are read every ``workers_every`` driver samples
+    and listed again every ``relist_every`` worker samples (listing processes costs more than
+    reading their RSS, and Ray starts workers on demand)."""
 
-    def __init__(self, interval: float = 0.2, relist_every: int = 5):
+    def __init__(self, interval: float = 0.02, workers_every: int = 10, relist_every: int = 5):
         import psutil
 
-        self.interval, self.relist_every = interval, relist_every
+        self.interval, self.workers_every, self.relist_every = interval, workers_every, relist_every
         self.driver = psutil.Process(os.getpid())
         self.peaks = MemoryPeaks()
         self._stop = threading.Event()
@@ -101,26 +104,37 @@ class MemorySampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._sample(*worker_processes(self.driver))  # the last word, however short the run
+        self._sample_driver()
+        self._sample_workers(*worker_processes(self.driver))  # the last word, however short the run
         self.peaks.seconds = time.perf_counter() - self._started
 
     def _loop(self) -> None:
-        workers, scope = [], "descendants"
+        workers, scope, ticks = [], "descendants", 0
         while not self._stop.is_set():
-            if self.peaks.samples % self.relist_every == 0:
-                workers, scope = worker_processes(self.driver)
-            self._sample(workers, scope)
+            self._sample_driver()
+            if ticks % self.workers_every == 0:
+                if ticks % (self.workers_every * self.relist_every) == 0:
+                    workers, scope = worker_processes(self.driver)
+                self._sample_workers(workers, scope)
+            ticks += 1
             self._stop.wait(self.interval)
 
-    def _sample(self, workers: list, scope: str) -> None:
+    def _sample_driver(self) -> None:
+        peaks = self.peaks
+        try:
+            info = self.driver.memory_info()
+        except Exception:  # noqa: BLE001 - /proc unreadable for a moment: the next sample reads it
+            return
+        peaks.driver_peak = max(peaks.driver_peak, info.rss)
+        peaks.private_peak = max(peaks.private_peak, info.rss - getattr(info, "shared", 0))
+        peaks.samples += 1
+
+    def _sample_workers(self, workers: list, scope: str) -> None:
         sizes = [_rss(p) for p in workers]
         peaks = self.peaks
-        peaks.driver_peak = max(peaks.driver_peak, _rss(self.driver))
-        peaks.private_peak = max(peaks.private_peak, private_bytes(self.driver))
         peaks.workers_peak_sum = max(peaks.workers_peak_sum, sum(sizes))
         peaks.workers_peak_max = max(peaks.workers_peak_max, max(sizes, default=0))
         peaks.workers_scope = scope
-        peaks.samples += 1
 
 
 def spilled_bytes() -> int | None:

@@ -313,7 +313,7 @@ def _classifier(config: StudyConfig, parent_run_id: str | None) -> dict[str, Any
             "classes": dataset.classes,
             **{f"{name}_images": len(splits[name]) for name in ("train", "val", "test")}}
     model = build_classifier(section.backbone, "none", len(dataset.classes))
-    model.load_state_dict(load_state(best)["model"])
+    model.load_state_dict(load_state(best, mmap=True)["model"])  # the optimizer's state stays on disk
     run_id = _log_and_save(config, path, model, metrics_history(result), meta, parent_run_id)
     return _summary(path, {**meta, "run_id": run_id}, False)
 

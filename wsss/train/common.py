@@ -229,9 +229,12 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def load_state(checkpoint: Any) -> dict[str, Any]:
+def load_state(checkpoint: Any, mmap: bool = False) -> dict[str, Any]:
     """The torch state ``report`` saved in a Train checkpoint (tensors on the CPU).
 
+    ``mmap=True`` maps the tensors from the file instead of reading them into this process's
+    memory: for a driver that takes only the model out of a state that also holds the optimizer
+    (read once, then dropped; not for state kept while checkpoints rotate).
     A checkpoint in an object store (``s3://`` storage) is downloaded into a folder of this
     process's own: with ``as_directory`` the workers of a node share one temporary folder,
     and a worker that comes second downloads into it again while the first is reading
@@ -241,10 +244,12 @@ def load_state(checkpoint: Any) -> dict[str, Any]:
     import torch
 
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
-        return torch.load(Path(checkpoint.path) / STATE_FILE, map_location="cpu", weights_only=False)
+        return torch.load(Path(checkpoint.path) / STATE_FILE, map_location="cpu", weights_only=False,
+                          mmap=mmap)
     with tempfile.TemporaryDirectory(prefix="wsss-restore-") as directory:
         checkpoint.to_directory(directory)
-        return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+        return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False,
+                          mmap=mmap)
 
 
 def restore_state() -> dict[str, Any] | None:
