@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo venv clean-stores
+.PHONY: test demo venv benchmark clean-stores
 
 venv: $(STAMP)
 
@@ -21,6 +21,13 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) jobs/sweep.py --config jobs/configs/demo.yaml
+
+# The CPU figures in the README's Performance section, in one command (about 30 minutes on 2
+# cores): every stage against its plain reference, then the scaling run.
+benchmark: $(STAMP)
+	$(PY) jobs/benchmark.py --out results/benchmark-cpu.json
+	$(PY) jobs/benchmark.py --scaling 1000,4000,16000 --scaling-size 64 --scaling-sweep 1000,4000 \
+	    --out results/scaling --scratch results/scaling-data
 
 clean-stores:
 	rm -rf data/synthetic-pets stores results mlflow/mlflow.db mlflow/artifacts

@@ -178,3 +178,26 @@ def test_cpu_tasks_take_several_blocks_only_where_every_worker_keeps_several_tas
         rows = cpu_batch_size(images, 16, 4)
         assert rows % 16 == 0 and 16 <= rows <= CPU_BUNDLE * 16
         assert rows == 16 or images // rows >= 4 * 4
+
+
+def test_pipeline_input_comes_in_blocks_as_large_as_a_cpu_task(ray_local, synthetic_root, tmp_path):
+    # Ray Data keeps a schema and metadata per input block for the whole run (~30 KB of the
+    # driver's memory each): a block per batch made the driver grow ~2 KB per image
+    from wsss.masks.pipeline import build_dataset, cluster_resources, cpu_batch_size, make_plans
+
+    config = study(synthetic_root, tmp_path / "store", [{"name": "ellipse"}, {"name": "grabcut"}])
+    dataset = index(synthetic_root)
+    context = LabelerContext(allow_random_weights=True)
+    for copies in (1, 40):  # a small set, and the same rows enough times over to bundle batches
+        records = dataset.split("trainval", "test") * copies
+        plans = make_plans(config, dataset, records, context)
+        lazy = build_dataset(plans, records, config, context)
+        source = lazy._logical_plan.dag
+        while source.input_dependencies:
+            source = source.input_dependencies[0]
+        rows = [bundle.num_rows() for bundle in source.input_data]
+        per_block = cpu_batch_size(len(records), 4, cluster_resources()[0])
+        assert sum(rows) == len(records) and max(rows) == per_block
+        assert len(rows) == -(-len(records) // per_block)
+        if copies > 1:
+            assert per_block > 4  # bundled: fewer blocks than batches

@@ -220,13 +220,17 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
     batch_size = config.pipeline.batch_size
     # Ray's defaults do the recovery: a task whose worker dies is retried (3 times), a dead
     # actor is restarted and its batch retried, an actor whose constructor raises fails the job.
-    # One block per batch, and no more task slots than blocks: a pool larger than its input
-    # would only sit idle (Ray Data warns of it).
-    blocks = max(1, math.ceil(len(records) / batch_size))
+    # Input blocks are as large as a CPU-stage task (``cpu_batch_size``: one batch on small sets,
+    # up to CPU_BUNDLE batches on large ones): Ray Data keeps metadata per input block for the
+    # whole run, ~30 KB of the driver's memory each, so a block per batch made the driver grow
+    # ~2 KB per image. No more task slots than blocks: a pool larger than its input would only
+    # sit idle (Ray Data warns of it).
+    cpu_batch = cpu_batch_size(len(records), batch_size, config.pipeline.cpu_tasks or cpus)
+    blocks = max(1, math.ceil(len(records) / cpu_batch))
     tasks = ray.data.TaskPoolStrategy(size=min(config.pipeline.cpu_tasks or cpus, blocks))
     originals = any(plan.labeler.stage == "sam2" and getattr(plan.labeler.params, "original_size", False)
                     for plan in plans)
-    dataset = ray.data.from_arrow_refs(row_blocks(plans, records, batch_size)).map_batches(
+    dataset = ray.data.from_arrow_refs(row_blocks(plans, records, cpu_batch)).map_batches(
         decode_stage, fn_kwargs={"size": config.data.image_size, "fault": fault, "originals": originals},
         compute=tasks, batch_size=batch_size, num_cpus=1)
     refs = sorted({plan.heatmap_key for plan in plans if plan.heatmap_key})
@@ -241,7 +245,6 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
             compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size,
             **per_actor)
     cpu_specs = [plan.to_stage() for plan in plans if plan.phase == "cpu"]
-    cpu_batch = cpu_batch_size(len(records), batch_size, config.pipeline.cpu_tasks or cpus)
     if cpu_specs:
         dataset = dataset.map_batches(
             cpu_stage, fn_kwargs={"specs": cpu_specs, "context": context, "fault": fault},
