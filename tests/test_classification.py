@@ -13,7 +13,7 @@ import yaml
 from wsss.cli.classify import add_parser as add_classify_parser
 from wsss.config import ConfigError, parse_config, parse_overrides
 from wsss.data.transforms import batch_to_input, to_input_tensor
-from wsss.models.classifier import load_classifier
+from wsss.models.classifier import build_classifier, check_classifier, load_classifier, save_classifier
 from wsss.train.classifier import classifier_path, run_classifier
 
 
@@ -89,6 +89,36 @@ def test_overrides_are_read_as_yaml():
         "classifier.epochs": 3, "classifier.weights": "none", "classifier.scaling.use_gpu": True}
     with pytest.raises(ConfigError, match="dotted.key=value"):
         parse_overrides(["classifier.epochs"])
+
+
+def test_checkpoint_check_accepts_what_loads_and_names_what_does_not(tmp_path):
+    """The driver's check of a classifier (shapes on torch's meta device, tensors mapped from the
+    file) passes exactly the checkpoints that load, and says which file and why otherwise."""
+    good = tmp_path / "good.pt"
+    save_classifier(build_classifier("resnet18", "none", 5), good, "resnet18", image_size=32)
+    assert check_classifier(good) == {"backbone": "resnet18", "image_size": 32}
+    model, meta = load_classifier(good)
+    assert meta == check_classifier(good) and model(torch.zeros(1, 3, 32, 32)).shape == (1, 5)
+
+    payload = torch.load(good, weights_only=False)
+    payload["num_classes"] = 7  # weights of a 5-way head under a 7-way header
+    torch.save(payload, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match=r"foreign\.pt does not fit a resnet18 classifier with 7 classes"):
+        check_classifier(tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="does not fit"):
+        load_classifier(tmp_path / "foreign.pt")
+
+    payload["num_classes"] = 5
+    del payload["state_dict"]["fc.bias"]
+    torch.save(payload, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="fc.bias"):
+        check_classifier(tmp_path / "partial.pt")
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"junk\.pt is not a readable classifier checkpoint \(Unpickling"):
+        check_classifier(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match="missing.pt not found"):
+        check_classifier(tmp_path / "missing.pt")
 
 
 def _runs(config):

@@ -124,8 +124,9 @@ def save_classifier(model: Any, path: str | os.PathLike, backbone: str, **meta: 
         torch.save(payload, temporary)
 
 
-def load_classifier(path: str | os.PathLike, device: str = "cpu"):
-    """(model in eval mode on ``device``, checkpoint metadata) from ``save_classifier``'s file."""
+def _read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
+    """The payload of ``save_classifier``'s file; a clear error when missing, damaged or foreign.
+    ``mmap`` maps the tensors from the file instead of copying them into memory."""
     import torch
 
     if not is_file(path):
@@ -133,14 +134,52 @@ def load_classifier(path: str | os.PathLike, device: str = "cpu"):
             f"classifier checkpoint {path} not found; train one with `wsss classify --config C` "
             f"(it writes the checkpoint and prints its path), or set classifier.checkpoint to an "
             f"existing file")
-    try:  # an s3:// checkpoint is fetched once per node, then read locally
-        payload = torch.load(fetch(path), map_location="cpu", weights_only=False)
+    local = fetch(path)  # an s3:// checkpoint is fetched once per node, then read locally
+    try:
+        try:
+            payload = torch.load(local, map_location="cpu", weights_only=False, mmap=mmap)
+        except Exception:  # noqa: BLE001 - not mappable: read it whole (the error that says why)
+            if not mmap:
+                raise
+            payload = torch.load(local, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise ValueError(f"{path} is not a readable classifier checkpoint ({type(error).__name__}: "
                          f"{error}); retrain it with `wsss classify --config C`") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a wsss classifier checkpoint")
+    return payload
+
+
+def _meta(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"backbone": payload["backbone"], **payload.get("meta", {})}
+
+
+def _load_state(model: Any, payload: dict[str, Any], path: str | os.PathLike, assign: bool = False) -> None:
+    try:
+        model.load_state_dict(payload["state_dict"], assign=assign)
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit a {payload['backbone']} classifier with "
+                         f"{payload['num_classes']} classes ({error}); retrain it with "
+                         f"`wsss classify --config C`") from None
+
+
+def check_classifier(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's metadata once its weights are known to fit its backbone, as
+    ``load_classifier`` would load them, without the memory of a model: the tensors stay mapped
+    from the file and the model is built on torch's ``meta`` device (names and shapes only)."""
+    import torch
+
+    payload = _read_checkpoint(path, mmap=True)
+    with torch.device("meta"):
+        model = build_classifier(payload["backbone"], "none", payload["num_classes"])
+    _load_state(model, payload, path, assign=True)
+    return _meta(payload)
+
+
+def load_classifier(path: str | os.PathLike, device: str = "cpu"):
+    """(model in eval mode on ``device``, checkpoint metadata) from ``save_classifier``'s file."""
+    payload = _read_checkpoint(path)
     model = build_classifier(payload["backbone"], "none", payload["num_classes"])
-    model.load_state_dict(payload["state_dict"])
+    _load_state(model, payload, path)
     model.to(device).eval()
-    return model, {"backbone": payload["backbone"], **payload.get("meta", {})}
+    return model, _meta(payload)

@@ -9,6 +9,7 @@ rerun of the same config reuses the finished classifier, or resumes an interrupt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from wsss.data.prepare import prepare_dataset
 from wsss.data.transforms import batch_to_input
 from wsss.identity import stable_hash
 from wsss.labelers.registry import get_labeler_class
-from wsss.models.classifier import build_classifier, load_classifier, save_classifier
+from wsss.models.classifier import build_classifier, check_classifier, save_classifier
 from wsss.train.common import (
     all_reduce_sums,
     arrays_dataset,
@@ -290,9 +291,11 @@ def run_classifier(config: StudyConfig, parent_run_id: str | None = None) -> dic
 
 
 def _classifier(config: StudyConfig, parent_run_id: str | None) -> dict[str, Any]:
+    import torch
+
     section = config.classifier
     if section.checkpoint is not None:  # the configured one, as is
-        load_classifier(section.checkpoint)  # fails clearly when missing or foreign
+        check_classifier(section.checkpoint)  # fails clearly when missing or foreign
         return _summary(section.checkpoint, read_meta(section.checkpoint), True)
     dataset = prepare_dataset(config.data)
     fingerprint = classifier_fingerprint(config, dataset.fingerprint())
@@ -300,7 +303,8 @@ def _classifier(config: StudyConfig, parent_run_id: str | None) -> dict[str, Any
     if storage.is_file(path) and read_meta(path).get("fingerprint") == fingerprint:
         return _summary(path, read_meta(path), True)  # same config and dataset
     check_classes(dataset, "train a classifier")
-    build_classifier(section.backbone, section.weights, len(dataset.classes))  # missing weights: now
+    with torch.device("meta") if section.weights == "none" else contextlib.nullcontext():
+        build_classifier(section.backbone, section.weights, len(dataset.classes))  # fails now if it must
     splits = decoded_splits(config, dataset, section.image_size, min_train=1)
     result = _fit(config, splits, len(dataset.classes), storage.absolute(section.storage),
                   classifier_run_name(config, fingerprint))
@@ -312,8 +316,9 @@ def _classifier(config: StudyConfig, parent_run_id: str | None) -> dict[str, Any
             "test_accuracy": _measure_test(config, best, len(dataset.classes), splits["test"]),
             "classes": dataset.classes,
             **{f"{name}_images": len(splits[name]) for name in ("train", "val", "test")}}
-    model = build_classifier(section.backbone, "none", len(dataset.classes))
-    model.load_state_dict(load_state(best, mmap=True)["model"])  # the optimizer's state stays on disk
+    with torch.device("meta"):  # shapes only: the weights are the checkpoint's, mapped from its file
+        model = build_classifier(section.backbone, "none", len(dataset.classes))
+    model.load_state_dict(load_state(best, mmap=True)["model"], assign=True)  # optimizer's: not read
     run_id = _log_and_save(config, path, model, metrics_history(result), meta, parent_run_id)
     return _summary(path, {**meta, "run_id": run_id}, False)
 
@@ -362,5 +367,5 @@ def resolve_classifier(config: StudyConfig, labeler_ids: list[str] | None = None
     checkpoint = config.classifier.checkpoint
     if not checkpoint:
         checkpoint = str(run_classifier(config, parent_run_id)["checkpoint"])
-    load_classifier(checkpoint)  # a missing or damaged file fails here, before any Ray work
+    check_classifier(checkpoint)  # a missing or damaged file fails here, before any Ray work
     return checkpoint
