@@ -5,6 +5,7 @@ Ratios are reported, never asserted: only that each requested stage produced the
 
 import json
 import math
+import re
 
 import pytest
 
@@ -42,6 +43,8 @@ def test_stage_selection_and_refusals(capsys):
         selected_stages(["gradcut"], ray=True)
     assert main(["pseudo", "--no-ray"]) == 2
     assert "need Ray" in capsys.readouterr().err
+    assert main(["grabcut", "--rounds", "0"]) == 2
+    assert "--rounds must be at least 1 (got 0)" in capsys.readouterr().err
 
 
 def test_report_is_strict_json_and_a_markdown_table(tmp_path):
@@ -115,9 +118,15 @@ def test_quick_run_through_ray_reports_scaling(ray_local, tmp_path):
     assert set(both["cpu_seconds"]) == {"driver", "workers", "ray_system"}
     assert both["cpu_seconds"]["workers"] >= 0.5 * both["busy_seconds"] > 0
     assert all(value >= 0 for value in both["cpu_seconds"].values()) and both["idle_core_seconds"] >= 0
+    # interleaved rounds: every run covers all the rows, a rate per round, summed to one rate
+    assert grabcut["rounds"] == 2 and both["images"] == grabcut["ray"]["1"]["images"] == 8
+    assert len(both["rounds_images_per_s"]) == 2 and all(r > 0 for r in both["rounds_images_per_s"])
+    assert min(both["rounds_images_per_s"]) <= both["images_per_s"] <= max(both["rounds_images_per_s"])
     line = next(row for row in pipeline_table(payload).splitlines() if row.startswith("| grabcut |"))
     shares = [int(part.rsplit(" ", 1)[1].rstrip("%")) for part in line.split(" | ")[-1].rstrip(" |").split(", ")]
     assert len(shares) == 5 and 97 <= sum(shares) <= 103  # stage, Ray in workers, driver, system, idle
+    by_round = line.split(" | ")[6]  # "scaling (round 1, round 2)"
+    assert re.fullmatch(r"\d+\.\d\d \(\d+\.\d\d, \d+\.\d\d\)", by_round), by_round
     pseudo = payload["stages"][2]["details"]["runs"]
     assert pseudo["2"]["images"] == payload["images"]
 

@@ -78,19 +78,46 @@ def ray_rate(stage: Callable, kwargs: dict, columns: dict[str, np.ndarray], work
             "idle_core_seconds": round(max(0.0, wall * (os.cpu_count() or workers) - sum(cpu.values())), 3)}
 
 
-def scaled(stage: Callable, kwargs: dict, columns: dict, settings: Settings,
-           bundled: bool = False) -> dict[int, dict]:
+def scaled(stage: Callable, kwargs: dict, columns: dict, settings: Settings, bundled: bool = False,
+           references: dict[str, Callable[[], float]] | None = None) -> tuple[dict[int, dict], dict[str, float]]:
     """``ray_rate`` with one worker and with all of them, on ``settings.scaling_rows`` rows
-    (the images repeated as needed: steady state, not start-up, is what a full dataset sees).
-    ``bundled``: rows per task as the pipeline gives its CPU stages (``cpu_batch_size``)."""
+    (the images repeated as needed: steady state, not start-up, is what a full dataset sees),
+    and each of ``references`` (a callable returning seconds): (runs, mean seconds per reference).
+
+    Everything is measured in ``settings.rounds`` interleaved rounds (each reference, then each
+    worker count on its share of the rows) and summed, so a slow spell of a shared machine
+    falls on every measurement alike instead of on whichever ran through it; each run keeps its
+    rounds' rates. ``bundled``: rows per task as the pipeline gives its CPU stages
+    (``cpu_batch_size`` of the whole run's rows)."""
     ensure_ray(num_cpus=settings.workers)
     count = len(columns["image_id"])
     rows = max(count, settings.scaling_rows)
     columns = {key: np.asarray(values)[np.arange(rows) % count] for key, values in columns.items()}
     per_task = cpu_batch_size(rows, settings.batch_size, settings.workers) if bundled else None
-    return {workers: {**ray_rate(stage, kwargs, columns, workers, settings.batch_size, per_task),
-                      "rows_per_task": per_task or settings.batch_size}
-            for workers in sorted({1, settings.workers})}
+    references = references or {}
+    spent = {name: [] for name in references}
+    rounds: dict[int, list[dict]] = {workers: [] for workers in sorted({1, settings.workers})}
+    for share in np.array_split(np.arange(rows), max(1, min(settings.rounds, rows))):
+        for name, measure in references.items():
+            spent[name].append(measure())
+        part = {key: values[share] for key, values in columns.items()}
+        for workers, runs in rounds.items():
+            runs.append(ray_rate(stage, kwargs, part, workers, settings.batch_size, per_task))
+    return ({workers: {**_summed(runs), "rows_per_task": per_task or settings.batch_size}
+             for workers, runs in rounds.items()},
+            {name: float(np.mean(seconds)) for name, seconds in spent.items()})
+
+
+def _summed(runs: list[dict]) -> dict[str, Any]:
+    """One run's totals over its rounds (rates from the sums), with each round's rate."""
+    wall = sum(run["wall_seconds"] for run in runs)
+    images = sum(run["images"] for run in runs)
+    return {"images_per_s": rate(images, wall), "wall_seconds": wall,
+            "busy_seconds": sum(run["busy_seconds"] for run in runs), "images": images,
+            "cpu_seconds": {key: round(sum(run["cpu_seconds"][key] for run in runs), 3)
+                            for key in runs[0]["cpu_seconds"]},
+            "idle_core_seconds": round(sum(run["idle_core_seconds"] for run in runs), 3),
+            "rounds_images_per_s": [run["images_per_s"] for run in runs]}
 
 
 def cpu_spec(name: str, params: dict | None = None) -> dict[str, Any]:
@@ -101,25 +128,27 @@ def cpu_spec(name: str, params: dict | None = None) -> dict[str, Any]:
 
 
 def _pipeline_result(stage: str, path: str, reference: str, reference_seconds: float,
-                     floor_seconds: float, runs: dict[int, dict], work: Workload,
+                     bare: dict[str, float], runs: dict[int, dict], work: Workload,
                      settings: Settings, details: dict) -> dict[str, Any]:
+    """A CPU stage's row from its Ray runs and ``bare_references``' mean seconds."""
     count, workers = len(work.image_ids), settings.workers
     best = runs[workers]
     per_image = best["wall_seconds"] * workers / best["images"]
-    details.update({"ray": {str(k): v for k, v in runs.items()},
-                    "bare_seconds_per_image": floor_seconds / count,
+    floor, parallel = bare["bare"] / count, bare["bare_parallel"] / count
+    details.update({"ray": {str(k): v for k, v in runs.items()}, "rounds": settings.rounds,
+                    "bare_seconds_per_image": floor,
                     "pipeline_seconds_per_image_per_worker": per_image,
-                    "pipeline_over_bare": per_image / (floor_seconds / count),
-                    "target_ratio": 0.9 * workers})
-    if "bare_parallel_seconds" in details:  # the bare call on every core at once, no scheduler
-        parallel = details["bare_parallel_seconds"] / count
-        details.update(bare_parallel_seconds_per_image=parallel,
-                       machine_scaling=workers * floor_seconds / details["bare_parallel_seconds"],
-                       pipeline_over_parallel_bare=per_image / parallel)
+                    "pipeline_over_bare": per_image / floor,
+                    "target_ratio": 0.9 * workers,
+                    # the bare call on every core at once, no scheduler: the machine's own scaling
+                    "bare_parallel_seconds": bare["bare_parallel"],
+                    "bare_parallel_seconds_per_image": parallel,
+                    "machine_scaling": workers * floor / parallel,
+                    "pipeline_over_parallel_bare": per_image / parallel})
     return stage_result(stage, path, reference, best["images_per_s"], rate(count, reference_seconds),
                         unit=UNIT, images=count, workers=workers,
                         scaling=best["images_per_s"] / runs[1]["images_per_s"],
-                        floor_ips=workers * rate(count, floor_seconds), details=details)
+                        floor_ips=workers * rate(count, bare["bare"]), details=details)
 
 
 def _serial_result(stage: str, path: str, reference: str, path_seconds: float,
@@ -153,7 +182,7 @@ def decode_stage_bench(work: Workload, settings: Settings) -> dict[str, Any]:
         columns = {"image_id": np.asarray(work.image_ids, dtype=object),
                    "image_path": np.asarray([r.image_path for r in records], dtype=object),
                    "label": work.labels}
-        runs = scaled(decode_stage, {"size": size}, columns, settings)
+        runs, _ = scaled(decode_stage, {"size": size}, columns, settings)
         details["ray_decode"] = {str(k): v for k, v in runs.items()}
         workers, scaling = settings.workers, runs[settings.workers]["images_per_s"] / runs[1]["images_per_s"]
     result = stage_result("decode", "decode once (cache read)", "PIL decode + resize, serial",
@@ -248,6 +277,13 @@ def parallel_bare(function: Callable, args: tuple, processes: int) -> float:
         return float(np.mean(pool.map(_timed_call, [(function, args)] * processes)))
 
 
+def bare_references(function: Callable, args: tuple, processes: int) -> dict[str, Callable[[], float]]:
+    """The bare loop's two references for ``scaled``: alone (one process, the other cores idle)
+    and in ``processes`` plain processes at once (``parallel_bare``)."""
+    return {"bare": lambda: timed(lambda: function(*args)),
+            "bare_parallel": lambda: parallel_bare(function, args, processes)}
+
+
 def grabcut_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     """The GrabCut labeler (crop + margin) in the pipeline's CPU stage against the study's loop."""
     spec = cpu_spec("grabcut")
@@ -255,7 +291,6 @@ def grabcut_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     boxes = _boxes(work, params.threshold)
     reference = timed(lambda: [study_grabcut(i, b, params.iterations) for i, b in zip(work.images, boxes)])
     crops = _crops(work, params)
-    floor = timed(lambda: bare_grabcut(crops, params.iterations))
     details: dict[str, Any] = {"params": spec["params"]}
     variants = {}
     for name, change in (("full", {"margin": None}), ("crop", {}),
@@ -277,14 +312,15 @@ def grabcut_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     columns = work.rows()
     kwargs = {"specs": [spec], "context": _context()}
     if not settings.ray:
+        floor = timed(lambda: bare_grabcut(crops, params.iterations))
         result = _serial_result("grabcut", "GrabCut labeler (crop + margin)", "cv2.grabCut whole image, serial",
                                 crop["seconds"], reference, floor, work, details)
     else:
-        details["bare_parallel_seconds"] = parallel_bare(bare_grabcut, (crops, params.iterations),
-                                                         settings.workers)
-        runs = scaled(cpu_stage, kwargs, columns, settings, bundled=True)
+        runs, bare = scaled(cpu_stage, kwargs, columns, settings, bundled=True,
+                             references=bare_references(bare_grabcut, (crops, params.iterations),
+                                                        settings.workers))
         result = _pipeline_result("grabcut", "cpu_stage: GrabCut labeler (crop + margin)",
-                                  "cv2.grabCut whole image, serial", reference, floor, runs, work,
+                                  "cv2.grabCut whole image, serial", reference, bare, runs, work,
                                   settings, details)
     return {**result, "fast_paths": fast}
 
@@ -310,17 +346,17 @@ def slic_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     mix = MixParams(**params)
     reference = timed(lambda: [study_slic(i, mix.n_segments, mix.compactness) for i in work.images])
     crops = [crop for crop, _ in _crops(work, mix)]
-    floor = timed(lambda: bare_slic(crops, mix.n_segments, mix.compactness))
     path = "SLIC on the box + margin crop"
     if not settings.ray:
+        floor = timed(lambda: bare_slic(crops, mix.n_segments, mix.compactness))
         seconds = timed(lambda: slic_stage(work.rows(), params))
         return _serial_result("slic", path, "skimage slic whole image, serial", seconds, reference,
                               floor, work, {"params": params})
-    details = {"params": params, "bare_parallel_seconds": parallel_bare(
-        bare_slic, (crops, mix.n_segments, mix.compactness), settings.workers)}
-    runs = scaled(slic_stage, {"params": params}, work.rows(), settings, bundled=True)
+    runs, bare = scaled(slic_stage, {"params": params}, work.rows(), settings, bundled=True,
+                         references=bare_references(bare_slic, (crops, mix.n_segments, mix.compactness),
+                                                    settings.workers))
     return _pipeline_result("slic", "Ray tasks: " + path, "skimage slic whole image, serial",
-                            reference, floor, runs, work, settings, details)
+                            reference, bare, runs, work, settings, {"params": params})
 
 
 def bare_slic(crops: list, n_segments: int, compactness: float) -> None:
@@ -345,7 +381,6 @@ def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
 
     reference = timed(study)
     crops = _crops(work, p)
-    floor = timed(lambda: bare_mix(crops, p.iterations, p.n_segments, p.compactness))
     batch = {"image": work.images, "label": work.labels, "heatmap": work.heatmaps}
     grabcut = get_labeler_class("grabcut")(cpu_spec("grabcut")["params"])
     separate = timed(lambda: (grabcut(batch), mix(batch)))
@@ -355,14 +390,15 @@ def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     details = {"params": spec["params"], "mix_dice": dice(mix(batch)["mask"], work.trimaps)}
     if not settings.ray:
         seconds = timed(lambda: mix(batch))
+        floor = timed(lambda: bare_mix(crops, p.iterations, p.n_segments, p.compactness))
         result = _serial_result("mix", "mix labeler (crop + margin)", "GrabCut + SLIC whole image, serial",
                                 seconds, reference, floor, work, details)
     else:
-        details["bare_parallel_seconds"] = parallel_bare(
-            bare_mix, (crops, p.iterations, p.n_segments, p.compactness), settings.workers)
-        runs = scaled(cpu_stage, {"specs": [spec], "context": _context()}, work.rows(), settings,
-                      bundled=True)
+        runs, bare = scaled(cpu_stage, {"specs": [spec], "context": _context()}, work.rows(), settings,
+                             bundled=True, references=bare_references(
+                                 bare_mix, (crops, p.iterations, p.n_segments, p.compactness),
+                                 settings.workers))
         result = _pipeline_result("mix", "cpu_stage: mix labeler (crop + margin)",
-                                  "GrabCut + SLIC whole image, serial", reference, floor, runs,
+                                  "GrabCut + SLIC whole image, serial", reference, bare, runs,
                                   work, settings, details)
     return {**result, "fast_paths": fast}

@@ -94,7 +94,7 @@ def pipeline_table(payload: dict) -> str:
     if not rows:
         return ""
     lines = ["| stage | bare s/image | pipeline s/image/worker | pipeline / bare | bare on all cores "
-             "s/image/process | pipeline / bare on all cores | scaling 1 -> all | the bare call's own "
+             "s/image/process | pipeline / bare on all cores | scaling 1 -> all (by round) | the bare call's own "
              "scaling | target (0.9 x workers) | where the cores went (all workers) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
@@ -103,10 +103,21 @@ def pipeline_table(payload: dict) -> str:
                      f"{_number(details['pipeline_seconds_per_image_per_worker'], 4)} | "
                      f"{_number(details['pipeline_over_bare'], 2)} | "
                      f"{_number(details.get('bare_parallel_seconds_per_image'), 4)} | "
-                     f"{_number(details.get('pipeline_over_parallel_bare'), 2)} | {_number(row['scaling'], 2)} | "
+                     f"{_number(details.get('pipeline_over_parallel_bare'), 2)} | "
+                     f"{_number(row['scaling'], 2)}{scaling_by_round(details)} | "
                      f"{_number(details.get('machine_scaling'), 2)} | "
                      f"{_number(details['target_ratio'], 2)} | {cores_spent(details)} |")
     return "\n".join(lines)
+
+
+def scaling_by_round(details: dict) -> str:
+    """`` (r1, r2, ...)``: the scaling in each interleaved round (its spread is the run's noise)."""
+    runs = details.get("ray", {})
+    one, most = runs.get("1", {}), runs.get(str(max((int(k) for k in runs), default=0)), {})
+    pairs = list(zip(one.get("rounds_images_per_s", []), most.get("rounds_images_per_s", [])))
+    if len(pairs) < 2:
+        return ""
+    return " (" + ", ".join(f"{m / o:.2f}" for o, m in pairs) + ")"
 
 
 def cores_spent(details: dict) -> str:

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--rows", type=int, default=None, metavar="N",
                         help="rows per Ray run of a CPU stage, the images repeated (default 1024): more "
                              "rows measure the steady state a full dataset runs in")
+    parser.add_argument("--rounds", type=int, default=None, metavar="N",
+                        help="CPU stages: measure the Ray runs and the bare references in N interleaved "
+                             "rounds, summed (default 2), so a slow spell of the machine hits all alike")
     parser.add_argument("--scaling", default=None, metavar="N,N,...",
                         help="scaling run: the mask pipeline on synthetic sets of these image counts "
                              "(e.g. 1000,4000,16000); --out is then a folder (or a .json file)")
@@ -89,6 +92,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         settings.train_batch, settings.train_steps = 4, 2
     settings.images = args.images or settings.images
     settings.scaling_rows = args.rows or settings.scaling_rows
+    settings.rounds = args.rounds or settings.rounds
     settings.size = args.size or settings.size
     settings.source_size = max(settings.source_size, settings.size)
     settings.device = _device(args.device)
@@ -127,6 +131,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     try:
         stages = selected_stages(args.stages, args.ray)
         scaling_counts(args)  # bad counts: exit 2 before any work
+        for flag in ("rows", "rounds"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise ValueError(f"--{flag} must be at least 1 (got {getattr(args, flag)})")
         tracking = tracking_config(args) if args.mlflow else None
     except ValueError as error:  # ConfigError is a ValueError
         print(f"benchmark: {error}", file=sys.stderr)
