@@ -22,7 +22,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) jobs/sweep.py --config jobs/configs/demo.yaml
 
-# The CPU figures in the README's Performance section, in one command (about 35 minutes on 2
+# The CPU figures in the README's Performance section, in one command (about 45 minutes on 2
 # cores): every stage against its plain reference, then the scaling run.
 benchmark: $(STAMP)
 	$(PY) jobs/benchmark.py --out results/benchmark-cpu.json

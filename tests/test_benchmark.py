@@ -118,8 +118,8 @@ def test_quick_run_through_ray_reports_scaling(ray_local, tmp_path):
     assert set(both["cpu_seconds"]) == {"driver", "workers", "ray_system"}
     assert both["cpu_seconds"]["workers"] >= 0.5 * both["busy_seconds"] > 0
     assert all(value >= 0 for value in both["cpu_seconds"].values()) and both["idle_core_seconds"] >= 0
-    # interleaved rounds: every run covers all the rows, a rate per round, summed to one rate
-    assert grabcut["rounds"] == 2 and both["images"] == grabcut["ray"]["1"]["images"] == 8
+    # interleaved rounds: each run covers all the rows in each round, a rate per round, summed
+    assert grabcut["rounds"] == 2 and both["images"] == grabcut["ray"]["1"]["images"] == 2 * 8
     assert len(both["rounds_images_per_s"]) == 2 and all(r > 0 for r in both["rounds_images_per_s"])
     assert min(both["rounds_images_per_s"]) <= both["images_per_s"] <= max(both["rounds_images_per_s"])
     line = next(row for row in pipeline_table(payload).splitlines() if row.startswith("| grabcut |"))

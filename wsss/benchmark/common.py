@@ -53,7 +53,7 @@ class Settings:
     batch_size: int = 16  # rows per Ray Data batch in the pipeline stages (the pipeline's default)
     scaling_rows: int = 1024  # rows per Ray scaling run: the images repeated, so start-up and the
     # last, half-empty round of tasks do not dominate a steady-state rate (a real set has 7,000)
-    rounds: int = 2  # CPU stages: rounds the scaling rows and bare references are interleaved in
+    rounds: int = 2  # CPU stages: times each Ray run and bare reference is repeated, interleaved
     seed: int = 0
 
     def for_device(self) -> "Settings":

@@ -84,11 +84,10 @@ def scaled(stage: Callable, kwargs: dict, columns: dict, settings: Settings, bun
     (the images repeated as needed: steady state, not start-up, is what a full dataset sees),
     and each of ``references`` (a callable returning seconds): (runs, mean seconds per reference).
 
-    Everything is measured in ``settings.rounds`` interleaved rounds (each reference, then each
-    worker count on its share of the rows) and summed, so a slow spell of a shared machine
-    falls on every measurement alike instead of on whichever ran through it; each run keeps its
-    rounds' rates. ``bundled``: rows per task as the pipeline gives its CPU stages
-    (``cpu_batch_size`` of the whole run's rows)."""
+    Everything is measured ``settings.rounds`` times, interleaved (each reference, then each
+    worker count on all the rows), and summed, so a slow spell of a shared machine falls on
+    every measurement alike instead of on whichever ran through it; each run keeps its rounds'
+    rates. ``bundled``: rows per task as the pipeline gives its CPU stages (``cpu_batch_size``)."""
     ensure_ray(num_cpus=settings.workers)
     count = len(columns["image_id"])
     rows = max(count, settings.scaling_rows)
@@ -97,12 +96,11 @@ def scaled(stage: Callable, kwargs: dict, columns: dict, settings: Settings, bun
     references = references or {}
     spent = {name: [] for name in references}
     rounds: dict[int, list[dict]] = {workers: [] for workers in sorted({1, settings.workers})}
-    for share in np.array_split(np.arange(rows), max(1, min(settings.rounds, rows))):
+    for _ in range(max(1, settings.rounds)):
         for name, measure in references.items():
             spent[name].append(measure())
-        part = {key: values[share] for key, values in columns.items()}
         for workers, runs in rounds.items():
-            runs.append(ray_rate(stage, kwargs, part, workers, settings.batch_size, per_task))
+            runs.append(ray_rate(stage, kwargs, columns, workers, settings.batch_size, per_task))
     return ({workers: {**_summed(runs), "rows_per_task": per_task or settings.batch_size}
              for workers, runs in rounds.items()},
             {name: float(np.mean(seconds)) for name, seconds in spent.items()})

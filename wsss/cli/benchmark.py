@@ -58,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="rows per Ray run of a CPU stage, the images repeated (default 1024): more "
                              "rows measure the steady state a full dataset runs in")
     parser.add_argument("--rounds", type=int, default=None, metavar="N",
-                        help="CPU stages: measure the Ray runs and the bare references in N interleaved "
-                             "rounds, summed (default 2), so a slow spell of the machine hits all alike")
+                        help="CPU stages: repeat the Ray runs and the bare references N times, "
+                             "interleaved, and sum them (default 2), so a slow spell of the machine "
+                             "hits all alike")
     parser.add_argument("--scaling", default=None, metavar="N,N,...",
                         help="scaling run: the mask pipeline on synthetic sets of these image counts "
                              "(e.g. 1000,4000,16000); --out is then a folder (or a .json file)")
