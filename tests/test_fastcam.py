@@ -131,6 +131,41 @@ def test_heatmap_stage_runs_one_pass_and_stores_each_labelers_maps(batch):
     assert (out["error"] == "").all()
 
 
+def test_views_average_scales_and_the_mirror_and_share_every_pass(batch):
+    views = {"target": "labelled", "scales": [0.5, 1.0], "flip": True}
+    many = get_labeler_class("cam")(views, random_context())
+    one = get_labeler_class("cam")({"target": "labelled"}, random_context())
+    share_heatmaps([many, one])
+    averaged = many.heatmaps(batch["image"], batch["label"])
+    assert many._cam.passes == 4  # two scales, each plain and mirrored
+    plain = one.heatmaps(batch["image"], batch["label"])
+    assert many._cam.passes == 4  # the plain view at scale 1 was one of them
+    mirrored = batch["image"][:, :, ::-1]
+    parts = [plain, one.heatmaps(np.ascontiguousarray(mirrored), batch["label"])[:, :, ::-1]]
+    half = get_labeler_class("cam")({"target": "labelled", "scales": [0.5]}, random_context())
+    parts += [half.heatmaps(batch["image"], batch["label"]),
+              half.heatmaps(np.ascontiguousarray(mirrored), batch["label"])[:, :, ::-1]]
+    total = sum(parts)
+    expected = total / total.reshape(len(total), -1).max(axis=1)[:, None, None]  # peak 1, 0 kept
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+    assert averaged.shape == plain.shape and 0.0 <= averaged.min() and averaged.max() <= 1.0
+    assert not np.allclose(averaged, plain)  # the views change the map
+    many.close()
+    half.close()
+
+
+def test_heatmap_stage_makes_a_views_column_under_its_key(batch):
+    from wsss.labelers.base import HeatmapRef
+    from wsss.masks.stages import HeatmapStage
+
+    ref = HeatmapRef(method="cam", scales=[0.5, 1.0], flip=True)
+    stage = HeatmapStage([ref.model_dump()], random_context())
+    out = stage({**batch, "error": np.array([""] * 4, dtype=object)})
+    labeler = get_labeler_class("cam")(ref.labeler_params(), random_context())
+    np.testing.assert_array_equal(out[f"heatmap__{ref.key()}"],
+                                  labeler.heatmaps(batch["image"], batch["label"]).astype(np.float16))
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_maps_match_pytorch_grad_cam_at_224_px(method):
     """At 224 px the last feature map is 7 x 7 (at 64 px it is 2 x 2): the agreement holds where

@@ -302,3 +302,51 @@ def test_grabcut_and_mix_beat_the_raw_box(pets, capsys):
     with capsys.disabled():
         print("\nmicro Dice on 8 synthetic images:", {k: round(v, 4) for k, v in dice.items()})
     assert dice["grabcut"] > dice["box"] + 0.05 and dice["mix"] > dice["box"] + 0.05
+
+
+def test_seeded_grabcut_is_deterministic_and_grows_past_a_box_that_cuts_the_pet(pets):
+    batch, trimaps = pets
+    # a CAM that sees only the upper half of each pet: its box cuts the pet in two
+    half = batch["heatmap"].copy()
+    for heatmap in half:
+        rows = np.flatnonzero(heatmap.max(axis=1) >= 0.5)
+        heatmap[(rows[0] + rows[-1]) // 2:] *= 0.5
+    cut = dict(batch, heatmap=half)
+    seeded = make("grabcut", init="seeds")(cut)["mask"]
+    again = make("grabcut", init="seeds")(cut)["mask"]
+    np.testing.assert_array_equal(seeded, again)
+    boxed = make("grabcut", threshold=0.5)(cut)["mask"]
+    assert micro_dice(seeded, trimaps) > micro_dice(boxed, trimaps) + 0.05
+    assert make("mix", init="seeds")(cut)["mask"].sum() <= seeded.sum()  # mix ⊆ its GrabCut
+
+
+def test_seeded_grabcut_degenerate_seeds_fall_back_to_the_box_path():
+    flat = np.zeros((40, 40), np.float32)
+    flat[10:30, 10:30] = 0.2  # under seeds' lo (0.3): no pet seed, a box at threshold 0.1
+    labeler = make("grabcut", init="seeds", threshold=0.1)
+    mask = labeler(blob_batch(flat))["mask"][0]
+    assert mask.any() and not mask[:5].any()  # the box path ran: nothing far outside the box
+    nothing = make("grabcut", init="seeds")(blob_batch(np.zeros((40, 40), np.float32)))["mask"]
+    assert not nothing.any()  # no box: the empty policy (background)
+
+
+def test_seed_params_are_checked():
+    with pytest.raises(ValueError, match="sure_background"):
+        validate_params("grabcut", {"init": "seeds", "seeds": [0.7, 0.3]})
+    with pytest.raises(ValueError, match="box_source: dataset"):
+        validate_params("mix", {"init": "seeds", "box_source": "dataset"})
+
+
+def test_heatmap_views_name_their_column_and_change_the_sets_identity():
+    from wsss.labelers.base import HeatmapRef
+
+    one = HeatmapRef(method="cam")
+    views = HeatmapRef(method="cam", scales=[1.4, 0.6, 1.0], flip=True)
+    assert one.key() == "cam-labelled" and views.key() == "cam-labelled@0.6,1,1.4+flip"
+    assert HeatmapRef.from_key(views.key()) == views and HeatmapRef.from_key(one.key()) == one
+    plain = make("grabcut", heatmap={"method": "cam"})
+    viewed = make("grabcut", heatmap={"method": "cam", "scales": [0.6, 1.0, 1.4], "flip": True})
+    assert plain.fingerprint() != viewed.fingerprint()
+    assert viewed.heatmap_source().own_ref() == viewed.heatmap_ref()
+    with pytest.raises(ValueError, match="scales"):
+        HeatmapRef(method="cam", scales=[0.0])

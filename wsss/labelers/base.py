@@ -67,8 +67,38 @@ class ThresholdParams(LabelerParams):
         return self
 
 
-class HeatmapRef(LabelerParams):
-    """Which heatmap a CAM-based labeler builds on."""
+class HeatmapView(LabelerParams):
+    """How the classifier looks at an image for a heatmap: at which scales, mirrored or not.
+
+    Each scale resizes the classifier's input side (``scale * image_size`` it was trained at);
+    every view's map is normalised to [0, 1], brought to the image, summed, and the sum divided
+    by its peak (so 0 still means no view saw the class there). A classifier's CAM at its training size marks the most discriminative
+    part; smaller views see the whole animal in fewer cells, larger ones its edges in more.
+    """
+
+    scales: tuple[float, ...] = Field((1.0,), min_length=1, description=(
+        "input sizes as fractions of the classifier's training size, e.g. [0.6, 1.0, 1.4]"))
+    flip: bool = Field(False, description="also look at the mirrored image and average")
+
+    @field_validator("scales")
+    @classmethod
+    def _sane_scales(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.1 <= scale <= 4.0 for scale in value):
+            raise ValueError(f"scales {list(value)} must each lie in [0.1, 4]")
+        return tuple(sorted(set(value)))
+
+    def view_suffix(self) -> str:
+        """'' for one plain view; else '@0.6,1,1.4+flip' (part of the heatmap's column key)."""
+        if self.scales == (1.0,) and not self.flip:
+            return ""
+        return "@" + ",".join(f"{scale:g}" for scale in self.scales) + ("+flip" if self.flip else "")
+
+    def view_params(self) -> dict:
+        return {"scales": list(self.scales), "flip": self.flip}
+
+
+class HeatmapRef(HeatmapView):
+    """Which heatmap a CAM-based labeler builds on (method, target, and the views it averages)."""
 
     method: str = Field("gradcam", description="a registered heatmap method (cam_methods())")
     target: Literal["labelled", "predicted"] = "labelled"
@@ -81,7 +111,20 @@ class HeatmapRef(LabelerParams):
         return value
 
     def key(self) -> str:
-        return f"{self.method}-{self.target}"
+        return f"{self.method}-{self.target}{self.view_suffix()}"
+
+    @classmethod
+    def from_key(cls, key: str) -> "HeatmapRef":
+        """The ref whose ``key()`` is ``key``."""
+        kind, _, view = key.partition("@")
+        method, target = kind.split("-", 1)
+        scales, flip = view.removesuffix("+flip"), view.endswith("+flip")
+        parsed = [float(part) for part in scales.split(",")] if scales else [1.0]
+        return cls(method=method, target=target, scales=parsed, flip=flip)
+
+    def labeler_params(self) -> dict:
+        """Params of the heatmap labeler that makes this heatmap."""
+        return {"target": self.target, **self.view_params()}
 
 
 @dataclass(frozen=True)
@@ -161,7 +204,7 @@ class Labeler(ABC):
             if ref is None:
                 raise RuntimeError(f"labeler {self.name!r} builds on no heatmap")
             cls = get_labeler_class(ref.method)
-            self._heatmap_source = cls({"target": ref.target}, self.context)
+            self._heatmap_source = cls(ref.labeler_params(), self.context)
         return self._heatmap_source
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

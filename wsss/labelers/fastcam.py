@@ -30,6 +30,7 @@ from wsss.labelers.registry import cam_methods, get_labeler_class
 TARGETS = ("labelled", "predicted")
 NORM_EPS = 1e-7  # pytorch_grad_cam.utils.image.scale_cam_image
 BF16_ON_CUDA = False  # heatmap labelers on CUDA run the classifier under bf16 autocast
+RECENT_BATCHES = 16  # inputs SharedCams remembers: up to 8 scales x 2 mirrorings of a batch
 
 
 def ref_key(method: str, target: str) -> str:
@@ -183,26 +184,23 @@ class SharedCams:
         self.engine = engine
         self.kinds = list(dict.fromkeys(kinds))
         self.passes = 0  # forward passes actually run (a cache hit does not count)
-        self._batch: tuple[np.ndarray, np.ndarray] | None = None
-        self._maps: dict[str, np.ndarray] = {}
+        # the last few batches: labelers averaging several views each ask for every view
+        self._recent: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
 
     def add(self, method: str, target: str) -> None:
         if (method, target) not in self.kinds:
             self.kinds.append((method, target))
-            self._batch = None
+            self._recent = []
 
     def maps(self, images: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
         """``{key: maps}`` of every kind for N x H x W x 3 uint8 ``images``."""
         labels_array = np.asarray(labels if labels is not None else [], np.int64)
-        if self._batch is not None and self._same_batch(images, labels_array):
-            return self._maps
-        self._batch = None  # a failed pass must not leave a stale batch behind
-        self._maps = self.engine.heatmaps(images, labels, self.kinds)
+        for cached_images, cached_labels, maps in self._recent:
+            if (cached_images.shape == images.shape and np.array_equal(cached_labels, labels_array)
+                    and np.array_equal(cached_images, images)):
+                return maps
+        maps = self.engine.heatmaps(images, labels, self.kinds)
         self.passes += 1
-        self._batch = (np.array(images, copy=True), labels_array)
-        return self._maps
-
-    def _same_batch(self, images: np.ndarray, labels: np.ndarray) -> bool:
-        cached_images, cached_labels = self._batch
-        return (cached_images.shape == images.shape and np.array_equal(cached_labels, labels)
-                and np.array_equal(cached_images, images))
+        self._recent = [*self._recent[-(RECENT_BATCHES - 1):],
+                        (np.array(images, copy=True), labels_array, maps)]
+        return maps

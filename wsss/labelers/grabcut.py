@@ -31,14 +31,19 @@ Degenerate inputs never raise; each has one defined outcome (``grabcut_masks`` r
 - ``empty_result``: GrabCut keeps no foreground pixel -> the raw box (a box-sized guess
   beats an empty mask for an image known to hold a pet).
 - ``grabcut``: the normal case.
+
+``init: seeds`` (beyond the study) runs GrabCut on the whole image from the CAM itself instead
+of a rectangle: ``seed_labels`` and ``seeded_grabcut_into`` say how, and why real photos need
+it (outcome ``seeds``; degenerate seeds fall back to the box path above).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from wsss.labelers.box import BoxLabeler, BoxParams, apply_empty_policy
 from wsss.labelers.geometry import crop_around, has_box
@@ -50,12 +55,76 @@ MIN_BOX_SIDE = 2
 
 class GrabCutParams(BoxParams):
     iterations: int = Field(5, ge=1, le=100)
+    init: Literal["box", "seeds"] = Field(
+        "box", description="box: GrabCut in the CAM box (the study); seeds: GrabCut on the whole "
+                           "image from the CAM's own seeds (see seeds, sure_background)")
+    seeds: tuple[float, float] = Field(
+        (0.3, 0.7), description="init seeds: heatmap >= lo probable pet, >= hi sure pet")
+    sure_background: float = Field(
+        0.05, ge=0.0, le=1.0, description="init seeds: heatmap below this is sure background")
     margin: float | None = Field(
         1.0, ge=0.0, description="crop = box grown by this fraction of its side; null: image")
     margin_px: int = Field(8, ge=0, description="lower bound of the margin, in pixels")
     max_side: int | None = Field(
         None, ge=8, description="shrink the crop to this longest side first (fast path)")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _seeds_need_a_heatmap(self) -> "GrabCutParams":
+        lo, hi = self.seeds
+        if not self.sure_background <= lo <= hi <= 1.0:
+            raise ValueError(f"seeds {list(self.seeds)} with sure_background {self.sure_background}: "
+                             "need sure_background <= lo <= hi <= 1")
+        if self.init == "seeds" and self.box_source == "dataset":
+            raise ValueError("init: seeds reads the CAM's seeds; box_source: dataset gives boxes "
+                             "only (use init: box)")
+        return self
+
+
+def seed_labels(heatmap: np.ndarray, params: GrabCutParams) -> np.ndarray:
+    """GrabCut's initial labels from a heatmap: sure background where it is below
+    ``sure_background``, probable pet from ``seeds[0]``, sure pet from ``seeds[1]``, probable
+    background elsewhere."""
+    import cv2
+
+    lo, hi = params.seeds
+    labels = np.full(heatmap.shape, cv2.GC_PR_BGD, np.uint8)
+    labels[heatmap >= lo] = cv2.GC_PR_FGD
+    labels[heatmap >= hi] = cv2.GC_FGD
+    labels[heatmap < params.sure_background] = cv2.GC_BGD
+    return labels
+
+
+def seeded_grabcut_into(mask: np.ndarray, image: np.ndarray, heatmap: np.ndarray, box: np.ndarray,
+                        params: GrabCutParams) -> str:
+    """GrabCut on the whole image from the heatmap's seeds (``init: seeds``), into ``mask``.
+
+    A CAM box cuts the pet wherever the CAM misses a leg or the head, and GrabCut's rectangle
+    mode never labels pet outside it; seeds let GrabCut grow the pet anywhere the colours
+    carry it, and keep sure background where the classifier saw none of the class. Degenerate
+    seeds (no pet seed, or nothing but pet) fall back to the box path's outcomes.
+    """
+    import cv2
+
+    if not has_box(box):
+        return "no_box"
+    labels = seed_labels(heatmap, params)
+    odd = labels & 1
+    if odd.all() or not odd.any():
+        return grabcut_into(mask, image, box, params.model_copy(update={"init": "box"}))
+    background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
+    cv2.setRNGSeed(params.seed)
+    try:
+        cv2.grabCut(np.ascontiguousarray(image), labels, None, background, foreground,
+                    params.iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return grabcut_into(mask, image, box, params.model_copy(update={"init": "box"}))
+    if not (labels & 1).any():
+        x0, y0, x1, y1 = (int(v) for v in box)
+        mask[y0:y1, x0:x1] = 1
+        return "empty_result"
+    mask[:] = labels & 1
+    return "seeds"
 
 
 def frame_mask(height: int, width: int) -> np.ndarray:
@@ -145,12 +214,19 @@ def grabcut_into(mask: np.ndarray, image: np.ndarray, box: np.ndarray,
     return outcome
 
 
-def grabcut_masks(images: np.ndarray, boxes: np.ndarray,
-                  params: GrabCutParams) -> tuple[np.ndarray, list[str]]:
-    """N x H x W uint8 GrabCut masks for the boxes, and each image's outcome (module doc)."""
+def grabcut_masks(images: np.ndarray, boxes: np.ndarray, params: GrabCutParams,
+                  heatmaps: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    """N x H x W uint8 GrabCut masks for the boxes (or, with ``init: seeds``, the heatmaps'
+    seeds), and each image's outcome (module doc)."""
     masks = np.zeros(images.shape[:3], np.uint8)
-    outcomes = [grabcut_into(mask, image, box, params)
-                for mask, image, box in zip(masks, images, boxes)]
+    if params.init == "seeds":
+        if heatmaps is None:
+            raise ValueError("GrabCut with init: seeds needs the heatmaps")
+        outcomes = [seeded_grabcut_into(mask, image, heatmap, box, params)
+                    for mask, image, heatmap, box in zip(masks, images, heatmaps, boxes)]
+    else:
+        outcomes = [grabcut_into(mask, image, box, params)
+                    for mask, image, box in zip(masks, images, boxes)]
     return apply_empty_policy(masks, np.asarray(boxes), params.empty), outcomes
 
 
@@ -162,5 +238,5 @@ class GrabCutLabeler(BoxLabeler):
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
-        masks, _ = grabcut_masks(batch["image"], boxes, self.params)
+        masks, _ = grabcut_masks(batch["image"], boxes, self.params, batch.get("heatmap"))
         return {"mask": masks, "box": boxes}

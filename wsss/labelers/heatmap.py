@@ -15,7 +15,7 @@ import numpy as np
 
 from wsss.data.arrays import resize_image
 from wsss.identity import file_hash
-from wsss.labelers.base import Labeler, ThresholdParams, apply_threshold
+from wsss.labelers.base import HeatmapRef, HeatmapView, Labeler, ThresholdParams, apply_threshold
 from wsss.labelers.fastcam import BF16_ON_CUDA, CamEngine, SharedCams, ref_key
 from wsss.models.classifier import (
     WeightsMissingError,
@@ -28,7 +28,7 @@ from wsss.models.classifier import (
 RANDOM_CLASSIFIER_BACKBONE = "resnet18"
 
 
-class HeatmapParams(ThresholdParams):
+class HeatmapParams(ThresholdParams, HeatmapView):
     target: Literal["labelled", "predicted"] = "labelled"
 
 
@@ -96,20 +96,37 @@ class HeatmapLabeler(Labeler):
         model = copy.deepcopy(self._model)  # its own hooks: the engine's model stays clean
         return self.cam_factory(model, get_module(model, layer))
 
+    def own_ref(self) -> HeatmapRef:
+        """The heatmap this labeler makes, as box and SAM2 labelers name it."""
+        return HeatmapRef(method=self.name, target=self.params.target, **self.params.view_params())
+
     def heatmaps(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """N x H x W float32 heatmaps in [0, 1] for the labelled (or predicted) class."""
+        """N x H x W float32 heatmaps in [0, 1] for the labelled (or predicted) class: the
+        mean of every view (``scales`` x ``flip``), normalised per image."""
+        views = [(scale, mirrored) for scale in self.params.scales
+                 for mirrored in ((False, True) if self.params.flip else (False,))]
+        total = sum(self._view_maps(images, labels, scale, mirrored) for scale, mirrored in views)
+        if len(views) > 1:
+            total = total / np.maximum(total.reshape(len(total), -1).max(axis=1), 1e-7)[:, None, None]
+        return np.clip(total, 0.0, 1.0)
+
+    def _view_maps(self, images: np.ndarray, labels: np.ndarray, scale: float,
+                   mirrored: bool) -> np.ndarray:
+        """One view's maps at the images' size: the classifier at ``scale`` x its input size."""
         import cv2
 
         shared = self._build()
         height, width = images.shape[1:3]
-        inputs = images
-        if self._input_size and (height, width) != (self._input_size, self._input_size):
-            inputs = np.stack([resize_image(image, self._input_size) for image in images])
-        maps = shared.maps(inputs, labels)[ref_key(self.name, self.params.target)]
+        side = None if self._input_size is None and scale == 1.0 else \
+            round((self._input_size or height) * scale)
+        inputs = images[:, :, ::-1] if mirrored else images
+        if side and (height, width) != (side, side):
+            inputs = np.stack([resize_image(np.ascontiguousarray(image), side) for image in inputs])
+        maps = shared.maps(np.ascontiguousarray(inputs), labels)[ref_key(self.name, self.params.target)]
         if maps.shape[1:] != (height, width):
             maps = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
                              for m in maps])
-        return np.clip(maps, 0.0, 1.0)
+        return maps[:, :, ::-1] if mirrored else maps
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         heatmap = self.heatmaps(batch["image"], batch["label"])

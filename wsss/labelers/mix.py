@@ -101,6 +101,6 @@ class MixLabeler(GrabCutLabeler):
         boxes = self.boxes(batch)
         grabcut = batch.get("grabcut_mask")
         if grabcut is None:
-            grabcut, _ = grabcut_masks(batch["image"], boxes, self.params)
+            grabcut, _ = grabcut_masks(batch["image"], boxes, self.params, batch.get("heatmap"))
         mixed = self.mix_from_grabcut(batch["image"], boxes, grabcut)
         return {"mask": mixed, "box": boxes, "grabcut_mask": grabcut}

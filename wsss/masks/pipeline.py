@@ -24,7 +24,7 @@ from wsss.config import ConfigError, LabelerSpec, StudyConfig
 from wsss.data.pets import DatasetIndex, Record
 from wsss.data.prepare import describe_data, prepare_dataset
 from wsss.data.quarantine import Quarantine
-from wsss.labelers.base import LabelerContext
+from wsss.labelers.base import HeatmapRef, LabelerContext
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.stages import (
     FAULT_ENV,
@@ -144,7 +144,7 @@ def make_plans(config: StudyConfig, dataset: DatasetIndex, records: list[Record]
         uri = storage.join(config.pipeline.store, set_folder_name(key, set_fingerprint(identity)))
         is_heatmap = labeler.stage == "heatmap"
         ref = labeler.heatmap_ref()
-        heatmap_key = f"{spec.name}-{labeler.params.target}" if is_heatmap else (ref.key() if ref else None)
+        heatmap_key = labeler.own_ref().key() if is_heatmap else (ref.key() if ref else None)
         kind = "heatmaps" if is_heatmap else "masks"
         present = present_ids(uri, kind) & wanted
         sources = [plans[source] for source in spec.sources]
@@ -238,7 +238,7 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
     actors = config.pipeline.heatmap_actors or max(1, gpus)
     per_actor = actor_resources(gpus, gpu_stages=bool(refs) + bool(sam2_specs))
     if refs:
-        method_target = [dict(zip(("method", "target"), key.split("-", 1))) for key in refs]
+        method_target = [HeatmapRef.from_key(key).model_dump() for key in refs]
         dataset = dataset.map_batches(
             HeatmapStage, fn_constructor_kwargs={"refs": method_target, "fault": fault,
                                                  "context": context},

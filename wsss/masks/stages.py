@@ -209,7 +209,7 @@ class HeatmapStage:
         self.labelers = {}
         for ref_dict in refs:
             ref = HeatmapRef(**ref_dict)
-            self.labelers[ref.key()] = get_labeler_class(ref.method)({"target": ref.target}, context)
+            self.labelers[ref.key()] = get_labeler_class(ref.method)(ref.labeler_params(), context)
         share_heatmaps(list(self.labelers.values()))  # loads the classifier: a bad one fails here
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
