@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,12 +132,26 @@ def _runs(config):
     return mlflow.search_runs(experiment_names=[config.tracking.experiment], output_format="list")
 
 
+class Terminal(io.StringIO):
+    """A console stream that says it is a terminal: a stage's bar is redrawn at every step."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 @pytest.mark.slow
-def test_train_log_reuse_and_resume(ray_local, synthetic_root, tmp_path, capsys):
+def test_train_log_reuse_and_resume(ray_local, synthetic_root, tmp_path, capsys, monkeypatch):
     import mlflow
 
     config = _config(synthetic_root, tmp_path)
-    summary = run_classifier(config)
+    screen = Terminal()
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "stderr", screen)
+        summary = run_classifier(config)
+    drawn = screen.getvalue()  # the epoch shows as it ends, with its loss and accuracy
+    assert re.search(r"classifier ▕█{20}▏ 1/1 epochs train loss \d+\.\d{3}, val accuracy [01]\.\d{3}", drawn)
+    assert re.search(r"✓ test accuracy: [01]\.\d{3} on \d+ images", drawn)
+    assert "✓ classifier: trained resnet18" in drawn
     path = Path(summary["checkpoint"])
     assert not summary["reused"] and path.is_file()
     model, meta = load_classifier(path)

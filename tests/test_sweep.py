@@ -1,6 +1,7 @@
 """The main job on real local Ray and a real SQLite MLflow store: end to end, rerun, kill + resume."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import yaml
 from conftest import KEPT_LABELERS, KEPT_TRIALS, REPO, scaled_down_smoke
 
 import mlflow
+from wsss.cli.sweep import show_result
 from wsss.config import ConfigError, load_config, parse_config
 from wsss.sweep.run import run_sweep
 
 pytestmark = pytest.mark.slow
+SWEEP_STAGES = ["start", "data", "classifier", "mask sets", "trials", "logging", "total"]
 
 
 def runs_by_stage(config) -> dict[str, list]:
@@ -43,6 +46,9 @@ def test_sweep_logs_parent_and_children(finished_sweep):
     stages = runs_by_stage(config)
     (parent,) = stages["sweep"]
     assert {"summary.md", "summary.csv", "sweep.json"} <= artifact_names(parent)
+    assert list(result["stage_seconds"]) == SWEEP_STAGES
+    assert {f"stage_seconds_{stage.replace(' ', '_')}" for stage in SWEEP_STAGES} <= set(parent.data.metrics)
+    assert parent.data.metrics["stage_seconds_total"] >= parent.data.metrics["stage_seconds_trials"] > 0
     children = [run for stage, runs in stages.items() if stage != "sweep" for run in runs]
     assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id for run in children)
     assert len(stages["classifier"]) == 1
@@ -86,13 +92,16 @@ def test_summary_shows_the_quality_of_what_each_trial_trained_on(finished_sweep)
     assert by_run["gradcam-0.1"]["labels_dice"] is None and by_run["box-then-mix"]["labels_dice"] is None
 
 
-def test_rerun_is_a_no_op(finished_sweep):
+def test_rerun_is_a_no_op(finished_sweep, capsys):
     config, result, _ = finished_sweep
     before = {stage: len(runs) for stage, runs in runs_by_stage(config).items()}
     again = run_sweep(config)
     assert {stage: len(runs) for stage, runs in runs_by_stage(config).items()} == before
     assert again["parent_run_id"] == result["parent_run_id"]
     assert again["rows"] == result["rows"]
+    show_result(config, again)  # what `wsss sweep` prints at the end
+    stages_line = "stages: " + " · ".join(rf"{stage} \d+ s" for stage in SWEEP_STAGES)
+    assert re.search(f"^{stages_line}$", capsys.readouterr().out, re.MULTILINE)
 
 
 def test_killed_sweep_finishes_when_started_again(ray_local, tmp_path):

@@ -1,10 +1,39 @@
-"""The sweep's trials on the console: one progress line, fed by a Tune callback in the driver."""
+"""The sweep on the console: the trials' progress line, fed by a Tune callback in the driver,
+and the seconds each stage took, for the final summary."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import time
+from typing import Any, Iterator
 
 from wsss import console
+
+
+class StageClock:
+    """Wall-clock seconds of each stage of a sweep, in the order they ran."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the ``with`` body as ``name`` (a stage timed twice adds up)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def totals(self) -> dict[str, float]:
+        """Each stage's seconds and, last, ``total``: everything since the clock started."""
+        return {**self.seconds, "total": time.perf_counter() - self.started}
+
+
+def stages_line(seconds: dict[str, float]) -> str:
+    """``stages: data 3 s · classifier 137 s · … · total 690 s``."""
+    return "stages: " + " · ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
 
 
 def trial_progress(total: int) -> Any:

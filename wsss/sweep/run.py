@@ -25,11 +25,12 @@ from wsss.masks.pipeline import cluster_resources, generate_masks, labeler_conte
 from wsss.masks.tracking import log_mask_set, made_on_random_weights
 from wsss.metrics import flat_metrics
 from wsss.raycluster import ensure_ray
-from wsss.sweep.progress import trial_progress
+from wsss.sweep.progress import StageClock, trial_progress
 from wsss.sweep.tracking import (
     KEY_TAG,
     find_parent,
     log_direct_eval,
+    log_stage_seconds,
     log_summary,
     logged_keys,
     set_best_alias,
@@ -265,44 +266,75 @@ def log_trials(config: StudyConfig, results: list[Any], trials: list[dict], pare
     return failures
 
 
-def run_sweep(config: StudyConfig) -> dict[str, Any]:
-    """Run every stage of the study that is not done yet; returns the summary rows."""
-    import mlflow
-
-    config = config.resolved()  # trials and workers run elsewhere: hand them absolute paths
-    ensure_ray()
-    cpus, gpus = cluster_resources()
+def checked_trials(config: StudyConfig, cpus: int, gpus: int) -> list[dict[str, Any]]:
+    """Every trial of the sweep, each checked to fit the cluster and to be a valid config."""
     concurrency(config, cpus, gpus)  # a trial that cannot fit fails here, before any work
     trials = expand_trials(config)
     study = config.model_dump(mode="json")
     for trial in trials:
         trial_config(study, trial["overrides"], trial["name"])  # every trial is valid before any work
-    dataset = prepare_dataset(config.data)
-    console.say(describe_data(dataset))
-    trials, skipped = runnable_trials(trials, study, dataset)
-    fingerprint = sweep_fingerprint(config, dataset)
-    experiment_id = tracking.configure(config.tracking)
-    parent_id = start_parent(config, fingerprint, experiment_id, trials)
-    done = logged_keys(experiment_id, parent_id)
-    checkpoint = resolve_classifier(config, parent_run_id=parent_id)
-    if config.labelers:
-        summary = generate_masks(config, dataset, labeler_context(config, checkpoint))
-        logging.getLogger(__name__).info("%s", summary.format())
-        log_mask_sets(config, summary, dataset.split("trainval", "test"), parent_id, done)
-        if dataset.has_truth:  # a direct evaluation scores masks as predictions: needs truth
-            log_direct_evals(config, summary, dataset, parent_id, done)
-        elif config.sweep.direct_eval:
-            print("no ground truth: the direct evaluations (masks scored as predictions) are skipped",
-                  file=sys.stderr)
-    results = run_tune(config, fingerprint, trials, cpus, gpus)
+    return trials
+
+
+def make_mask_sets(config: StudyConfig, dataset: Any, checkpoint: str | None, parent_id: str,
+                   done: set[str]) -> None:
+    """Generate the mask sets (each resumed where it stopped), log them and their direct
+    evaluations."""
+    if not config.labelers:
+        return
+    summary = generate_masks(config, dataset, labeler_context(config, checkpoint))
+    logging.getLogger(__name__).info("%s", summary.format())
+    log_mask_sets(config, summary, dataset.split("trainval", "test"), parent_id, done)
+    if dataset.has_truth:  # a direct evaluation scores masks as predictions: needs truth
+        log_direct_evals(config, summary, dataset, parent_id, done)
+    elif config.sweep.direct_eval:
+        print("no ground truth: the direct evaluations (masks scored as predictions) are skipped",
+              file=sys.stderr)
+
+
+def log_outcome(config: StudyConfig, results: list[Any], trials: list[dict], experiment_id: str,
+                parent_id: str, done: set[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """Log the trials' runs, the best model's alias and the summary on the parent run."""
     failures = log_trials(config, results, trials, parent_id, done)
     best = (set_best_alias(experiment_id, parent_id, config.tracking.registered_name())
             if config.tracking.register_model else None)
     rows = summary_rows(experiment_id, parent_id)
-    log_summary(parent_id, rows, {"fingerprint": fingerprint, "failures": failures,
-                                  "classifier": checkpoint, "trials": len(trials), "best_model": best,
-                                  "skipped_trials": skipped})
-    mlflow.MlflowClient().set_terminated(parent_id, "FAILED" if failures else "FINISHED")
-    return {"rows": rows, "markdown": to_markdown(rows), "failures": failures,
-            "parent_run_id": parent_id, "experiment": config.tracking.experiment, "best_model": best,
-            "scored": dataset.has_truth}
+    log_summary(parent_id, rows, {**extra, "failures": failures, "best_model": best})
+    return {"rows": rows, "markdown": to_markdown(rows), "failures": failures, "best_model": best}
+
+
+def run_sweep(config: StudyConfig) -> dict[str, Any]:
+    """Run every stage of the study that is not done yet; returns the summary rows and the
+    seconds each stage took (also metrics of the parent run)."""
+    import mlflow
+
+    clock = StageClock()
+    config = config.resolved()  # trials and workers run elsewhere: hand them absolute paths
+    with clock.stage("start"):
+        ensure_ray()
+        cpus, gpus = cluster_resources()
+        trials = checked_trials(config, cpus, gpus)
+    with clock.stage("data"):
+        dataset = prepare_dataset(config.data)
+        console.say(describe_data(dataset))
+        trials, skipped = runnable_trials(trials, config.model_dump(mode="json"), dataset)
+        fingerprint = sweep_fingerprint(config, dataset)
+    with clock.stage("start"):  # the parent run (found again on a rerun) counts as getting going
+        experiment_id = tracking.configure(config.tracking)
+        parent_id = start_parent(config, fingerprint, experiment_id, trials)
+        done = logged_keys(experiment_id, parent_id)
+    with clock.stage("classifier"):
+        checkpoint = resolve_classifier(config, parent_run_id=parent_id)
+    with clock.stage("mask sets"):
+        make_mask_sets(config, dataset, checkpoint, parent_id, done)
+    with clock.stage("trials"):
+        results = run_tune(config, fingerprint, trials, cpus, gpus)
+    with clock.stage("logging"):
+        outcome = log_outcome(config, results, trials, experiment_id, parent_id, done,
+                              {"fingerprint": fingerprint, "classifier": checkpoint,
+                               "trials": len(trials), "skipped_trials": skipped})
+    seconds = clock.totals()
+    log_stage_seconds(parent_id, seconds)
+    mlflow.MlflowClient().set_terminated(parent_id, "FAILED" if outcome["failures"] else "FINISHED")
+    return {**outcome, "parent_run_id": parent_id, "experiment": config.tracking.experiment,
+            "scored": dataset.has_truth, "stage_seconds": seconds}

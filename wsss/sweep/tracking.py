@@ -163,6 +163,16 @@ def log_summary(parent_id: str, rows: list[dict[str, Any]], extra: dict[str, Any
     client.log_text(parent_id, json.dumps(extra, indent=2, default=str), "sweep.json")
 
 
+def log_stage_seconds(parent_id: str, seconds: dict[str, float]) -> None:
+    """Each stage's seconds as a ``stage_seconds_<stage>`` metric of the parent run; a rerun's
+    (shorter: it does only what is missing) become the latest values."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for stage, value in seconds.items():
+        client.log_metric(parent_id, f"stage_seconds_{stage.replace(' ', '_')}", value)
+
+
 def set_best_alias(experiment_id: str, parent_id: str, model_name: str) -> dict[str, Any] | None:
     """Give the sweep's best registered model the alias ``best``: by test Dice where the data
     has ground truth to score with (as the summary ranks), else by val Dice against each run's

@@ -41,6 +41,7 @@ from wsss.train.common import (
     shuffled_order,
     worker_device,
 )
+from wsss.train.progress import epoch_progress
 
 SHUFFLE_ROWS = 512  # local shuffle buffer per worker (rows)
 CHECKPOINT_NAME = "classifier.pt"
@@ -205,7 +206,13 @@ def _summary(path: Path | str, meta: dict[str, Any], reused: bool) -> dict[str, 
             "reused": reused}
 
 
-def _fit(config: StudyConfig, splits: dict[str, Any], classes: int, storage_root: str, name: str):
+def epoch_note(metrics: dict[str, Any]) -> str:
+    """What the console shows beside the epoch bar: the latest epoch's loss and accuracy."""
+    return f"train loss {metrics['train_loss']:.3f}, val accuracy {metrics['val_accuracy']:.3f}"
+
+
+def _fit(config: StudyConfig, splits: dict[str, Any], classes: int, storage_root: str, name: str,
+         stage: console.Stage):
     from ray.train.torch import TorchTrainer
 
     section = config.classifier
@@ -214,21 +221,22 @@ def _fit(config: StudyConfig, splits: dict[str, Any], classes: int, storage_root
         weights = str(Path(weights).resolve())  # workers run in another directory
     columns = {name: {"image": splits[name].images, "label": splits[name].labels}
                for name in ("train", "val")}
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"backbone": section.backbone, "weights": weights, "lr": section.lr,
-                           "epochs": section.epochs, "batch_size": section.batch_size,
-                           "eval_batch_size": section.eval_batch_size, "seed": section.seed,
-                           "num_classes": classes},
-        scaling_config=scaling_config(section.scaling),
-        run_config=run_config(storage_root, name, metric="val_accuracy",
-                              max_failures=section.max_failures),
-        datasets={"train": arrays_dataset(columns["train"],
-                                          shuffled_order(len(splits["train"]), section.seed)),
-                  "val": arrays_dataset(columns["val"])},
-        dataset_config=data_config(("train",)),
-    )
-    return trainer.fit()
+    with epoch_progress(stage, section.epochs, epoch_note) as callbacks:
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={"backbone": section.backbone, "weights": weights, "lr": section.lr,
+                               "epochs": section.epochs, "batch_size": section.batch_size,
+                               "eval_batch_size": section.eval_batch_size, "seed": section.seed,
+                               "num_classes": classes},
+            scaling_config=scaling_config(section.scaling),
+            run_config=run_config(storage_root, name, metric="val_accuracy",
+                                  max_failures=section.max_failures, callbacks=callbacks),
+            datasets={"train": arrays_dataset(columns["train"],
+                                              shuffled_order(len(splits["train"]), section.seed)),
+                      "val": arrays_dataset(columns["val"])},
+            dataset_config=data_config(("train",)),
+        )
+        return trainer.fit()
 
 
 def _measure_test(config: StudyConfig, checkpoint, classes: int, test) -> float | None:
@@ -240,8 +248,11 @@ def _measure_test(config: StudyConfig, checkpoint, classes: int, test) -> float 
     scaling = config.classifier.scaling
     task = ray.remote(_test_accuracy).options(num_cpus=scaling.cpus_per_worker,
                                               num_gpus=1 if scaling.use_gpu else 0)
-    return ray.get(task.remote(checkpoint, config.classifier.backbone, classes, test.images,
-                               test.labels, config.classifier.eval_batch_size))
+    with console.Stage("test accuracy") as stage:  # a full test split takes a while on CPUs
+        score = ray.get(task.remote(checkpoint, config.classifier.backbone, classes, test.images,
+                                    test.labels, config.classifier.eval_batch_size))
+        stage.done(f"{score:.3f} on {len(test)} images")
+    return score
 
 
 def _log_and_save(config: StudyConfig, path: Path | str, model, history: list[dict],
@@ -281,8 +292,8 @@ def _log_and_save(config: StudyConfig, path: Path | str, model, history: list[di
 def run_classifier(config: StudyConfig, parent_run_id: str | None = None) -> dict[str, Any]:
     """Train (or reuse, or resume) the breed classifier; {checkpoint, test/val accuracy, run_id}."""
     check_classifier_config(config)
-    with console.Stage("classifier") as stage:
-        summary = _classifier(config, parent_run_id)
+    with console.Stage("classifier", unit="epochs") as stage:  # the bar counts epochs as they end
+        summary = _classifier(config, parent_run_id, stage)
         how = "reused" if summary["reused"] else f"trained {config.classifier.backbone}"
         scores = ", ".join(f"{name} accuracy {summary[f'{name}_accuracy']:.3f}" for name in ("val", "test")
                            if summary.get(f"{name}_accuracy") is not None)
@@ -290,7 +301,7 @@ def run_classifier(config: StudyConfig, parent_run_id: str | None = None) -> dic
     return summary
 
 
-def _classifier(config: StudyConfig, parent_run_id: str | None) -> dict[str, Any]:
+def _classifier(config: StudyConfig, parent_run_id: str | None, stage: console.Stage) -> dict[str, Any]:
     import torch
 
     section = config.classifier
@@ -307,7 +318,7 @@ def _classifier(config: StudyConfig, parent_run_id: str | None) -> dict[str, Any
         build_classifier(section.backbone, section.weights, len(dataset.classes))  # fails now if it must
     splits = decoded_splits(config, dataset, section.image_size, min_train=1)
     result = _fit(config, splits, len(dataset.classes), storage.absolute(section.storage),
-                  classifier_run_name(config, fingerprint))
+                  classifier_run_name(config, fingerprint), stage)
     best = result.get_best_checkpoint("val_accuracy", "max")
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
     meta = {"fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint(),
