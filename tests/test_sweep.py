@@ -86,6 +86,8 @@ def test_summary_shows_the_quality_of_what_each_trial_trained_on(finished_sweep)
     quality = labels_quality([run for runs in stages.values() for run in runs])
     assert labels_dice("gradcam", "0.5", quality) == logged["gradcam"]  # the set's own threshold
     assert labels_dice("gradcam", "0.1", quality) is None
+    # a trial that sets no threshold reads the set at its own (MLflow holds the param as "None")
+    assert labels_dice("gradcam", "None", quality) == logged["gradcam"]
     assert labels_dice("mix", "-", quality) == logged["mix"]
     by_run = {row["run"]: row for row in result["rows"]}
     assert by_run["unet-gt"]["labels_dice"] == 1.0

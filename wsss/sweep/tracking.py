@@ -99,7 +99,7 @@ def labels_dice(labels: str, threshold: str, quality: dict[str, tuple[str | None
     if labels not in quality:
         return None
     logged_threshold, dice = quality[labels]
-    if logged_threshold is not None and threshold not in ("-", None) \
+    if logged_threshold is not None and threshold not in ("-", None, "None") \
             and float(threshold) != float(logged_threshold):
         return None
     return dice
