@@ -200,3 +200,22 @@ def test_claim_check_compares_label_spread_with_architecture_spread():
     check = claim_check(points)
     assert check["n"] == 3 and check["pearson"] > 0.99 and check["spearman"] == pytest.approx(1.0)
     assert check["label_spread"] == pytest.approx(0.5) and check["architecture_spread"] == pytest.approx(0.05)
+
+
+@pytest.mark.slow
+def test_grids_show_the_labels_each_trial_learnt_from(report):
+    from wsss.report.grids import learnt_from, stored_masks
+    from wsss.report.runs import load_sweep
+
+    config, _ = report
+    runs = load_sweep(config.tracking.experiment, config.tracking.tracking_uri)
+    trials = {run.data.tags.get("labels"): run for run in runs.stage("train")}
+    box_then_mix = next(run for run in runs.stage("train") if run.data.params.get("labels", "").endswith("mix:2"))
+    mix = stored_masks(runs, "mix")
+    image_id = sorted(mix.ids())[0]
+    target = np.zeros((64, 64), np.uint8)
+    assert np.array_equal(learnt_from(runs, box_then_mix)(image_id, target), mix.read(image_id))
+    assert learnt_from(runs, box_then_mix)("no-such-image", target).tolist() == \
+        np.full((64, 64), 255, np.uint8).tolist()  # not in the set: all ignore, never invented
+    target[10:20, 10:20] = 1
+    assert np.array_equal(learnt_from(runs, trials["gt"])(image_id, target), target)

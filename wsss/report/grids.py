@@ -1,4 +1,5 @@
-"""Figure grids in the study's style: input | ground truth | prediction | overlay.
+"""Figure grids in the study's style: input | ground truth | labels it learnt from | prediction |
+overlay.
 
 One run per method (its best by test Dice): a trained model's checkpoint artifact predicts on
 the CPU; a direct evaluation's prediction is its stored mask. Two grids per method: the same
@@ -27,7 +28,8 @@ from wsss.models.segmentation import load_segmentation
 from wsss.report.runs import SweepRuns, is_random_init, metric
 from wsss.train.steps import predict_logits
 
-COLUMNS = ["input", "ground truth", "prediction", "overlay: ground truth\ngreen, prediction red"]
+COLUMNS = ["input", "ground truth", "pseudo-mask (its labels)", "prediction",
+           "overlay: ground truth\ngreen, prediction red"]
 PER_IMAGE_ARTIFACT = "test_per_image.csv"
 PREDICT_BATCH = 16
 SCORED_HERE = 500  # at most this many test images are predicted here to find a run's worst
@@ -39,7 +41,8 @@ class Predictor:
 
     key: str  # the method, as the grid's file name and caption show it
     run: Any
-    predict: Callable[[list[str]], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    # {id: (image, ground truth, prediction, labels it learnt from)}
+    predict: Callable[[list[str]], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]
 
 
 def read_per_image(runs: SweepRuns, run: Any) -> dict[str, float]:
@@ -59,11 +62,38 @@ def _image(record: Any, size: int) -> np.ndarray:
     return resize_image(decode_image(record.image_path), size)
 
 
+def stored_masks(runs: SweepRuns, labeler_id: str) -> MaskSet | None:
+    """The mask set a labeler id's pseudo_masks run logged, where its store is still readable."""
+    mask_run = runs.mask_set_run(labeler_id)
+    store = mask_run.data.params.get("store") if mask_run is not None else None
+    manifest = read_manifest(store) if store else None
+    return MaskSet(store, manifest) if manifest is not None else None
+
+
+def learnt_from(runs: SweepRuns, run: Any) -> Callable[[str, np.ndarray], np.ndarray]:
+    """``(id, ground truth) -> labels`` a trial learnt from last: its pseudo-mask (all ignore
+    where the set is not readable here), or the ground truth for a supervised run."""
+    text = run.data.params.get("labels") or run.data.tags.get("labels") or "gt"
+    last = text.split(",")[-1].split(":")[0].strip()
+    mask_set = None if last == "gt" else stored_masks(runs, last)
+    present = mask_set.ids() if mask_set is not None else set()
+
+    def labels(image_id: str, target: np.ndarray) -> np.ndarray:
+        if last == "gt":
+            return target
+        if image_id not in present:
+            return np.full(target.shape, 255, np.uint8)
+        return resize_mask(mask_set.read(image_id), target.shape)
+
+    return labels
+
+
 def model_predictor(runs: SweepRuns, run: Any, records: dict, policy: str) -> Predictor | None:
     """A trained run's checkpoint artifact, loaded on the CPU."""
     local = runs.download(run, "checkpoint/tested_model.pt")
     if local is None:
         return None
+    labels_of = learnt_from(runs, run)
 
     loaded: list = []  # the model, loaded once on first use
 
@@ -79,21 +109,27 @@ def model_predictor(runs: SweepRuns, run: Any, records: dict, policy: str) -> Pr
             images = np.stack([_image(records[i], size) for i in chunk])
             logits = predict_logits(model, torch.as_tensor(images), torch.device("cpu"))
             masks = (logits[:, 0] > 0).numpy().astype(np.uint8)
-            found.update({i: (image, _ground_truth(records[i], (size, size), policy), mask)
-                          for i, image, mask in zip(chunk, images, masks)})
+            for image_id, image, mask in zip(chunk, images, masks):
+                target = _ground_truth(records[image_id], (size, size), policy)
+                found[image_id] = (image, target, mask, labels_of(image_id, target))
         return found
 
-    return Predictor(run.data.tags.get("method") or run.info.run_name, run, predict)
+    return Predictor(trial_key(run), run, predict)
+
+
+def trial_key(run: Any) -> str:
+    """What a trained run's grid is named by: its method, or the mask set it learnt from where
+    that differs (two GrabCut sets, one in the CAM box and one seeded, each get their grids)."""
+    method = run.data.tags.get("method") or run.info.run_name
+    labels = run.data.tags.get("labels", "")
+    return labels if labels and labels not in (method, "gt", "schedule") else method
 
 
 def mask_predictor(runs: SweepRuns, run: Any, records: dict, policy: str) -> Predictor | None:
-    """A direct evaluation: the stored mask set is the prediction."""
-    mask_run = runs.mask_set_run(run.data.tags.get("labels", ""))
-    store = mask_run.data.params.get("store") if mask_run is not None else None
-    manifest = read_manifest(store) if store else None
-    if manifest is None:
+    """A direct evaluation: the stored mask set is the prediction (and what it learnt from)."""
+    mask_set = stored_masks(runs, run.data.tags.get("labels", ""))
+    if mask_set is None:
         return None
-    mask_set = MaskSet(store, manifest)
     present = mask_set.ids()
 
     def predict(ids: list[str]) -> dict:
@@ -102,7 +138,7 @@ def mask_predictor(runs: SweepRuns, run: Any, records: dict, policy: str) -> Pre
             mask = mask_set.read(image_id)
             image = _image(records[image_id], mask.shape[0])
             found[image_id] = (image, _ground_truth(records[image_id], mask.shape, policy),
-                               (mask == 1).astype(np.uint8))
+                               (mask == 1).astype(np.uint8), mask)
         return found
 
     return Predictor(f"{run.data.tags.get('labels')} (mask as prediction)", run, predict)
@@ -111,7 +147,7 @@ def mask_predictor(runs: SweepRuns, run: Any, records: dict, policy: str) -> Pre
 def per_image_dice(predictor: Predictor, ids: list[str]) -> dict[str, float]:
     """Dice per image, scored here (for predictions that have no logged per-image scores)."""
     return {i: scores(confusion(prediction, target))["dice"]
-            for i, (_, target, prediction) in predictor.predict(ids).items()}
+            for i, (_, target, prediction, _) in predictor.predict(ids).items()}
 
 
 def test_ids(runs: SweepRuns, logged: dict[str, dict[str, float]]) -> list[str]:
@@ -139,8 +175,9 @@ def representatives(runs: SweepRuns, policy: str) -> list[Any]:
         score = metric(run, "test", policy, "dice")
         if score is None:
             continue
+        direct = run.data.tags.get("stage") == "direct_eval"
         key = (run.data.tags.get("stage"), run.data.tags.get("method") or run.info.run_name,
-               run.data.tags.get("labels") if run.data.tags.get("stage") == "direct_eval" else "")
+               run.data.tags.get("labels") if direct else trial_key(run))
         if key not in best or score > metric(best[key], "test", policy, "dice"):
             best[key] = run
     return [best[k] for k in sorted(best, key=lambda k: (k[0] != "train", k[1], k[2]))]
@@ -158,8 +195,8 @@ def draw(predictor: Predictor, ids: list[str], scores: dict[str, float], title: 
         return None
     rows, labels = [], []
     for image_id in (i for i in ids if i in found):
-        image, target, prediction = found[image_id]
-        rows.append([image, mask_to_rgb(target), mask_to_rgb(prediction),
+        image, target, prediction, learnt = found[image_id]
+        rows.append([image, mask_to_rgb(target), mask_to_rgb(learnt), mask_to_rgb(prediction),
                      overlay(image, target, prediction)])
         dice = scores.get(image_id)
         labels.append(image_id if dice is None else f"{image_id}\nDice {dice:.3f}")
