@@ -160,17 +160,21 @@ def test_memory_sampler_catches_a_short_lived_allocation():
     # the driver is read often enough (tens of times a second) that a transient the size of a
     # loaded checkpoint is caught on every run, so a flat stage is not reported as growing
     # because one run's samples happened to land on it
+    import mmap
     import time
 
     import numpy as np
 
     with MemorySampler() as peaks:
         started = time.monotonic()
-        block = np.ones(64 * MB, dtype=np.uint8)  # written, so every page is resident
+        # fresh pages from the kernel: a heap block could reuse memory an earlier test freed
+        # and the allocator kept resident, and then no sampler could see it grow
+        block = mmap.mmap(-1, 64 * MB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        np.frombuffer(block, dtype=np.uint8)[:] = 1  # written, so every page is resident
         while peaks.private_peak - peaks.private_start < 48 * MB and time.monotonic() - started < 5:
             time.sleep(0.005)
         held = time.monotonic() - started
-        del block
+        block.close()
         time.sleep(0.3)
     assert peaks.private_peak - peaks.private_start >= 48 * MB
     assert peaks.samples >= 10 * (held + 0.3)  # >= 10 reads a second (the old 0.2-s sampler: 5)

@@ -493,3 +493,27 @@ def test_paired_augment_flips_extra_maps_with_the_target():
     _, flipped, flipped_weights = paired_augment(images, targets, torch.Generator().manual_seed(0),
                                                  extras=(weights,))
     assert torch.equal(flipped_weights, flipped * 200)  # one flip decision for both
+
+
+@pytest.mark.slow
+def test_wsss_train_shows_each_epoch_as_it_ends(ray_quiet, synthetic_root, tmp_path, monkeypatch):
+    import io
+    import re
+    import sys
+
+    from wsss.train.segmentation import train_segmentation
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:  # a stage's bar is redrawn at every step on a terminal
+            return True
+
+    config = study(synthetic_root, tmp_path, workers=1, epochs=2, limit=6,
+                   model_options={"width": 0.125})
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    summary = train_segmentation(config, name="shown")
+    drawn = screen.getvalue()
+    assert re.search(r"training ▕█{10}░{10}▏ 1/2 epochs train loss \d+\.\d{3}, val Dice [01]\.\d{3}", drawn)
+    assert re.search(r"training ▕█{20}▏ 2/2 epochs train loss", drawn)
+    assert re.search(r"✓ training: test Dice [01]\.\d{3} on \d+ images", drawn)
+    assert summary["run_id"]

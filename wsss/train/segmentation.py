@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from wsss import storage
+from wsss import console, storage
 from wsss.config import ConfigError, StudyConfig, label_keys, resolve_select
 from wsss.data.arrays import RowsById, reference, split_rows
 from wsss.data.prepare import prepare_dataset
@@ -51,6 +51,7 @@ from wsss.train.common import (
     shuffled_order,
 )
 from wsss.train.labels import MaskSetSource, SelfTrainingSource, make_schedule, resolve_schedule
+from wsss.train.progress import epoch_progress
 from wsss.train.steps import ground_truth_targets
 from wsss.train.tracking import log_training, sample_figure
 from wsss.train.worker import BEST_METRIC, FAIL_ONCE_ENV, train_loop
@@ -419,11 +420,24 @@ def _finish(returned: dict, run_dir: str, test_arrays, border_policy: str, param
 def train_segmentation(config: StudyConfig, *, labels: Any = None, model: str | None = None,
                        model_options: dict[str, Any] | None = None, name: str | None = None,
                        parent_run_id: str | None = None) -> dict[str, Any]:
-    """Fit, then log one MLflow run; the outcome's summary plus ``run_id``."""
-    outcome = fit_segmentation(config, labels=labels, model=model, model_options=model_options,
-                               name=name)
+    """Fit (its epochs on the console as they end), then log one MLflow run; the outcome's
+    summary plus ``run_id``."""
+    with console.Stage("training", unit="epochs") as stage, \
+            epoch_progress(stage, config.train.epochs, epoch_note) as callbacks:
+        outcome = fit_segmentation(config, labels=labels, model=model, model_options=model_options,
+                                   name=name, callbacks=callbacks)
+        stage.done(f"test Dice {outcome.test['micro']['dice']:.3f} on {outcome.test['images']} images"
+                   if outcome.test.get("images") else "trained (no ground truth to test on)")
     run_id = log_training(config, outcome, parent_run_id=parent_run_id)
     return {**outcome.summary(), "run_id": run_id}
+
+
+def epoch_note(metrics: dict[str, Any]) -> str:
+    """Beside the epoch bar: the latest epoch's train loss and val Dice (against what the run
+    validates on); the final test report carries neither and shows nothing."""
+    if "train_loss" not in metrics:
+        return ""
+    return f"train loss {metrics['train_loss']:.3f}, val Dice {metrics.get('val_micro_dice', float('nan')):.3f}"
 
 
 __all__ = ["TrainingOutcome", "fit_segmentation", "train_segmentation", "resolve_weights"]
