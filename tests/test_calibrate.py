@@ -1,0 +1,50 @@
+"""jobs/calibrate.py: thresholds and seeds scored on the development half only."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from wsss.config import parse_config
+from wsss.data.pets import index
+from wsss.models.classifier import build_classifier, save_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def calibrate_module():
+    spec = importlib.util.spec_from_file_location("calibrate", REPO / "jobs" / "calibrate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_setting_is_scored_on_trainval_and_never_on_test(synthetic_root, tmp_path, monkeypatch):
+    import torch
+
+    calibrate = calibrate_module()
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "classifier.pt"
+    save_classifier(build_classifier("resnet18", "none"), checkpoint, "resnet18", image_size=64)
+    config = parse_config({"weights_policy": "random", "data": {"root": str(synthetic_root),
+                                                                 "image_size": 64, "limit": 3}})
+    records = index(synthetic_root, limit=3).split("trainval")
+    read = []
+    real_decode = calibrate.decode_records
+    monkeypatch.setattr(calibrate, "decode_records", lambda rs, *a, **k: read.extend(rs) or real_decode(rs, *a, **k))
+    rows = calibrate.calibrate(config, str(checkpoint), records)
+    assert {r.split for r in read} == {"train", "val"}
+    methods = {(row["view"], row["method"]) for row in rows}
+    for view in calibrate.VIEWS:
+        assert (view, "cam @ 0.5") in methods and (view, "grabcut (seeds 0.3/0.7)") in methods
+        assert (view, "grabcut (box) @ 0.2") in methods and (view, "box @ 0.3") in methods
+    assert ("-", "ellipse") in methods
+    assert all(0.0 <= row["dice"] <= 1.0 for row in rows)
+
+
+def test_without_a_trained_classifier_it_says_what_to_run(synthetic_root, tmp_path, capsys):
+    config = tmp_path / "study.yaml"
+    config.write_text(f"data: {{root: {synthetic_root}, image_size: 64}}\n"
+                      f"classifier: {{storage: {tmp_path / 'none'}}}\n")
+    assert calibrate_module().main(["--config", str(config)]) == 2
+    assert "wsss classify --config" in capsys.readouterr().err
