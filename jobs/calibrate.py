@@ -105,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the table as JSON here")
     args = parser.parse_args(argv)
     console.setup(verbose_output=args.verbose)
+    try:
+        return run(args)
+    finally:
+        console.teardown()  # the console as it was found (a caller, or a test, goes on)
+
+
+def run(args: argparse.Namespace) -> int:
     config = study_config(args)
     dataset = prepare_dataset(config.data)
     checkpoint = find_classifier(config, dataset)

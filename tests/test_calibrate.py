@@ -46,5 +46,9 @@ def test_without_a_trained_classifier_it_says_what_to_run(synthetic_root, tmp_pa
     config = tmp_path / "study.yaml"
     config.write_text(f"data: {{root: {synthetic_root}, image_size: 64}}\n"
                       f"classifier: {{storage: {tmp_path / 'none'}}}\n")
+    import sys
+
+    before = sys.stderr
     assert calibrate_module().main(["--config", str(config)]) == 2
     assert "wsss classify --config" in capsys.readouterr().err
+    assert sys.stderr is before  # the console is handed back: later output is not swallowed
