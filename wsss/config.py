@@ -151,6 +151,12 @@ class TrainConfig(StrictModel):
         "val_labels, so a weakly supervised run reads no ground truth but to score test"))
     agreement: list[str] = Field(default_factory=list, description=(
         "mask set ids whose agreement with the training labels weights each pixel's loss"))
+    reviewed: str | None = Field(None, description=(
+        "reviewed masks laid over the labels image by image: a Label Studio JSON export, a "
+        "COCO file or a folder of <image_id>.png (wsss import); reviewed images train on the "
+        "reviewed mask, the rest keep the pseudo-mask"))
+    reviewed_weight: float = Field(1.0, ge=1.0, le=100.0, description=(
+        "loss weight of a reviewed image's pixels relative to a pseudo-mask's"))
     rounds: int = Field(1, ge=1, le=10, description=(
         "self-training: round k+1 trains on round k's model's predictions on the train and val "
         "images (1: no self-training)"))
@@ -191,7 +197,8 @@ class TrainConfig(StrictModel):
         return self
 
 
-SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs", "select", "rounds")
+SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs", "select", "rounds",
+                               "reviewed")
 
 
 def resolve_select(select: str, keys: list[str]) -> str:
@@ -235,6 +242,8 @@ class TrialSpec(StrictModel):
     select: Literal["auto", "last", "val_labels", "val_gt"] | None = None
     rounds: int | None = Field(None, ge=1, le=10)
     agreement: list[str] | None = Field(None, description="mask set ids whose agreement weights the loss")
+    reviewed: str | None = Field(None, description="reviewed masks over this trial's labels (train.reviewed)")
+    reviewed_weight: float | None = Field(None, ge=1.0, le=100.0)
 
     @field_validator("paper_row")
     @classmethod
@@ -244,7 +253,7 @@ class TrialSpec(StrictModel):
     def overrides(self) -> dict[str, Any]:
         """The ``train`` fields this trial sets (unset ones keep the study's values)."""
         keys = ("labels", "model", "model_options", "weights", "threshold", "lr", "epochs", "select",
-                "rounds", "agreement")
+                "rounds", "agreement", "reviewed", "reviewed_weight")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
@@ -435,6 +444,11 @@ class StudyConfig(StrictModel):
                              ("train", "weights"),
                              ("train", "storage"), ("sweep", "storage"), ("tracking", "artifact_location")):
             data[section][key] = absolute(data[section][key])
+        data["train"]["reviewed"] = absolute(data["train"]["reviewed"])
+        for trial in data["sweep"]["trials"] or []:
+            trial["reviewed"] = absolute(trial.get("reviewed"))
+        if "reviewed" in data["sweep"]["space"]:
+            data["sweep"]["space"]["reviewed"] = [absolute(v) for v in data["sweep"]["space"]["reviewed"]]
         uri = data["tracking"]["tracking_uri"]
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             data["tracking"]["tracking_uri"] = "sqlite:///" + absolute(uri[len("sqlite:///"):])

@@ -11,7 +11,7 @@ from wsss.config import StudyConfig
 from wsss.data.prepare import prepare_dataset
 from wsss.data.records import DatasetIndex
 from wsss.labelers.base import LabelerContext
-from wsss.masks.export import FORMATS, LOCAL_FILES_ROOT, SORTS, export_mask_set
+from wsss.masks.export import FORMATS, LOCAL_FILES_ROOT, SELECT_BY, SORTS, export_mask_set
 from wsss.masks.pipeline import labeler_context, open_study_mask_set
 from wsss.masks.store import MaskSet, MaskSetError
 from wsss.models.classifier import WeightsMissingError
@@ -47,11 +47,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold applies to heatmap sets only; {args.labeler!r} stores its masks "
                          f"already cut ({mask_set.kind}), so a threshold would change nothing")
     others = agreement_sets(config, dataset, context, args.labeler)
-    result = export_mask_set(mask_set, dataset, dataset.split(*SPLITS[args.split]), args.format,
-                             args.out, others=others, sort=args.sort, image_root=args.image_root)
+    try:
+        result = export_mask_set(mask_set, dataset, dataset.split(*SPLITS[args.split]), args.format,
+                                 args.out, others=others, sort=args.sort, image_root=args.image_root,
+                                 select=args.select, by=args.by, seed=args.seed)
+    except ValueError as error:  # a malformed --select, --by disagreement without other sets
+        raise UsageError(str(error)) from None
     missing = f", {len(result.not_in_set)} not in the set" if result.not_in_set else ""
-    console.echo(f"wrote {result.images} masks of {args.labeler} ({args.format}, {args.split}{missing}) "
-          f"to {result.out}")
+    chosen = f", the {args.select} chosen by {args.by}" if args.select is not None else ""
+    console.echo(f"wrote {result.images} masks of {args.labeler} ({args.format}, {args.split}{missing}"
+                 f"{chosen}) to {result.out}")
+    if args.select is not None:
+        console.echo(f"the choice is recorded in {result.files[-1]}")
     return EXIT_OK
 
 
@@ -68,6 +75,12 @@ def add_parser(verbs) -> argparse.ArgumentParser:
                         help="image order: id (default), or confidence, least certain first")
     parser.add_argument("--image-root", default=LOCAL_FILES_ROOT,
                         help=f"labelstudio: URL prefix of the dataset root (default {LOCAL_FILES_ROOT})")
+    parser.add_argument("--select", metavar="K",
+                        help="write only the K images most worth a review: a count (30) or a share (10%%)")
+    parser.add_argument("--by", default="confidence", choices=SELECT_BY,
+                        help="how --select chooses: confidence (least confident first, default), "
+                             "disagreement (most disagreed on by another set), random (seeded)")
+    parser.add_argument("--seed", type=int, default=0, help="--by random: the draw's seed (recorded)")
     parser.add_argument("--split", default="all", choices=tuple(SPLITS), help="which images (default all)")
     parser.set_defaults(handler=cmd_export)
     return parser

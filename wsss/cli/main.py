@@ -14,7 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 from wsss import console
-from wsss.cli import benchmark, classify, config, data, export, predict, pseudo, report, sweep, train
+from wsss.cli import benchmark, classify, config, data, export, predict, pseudo, report, review, sweep, train
 from wsss.cli import eval as evaluate
 from wsss.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEM, UsageError
 from wsss.config import ConfigError
@@ -22,10 +22,12 @@ from wsss.data.imagefolder import DatasetFormatError
 from wsss.data.pets import DatasetMissingError
 from wsss.data.quarantine import ErrorBudgetExceeded
 from wsss.masks.quality import PredictionError
+from wsss.masks.review import ReviewFileError
 from wsss.masks.store import MaskSetError
 from wsss.models.classifier import WeightsMissingError
 
-VERB_GROUPS = (config, data, evaluate, classify, pseudo, train, predict, sweep, report, benchmark, export)
+VERB_GROUPS = (config, data, evaluate, classify, pseudo, train, predict, sweep, report, benchmark, export,
+               review)
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PROBLEM", "build_parser", "main", "run_handler"]
 
 
@@ -44,7 +46,7 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     try:
         return handler(args)
     except (ConfigError, DatasetFormatError, DatasetMissingError, MaskSetError, PredictionError,
-            UsageError, WeightsMissingError) as error:
+            ReviewFileError, UsageError, WeightsMissingError) as error:
         console.say(f"error: {error}")
         return EXIT_BAD_INPUT
     except ErrorBudgetExceeded as error:

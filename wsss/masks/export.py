@@ -145,6 +145,69 @@ def order_images(images: list[ExportImage], sort: str = "id") -> list[ExportImag
     return sorted(images, key=lambda image: image.record.image_id)
 
 
+SELECT_BY = ("confidence", "disagreement", "random")
+
+
+def disagreement(image: ExportImage) -> float:
+    """1 - the lowest foreground IoU with any other set: high where at least one generator sees
+    the object elsewhere, even when the others agree."""
+    return 1.0 - min(image.agreement.values())
+
+
+def select_count(select: str | int, images: int) -> int:
+    """``--select``: a count (``30``) or a share of the images (``10%``, rounded, at least one)."""
+    text = str(select).strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1])
+            if not 0 <= share <= 100:
+                raise ValueError
+            return min(images, max(1, round(share * images / 100)) if share > 0 else 0)
+        count = int(text)
+        if count < 0:
+            raise ValueError
+        return min(images, count)
+    except ValueError:
+        raise ValueError(f"--select {select!r}: expected a count (30) or a share of the images (10%)") from None
+
+
+def select_images(images: list[ExportImage], count: int, by: str, seed: int = 0) -> list[ExportImage]:
+    """The ``count`` images most worth a review, most first: the least confident, the most
+    disagreed on (``disagreement``; needs other sets), or a seeded random draw."""
+    if by not in SELECT_BY:
+        raise ValueError(f"unknown selection {by!r}; known: {', '.join(SELECT_BY)}")
+    ordered = sorted(images, key=lambda image: image.record.image_id)
+    if by == "random":
+        order = np.random.default_rng(seed).permutation(len(ordered))
+        return [ordered[i] for i in order[:count]]
+    if by == "disagreement":
+        if not all(image.agreement for image in ordered):
+            raise ValueError("--by disagreement compares the set with the study's other sets, and "
+                             "none holds these images; make them (wsss pseudo) or use --by confidence")
+        return sorted(ordered, key=lambda image: -disagreement(image))[:count]
+    return order_images(ordered, "confidence")[:count]
+
+
+def selection_path(out: str, format: str) -> str:
+    """Where the choice is recorded: ``selection.json`` in a PNG folder, else beside the JSON."""
+    if format == "png":
+        return storage.join(out, "selection.json")
+    text = str(out)
+    return f"{text[: -len('.json')] if text.endswith('.json') else text}.selection.json"
+
+
+def selection_record(mask_set: MaskSet, chosen: list[ExportImage], by: str, requested: str,
+                     seed: int, candidates: int) -> dict[str, Any]:
+    """What was chosen and how, so a review can be traced and a random draw repeated."""
+    return {"by": by, "select": str(requested), "seed": seed if by == "random" else None,
+            "candidates": candidates, "chosen": len(chosen),
+            "labeler_id": mask_set.manifest.get("labeler_id"),
+            "fingerprint": mask_set.manifest.get("fingerprint"),
+            "images": [{"image_id": image.record.image_id, "confidence": round(image.confidence, 6),
+                        **({"disagreement": round(disagreement(image), 6)} if image.agreement else {})}
+                       for image in chosen]}
+
+
 def mask_at_image_size(mask_set: MaskSet, image: ExportImage) -> np.ndarray:
     """The stored mask on the image's own pixels (nearest neighbour: values stay 0, 1, 255)."""
     return resize_mask(mask_set.read(image.record.image_id), (image.height, image.width))
@@ -297,13 +360,24 @@ def write_labelstudio(mask_set: MaskSet, images: list[ExportImage], dataset: Dat
 
 def export_mask_set(mask_set: MaskSet, dataset: DatasetIndex, records: list[Record], format: str, out: str,
                     *, others: dict[str, MaskSet] | None = None, sort: str = "id",
-                    image_root: str = LOCAL_FILES_ROOT) -> ExportResult:
+                    image_root: str = LOCAL_FILES_ROOT, select: str | int | None = None,
+                    by: str = "confidence", seed: int = 0) -> ExportResult:
     """Write the masks ``mask_set`` holds for ``records`` in ``format`` at ``out``, ranked by
-    agreement with ``others`` (id -> set of the same study and data)."""
+    agreement with ``others`` (id -> set of the same study and data); with ``select``, only
+    the images ``select_images`` chooses, the choice recorded at ``selection_path``."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
     order_images([], sort)  # an unknown sort fails before any image is read
-    images = order_images(score_images(mask_set, records, others), sort)
+    if by not in SELECT_BY:
+        raise ValueError(f"unknown selection {by!r}; known: {', '.join(SELECT_BY)}")
+    if select is not None:
+        select_count(select, len(records))  # a malformed count fails before any image is read
+    images = score_images(mask_set, records, others)
+    if select is None:
+        images = order_images(images, sort)
+    else:  # the chosen images, most worth a review first
+        images = select_images(images, select_count(select, len(images)), by, seed)
+        record = selection_record(mask_set, images, by, str(select), seed, len(records))
     if format == "png":
         files = write_png_folder(mask_set, images, dataset.classes, out)
     elif format == "coco":
@@ -311,6 +385,8 @@ def export_mask_set(mask_set: MaskSet, dataset: DatasetIndex, records: list[Reco
         files = []
     else:
         files = write_labelstudio(mask_set, images, dataset, out, image_root)
+    if select is not None:
+        files.append(storage.write_text(selection_path(out, format), json.dumps(record, indent=2)))
     held = {image.record.image_id for image in images}
     return ExportResult(len(images), str(out), files,
                         [record.image_id for record in records if record.image_id not in held],

@@ -88,6 +88,52 @@ class MaskSetSource:
         return _stack(masks, size)
 
 
+@dataclass
+class ReviewedSource:
+    """Reviewed masks laid over another source image by image: an image the reviewed set holds
+    trains on its reviewed mask whole (its ignore pixels stay ignored; no pseudo-mask pixel
+    reaches it), every other image keeps ``base``'s target. With ``weight`` > 1 a reviewed
+    pixel's loss counts ``weight`` times a pseudo-mask pixel's (``weights``)."""
+
+    reviewed: Any  # a MaskSet of wsss.masks.review
+    base: LabelSource
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.base.name}+{self.reviewed.manifest.get('labeler_id', 'reviewed')}"
+
+    @property
+    def version(self) -> str:
+        return (f"{getattr(self.base, 'version', '')}+{self.reviewed.manifest.get('fingerprint', '')}"
+                f"x{self.weight:g}")
+
+    def held(self) -> set[str]:
+        return set(self.reviewed.manifest.get("images") or self.reviewed.ids())
+
+    def absent(self, image_ids: Sequence[str]) -> list[str]:
+        """Ids neither the reviewed set nor the base holds (trained as all-ignore)."""
+        held = self.held()
+        base = self.base.absent(image_ids) if hasattr(self.base, "absent") else []
+        return [image_id for image_id in base if image_id not in held]
+
+    def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
+        held = self.held()
+        targets = self.base.targets(image_ids, size).copy()
+        for row, image_id in enumerate(image_ids):
+            if image_id in held:
+                targets[row] = resize_mask(np.asarray(self.reviewed.read(image_id), np.uint8), size)
+        return targets
+
+    def weights(self, image_ids: Sequence[str], size: int) -> np.ndarray | None:
+        """uint8 per pixel, 255 = full: reviewed images full, the rest 255 / weight; None at 1."""
+        if self.weight == 1.0:
+            return None
+        held = self.held()
+        rows = [255 if image_id in held else int(round(255 / self.weight)) for image_id in image_ids]
+        return np.broadcast_to(np.asarray(rows, np.uint8)[:, None, None], (len(rows), size, size)).copy()
+
+
 SELF_TRAINING_PREFIX = "model:"  # a self-training source's version: the model's content hash
 
 

@@ -30,6 +30,7 @@ from wsss.data.arrays import RowsById, reference, split_rows
 from wsss.data.prepare import prepare_dataset
 from wsss.identity import stable_hash
 from wsss.masks.pipeline import labeler_context, open_study_mask_set
+from wsss.masks.review import import_reviewed
 from wsss.metrics import IGNORE, flat_metrics, scores
 from wsss.models.segmentation import (
     CHECKPOINT_FILE,
@@ -50,7 +51,8 @@ from wsss.train.common import (
     scaling_config,
     shuffled_order,
 )
-from wsss.train.labels import MaskSetSource, SelfTrainingSource, make_schedule, resolve_schedule
+from wsss.train.labels import (GROUND_TRUTH, MaskSetSource, ReviewedSource, Schedule, SelfTrainingSource,
+                               make_schedule, resolve_schedule)
 from wsss.train.progress import epoch_progress
 from wsss.train.steps import ground_truth_targets
 from wsss.train.tracking import log_training, sample_figure
@@ -152,12 +154,43 @@ def label_schedule(config: StudyConfig, labels: Any, dataset: Any, splits: dict[
     open_set = study_sets(config, dataset)
     trimaps = RowsById([splits["train"], splits["val"]], "trimaps")  # read where targets are made
     try:
-        return resolve_schedule(
+        schedule = resolve_schedule(
             labels if labels is not None else config.train.labels, config.train.epochs,
             trimaps=trimaps, border_policy=config.data.border_policy, open_set=open_set,
             threshold=config.train.threshold)
     except (FileNotFoundError, KeyError, ValueError) as error:
         raise ConfigError(f"train.labels: {error}") from None
+    return with_reviewed(config, schedule, dataset)
+
+
+def reviewed_params(schedule: Any) -> dict[str, Any]:
+    """How many images a run's labels hold reviewed masks for, and how they were chosen (as
+    ``wsss export --select`` recorded it), for MLflow."""
+    reviewed = [source for source in schedule.sources if isinstance(source, ReviewedSource)]
+    if not reviewed:
+        return {"reviewed_images": 0}
+    manifest = reviewed[0].reviewed.manifest
+    selection = manifest.get("selection") or {}
+    return {"reviewed_images": len(reviewed[0].held()), "reviewed_set": manifest.get("fingerprint"),
+            "reviewed_by": selection.get("by"), "reviewed_select": selection.get("select")}
+
+
+def with_reviewed(config: StudyConfig, schedule: Any, dataset: Any) -> Any:
+    """The schedule with ``train.reviewed`` laid over each of its mask-set sources (ground
+    truth needs no review, so a schedule of gt alone refuses one)."""
+    if not config.train.reviewed:
+        return schedule
+    if all(source.name == GROUND_TRUTH for source in schedule.sources):
+        raise ConfigError(f"train.reviewed: {config.train.reviewed} is laid over pseudo-masks, and "
+                          f"labels {schedule.describe()} are ground truth already")
+    try:
+        reviewed = import_reviewed(config.pipeline.store, config.train.reviewed, dataset,
+                                   config.data.image_size).mask_set
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"train.reviewed: {error}") from None
+    sources = tuple(source if source.name == GROUND_TRUTH else
+                    ReviewedSource(reviewed, source, config.train.reviewed_weight) for source in schedule.sources)
+    return Schedule(sources, schedule.steps)
 
 
 def val_columns(schedule, val, selection: str, border_policy: str, gt_metrics: bool,
@@ -200,8 +233,13 @@ def train_columns(start: int, stop: int, *, train, order: np.ndarray, sources, v
     votes = [voter.targets(ids, size) for voter in voters]
     for index, source in enumerate(sources):
         columns[f"target_{index}"] = source.targets(ids, size)
-        if votes:
-            columns[f"weight_{index}"] = agreement_weights(columns[f"target_{index}"], votes)
+        weights = [agreement_weights(columns[f"target_{index}"], votes)] if votes else []
+        if getattr(source, "weights", None) is not None:
+            weights.append(source.weights(ids, size))
+        weights = [w for w in weights if w is not None]
+        if weights:  # both: the product, still 255 = full
+            columns[f"weight_{index}"] = (weights[0] if len(weights) == 1 else
+                                          np.rint(weights[0].astype(np.float32) * weights[1] / 255).astype(np.uint8))
     return columns
 
 
@@ -223,7 +261,7 @@ def warn_missing(sources, image_ids: list[str]) -> None:
     """Say, on the driver, how many training images each mask set lacks (they train as
     all-ignore: nothing enters the loss)."""
     for source in sources:
-        absent = source.absent(image_ids) if isinstance(source, MaskSetSource) else []
+        absent = source.absent(image_ids) if isinstance(source, (MaskSetSource, ReviewedSource)) else []
         if absent:
             print(f"mask set {source.name}: {len(absent)} of {len(image_ids)} images have no "
                   f"mask and are ignored in training", file=sys.stderr)
@@ -310,6 +348,7 @@ def _params(config: StudyConfig, settings: dict, splits: dict, dataset_fingerpri
             "val_target": "ground truth" if settings["select"] == "val_gt" else
             f"labels {settings['source_names'][settings['schedule'][-1][1]]}",
             "val_gt_metrics": config.train.val_gt_metrics,
+            "reviewed": config.train.reviewed, "reviewed_weight": config.train.reviewed_weight,
             **{f"{split}_images": len(splits[split]) for split in ("train", "val", "test")}}
 
 
@@ -339,7 +378,7 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
         images = RowsById([splits["train"], splits["val"]], "images")
         source = SelfTrainingSource(f"round{round_number - 1}", outcome.model_file,
                                     tuple(section.self_training_band), images)
-        outcome = fit_round(*fit, make_schedule([(section.epochs, source)]),
+        outcome = fit_round(*fit, with_reviewed(config, make_schedule([(section.epochs, source)]), dataset),
                             name if round_number == section.rounds else f"{name}-round{round_number}",
                             previous=outcome)
     return outcome
@@ -364,6 +403,7 @@ def fit_round(config: StudyConfig, model: str, weights: str, model_options: dict
     returned = trainer.fit().return_value
     params = {**_params(config, settings, splits, dataset.fingerprint(), random_weights, name),
               "label_versions": schedule.versions(), "rounds": section.rounds,
+              **reviewed_params(schedule),
               "round": 1 if previous is None else previous.params["round"] + 1}
     if previous is not None:  # the whole self-training run's history, round by round
         returned["history"] = previous.history + [{**row, "epoch": row["epoch"] + len(previous.history)}
