@@ -7,33 +7,12 @@ import argparse
 
 from wsss import console
 from wsss.cli.common import EXIT_OK, UsageError, add_config_arguments, study_config
-from wsss.config import StudyConfig
 from wsss.data.prepare import prepare_dataset
-from wsss.data.records import DatasetIndex
-from wsss.labelers.base import LabelerContext
 from wsss.masks.export import FORMATS, LOCAL_FILES_ROOT, SELECT_BY, SORTS, export_mask_set
-from wsss.masks.pipeline import labeler_context, open_study_mask_set
-from wsss.masks.store import MaskSet, MaskSetError
-from wsss.models.classifier import WeightsMissingError
+from wsss.masks.pipeline import agreement_sets, labeler_context, open_study_mask_set
 from wsss.train.classifier import find_classifier
 
 SPLITS = {"trainval": ("trainval",), "test": ("test",), "all": ("trainval", "test")}
-
-
-def agreement_sets(config: StudyConfig, dataset: DatasetIndex, context: LabelerContext,
-                   key: str) -> dict[str, MaskSet]:
-    """The study's other complete sets for this data, whose agreement is the confidence; a
-    missing one is skipped with a note (export never generates masks)."""
-    found = {}
-    for spec in config.labelers:
-        if spec.key == key:
-            continue
-        try:
-            found[spec.key] = open_study_mask_set(config, dataset, context, spec.key)
-        except (MaskSetError, WeightsMissingError) as error:
-            reason = str(error).splitlines()[0]
-            console.say(f"note: confidence leaves out {spec.key!r}: {reason}")
-    return found
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from wsss.masks.stages import (
 )
 from wsss.masks.store import (
     MaskSet,
+    MaskSetError,
     MaskSetWriter,
     identity_differences,
     list_mask_sets,
@@ -160,6 +161,22 @@ def open_study_mask_set(config: StudyConfig, dataset: DatasetIndex, context: Lab
     (MaskSetError naming the differences and how to regenerate otherwise)."""
     _, identity = study_identities(config, dataset, context, [key])[key]
     return open_mask_set(config.pipeline.store, key, identity, threshold=threshold)
+
+
+def agreement_sets(config: StudyConfig, dataset: DatasetIndex, context: LabelerContext,
+                   key: str) -> dict[str, MaskSet]:
+    """The study's other complete sets for this data, whose agreement is the confidence; a
+    missing one is skipped with a note (export never generates masks)."""
+    found = {}
+    for spec in config.labelers:
+        if spec.key == key:
+            continue
+        try:
+            found[spec.key] = open_study_mask_set(config, dataset, context, spec.key)
+        except (MaskSetError, FileNotFoundError) as error:  # not made, or its weights are missing
+            reason = str(error).splitlines()[0]
+            console.say(f"note: confidence leaves out {spec.key!r}: {reason}")
+    return found
 
 
 def cluster_resources() -> tuple[int, int]:

@@ -37,6 +37,7 @@ from wsss.sweep.tracking import (
     summary_rows,
     to_markdown,
 )
+from wsss.masks.review import detect_format, import_reviewed, source_hash
 from wsss.train.classifier import resolve_classifier
 from wsss.train.segmentation import TrainingOutcome, check_truth_for, fit_segmentation
 from wsss.train.tracking import log_training
@@ -53,8 +54,30 @@ def sweep_fingerprint(config: StudyConfig, dataset: Any) -> str:
     weights = {spec.key: get_labeler_class(spec.name)(spec.params, context).weights_id()
                for spec in config.labelers if get_labeler_class(spec.name).stage != "heatmap"}
     classifier = file_hash(config.classifier.checkpoint) if config.classifier.checkpoint else None
+    reviewed = {path: source_hash(path, detect_format(path)) for path in reviewed_sources(config)}
     return stable_hash({"config": payload, "dataset": dataset.fingerprint(), "weights": weights,
-                        "classifier": classifier}, 10)
+                        "classifier": classifier, **({"reviewed": reviewed} if reviewed else {})}, 10)
+
+
+def reviewed_sources(config: StudyConfig) -> list[str]:
+    """Every reviewed file or folder the sweep's trials lay over their labels."""
+    paths = [config.train.reviewed, *(trial.reviewed for trial in config.sweep.trials),
+             *config.sweep.space.get("reviewed", [])]
+    return sorted({path for path in paths if path})
+
+
+def import_reviews(config: StudyConfig, dataset: Any) -> None:
+    """Import each reviewed file once, on the driver, before the trials: its problems are shown
+    here, and every trial then finds the set made (``wsss.masks.review``)."""
+    for path in reviewed_sources(config):
+        try:
+            result = import_reviewed(config.pipeline.store, path, dataset, config.data.image_size)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(f"reviewed: {error}") from None
+        for problem in result.problems:
+            console.say(f"  {result.key}: left out: {problem}")
+        console.say(f"reviewed masks {result.key}: {len(result.imported)} images"
+                    f"{' (imported before)' if result.reused else ''}, {len(result.problems)} left out")
 
 
 def trial_rows(config: StudyConfig) -> list[dict[str, Any]]:
@@ -328,6 +351,7 @@ def run_sweep(config: StudyConfig) -> dict[str, Any]:
     with clock.stage("mask sets"):
         make_mask_sets(config, dataset, checkpoint, parent_id, done)
     with clock.stage("trials"):
+        import_reviews(config, dataset)
         results = run_tune(config, fingerprint, trials, cpus, gpus)
     with clock.stage("logging"):
         outcome = log_outcome(config, results, trials, experiment_id, parent_id, done,

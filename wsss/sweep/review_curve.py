@@ -1,0 +1,155 @@
+"""What a review is worth: a simulated review of K % of the training images, chosen by
+confidence or at random, and the test Dice of a model trained on the result.
+
+The ground truth of the chosen images (and only of those) stands in for the person reviewing
+them: it is written as the folder of ``<image_id>.png`` that ``wsss import`` reads, with the
+choice recorded as ``wsss export --select`` records it. Each point is then a trial of one sweep
+(``labels: <base>``, ``reviewed: <folder>``), beside full supervision (``labels: gt``) and no
+review (K = 0): one MLflow parent run with a child per point, and the report draws the curve
+(``wsss.report.review``). Nothing else reads ground truth: checkpoints are chosen on the run's
+own labels (the reviewed val images are not reviewed here: the review covers training images).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from wsss import console, storage
+from wsss.config import StudyConfig, parse_config
+from wsss.data.decode import record_truth
+from wsss.data.records import DatasetIndex
+from wsss.masks.export import ExportImage, score_images, select_count, select_images, selection_path, selection_record
+from wsss.masks.pipeline import agreement_sets, labeler_context, open_study_mask_set
+from wsss.metrics import trimap_to_target
+
+REVIEW_TABLE = "review"
+POINTS = (0, 5, 10, 20, 50)
+SELECTIONS = ("confidence", "random")
+
+
+def reviewer_folder(chosen: list[ExportImage], folder: Path, border_policy: str, record: dict) -> Path:
+    """The chosen images' ground truth at their own size (0 background, 1 pet, 255 where the
+    border policy ignores), as a reviewer's PNG folder, with the choice beside it."""
+    import json
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in chosen:
+        target = trimap_to_target(record_truth(image.record), border_policy)
+        with storage.writing(folder / f"{image.record.image_id}.png") as temporary:
+            Image.fromarray(target, mode="L").save(temporary, format="PNG")
+    storage.write_text(selection_path(str(folder), "png"), json.dumps(record, indent=2))
+    return folder
+
+
+def scored_training_images(config: StudyConfig, dataset: DatasetIndex, base: str,
+                           checkpoint: str | None) -> tuple[Any, list[ExportImage]]:
+    """The base set and its training images, each with its confidence against the study's
+    other sets (as ``wsss export --sort confidence`` ranks them)."""
+    context = labeler_context(config, checkpoint)
+    mask_set = open_study_mask_set(config, dataset, context, base)
+    others = agreement_sets(config, dataset, context, base)
+    return mask_set, score_images(mask_set, dataset.split("train"), others)
+
+
+def review_folders(mask_set: Any, images: list[ExportImage], points: list[int], selections: list[str],
+                   seed: int, root: Path, border_policy: str) -> dict[tuple[str, int], Path]:
+    """One reviewer folder per (selection, K % > 0)."""
+    folders = {}
+    for by in selections:
+        for share in (p for p in points if p > 0):
+            chosen = select_images(images, select_count(f"{share}%", len(images)), by, seed)
+            record = selection_record(mask_set, chosen, by, f"{share}%", seed, len(images))
+            folders[(by, share)] = reviewer_folder(chosen, root / f"{by}-{share}", border_policy, record)
+    return folders
+
+
+def curve_config(config: StudyConfig, base: str, folders: dict[tuple[str, int], Path],
+                 weight: float) -> StudyConfig:
+    """The study with the curve's trials: full supervision, the base labels unreviewed, and
+    one trial per reviewer folder; its own experiment name (``<name>-review``)."""
+    trials = [{"name": "review-gt", "table": REVIEW_TABLE, "labels": "gt"},
+              {"name": "review-0%", "table": REVIEW_TABLE, "labels": base}]
+    trials += [{"name": f"review-{by}-{share}%", "table": REVIEW_TABLE, "labels": base,
+                "reviewed": str(folder), "reviewed_weight": weight}
+               for (by, share), folder in sorted(folders.items())]
+    data = config.model_dump(mode="json")
+    data["name"] = f"{config.name}-review"
+    data["sweep"] = {**data["sweep"], "trials": trials, "space": {}, "direct_eval": []}
+    return parse_config(data, "review curve")
+
+
+def curve_rows(runs: list[Any]) -> list[dict[str, Any]]:
+    """One row per point of the review table's runs: selection, share and count reviewed, test
+    Dice, and the share of the gap from no review to full supervision it recovers."""
+    rows = []
+    for run in runs:
+        params, metrics = run.data.params, run.data.metrics
+        if run.data.tags.get("table") != REVIEW_TABLE or "test_micro_dice" not in metrics:
+            continue
+        reviewed = int(params.get("reviewed_images", 0) or 0)
+        train = int(params.get("train_images", 0) or 0)
+        by = "full supervision" if params.get("labels") == "gt" else (params.get("reviewed_by") or
+                                                                         ("none" if not reviewed else "?"))
+        rows.append({"run": run.info.run_name, "by": by, "reviewed": reviewed, "train_images": train,
+                     "share": 100.0 if by == "full supervision" else 100.0 * reviewed / max(train, 1),
+                     "dice": metrics["test_micro_dice"], "iou": metrics.get("test_micro_iou")})
+    full = [r["dice"] for r in rows if r["by"] == "full supervision"]
+    none = [r["dice"] for r in rows if r["by"] == "none"]
+    for row in rows:
+        gap = (full[0] - none[0]) if full and none else None
+        row["recovered"] = (row["dice"] - none[0]) / gap if gap else None
+    return sorted(rows, key=lambda r: (r["by"] != "none", r["by"], r["share"]))
+
+
+def curve_markdown(rows: list[dict[str, Any]]) -> str:
+    """The curve as a markdown table."""
+    lines = ["| reviewed images chosen by | share of training images | images | test Dice | gap recovered |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        recovered = "-" if row["recovered"] is None else f"{100 * row['recovered']:.0f} %"
+        lines.append(f"| {row['by']} | {row['share']:.0f} % | {row['reviewed'] or '-'} | "
+                     f"{row['dice']:.3f} | {recovered} |")
+    return "\n".join(lines)
+
+
+def plot_curve(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Test Dice against the share reviewed, a line per selection, full supervision dashed."""
+    from wsss.report.figures import _pyplot, save_figure
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4))
+    none = [r for r in rows if r["by"] == "none"]
+    for by, marker in (("confidence", "o"), ("random", "s"), ("disagreement", "^")):
+        points = sorted(none + [r for r in rows if r["by"] == by], key=lambda r: r["share"])
+        if len(points) > len(none):
+            axis.plot([p["share"] for p in points], [p["dice"] for p in points], marker=marker,
+                      label=f"reviewed: {'least confident' if by == 'confidence' else by}")
+    for row in rows:
+        if row["by"] == "full supervision":
+            axis.axhline(row["dice"], linestyle="--", color="grey", label="full supervision")
+    axis.set_xlabel("training images reviewed (%)")
+    axis.set_ylabel("test Dice")
+    axis.set_title("What a review is worth")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    return save_figure(figure, path)
+
+
+def note_selection(folders: dict[tuple[str, int], Path], images: int) -> None:
+    for (by, share), folder in sorted(folders.items()):
+        count = sum(1 for _ in folder.glob("*.png"))
+        console.say(f"  review {by} {share} %: {count} of {images} training images ({folder})")
+
+
+def share_points(text: str) -> list[int]:
+    """``0,5,10,20,50`` -> [0, 5, 10, 20, 50] (percent of the training images)."""
+    try:
+        points = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ValueError(f"--points {text!r}: expected percentages such as 0,5,10,20,50") from None
+    if not points or points[0] < 0 or points[-1] > 100:
+        raise ValueError(f"--points {text!r}: percentages between 0 and 100")
+    return points
