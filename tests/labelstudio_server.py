@@ -114,6 +114,9 @@ def _server_env(data_dir: Path, document_root: Path | None = None) -> dict[str, 
         LABEL_STUDIO_SENTRY_DSN="",
         LABEL_STUDIO_FRONTEND_SENTRY_DSN="",
         LABEL_STUDIO_COLLECT_ANALYTICS="false",
+        # refuse (400) an import whose predictions do not fit the labeling config, where 1.23
+        # by default only logs it: a round trip should fail on a result Label Studio cannot show
+        LABEL_STUDIO_fflag_feat_utc_210_prediction_validation_15082025="true",
     )
     if document_root is not None:  # serve /data/local-files/?d=<path under document_root>
         env.update(LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
@@ -198,8 +201,8 @@ def create_project(server: LabelStudioServer, title: str, label_config: str) -> 
 
 def import_tasks(server: LabelStudioServer, project_id: int, tasks: list[dict]) -> list[int]:
     """Import tasks (Label Studio JSON: ``data`` plus optional ``predictions``/``annotations``);
-    their ids in order. Predictions are checked against the project's labeling config: a
-    result that names a missing control or label is refused (RuntimeError with the reason)."""
+    their ids in order. Predictions are checked against the project's labeling config: one
+    that names a missing control or label is refused (RuntimeError with the server's reason)."""
     answer = _call(server, "POST", f"/api/projects/{project_id}/import?return_task_ids=true", tasks)
     return answer["task_ids"]
 

@@ -16,6 +16,7 @@ from PIL import Image
 from wsss.data.decode import record_truth
 from wsss.data.pets import index
 from wsss.metrics import trimap_to_target
+from wsss.report.build import build_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,3 +80,9 @@ def test_review_curve_trains_one_trial_per_point_from_the_chosen_images_truth(ra
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "review_curve")}
     assert artifacts == {"review_curve/curve.md", "review_curve/curve.json", "review_curve/curve.png"}
     assert "| confidence | 50 % |" in (out / "curve.md").read_text()
+    report = build_report("tiny", tmp_path / "report", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                          parent=parent.info.run_id, log=False)
+    markdown = report["markdown"].read_text()
+    assert "## What a review is worth" in markdown and "| random | 50 % |" in markdown
+    assert (tmp_path / "report" / "figures" / "review_curve.png").stat().st_size > 0
+    assert 'id="review"' in report["html"].read_text()

@@ -33,6 +33,7 @@ from wsss.report.grids import make_grids
 from wsss.report.html import write_html
 from wsss.report.quality import QualitySource, claim_check, claim_text, dataset_records, quality_points
 from wsss.report.runs import is_random_init, load_sweep
+from wsss.report.review import REVIEW_TEXT, curve_markdown, curve_rows, plot_curve
 from wsss.report.tables import all_tables, scored_runs, to_markdown, write_tables, write_text
 
 REPORT_ARTIFACT_PATH = "report"
@@ -76,6 +77,17 @@ def quality_figures(runs: Any, records: dict, policy: str, figures: Path) -> dic
             "notes": notes}
 
 
+def review_figures(runs: Any, figures: Path) -> dict[str, Any]:
+    """The review curve (``jobs/review_curve.py``) when the sweep has its trials: test Dice
+    against the share of training images reviewed, its table and CSV."""
+    rows = curve_rows(runs.stage("train"))
+    if not rows:
+        return {"review": None}
+    return {"review": plot_curve(rows, figures / "review_curve.png"), "review_table": curve_markdown(rows),
+            "review_text": REVIEW_TEXT,
+            "review_csv": _csv(rows, figures / "review_curve.csv")}
+
+
 def report_markdown(context: dict[str, Any], root: Path) -> str:
     runs = context["runs"]
     lines = [f"# WSSS report — experiment {runs.experiment.name}", "",
@@ -88,6 +100,9 @@ def report_markdown(context: dict[str, Any], root: Path) -> str:
     for key, title in (("scatter", "quality scatter"), ("threshold", "threshold curve")):
         if context[key] is not None:
             lines.append(f"![{title}]({context[key].relative_to(root).as_posix()})")
+    if context.get("review") is not None:
+        lines += ["", "## What a review is worth", "", context["review_text"], "", context["review_table"], "",
+                  f"![review curve]({context['review'].relative_to(root).as_posix()})"]
     lines += ["", "## Figure grids", ""]
     lines += [f"![{g['title']}]({g['path'].relative_to(root).as_posix()})" for g in context["grids"]]
     return "\n".join(lines) + "\n"
@@ -96,7 +111,8 @@ def report_markdown(context: dict[str, Any], root: Path) -> str:
 def written(context: dict[str, Any], markdown: Path) -> list[Path]:
     """Every file this report wrote besides index.html (older files in --out are left out)."""
     files = [markdown, *(path for pair in context["table_files"].values() for path in pair.values())]
-    files += [context[key] for key in ("scatter", "scatter_csv", "threshold", "threshold_csv")]
+    files += [context.get(key) for key in ("scatter", "scatter_csv", "threshold", "threshold_csv",
+                                           "review", "review_csv")]
     files += [grid["path"] for grid in context["grids"]]
     return sorted(path for path in files if path is not None)
 
@@ -128,6 +144,7 @@ def build_report(experiment: str, out: str | Path, tracking_uri: str | None = No
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "random_runs": sum(is_random_init(r) for r in scored_runs(runs) + runs.stage("pseudo_masks")),
             **(quality_figures(runs, records, policy, root / "figures") if scored else UNSCORED)}
+        context.update(review_figures(runs, root / "figures") if scored else {"review": None})
         context["grids"], context["grid_notes"] = (
             make_grids(runs, records, policy, root / "figures", worst, sample) if scored else ([], []))
         markdown = write_text(root / "report.md", report_markdown(context, root))

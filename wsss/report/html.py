@@ -125,7 +125,9 @@ def header(context: dict[str, Any]) -> list[str]:
                      f'random-init weights</b> (flagged in every table): their numbers show the '
                      f'pipeline works end to end, not how good the methods are.</div>')
     contents = [("tables", "Tables 1–5"), ("quality", "Pseudo-mask vs model quality"),
-                ("threshold", "Threshold curve"), ("grids", "Figure grids"), ("files", "Files")]
+                ("threshold", "Threshold curve"),
+                *([("review", "What a review is worth")] if context.get("review") is not None else []),
+                ("grids", "Figure grids"), ("files", "Files")]
     parts.append("<p>" + " · ".join(f'<a href="#{key}">{escape(text)}</a>' for key, text in contents)
                  + "</p>")
     return parts
@@ -138,6 +140,8 @@ def write_html(context: dict[str, Any], path: Path) -> Path:
     parts += tables_section(context["tables"], context["table_files"], root, context["policy"])
     if context.get("scored", True):
         parts += quality_section(context, root)
+    if context.get("review") is not None:
+        parts += review_section(context, root)
     parts += [f'<p class="note">{escape(note)}</p>' for note in context["notes"]]
     parts += grids_section(context["grids"], context["grid_notes"], root)
     parts.append('<h2 id="files">Files</h2><ul>')
@@ -162,3 +166,17 @@ def quality_section(context: dict[str, Any], root: Path) -> list[str]:
                            "CAM threshold: trained models (Table 2.1/2.2 trials, with the study's "
                            "Table 2.2 dashed) and the stored heatmaps thresholded at read time."),
               '<p class="files">' + link(context["threshold_csv"], root, "points (CSV)") + "</p>"]
+
+
+def review_section(context: dict[str, Any], root: Path) -> list[str]:
+    """The review curve: what reviewing K % of the training images bought (``jobs/review_curve.py``)."""
+    rows = [line.strip("|").split("|") for line in context["review_table"].splitlines()]
+    head = "".join(f"<th>{escape(cell.strip())}</th>" for cell in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell.strip())}</td>" for cell in row) + "</tr>"
+                   for row in rows[2:])
+    return ['<h2 id="review">What a review is worth</h2>',
+            f"<p>{escape(context['review_text'])}</p>" if context.get("review_text") else "",
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+            figure_block(context["review"], root, "Test Dice against the share of training images "
+                         "reviewed; full supervision dashed."),
+            '<p class="files">' + link(context["review_csv"], root, "points (CSV)") + "</p>"]
