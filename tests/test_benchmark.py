@@ -15,7 +15,7 @@ from wsss.benchmark.run import STAGES, selected_stages
 from wsss.benchmark.scaling import flatness
 from wsss.cli.benchmark import main
 
-IN_PROCESS = ["decode", "cam", "gradcam", "gradcampp", "grabcut", "slic", "mix", "sam2", "train", "infer"]
+IN_PROCESS = ["decode", "cam", "gradcam", "gradcampp", "grabcut", "slic", "mix", "sam2", "train", "infer", "import"]
 
 
 def strict_json(path):
@@ -80,6 +80,8 @@ def test_quick_run_in_process_writes_json_and_one_mlflow_run(tmp_path, capsys):
             "three CAM kinds in one pass vs three single-kind passes"} <= kinds
     cams = {row["stage"]: row["details"] for row in payload["stages"] if row["stage"].startswith(("cam", "grad"))}
     assert all(d["max_abs_diff_vs_pytorch_grad_cam"] < 1e-4 for d in cams.values())
+    review = next(row for row in payload["stages"] if row["stage"] == "import")["details"]
+    assert review["imported"] == review["tasks"] > 0 and review["problems"] == 0
     printed = capsys.readouterr().out
     assert "| stage | path | reference |" in printed and "| grabcut |" in printed
 

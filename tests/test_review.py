@@ -237,3 +237,17 @@ def test_a_folder_moved_elsewhere_is_the_same_review(study, tmp_path):  # noqa: 
     first = imported_set(study, out)
     shutil.copytree(out, tmp_path / "copy")
     assert read_manifest(imported_set(study, tmp_path / "copy").uri)["fingerprint"] == first.manifest["fingerprint"]
+
+
+def test_the_brush_decoder_gives_label_studios_values():
+    from label_studio_converter.brush import decode_rle, mask2rle
+
+    from wsss.masks.review import decode_brush_rle
+
+    rng = np.random.default_rng(0)
+    masks = [(rng.random((37, 53)) < 0.5) * 255, np.zeros((20, 30)), np.full((9, 7), 255)]
+    band = np.zeros((64, 48))
+    band[10:40, 5:] = 255
+    for mask in [*masks, band]:
+        rle = mask2rle(mask.astype(np.uint8))
+        assert np.array_equal(decode_brush_rle(rle), decode_rle(rle))

@@ -2,7 +2,7 @@
 a plain reference, on the same images in one run; JSON, an MLflow run, a markdown table.
 
 Stages: decode, cam, gradcam, gradcampp, grabcut, slic, mix, sam2, train, infer, pseudo (the
-whole Ray pipeline). CPU stages report images/s with all workers (and per core), the serial
+whole Ray pipeline), import (reviewed Label Studio tasks into a mask set). CPU stages report images/s with all workers (and per core), the serial
 reference, the scaling from 1 to all workers through Ray Data, and the floor (the bare library
 call x cores); model stages report images/s per GPU (or per core: one thread on CPU). Each fast path
 records its predicted and its measured gain. ``--no-ray`` measures in-process only (no scaling,
@@ -23,6 +23,7 @@ from wsss import console
 from wsss.benchmark import cpu as cpu_bench
 from wsss.benchmark import models as model_bench
 from wsss.benchmark import pipeline as pipeline_bench
+from wsss.benchmark import review as review_bench
 from wsss.benchmark import train as train_bench
 from wsss.benchmark.common import Settings, prepare_workload
 from wsss.benchmark.models import cam_fast_paths
@@ -30,7 +31,7 @@ from wsss.benchmark.report import machine_info
 from wsss.labelers.registry import cam_methods
 
 CAM_STAGES = cam_methods()
-STAGES = ("decode", *CAM_STAGES, "grabcut", "slic", "mix", "sam2", "train", "infer", "pseudo")
+STAGES = ("decode", *CAM_STAGES, "grabcut", "slic", "mix", "sam2", "train", "infer", "pseudo", "import")
 RAY_ONLY = ("pseudo",)
 
 
@@ -50,7 +51,8 @@ def run_stage(stage: str, work: Any, settings: Settings) -> dict[str, Any]:
     runners = {"decode": cpu_bench.decode_stage_bench, "grabcut": cpu_bench.grabcut_bench,
                "slic": cpu_bench.slic_bench, "mix": cpu_bench.mix_bench,
                "sam2": model_bench.sam2_stage, "train": train_bench.train_stage,
-               "infer": model_bench.infer_stage, "pseudo": pipeline_bench.pseudo_bench}
+               "infer": model_bench.infer_stage, "pseudo": pipeline_bench.pseudo_bench,
+               "import": review_bench.import_bench}
     started = time.perf_counter()
     console.say(f"  benchmark {stage} …")
     try:
