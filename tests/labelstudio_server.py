@@ -1,11 +1,10 @@
-"""A real Label Studio server on loopback for tests, and the four REST calls a round trip needs.
+"""A real Label Studio server on loopback for tests, and a reviewer's round trip through its SDK.
 
 Label Studio lives in its own venv, ``.venv-labelstudio`` (git-ignored): label-studio 1.23.2 pins
 label-studio-sdk 2.1.2, and every SDK 2.x needs opencv-python-headless<5 (2.0.20 on: <4.13, whose
 wheels need numpy<2.3), so pip would downgrade the main venv's opencv 5.1 and numpy 2.4. For the
-same reason the test process cannot import the SDK; the helpers below send the requests the SDK
-sends (``projects.create``, ``projects.import_tasks``, ``annotations.create``,
-``projects.exports.download_sync``) with the standard library.
+same reason the test process cannot import the SDK: ``sdk_round_trip`` runs the SDK client
+(``labelstudio_sdk_client.py``) with the Label Studio venv's Python.
 
 A fresh database costs about 30 s of Django migrations (262 of them, CPU-bound), so
 ``ensure_labelstudio`` migrates one template database next to the install, with the test user and
@@ -13,10 +12,7 @@ its token already in it, and every server starts from a copy (about 4 s to ready
 
     reason = ensure_labelstudio()          # None, or why Label Studio cannot be had (skip with it)
     with running_labelstudio(tmp_path) as server:
-        project = create_project(server, "pets", LABEL_CONFIG)
-        task_ids = import_tasks(server, project, tasks)
-        annotate(server, task_ids[0], result)
-        exported = export_json(server, project)
+        exported = sdk_round_trip(server, "pets", LABEL_CONFIG, tasks, {0: result}, tmp_path)
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,21 +63,35 @@ def _template(command: list[str]) -> Path:
     return Path(command[0]).parent.parent / "labelstudio-template" / DB_NAME
 
 
+def _run(argv: list[str], timeout: float, **kwargs) -> str | None:
+    """Run a step of the install; None when it worked, else the end of its output."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              **kwargs)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    return None if done.returncode == 0 else (done.stdout + done.stderr)[-1500:]
+
+
 def ensure_labelstudio() -> str | None:
-    """Install Label Studio into ``.venv-labelstudio`` when missing (about 1.5 min) and migrate
-    the template database (about 30 s). None when ready, else why not (the tests skip with it)."""
+    """Install Label Studio into ``.venv-labelstudio`` when missing and migrate the template
+    database. None when ready, else why not (the tests skip with it).
+
+    uv, not pip, installs it: 16 s instead of 75-90 s on 2 cores (pip's resolver and byte-compiling
+    of 1 GB of packages are CPU-bound); uv compiles nothing, and the migration run compiles
+    what the server imports. pip is the fallback where uv cannot reach the index pip uses."""
     if labelstudio_command() is None:
-        python = LS_VENV / "bin" / "python"
-        steps = ([] if python.exists() else [[sys.executable, "-m", "venv", str(LS_VENV)]]) + [
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--retries", "1", "--timeout", "60", f"label-studio=={LS_VERSION}"]]
-        for step in steps:
-            try:
-                done = subprocess.run(step, capture_output=True, text=True, timeout=1200)
-            except (OSError, subprocess.TimeoutExpired) as error:
-                return f"cannot install label-studio=={LS_VERSION}: {error}"
-            if done.returncode != 0:
-                return f"cannot install label-studio=={LS_VERSION}: {(done.stdout + done.stderr)[-1500:]}"
+        python = str(LS_VENV / "bin" / "python")
+        spec = f"label-studio=={LS_VERSION}"
+        quiet = ["--quiet", "--disable-pip-version-check", "--retries", "1", "--timeout", "60"]  # fail fast offline
+        problem = None if Path(python).exists() else _run([sys.executable, "-m", "venv", str(LS_VENV)], 300)
+        if problem is None:
+            problem = (_run([python, "-m", "pip", "install", *quiet, "uv"], 600)
+                       or _run([str(LS_VENV / "bin" / "uv"), "pip", "install", "--quiet", "--python", python, spec], 1200))
+            if problem is not None:  # uv ignores pip's config (index, mirrors): let pip try
+                problem = _run([python, "-m", "pip", "install", *quiet, spec], 1800)
+        if problem is not None:
+            return f"cannot install {spec} into {LS_VENV}: {problem}"
         shutil.rmtree(LS_VENV / "labelstudio-template", ignore_errors=True)  # another version's
         (LS_VENV / ".installed").write_text(LS_VERSION)
     command = labelstudio_command()
@@ -92,11 +101,10 @@ def ensure_labelstudio() -> str | None:
         # `label-studio init` migrates and creates the user, its token and the organization;
         # it is built aside and moved in whole so a killed run never leaves half a template.
         with tempfile.TemporaryDirectory(dir=template.parent) as scratch:
-            done = subprocess.run(command + ["init", "--data-dir", scratch, *CREDENTIALS],
-                                  capture_output=True, text=True, timeout=900, cwd=scratch,
-                                  env=_server_env(Path(scratch)), stdin=subprocess.DEVNULL)
-            if done.returncode != 0 or not (Path(scratch) / DB_NAME).exists():
-                return f"label-studio init failed: {(done.stdout + done.stderr)[-1500:]}"
+            problem = _run(command + ["init", "--data-dir", scratch, *CREDENTIALS], 900, cwd=scratch,
+                           env=_server_env(Path(scratch)))
+            if problem is not None or not (Path(scratch) / DB_NAME).exists():
+                return f"label-studio init failed: {problem}"
             os.replace(Path(scratch) / DB_NAME, template)
     return None
 
@@ -150,14 +158,16 @@ def running_labelstudio(tmp_dir: Path, timeout: float = 180.0,
     data_dir = Path(tmp_dir) / "labelstudio"
     data_dir.mkdir(parents=True, exist_ok=True)
     template = _template(command)
+    credentials = CREDENTIALS
     if template.exists() and not (data_dir / DB_NAME).exists():
         shutil.copyfile(template, data_dir / DB_NAME)  # else the server migrates (~30 s)
+        credentials = []  # the user is in it: spare the password hashing (~0.5 s) of a re-create
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = Path(tmp_dir) / "labelstudio.log"
     # --internal-host is the address it binds; --host would only prefix the URLs it writes.
     argv = command + ["start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-                      "--data-dir", str(data_dir), *CREDENTIALS]
+                      "--data-dir", str(data_dir), *credentials]
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=data_dir, env=_server_env(data_dir, document_root),
@@ -182,41 +192,22 @@ def running_labelstudio(tmp_dir: Path, timeout: float = 180.0,
         stop_process_group(process, grace=10)
 
 
-def _call(server: LabelStudioServer, method: str, path: str, body=None):
-    """One API call with the token; the server's error text (it names the bad field) on failure."""
-    request = urllib.request.Request(
-        server.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Token {server.token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        raise RuntimeError(f"{method} {path}: {error.code} {error.read().decode(errors='replace')[:4000]}") from None
-
-
-def create_project(server: LabelStudioServer, title: str, label_config: str) -> int:
-    """A new project with this labeling config (XML); its id."""
-    return _call(server, "POST", "/api/projects/", {"title": title, "label_config": label_config})["id"]
-
-
-def import_tasks(server: LabelStudioServer, project_id: int, tasks: list[dict]) -> list[int]:
-    """Import tasks (Label Studio JSON: ``data`` plus optional ``predictions``/``annotations``);
-    their ids in order. Predictions are checked against the project's labeling config: one
-    that names a missing control or label is refused (RuntimeError with the server's reason)."""
-    answer = _call(server, "POST", f"/api/projects/{project_id}/import?return_task_ids=true", tasks)
-    return answer["task_ids"]
-
-
-def annotate(server: LabelStudioServer, task_id: int, result: list[dict]) -> int:
-    """Add an annotation (a list of regions, as in an export's ``result``) to a task; its id."""
-    return _call(server, "POST", f"/api/tasks/{task_id}/annotations/", {"result": result})["id"]
-
-
-def export_json(server: LabelStudioServer, project_id: int, all_tasks: bool = True) -> list[dict]:
-    """The project's standard JSON export: tasks with ``annotations`` (and ``predictions``).
-    Label Studio leaves out tasks without annotations unless ``all_tasks``."""
-    flag = "true" if all_tasks else "false"
-    return _call(server, "GET", f"/api/projects/{project_id}/export?exportType=JSON&download_all_tasks={flag}")
+def sdk_round_trip(server: LabelStudioServer, title: str, label_config: str, tasks: list[dict],
+                   annotations: dict[int, list[dict]], work: Path) -> list[dict]:
+    """The reviewer's side through Label Studio's SDK (``labelstudio_sdk_client.py``, run by the
+    Label Studio venv's Python): a project with ``label_config``, ``tasks`` imported, the tasks at
+    the indices of ``annotations`` annotated with those results; the project's JSON export."""
+    request, export = Path(work) / "sdk-request.json", Path(work) / "sdk-export.json"
+    request.write_text(json.dumps({"title": title, "label_config": label_config, "tasks": tasks,
+                                   "annotations": {str(k): v for k, v in annotations.items()}}))
+    python = Path(labelstudio_command()[0]).parent / "python"
+    done = subprocess.run([str(python), str(Path(__file__).with_name("labelstudio_sdk_client.py")), server.url,
+                           server.token, str(request), str(export)], capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"the SDK client failed ({done.returncode}):\n{done.stderr[-4000:]}\n"
+                           f"server log:\n{_tail(server.log)}")
+    return json.loads(export.read_text())
 
 
 if __name__ == "__main__":  # `python tests/labelstudio_server.py`: install ahead of the tests
