@@ -52,6 +52,16 @@ def ray_local():
     ray.shutdown()
 
 
+def job_module(name: str):
+    """A script of ``jobs/`` imported as a module (its ``main`` and helpers, as the job runs them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def scaled_down_smoke(tmp: Path) -> dict:
     """The smoke preset with tiny images, one epoch, and one trial per kind of label source."""
     data = yaml.safe_load((REPO / "jobs" / "configs" / "smoke.yaml").read_text())

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
+from conftest import job_module
 from wsss.config import parse_config
 from wsss.data.pets import index
 from wsss.models.classifier import build_classifier, save_classifier
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def calibrate_module():
-    spec = importlib.util.spec_from_file_location("calibrate", REPO / "jobs" / "calibrate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_setting_is_scored_on_trainval_and_never_on_test(synthetic_root, tmp_path, monkeypatch):
     import torch
 
-    calibrate = calibrate_module()
+    calibrate = job_module("calibrate")
     torch.manual_seed(0)
     checkpoint = tmp_path / "classifier.pt"
     save_classifier(build_classifier("resnet18", "none"), checkpoint, "resnet18", image_size=64)
@@ -49,6 +39,6 @@ def test_without_a_trained_classifier_it_says_what_to_run(synthetic_root, tmp_pa
     import sys
 
     before = sys.stderr
-    assert calibrate_module().main(["--config", str(config)]) == 2
+    assert job_module("calibrate").main(["--config", str(config)]) == 2
     assert "wsss classify --config" in capsys.readouterr().err
     assert sys.stderr is before  # the console is handed back: later output is not swallowed

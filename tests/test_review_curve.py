@@ -4,28 +4,18 @@ child per point), and the curve's table and figure come from those runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
+from conftest import job_module
 from wsss.data.decode import record_truth
 from wsss.data.pets import index
 from wsss.metrics import trimap_to_target
 from wsss.report.build import build_report
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def curve_module():
-    spec = importlib.util.spec_from_file_location("review_curve", REPO / "jobs" / "review_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -44,7 +34,7 @@ def test_review_curve_trains_one_trial_per_point_from_the_chosen_images_truth(ra
         "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                      "artifact_location": str(tmp_path / "artifacts"), "experiment": "tiny"}}))
     out = tmp_path / "curve"
-    code = curve_module().main(["--config", str(config), "--labels", "ellipse", "--points", "0,50",
+    code = job_module("review_curve").main(["--config", str(config), "--labels", "ellipse", "--points", "0,50",
                                 "--by", "confidence,random", "--seed", "3", "--out", str(out)])
     assert code == 0
     records = {r.image_id: r for r in index(synthetic_root, limit=8).records}
