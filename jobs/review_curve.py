@@ -35,6 +35,10 @@ from wsss.sweep.tracking import children
 from wsss.train.classifier import resolve_classifier
 
 
+def reviewed_weight(text: str) -> float | str:
+    return text if text == "balanced" else float(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
@@ -42,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", default="0,5,10,20,50", help="shares of the training images, percent")
     parser.add_argument("--by", default=",".join(SELECTIONS), help="confidence, random, disagreement (comma list)")
     parser.add_argument("--seed", type=int, default=0, help="the random selection's seed")
-    parser.add_argument("--reviewed-weight", type=float, default=1.0, help="loss weight of reviewed pixels")
+    parser.add_argument("--reviewed-weight", type=reviewed_weight, default="balanced",
+                        help="loss weight of reviewed pixels: a number, or balanced (default: the "
+                             "reviewed images weigh as much as all the others together)")
     parser.add_argument("--out", type=Path, default=Path("results/review-curve"))
     args = parser.parse_args(argv)
     console.setup(verbose_output=args.verbose)

@@ -251,3 +251,25 @@ def test_the_brush_decoder_gives_label_studios_values():
     for mask in [*masks, band]:
         rle = mask2rle(mask.astype(np.uint8))
         assert np.array_equal(decode_brush_rle(rle), decode_rle(rle))
+
+
+def test_balanced_weight_gives_the_reviewed_images_half_the_loss(study, tmp_path):  # noqa: F811
+    from wsss.config import ConfigError
+    from wsss.train.labels import GroundTruthSource, make_schedule
+    from wsss.train.segmentation import reviewed_weight, with_reviewed
+
+    ids = [f"image{i}" for i in range(10)]
+    assert reviewed_weight("balanced", {"image1", "image2", "other"}, ids) == 4.0  # 8 others / 2
+    assert reviewed_weight("balanced", set(ids), ids) == 1.0 and reviewed_weight(3.0, set(), ids) == 3.0
+    assert reviewed_weight("balanced", {"other"}, ids) == 1.0  # none of them trains
+    out = tmp_path / "review"
+    export_mask_set(study["sets"]["ellipse"], study["dataset"], study["records"][:2], "png", str(out))
+    config = load_config(study["config"]).model_copy(deep=True)
+    config.train.reviewed, config.train.reviewed_weight = str(out), "balanced"
+    train_ids = [r.image_id for r in study["records"]]
+    schedule = with_reviewed(config, make_schedule([(1, MaskSetSource(study["sets"]["ellipse"], "ellipse"))]),
+                             study["dataset"], train_ids)
+    assert schedule.sources[0].weight == 3.0  # 6 pseudo-masks / 2 reviewed
+    assert schedule.sources[0].name == "ellipse+reviewed-review"
+    with pytest.raises(ConfigError, match="ground truth already"):
+        with_reviewed(config, make_schedule([(1, GroundTruthSource({}))]), study["dataset"], train_ids)

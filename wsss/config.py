@@ -155,8 +155,9 @@ class TrainConfig(StrictModel):
         "reviewed masks laid over the labels image by image: a Label Studio JSON export, a "
         "COCO file or a folder of <image_id>.png (wsss import); reviewed images train on the "
         "reviewed mask, the rest keep the pseudo-mask"))
-    reviewed_weight: float = Field(1.0, ge=1.0, le=100.0, description=(
-        "loss weight of a reviewed image's pixels relative to a pseudo-mask's"))
+    reviewed_weight: float | Literal["balanced"] = Field(1.0, description=(
+        "loss weight of a reviewed image's pixels relative to a pseudo-mask's (1 to 100), or "
+        "balanced: the reviewed training images weigh as much as all the others together"))
     rounds: int = Field(1, ge=1, le=10, description=(
         "self-training: round k+1 trains on round k's model's predictions on the train and val "
         "images (1: no self-training)"))
@@ -186,6 +187,11 @@ class TrainConfig(StrictModel):
         """``select`` with ``auto`` resolved for these labels (``resolve_select``)."""
         return resolve_select(self.select, self.label_keys())
 
+    @field_validator("reviewed_weight")
+    @classmethod
+    def _reviewed_weight_range(cls, value: Any) -> Any:
+        return check_reviewed_weight(value)
+
     @model_validator(mode="after")
     def _schedule_matches_epochs(self) -> "TrainConfig":
         if isinstance(self.labels, list):
@@ -195,6 +201,13 @@ class TrainConfig(StrictModel):
                     f"labels schedule covers {total} epochs but epochs is {self.epochs}"
                 )
         return self
+
+
+def check_reviewed_weight(value: Any) -> Any:
+    """A reviewed pixel weighs 1 to 100 pseudo-mask pixels, or ``balanced``."""
+    if value is not None and value != "balanced" and not 1.0 <= float(value) <= 100.0:
+        raise ValueError(f"reviewed_weight {value} is outside 1 to 100 (or use balanced)")
+    return value
 
 
 SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs", "select", "rounds",
@@ -243,12 +256,17 @@ class TrialSpec(StrictModel):
     rounds: int | None = Field(None, ge=1, le=10)
     agreement: list[str] | None = Field(None, description="mask set ids whose agreement weights the loss")
     reviewed: str | None = Field(None, description="reviewed masks over this trial's labels (train.reviewed)")
-    reviewed_weight: float | None = Field(None, ge=1.0, le=100.0)
+    reviewed_weight: float | Literal["balanced"] | None = None
 
     @field_validator("paper_row")
     @classmethod
     def _known_paper_row(cls, value: str | None) -> str | None:
         return _check_paper_row(value)
+
+    @field_validator("reviewed_weight")
+    @classmethod
+    def _reviewed_weight_range(cls, value: Any) -> Any:
+        return check_reviewed_weight(value)
 
     def overrides(self) -> dict[str, Any]:
         """The ``train`` fields this trial sets (unset ones keep the study's values)."""

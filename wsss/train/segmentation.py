@@ -160,7 +160,7 @@ def label_schedule(config: StudyConfig, labels: Any, dataset: Any, splits: dict[
             threshold=config.train.threshold)
     except (FileNotFoundError, KeyError, ValueError) as error:
         raise ConfigError(f"train.labels: {error}") from None
-    return with_reviewed(config, schedule, dataset)
+    return with_reviewed(config, schedule, dataset, splits["train"].image_ids)
 
 
 def reviewed_params(schedule: Any) -> dict[str, Any]:
@@ -172,10 +172,20 @@ def reviewed_params(schedule: Any) -> dict[str, Any]:
     manifest = reviewed[0].reviewed.manifest
     selection = manifest.get("selection") or {}
     return {"reviewed_images": len(reviewed[0].held()), "reviewed_set": manifest.get("fingerprint"),
+            "reviewed_loss_weight": reviewed[0].weight,
             "reviewed_by": selection.get("by"), "reviewed_select": selection.get("select")}
 
 
-def with_reviewed(config: StudyConfig, schedule: Any, dataset: Any) -> Any:
+def reviewed_weight(setting: float | str, reviewed: set[str], train_ids: list[str]) -> float:
+    """``train.reviewed_weight``: a number as it is; ``balanced`` makes the reviewed training
+    images carry as much of the loss as all the others together ((N - K) / K, at least 1)."""
+    if setting != "balanced":
+        return float(setting)
+    count = len(reviewed.intersection(train_ids))
+    return max(1.0, (len(train_ids) - count) / count) if count else 1.0
+
+
+def with_reviewed(config: StudyConfig, schedule: Any, dataset: Any, train_ids: list[str]) -> Any:
     """The schedule with ``train.reviewed`` laid over each of its mask-set sources (ground
     truth needs no review, so a schedule of gt alone refuses one)."""
     if not config.train.reviewed:
@@ -188,8 +198,9 @@ def with_reviewed(config: StudyConfig, schedule: Any, dataset: Any) -> Any:
                                    config.data.image_size).mask_set
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"train.reviewed: {error}") from None
-    sources = tuple(source if source.name == GROUND_TRUTH else
-                    ReviewedSource(reviewed, source, config.train.reviewed_weight) for source in schedule.sources)
+    weight = reviewed_weight(config.train.reviewed_weight, set(reviewed.manifest["images"]), list(train_ids))
+    sources = tuple(source if source.name == GROUND_TRUTH else ReviewedSource(reviewed, source, weight)
+                    for source in schedule.sources)
     return Schedule(sources, schedule.steps)
 
 
@@ -378,7 +389,8 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
         images = RowsById([splits["train"], splits["val"]], "images")
         source = SelfTrainingSource(f"round{round_number - 1}", outcome.model_file,
                                     tuple(section.self_training_band), images)
-        outcome = fit_round(*fit, with_reviewed(config, make_schedule([(section.epochs, source)]), dataset),
+        outcome = fit_round(*fit, with_reviewed(config, make_schedule([(section.epochs, source)]), dataset,
+                                                 splits["train"].image_ids),
                             name if round_number == section.rounds else f"{name}-round{round_number}",
                             previous=outcome)
     return outcome
