@@ -28,7 +28,7 @@ from wsss.data.prepare import prepare_dataset
 from wsss.masks.pipeline import generate_masks, labeler_context
 from wsss.raycluster import ensure_ray
 from wsss.report.review import curve_markdown, curve_rows, plot_curve
-from wsss.sweep.review_curve import (SELECTIONS, curve_config, note_selection, review_folders,
+from wsss.sweep.review_curve import (SELECTIONS, curve_config, labels_dice, note_selection, review_folders,
                                      scored_training_images, share_points)
 from wsss.sweep.run import run_sweep
 from wsss.sweep.tracking import children
@@ -71,14 +71,20 @@ def run(args: argparse.Namespace) -> int:
     folders = review_folders(mask_set, images, points, selections, args.seed, out / "reviews",
                              config.data.border_policy)
     note_selection(folders, len(images))
+    every = labels_dice(mask_set, images, config.data.border_policy)
+    console.say(f"  {args.labels}: its masks' Dice over all {len(images)} training images {every:.3f}")
     curve = curve_config(config, args.labels, folders, args.reviewed_weight)
     result = run_sweep(curve)
     rows = curve_rows(children(tracking.configure(curve.tracking), result["parent_run_id"]))
+    for row in rows:  # how bad the masks each review replaced were (ground truth scores only)
+        point = folders.get((row["by"], round(row["share"])))
+        row["replaced_dice"] = point.replaced_dice if point else None
     table = curve_markdown(rows)
     files = [out / "curve.md", out / "curve.json", plot_curve(rows, out / "curve.png")]
     files[0].write_text(table + "\n")
     files[1].write_text(json.dumps({"labels": args.labels, "points": points, "by": selections,
                                     "seed": args.seed, "reviewed_weight": args.reviewed_weight,
+                                    "training_labels_dice": every,
                                     "parent_run_id": result["parent_run_id"], "rows": rows}, indent=2))
     client = mlflow.MlflowClient()
     for path in files:

@@ -70,6 +70,7 @@ def test_review_curve_trains_one_trial_per_point_from_the_chosen_images_truth(ra
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "review_curve")}
     assert artifacts == {"review_curve/curve.md", "review_curve/curve.json", "review_curve/curve.png"}
     assert "| confidence | 50 % |" in (out / "curve.md").read_text()
+    assert 0.0 <= rows["review-confidence-50%"]["replaced_dice"] <= 1.0 and rows["review-gt"]["replaced_dice"] is None
     report = build_report("tiny", tmp_path / "report", f"sqlite:///{tmp_path / 'mlflow.db'}",
                           parent=parent.info.run_id, log=False)
     markdown = report["markdown"].read_text()

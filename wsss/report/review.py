@@ -39,13 +39,17 @@ def curve_rows(runs: list[Any]) -> list[dict[str, Any]]:
 
 
 def curve_markdown(rows: list[dict[str, Any]]) -> str:
-    """The curve as a markdown table."""
-    lines = ["| reviewed images chosen by | share of training images | images | test Dice | gap recovered |",
-             "|---|---|---|---|---|"]
+    """The curve as a markdown table; a column for the replaced masks' Dice where rows have it."""
+    replaced = any(row.get("replaced_dice") is not None for row in rows)
+    lines = ["| reviewed images chosen by | share of training images | images | test Dice | gap recovered |"
+             + (" Dice of the masks the review replaced |" if replaced else ""),
+             "|---|---|---|---|---|" + ("---|" if replaced else "")]
     for row in rows:
         recovered = "-" if row["recovered"] is None else f"{100 * row['recovered']:.0f} %"
+        extra = "" if not replaced else (f" {row['replaced_dice']:.3f} |" if row.get("replaced_dice") is not None
+                                         else " - |")
         lines.append(f"| {row['by']} | {row['share']:.0f} % | {row['reviewed'] or '-'} | "
-                     f"{row['dice']:.3f} | {recovered} |")
+                     f"{row['dice']:.3f} | {recovered} |{extra}")
     return "\n".join(lines)
 
 

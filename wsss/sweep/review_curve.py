@@ -12,6 +12,7 @@ own labels (the reviewed val images are not reviewed here: the review covers tra
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,37 +55,59 @@ def scored_training_images(config: StudyConfig, dataset: DatasetIndex, base: str
     return mask_set, score_images(mask_set, dataset.split("train"), others)
 
 
+@dataclass(frozen=True)
+class ReviewPoint:
+    folder: Path  # the reviewer's PNG folder (wsss import reads it)
+    replaced_dice: float  # the base masks of the chosen images against their ground truth
+
+
+def labels_dice(mask_set: Any, images: list[ExportImage], border_policy: str) -> float:
+    """Micro Dice of the set's masks of ``images`` against their ground truth (scoring only:
+    how bad the masks a selection hands to the reviewer were)."""
+    from wsss.data.arrays import resize_mask
+    from wsss.metrics import SegmentationMeter
+
+    meter = SegmentationMeter()
+    for image in images:
+        mask = mask_set.read(image.record.image_id)
+        truth = trimap_to_target(resize_mask(record_truth(image.record), mask.shape[:2]), border_policy)
+        meter.update(mask == 1, truth)
+    return meter.result()["micro"]["dice"]
+
+
 def review_folders(mask_set: Any, images: list[ExportImage], points: list[int], selections: list[str],
-                   seed: int, root: Path, border_policy: str) -> dict[tuple[str, int], Path]:
-    """One reviewer folder per (selection, K % > 0)."""
+                   seed: int, root: Path, border_policy: str) -> dict[tuple[str, int], "ReviewPoint"]:
+    """One reviewer folder per (selection, K % > 0), with how good the masks it replaces were."""
     folders = {}
     for by in selections:
         for share in (p for p in points if p > 0):
             chosen = select_images(images, select_count(f"{share}%", len(images)), by, seed)
             record = selection_record(mask_set, chosen, by, f"{share}%", seed, len(images))
-            folders[(by, share)] = reviewer_folder(chosen, root / f"{by}-{share}", border_policy, record)
+            folders[(by, share)] = ReviewPoint(reviewer_folder(chosen, root / f"{by}-{share}", border_policy, record),
+                                               labels_dice(mask_set, chosen, border_policy))
     return folders
 
 
-def curve_config(config: StudyConfig, base: str, folders: dict[tuple[str, int], Path],
+def curve_config(config: StudyConfig, base: str, folders: dict[tuple[str, int], ReviewPoint],
                  weight: float) -> StudyConfig:
     """The study with the curve's trials: full supervision, the base labels unreviewed, and
     one trial per reviewer folder; its own experiment name (``<name>-review``)."""
     trials = [{"name": "review-gt", "table": REVIEW_TABLE, "labels": "gt"},
               {"name": "review-0%", "table": REVIEW_TABLE, "labels": base}]
     trials += [{"name": f"review-{by}-{share}%", "table": REVIEW_TABLE, "labels": base,
-                "reviewed": str(folder), "reviewed_weight": weight}
-               for (by, share), folder in sorted(folders.items())]
+                "reviewed": str(point.folder), "reviewed_weight": weight}
+               for (by, share), point in sorted(folders.items())]
     data = config.model_dump(mode="json")
     data["name"] = f"{config.name}-review"
     data["sweep"] = {**data["sweep"], "trials": trials, "space": {}, "direct_eval": []}
     return parse_config(data, "review curve")
 
 
-def note_selection(folders: dict[tuple[str, int], Path], images: int) -> None:
-    for (by, share), folder in sorted(folders.items()):
-        count = sum(1 for _ in folder.glob("*.png"))
-        console.say(f"  review {by} {share} %: {count} of {images} training images ({folder})")
+def note_selection(folders: dict[tuple[str, int], ReviewPoint], images: int) -> None:
+    for (by, share), point in sorted(folders.items()):
+        count = sum(1 for _ in point.folder.glob("*.png"))
+        console.say(f"  review {by} {share} %: {count} of {images} training images, their masks' Dice "
+                    f"{point.replaced_dice:.3f} ({point.folder})")
 
 
 def share_points(text: str) -> list[int]:
