@@ -48,7 +48,7 @@ from wsss import storage
 from wsss.data.arrays import resize_mask
 from wsss.data.records import DatasetIndex, Record
 from wsss.labelers.base import MASK_FOREGROUND, MASK_IGNORE
-from wsss.masks.export import IGNORE_LABEL, image_size
+from wsss.masks.export import IGNORE_LABEL, image_size, selection_path
 from wsss.masks.store import (MaskSet, MaskSetError, MaskSetWriter, read_manifest, set_fingerprint,
                               set_folder_name)
 
@@ -386,8 +386,6 @@ READERS = {"labelstudio": read_labelstudio, "coco": read_coco, "png": read_png_f
 def recorded_selection(path: str, format: str) -> dict[str, Any] | None:
     """How the reviewed images were chosen, where ``wsss export --select`` recorded it (in the
     PNG folder, or beside the JSON): by, share, seed; None when there is no record."""
-    from wsss.masks.export import selection_path
-
     target = selection_path(path, format)
     if not storage.exists(target):
         return None

@@ -18,11 +18,12 @@ from typing import Any
 
 from wsss import console, storage
 from wsss.config import StudyConfig, parse_config
+from wsss.data.arrays import resize_mask
 from wsss.data.decode import record_truth
 from wsss.data.records import DatasetIndex
 from wsss.masks.export import ExportImage, score_images, select_count, select_images, selection_path, selection_record
 from wsss.masks.pipeline import agreement_sets, labeler_context, open_study_mask_set
-from wsss.metrics import trimap_to_target
+from wsss.metrics import SegmentationMeter, trimap_to_target
 
 REVIEW_TABLE = "review"
 POINTS = (0, 5, 10, 20, 50)
@@ -64,9 +65,6 @@ class ReviewPoint:
 def labels_dice(mask_set: Any, images: list[ExportImage], border_policy: str) -> float:
     """Micro Dice of the set's masks of ``images`` against their ground truth (scoring only:
     how bad the masks a selection hands to the reviewer were)."""
-    from wsss.data.arrays import resize_mask
-    from wsss.metrics import SegmentationMeter
-
     meter = SegmentationMeter()
     for image in images:
         mask = mask_set.read(image.record.image_id)
