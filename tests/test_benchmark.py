@@ -194,8 +194,9 @@ def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monk
     monkeypatch.setenv("WSSS_LOG_DIR", str(tmp_path / "logs"))
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert main(["--scaling", "24,48", "--scaling-size", "32", "--scaling-sweep", "48", "--workers", "2",
-                 "--device", "cpu", "--no-mlflow", "--out", str(out), "--scratch", str(cache)]) == 0
+                 "--device", "cpu", "--no-mlflow", "--no-warm-up", "--out", str(out), "--scratch", str(cache)]) == 0
     payload = strict_json(out / "scaling.json")
+    assert payload["warm_up"] is False
     rows = {(row["stage"], row["images"]): row for row in payload["rows"]}
     assert list(rows) == [("pseudo", 24), ("pseudo", 48), ("train", 24), ("train", 48), ("sweep", 48)]
     for key, row in rows.items():
@@ -217,6 +218,7 @@ def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monk
     assert "| stage | images | seconds | ms/image |" in printed.out
     assert "scaling: pseudo     48 images" in printed.err  # one line per run
     assert (cache / "pets-48-128px-seed0" / "annotations" / "trainval.txt").is_file()  # kept for reruns
+    assert not (cache / "pets-32-128px-seed0").exists()  # no warm-up set: nothing ran twice
     assert not list(cache.glob("wsss-scaling-*"))  # measured runs' stores removed
 
     assert main(["--show", str(out / "scaling.json")]) == 0

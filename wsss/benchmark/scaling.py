@@ -210,20 +210,22 @@ def say_row(row: dict[str, Any]) -> None:
 
 
 def run_scaling(counts: list[int], train_counts: list[int], settings: Settings, size: int,
-                cache: Path, work: Path, sweep_counts: list[int] = ()) -> dict[str, Any]:
+                cache: Path, work: Path, sweep_counts: list[int] = (), warm_up: bool = True) -> dict[str, Any]:
     """Every count through the mask pipeline, ``train_counts`` through training,
-    ``sweep_counts`` through a whole sweep; the payload."""
+    ``sweep_counts`` through a whole sweep; the payload. ``warm_up`` first runs each kind once
+    on a small set, not kept, so no measured row pays for a first start."""
     ensure_ray(num_cpus=settings.workers)
     source = max(SOURCE_SIZE, size)
     roots = {n: synthetic_root(cache, n, source, settings.seed)
              for n in sorted({*counts, *train_counts, *sweep_counts})}
     checkpoint = classifier_checkpoint(cache, settings, size)
-    warm = synthetic_root(cache, WARM_UP_IMAGES, source, settings.seed)
-    pipeline_row(WARM_UP_IMAGES, warm, work, settings, size, checkpoint)  # starts workers; not kept
-    if train_counts:
-        train_row(WARM_UP_IMAGES, warm, work, settings, size)  # Ray Train's first start; not kept
-    if sweep_counts:  # Tune's and MLflow's first start (their imports alone are ~200 MB); not kept
-        sweep_row(WARM_UP_IMAGES, warm, work, settings, size)
+    if warm_up:
+        warm = synthetic_root(cache, WARM_UP_IMAGES, source, settings.seed)
+        pipeline_row(WARM_UP_IMAGES, warm, work, settings, size, checkpoint)  # starts workers; not kept
+        if train_counts:
+            train_row(WARM_UP_IMAGES, warm, work, settings, size)  # Ray Train's first start; not kept
+        if sweep_counts:  # Tune's and MLflow's first start (their imports alone are ~200 MB); not kept
+            sweep_row(WARM_UP_IMAGES, warm, work, settings, size)
     rows = []
     for images in counts:
         rows.append(pipeline_row(images, roots[images], work, settings, size, checkpoint))
@@ -234,7 +236,7 @@ def run_scaling(counts: list[int], train_counts: list[int], settings: Settings, 
     for images in sweep_counts:
         rows.append(sweep_row(images, roots[images], work, settings, size))
         say_row(rows[-1])
-    return {"kind": "scaling", "size": size, "source_size": source, "counts": counts,
+    return {"kind": "scaling", "size": size, "source_size": source, "counts": counts, "warm_up": warm_up,
             "train_counts": train_counts, "labelers": [s["name"] for s in SCALING_LABELERS],
             "train_model": {"model": "unet", **TRAIN_OPTIONS, "epochs": 1},
             "sweep_counts": list(sweep_counts),

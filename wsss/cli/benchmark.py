@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--scaling-sweep", default=None, metavar="N,N",
                         help="scaling run: counts that a whole sweep runs on (classifier, CAM and GrabCut "
                              "sets, three one-epoch trials, MLflow); default none")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="scaling run: skip the warm-up runs that start Ray's workers, Ray Train and "
+                             "Tune first (faster; the first row then carries their start-up)")
     parser.add_argument("--show", nargs="+", metavar="JSON", default=None,
                         help="print the tables of results saved with --out (measures nothing)")
     return parser
@@ -211,7 +214,8 @@ def run_scaling_command(args: argparse.Namespace, settings: Settings, tracking: 
     if owns_console:  # Ray's, Train's and the workers' output to a log file; one line per run here
         console.setup()
     try:
-        payload = run_scaling(counts, train, settings, args.scaling_size, cache, work, sweep)
+        payload = run_scaling(counts, train, settings, args.scaling_size, cache, work, sweep,
+                              warm_up=args.warm_up)
         payload.update(machine=machine_info(settings), settings=asdict(settings),
                        command=["jobs/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
         text = write_scaling(payload, json_path, markdown_path, tracking)
