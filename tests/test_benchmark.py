@@ -12,7 +12,7 @@ import pytest
 from wsss.benchmark.memory import MB, MemorySampler
 from wsss.benchmark.report import format_table, pipeline_table, scaling_text, write_json
 from wsss.benchmark.run import STAGES, selected_stages
-from wsss.benchmark.scaling import flatness
+from wsss.benchmark.scaling import WARM_UP_IMAGES, flatness
 from wsss.cli.benchmark import main
 
 IN_PROCESS = ["decode", "cam", "gradcam", "gradcampp", "grabcut", "slic", "mix", "sam2", "train", "infer", "import"]
@@ -193,33 +193,33 @@ def test_scaling_refuses_bad_counts(capsys):
 def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WSSS_LOG_DIR", str(tmp_path / "logs"))
     out, cache = tmp_path / "out", tmp_path / "cache"
-    assert main(["--scaling", "24,48", "--scaling-size", "32", "--scaling-sweep", "48", "--workers", "2",
+    assert main(["--scaling", "16,24", "--scaling-size", "32", "--scaling-sweep", "24", "--workers", "2",
                  "--device", "cpu", "--no-mlflow", "--no-warm-up", "--out", str(out), "--scratch", str(cache)]) == 0
     payload = strict_json(out / "scaling.json")
     assert payload["warm_up"] is False
     rows = {(row["stage"], row["images"]): row for row in payload["rows"]}
-    assert list(rows) == [("pseudo", 24), ("pseudo", 48), ("train", 24), ("train", 48), ("sweep", 48)]
+    assert list(rows) == [("pseudo", 16), ("pseudo", 24), ("train", 16), ("train", 24), ("sweep", 24)]
     for key, row in rows.items():
         assert row["seconds"] > 0 and row["ms_per_image"] > 0, key
         assert row["driver_peak_mb"] > 0 and row["driver_growth_mb"] >= 0, key
         assert 0 < row["driver_private_peak_mb"] <= row["driver_peak_mb"], key
         assert row["workers_peak_mb"] > 0 and row["worker_max_peak_mb"] > 0, key
         assert row["spill"] == "unknown" or row["spilled_mb"] >= 0, key
-    pseudo = rows[("pseudo", 24)], rows[("pseudo", 48)]
-    assert [row["masks_written"] for row in pseudo] == [24 * 8, 48 * 8]  # every set, every image
+    pseudo = rows[("pseudo", 16)], rows[("pseudo", 24)]
+    assert [row["masks_written"] for row in pseudo] == [16 * 8, 24 * 8]  # every set, every image
     assert 0 < pseudo[0]["store_mb"] < pseudo[1]["store_mb"]
     assert all(row["epoch_ms_per_train_image"] > 0 for key, row in rows.items() if key[0] == "train")
-    sweep = rows[("sweep", 48)]  # a whole sweep: classifier, two mask sets, three trials, MLflow
+    sweep = rows[("sweep", 24)]  # a whole sweep: classifier, two mask sets, three trials, MLflow
     assert sweep["trials"] == 3 and sweep["failures"] == 0 and sweep["store_mb"] > 0
     assert set(payload["flatness"]) == {"pseudo", "train"}  # one sweep count: no verdict
     assert all(flat["ms_per_image_ratio"] > 0 for flat in payload["flatness"].values())
-    assert "| pseudo | 48 |" in (out / "scaling.md").read_text()
+    assert "| pseudo | 24 |" in (out / "scaling.md").read_text()
     printed = capsys.readouterr()
     assert "| stage | images | seconds | ms/image |" in printed.out
-    assert "scaling: pseudo     48 images" in printed.err  # one line per run
-    assert (cache / "pets-48-128px-seed0" / "annotations" / "trainval.txt").is_file()  # kept for reruns
-    assert not (cache / "pets-32-128px-seed0").exists()  # no warm-up set: nothing ran twice
+    assert "scaling: pseudo     24 images" in printed.err  # one line per run
+    assert (cache / "pets-24-128px-seed0" / "annotations" / "trainval.txt").is_file()  # kept for reruns
+    assert not (cache / f"pets-{WARM_UP_IMAGES}-128px-seed0").exists()  # no warm-up set: nothing ran twice
     assert not list(cache.glob("wsss-scaling-*"))  # measured runs' stores removed
 
     assert main(["--show", str(out / "scaling.json")]) == 0
-    assert "| pseudo | 24 -> 48 |" in capsys.readouterr().out
+    assert "| pseudo | 16 -> 24 |" in capsys.readouterr().out

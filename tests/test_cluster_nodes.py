@@ -218,7 +218,10 @@ def test_training_spreads_reads_s3_masks_and_resumes_after_losing_a_node(nodes, 
     outcome = result["outcome"]
     epochs = [row["epoch"] for row in outcome.history]
     assert epochs == [1, 2, 3]
-    assert [row["attempt_started_at"] for row in outcome.history] == [1, 2, 2]  # resumed after 1
+    started = [row["attempt_started_at"] for row in outcome.history]
+    # a second attempt resumed from a checkpoint (not from scratch): after epoch 1, or after 2
+    # where the controller took the queued epoch-2 report before it saw the lost worker
+    assert started[0] == 1 and started in ([1, 2, 2], [1, 1, 3]), started
     keys = s3_keys(f"{BUCKET}/train/s3-node-loss")
     assert any(k.endswith("/state.pt") and "/checkpoint_" in k for k in keys)
     assert outcome.model_file == f"s3://{BUCKET}/train/s3-node-loss/tested_model.pt"
