@@ -48,6 +48,10 @@ class DataConfig(StrictModel):
                                                    "default; a path relative to root")
     classes: list[str] | None = Field(None, description="the class names and their order; default: "
                                                         "every class the data names, sorted")
+    task: Literal["binary", "semantic"] = Field(
+        "binary", description="binary: one foreground against background (the study); semantic: "
+                              "every class of an image (csv labels, every COCO category), a mask "
+                              "channel per class + background")
     synthetic: SynthConfig | None = None
     download: bool = False
     image_size: int = Field(256, ge=16, le=2048)

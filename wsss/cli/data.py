@@ -7,13 +7,14 @@ import argparse
 from wsss.cli.common import EXIT_OK, EXIT_PROBLEM, add_format, add_root, print_json
 from wsss.data.check import check_report, format_report
 from wsss.data.index import index
+from wsss.data.records import TASKS
 from wsss.data.synthetic import synthesize
 from wsss.data.synthetic.layouts import LAYOUTS, synthesize_layout
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     dataset = index(args.root, format=args.format, manifest=args.manifest,
-                    val_fraction=args.val_fraction, split_seed=args.split_seed)
+                    val_fraction=args.val_fraction, split_seed=args.split_seed, task=args.task)
     report = check_report(dataset, args.error_budget, progress=not args.json)
     if args.json:
         print_json(report)
@@ -44,6 +45,9 @@ def add_parser(verbs) -> None:
                        help="fraction of images allowed to fail (default 0.01)")
     check.add_argument("--val-fraction", type=float, default=0.2)
     check.add_argument("--split-seed", type=int, default=0)
+    check.add_argument("--task", default="binary", choices=TASKS,
+                       help="semantic: every class of an image (csv labels, every COCO category) "
+                            "and class-indexed masks")
     check.set_defaults(handler=cmd_data_check)
     synth = actions.add_parser("synth", help="write a synthetic dataset in the same layout")
     add_root(synth)

@@ -56,10 +56,12 @@ def check_report(dataset: DatasetIndex, error_budget: float, progress: bool = Fa
     if dataset.format == "oxford-pets" and len(dataset.missing_trimaps) > allowed:
         problems.append(f"{len(dataset.missing_trimaps)} missing trimaps exceed the budget of {allowed}")
     problems += [f"no usable images in split {name}" for name in ("train", "val", "test") if not splits[name]]
-    per_class = dict(sorted(Counter(r.class_name for r in usable).items()))
+    per_class = dict(sorted(Counter(name for r in usable for name in
+                                    ([dataset.classes[k] for k in r.labels] or [r.class_name])).items()))
     return {
         "root": dataset.root,
         "format": dataset.format,
+        "task": dataset.task,
         "splits": {name: splits.get(name, 0) for name in ("train", "val", "test")},
         "classes": per_class,
         **({"breeds": per_class} if dataset.format == "oxford-pets" else {}),
@@ -76,7 +78,8 @@ def check_report(dataset: DatasetIndex, error_budget: float, progress: bool = Fa
 
 def format_report(report: dict) -> str:
     """Human-readable form of ``check_report``."""
-    lines = [f"root: {report['root']} ({report['format']})"]
+    task = "" if report.get("task", "binary") == "binary" else f", {report['task']}: several classes per image"
+    lines = [f"root: {report['root']} ({report['format']}{task})"]
     lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
     word = "breeds" if report["format"] == "oxford-pets" else "classes"
     lines.append(f"{word}: {len(report['classes'])} ("

@@ -1,10 +1,13 @@
 """A COCO instances JSON (``images``, ``categories``, ``annotations``) as an image-level dataset.
 
-Each image gets one class: the category covering the largest annotated area in it (wsss
-segments one foreground class per image); its box is the box around that category's
-annotations (``bbox``, x y w h); its ground truth, when annotations carry a ``segmentation``
-(polygons or RLE), is the union of all its annotated objects, rasterised once with pycocotools
-into a cache of binary masks keyed by the JSON's identity (scoring only). Images without
+For the binary task each image gets one class: the category covering the largest annotated
+area in it; its box is the box around that category's annotations (``bbox``, x y w h); its
+ground truth, when annotations carry a ``segmentation`` (polygons or RLE), is the union of all
+its annotated objects. For the semantic task an image carries every category present (largest
+area first), a box per category, and a class-indexed ground truth (0 background, k the k-th
+class of the dataset's class list; larger categories drawn first, so smaller ones on top
+stay visible). Ground truth is rasterised once with pycocotools into a cache keyed by the
+JSON's identity and the task (scoring only). Images without
 annotations, annotations of images the JSON does not list, and files that are missing are
 quarantined with the annotation or image id and the reason.
 """
@@ -39,35 +42,46 @@ def _load(path: Path) -> dict:
     return data
 
 
-def truth_mask(annotations: list[dict], height: int, width: int) -> np.ndarray | None:
-    """The union of the annotations' segmentations (polygons or RLE) as a 0/1 mask."""
+def _decode(segmentation, height: int, width: int) -> np.ndarray:
+    """One annotation's segmentation (polygons, RLE or uncompressed RLE) as a 0/1 mask."""
     from pycocotools import mask as coco_mask
 
-    union = np.zeros((height, width), np.uint8)
-    found = False
-    for annotation in annotations:
-        segmentation = annotation.get("segmentation")
-        if not segmentation:
-            continue
-        if isinstance(segmentation, list):  # polygons
-            rles = coco_mask.frPyObjects(segmentation, height, width)
-            rle = coco_mask.merge(rles)
-        elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
-            rle = coco_mask.frPyObjects(segmentation, height, width)
-        else:
-            rle = segmentation
-        union |= coco_mask.decode(rle).astype(np.uint8)
-        found = True
-    return union if found else None
+    if isinstance(segmentation, list):  # polygons
+        rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+        rle = coco_mask.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return coco_mask.decode(rle).astype(np.uint8)
 
 
-def _write_truth(mask: np.ndarray, path: Path) -> None:
+def truth_mask(annotations: list[dict], height: int, width: int) -> np.ndarray | None:
+    """The union of the annotations' segmentations (polygons or RLE) as a 0/1 mask."""
+    masks = [_decode(a["segmentation"], height, width) for a in annotations if a.get("segmentation")]
+    return np.bitwise_or.reduce(masks) if masks else None
+
+
+def class_truth(annotations: list[dict], names: dict, classes: list[str], order: list[str],
+                height: int, width: int) -> np.ndarray | None:
+    """A class-indexed map (0 background, k for ``classes[k-1]``) of the annotations'
+    segmentations; categories painted in ``order`` (largest first), so later ones stay on top."""
+    truth, found = np.zeros((height, width), np.uint8), False
+    for name in order:
+        mine = [a for a in annotations if names[a["category_id"]] == name and a.get("segmentation")]
+        mask = truth_mask(mine, height, width)
+        if mask is not None:
+            truth[mask > 0] = classes.index(name) + 1
+            found = True
+    return truth if found else None
+
+
+def _write_truth(mask: np.ndarray, path: Path, scale: int = 255) -> None:
     from PIL import Image
 
     if path.is_file():
         return
     with writing(path) as temporary:
-        Image.fromarray(mask * 255, mode="L").save(temporary)
+        Image.fromarray((mask * scale).astype(np.uint8), mode="L").save(temporary)
 
 
 def _box(annotations: list[dict], width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -81,8 +95,8 @@ def _box(annotations: list[dict], width: int, height: int) -> tuple[int, int, in
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def read_coco(root: str | os.PathLike, manifest: str | None = None, classes: list[str] | None = None
-              ) -> tuple[list[Entry], list[str], Quarantine, list[str]]:
+def read_coco(root: str | os.PathLike, manifest: str | None = None, classes: list[str] | None = None,
+              task: str = "binary") -> tuple[list[Entry], list[str], Quarantine, list[str]]:
     """(entries, classes, quarantine, ids without ground truth) of a COCO root."""
     root = Path(root)
     path = root / (manifest or DEFAULT_MANIFEST)
@@ -103,20 +117,24 @@ def read_coco(root: str | os.PathLike, manifest: str | None = None, classes: lis
                            f"{annotation.get('id')} has unknown category {annotation.get('category_id')}")
         else:
             by_image[annotation["image_id"]].append(annotation)
-    truth_dir = cache_dir("coco-truth") / stable_hash([str(path.resolve()), file_version(path)], 16)
+    ordered = list(classes or [names[i] for i in sorted(names)])
+    key = [str(path.resolve()), file_version(path)] + ([task, *ordered] if task != "binary" else [])
+    truth_dir = cache_dir("coco-truth") / stable_hash(key, 16)
     entries, no_truth = [], []
     for image_id, image in sorted(images.items(), key=lambda item: str(item[1].get("file_name"))):
-        entry = _entry(root, image, by_image[image_id], names, classes, truth_dir, quarantine)
+        entry = _entry(root, image, by_image[image_id], names, classes, truth_dir, quarantine,
+                       ordered if task == "semantic" else None)
         if entry is not None:
             entries.append(entry)
             if entry.truth_path is None:
                 no_truth.append(entry.image_id)
-    ordered = classes or [names[i] for i in sorted(names)]
-    return entries, list(ordered), quarantine, no_truth
+    return entries, ordered, quarantine, no_truth
 
 
 def _entry(root: Path, image: dict, annotations: list[dict], names: dict, classes: list[str] | None,
-           truth_dir: Path, quarantine: Quarantine) -> Entry | None:
+           truth_dir: Path, quarantine: Quarantine, semantic: list[str] | None = None) -> Entry | None:
+    """One COCO image as an Entry (None, quarantined, when unusable); ``semantic``: the
+    dataset's class list, for an entry with every category present."""
     relative = Path(image.get("file_name", ""))
     image_id = image_id_of(relative)
     path = root / relative
@@ -130,11 +148,16 @@ def _entry(root: Path, image: dict, annotations: list[dict], names: dict, classe
     for annotation in annotations:
         area[names[annotation["category_id"]]] += float(annotation.get("area") or
                                                         np.prod(annotation.get("bbox", [0, 0, 0, 0])[2:]))
-    class_name = max(sorted(area), key=area.get)
-    if classes and class_name not in classes:
-        quarantine.add(image_id, f"class {class_name!r} is not in data.classes")
+    present = sorted(area, key=lambda name: (-area[name], name))  # largest first
+    class_name = present[0]
+    outside = [name for name in (present if semantic else [class_name]) if classes and name not in classes]
+    if outside:
+        quarantine.add(image_id, f"COCO image {image.get('id')}: class {outside[0]!r} is not in data.classes")
         return None
     width, height = int(image["width"]), int(image["height"])
+    if semantic:
+        return _semantic_entry(path, image_id, annotations, names, present, semantic, truth_dir,
+                               width, height)
     mine = [a for a in annotations if names[a["category_id"]] == class_name]
     mask = truth_mask(annotations, height, width)
     truth = None
@@ -144,3 +167,18 @@ def _entry(root: Path, image: dict, annotations: list[dict], names: dict, classe
     return Entry(image_id=image_id, image_path=str(path), class_name=class_name,
                  truth_path=None if truth is None else str(truth), truth_format="binary",
                  box=_box(mine, width, height))
+
+
+def _semantic_entry(path: Path, image_id: str, annotations: list[dict], names: dict, present: list[str],
+                    classes: list[str], truth_dir: Path, width: int, height: int) -> Entry:
+    truth = class_truth(annotations, names, classes, present, height, width)
+    truth_path = None
+    if truth is not None:
+        truth_path = truth_dir / f"{image_id}.png"
+        _write_truth(truth, truth_path, scale=1)
+    boxes = tuple(_box([a for a in annotations if names[a["category_id"]] == name], width, height)
+                  for name in present)
+    return Entry(image_id=image_id, image_path=str(path), class_name=present[0],
+                 truth_path=None if truth_path is None else str(truth_path), truth_format="classes",
+                 box=boxes[0] if len(present) == 1 else None, class_names=tuple(present),
+                 class_boxes=boxes)

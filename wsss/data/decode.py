@@ -75,18 +75,35 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_truth(path: str | os.PathLike, truth_format: str = "trimap") -> np.ndarray:
     """Ground truth as a trimap (1 foreground, 2 background, 3 border): a trimap as it is; a
-    binary mask (0 background, anything else foreground) converted. For scoring only."""
+    binary mask (0 background, anything else foreground) converted; a class-indexed mask as
+    any class against background (255, ignore, as border). For scoring only."""
     if truth_format == "trimap":
         return read_trimap(path)
-    if truth_format != "binary":
-        raise ValueError(f"truth format {truth_format!r}; known: trimap, binary")
+    if truth_format not in ("binary", "classes"):
+        raise ValueError(f"truth format {truth_format!r}; known: trimap, binary, classes")
     mask = read_trimap(path)  # the same robust read of a one-channel image
-    return np.where(mask > 0, 1, 2).astype(np.uint8)
+    trimap = np.where(mask > 0, 1, 2).astype(np.uint8)
+    if truth_format == "classes":
+        trimap[mask == 255] = 3
+    return trimap
 
 
 def record_truth(record) -> np.ndarray:
     """The ground truth of a record (``trimap_path`` in its ``truth_format``) as a trimap."""
     return read_truth(record.trimap_path, getattr(record, "truth_format", "trimap"))
+
+
+def record_class_truth(record) -> np.ndarray:
+    """The ground truth of a record as a class-indexed target: 0 background, k for class
+    index k-1, 255 ignore. A one-class truth (trimap, binary) marks its foreground with the
+    record's class and its border as ignore. For scoring only."""
+    if getattr(record, "truth_format", "trimap") == "classes":
+        return read_trimap(record.trimap_path)
+    trimap = record_truth(record)
+    target = np.full(trimap.shape, 255, np.uint8)
+    target[trimap == 1] = record.label + 1
+    target[trimap == 2] = 0
+    return target
 
 
 def read_trimap(path: str | os.PathLike) -> np.ndarray:

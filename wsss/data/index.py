@@ -9,35 +9,52 @@ dataset has it; decoding problems surface later, in a quarantine under the error
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from wsss.data import pets
 from wsss.data.coco import read_coco
 from wsss.data.csvfile import read_csv_manifest
 from wsss.data.imagefolder import DatasetFormatError, read_imagefolder
-from wsss.data.records import DatasetIndex, build_index
+from wsss.data.records import TASKS, DatasetIndex, build_index
 
 FORMATS = ("oxford-pets", "imagefolder", "csv", "coco")
-READERS = {"imagefolder": lambda root, manifest, classes: read_imagefolder(root, classes),
+READERS = {"imagefolder": lambda root, manifest, classes, task: read_imagefolder(root, classes),
            "csv": read_csv_manifest, "coco": read_coco}
 
 
 def index(root: str | os.PathLike, *, format: str = "oxford-pets", manifest: str | None = None,
           classes: list[str] | None = None, val_fraction: float = 0.2, test_fraction: float = 0.2,
           split_seed: int = 0, limit: int | None = None,
-          download_if_missing: bool = False) -> DatasetIndex:
+          download_if_missing: bool = False, task: str = "binary") -> DatasetIndex:
     """Records of a dataset root in ``format`` (no image is decoded here); see the module doc.
 
-    ``test_fraction`` applies where a dataset gives no test split (Oxford-IIIT Pet gives one)."""
+    ``test_fraction`` applies where a dataset gives no test split (Oxford-IIIT Pet gives one).
+    ``task="semantic"`` keeps every class of an image (csv ``labels``, every COCO category)
+    and reads class-indexed ground truth."""
     if format == "oxford-pets":
-        return pets.index(root, val_fraction=val_fraction, split_seed=split_seed, limit=limit,
-                          download_if_missing=download_if_missing)
+        result = pets.index(root, val_fraction=val_fraction, split_seed=split_seed, limit=limit,
+                            download_if_missing=download_if_missing)
+        return with_task(result, task)
     if format not in READERS:
         raise DatasetFormatError(f"unknown dataset format {format!r}; known: {', '.join(FORMATS)}")
-    entries, names, quarantine, no_truth = READERS[format](root, manifest, classes)
+    entries, names, quarantine, no_truth = READERS[format](root, manifest, classes, task)
     result = build_index(str(root), entries, names, quarantine, val_fraction=val_fraction,
-                         test_fraction=test_fraction, split_seed=split_seed, limit=limit, format=format)
+                         test_fraction=test_fraction, split_seed=split_seed, limit=limit, format=format,
+                         task=task)
     if format == "imagefolder":
         result.skipped = no_truth  # the reader's fourth list: files passed over by extension
     else:
         result.missing_trimaps = no_truth
     return result
+
+
+def with_task(dataset: DatasetIndex, task: str) -> DatasetIndex:
+    """A one-class-per-image index (Oxford-IIIT Pet) for ``task``: semantic gives each record
+    its one class as its label set, so the binary study is the one-class case."""
+    if task == "binary":
+        return dataset
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}; known: {', '.join(TASKS)}")
+    dataset.records = [replace(r, labels=(r.label,), class_boxes=(r.box,)) for r in dataset.records]
+    dataset.task = task
+    return dataset

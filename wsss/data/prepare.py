@@ -36,7 +36,8 @@ def prepare_dataset(data) -> DatasetIndex:
     ensure_synthetic(data)
     return index(data.root, format=data.format, manifest=data.manifest, classes=data.classes,
                  val_fraction=data.val_fraction, test_fraction=data.test_fraction,
-                 split_seed=data.split_seed, limit=data.limit, download_if_missing=data.download)
+                 split_seed=data.split_seed, limit=data.limit, download_if_missing=data.download,
+                 task=data.task)
 
 
 def describe_data(dataset: DatasetIndex) -> str:

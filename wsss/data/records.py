@@ -20,7 +20,10 @@ from wsss.data.quarantine import Quarantine
 from wsss.identity import file_version
 
 SPLITS = ("train", "val", "test")
-TRUTH_FORMATS = ("trimap", "binary")  # trimap: 1 fg, 2 bg, 3 border; binary: 0 bg, else fg
+# trimap: 1 fg, 2 bg, 3 border; binary: 0 bg, else fg; classes: 0 bg, k the k-th class (1-based)
+# of the dataset's class list, 255 ignore
+TRUTH_FORMATS = ("trimap", "binary", "classes")
+TASKS = ("binary", "semantic")  # one foreground vs background; a channel per class + background
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -42,6 +45,13 @@ class Record:
     version: str = ""  # what the files are: size and mtime of image and truth (identity.file_version)
     box: tuple[int, int, int, int] | None = None  # a given box around the object, (x0, y0, x1, y1) px
     truth_format: str = "trimap"
+    labels: tuple[int, ...] = ()  # every class in the image (semantic task); () means (label,)
+    class_boxes: tuple[tuple[int, int, int, int] | None, ...] = ()  # given box per entry of labels
+
+    @property
+    def present(self) -> tuple[int, ...]:
+        """The class indices in the image: ``labels``, or the one ``label``."""
+        return self.labels or (self.label,)
 
     @property
     def breed(self) -> str:
@@ -65,6 +75,8 @@ class Entry:
     box: tuple[int, int, int, int] | None = None
     head_box: tuple[int, int, int, int] | None = None
     species: str | None = None
+    class_names: tuple[str, ...] = ()  # every class in the image, class_name first; () = one class
+    class_boxes: tuple[tuple[int, int, int, int] | None, ...] = ()  # a box per class_names entry
 
 
 @dataclass
@@ -79,6 +91,7 @@ class DatasetIndex:
     classes: list[str] = field(default_factory=list)
     format: str = "oxford-pets"
     skipped: list[str] = field(default_factory=list)  # files a reader passed over (not images)
+    task: str = "binary"
 
     def split(self, *names: str) -> list[Record]:
         """Records of the named splits ('trainval' means train and val)."""
@@ -100,10 +113,14 @@ class DatasetIndex:
         from another directory (a relative root, or the absolute one a sweep hands its
         workers) are the same dataset."""
         digest = hashlib.sha256("|".join(self.classes).encode())
+        if self.task != "binary":  # binary indexes hash as they always did
+            digest.update(f"task={self.task}".encode())
         for record in sorted(self.records, key=lambda r: r.image_id):
             files = [os.path.relpath(p, self.root) if p else "-" for p in (record.image_path, record.trimap_path)]
             digest.update(f"{record.image_id}|{record.split}|{record.label}|{files[0]}|{files[1]}|"
                           f"{record.version}|{record.box}\n".encode())
+            if record.labels:
+                digest.update(f"labels={record.labels}|{record.class_boxes}|{record.truth_format}\n".encode())
         return digest.hexdigest()[:16]
 
 
@@ -166,15 +183,20 @@ def assign_splits(entries: list[Entry], labels: dict[str, int], val_fraction: fl
 
 def build_index(root: str, entries: list[Entry], classes: list[str], quarantine: Quarantine, *,
                 val_fraction: float, test_fraction: float, split_seed: int, limit: int | None,
-                format: str) -> DatasetIndex:
-    """Records from a reader's entries: class indices, versions, splits, the per-split limit."""
+                format: str, task: str = "binary") -> DatasetIndex:
+    """Records from a reader's entries: class indices, versions, splits, the per-split limit.
+    Splits are stratified by each image's first class."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}; known: {', '.join(TASKS)}")
     labels = {name: index for index, name in enumerate(classes)}
     splits = assign_splits(entries, labels, val_fraction, test_fraction, split_seed)
     records = [Record(
         image_id=e.image_id, image_path=e.image_path, trimap_path=e.truth_path,
         label=labels[e.class_name], class_name=e.class_name, species=e.species,
         split=splits[e.image_id], head_box=e.head_box, box=e.box, truth_format=e.truth_format,
+        labels=tuple(labels[name] for name in e.class_names or (e.class_name,)) if task == "semantic" else (),
+        class_boxes=(tuple(e.class_boxes) or (e.box,)) if task == "semantic" else (),
         version=f"{file_version(e.image_path)}/{file_version(e.truth_path)}") for e in entries]
     index = DatasetIndex(root=str(root), records=limit_per_split(records, limit),
-                         quarantine=quarantine, classes=list(classes), format=format)
+                         quarantine=quarantine, classes=list(classes), format=format, task=task)
     return index
