@@ -103,3 +103,40 @@ class ClassMeter:
             "foreground": scores(foreground_counts(self.matrix)),
             "images": self.images,
         }
+
+
+SCORE_BINS = 200  # multi-label scores are binned so ranks merge them with one all-reduce
+
+
+def score_histograms(probabilities: np.ndarray, targets: np.ndarray, bins: int = SCORE_BINS) -> np.ndarray:
+    """2 x C x bins counts of scores in [0, 1]: [0] of the images that carry each class,
+    [1] of those that do not. Summed over batches and ranks, they give AP (``average_precision``)."""
+    probabilities, targets = np.asarray(probabilities, np.float64), np.asarray(targets) > 0.5
+    index = np.clip((probabilities * bins).astype(np.int64), 0, bins - 1)
+    classes = probabilities.shape[1]
+    counts = np.zeros((2, classes, bins), np.int64)
+    for k in range(classes):
+        counts[0, k] = np.bincount(index[targets[:, k], k], minlength=bins)
+        counts[1, k] = np.bincount(index[~targets[:, k], k], minlength=bins)
+    return counts
+
+
+def average_precision(histograms: np.ndarray) -> np.ndarray:
+    """AP per class from ``score_histograms`` (thresholds at the bin edges, highest first):
+    sum over thresholds of recall gained times the precision there; NaN for a class no image
+    carries (its AP is undefined, and mAP leaves it out)."""
+    positives = histograms[0, :, ::-1].cumsum(axis=1).astype(np.float64)
+    negatives = histograms[1, :, ::-1].cumsum(axis=1).astype(np.float64)
+    total = positives[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(positives + negatives > 0, positives / np.maximum(positives + negatives, 1), 1.0)
+        recall = positives / np.maximum(total, 1)
+    gained = np.diff(np.concatenate([np.zeros_like(recall[:, :1]), recall], axis=1), axis=1)
+    return np.where(total[:, 0] > 0, (gained * precision).sum(axis=1), np.nan)
+
+
+def multilabel_f1(counts: np.ndarray) -> np.ndarray:
+    """F1 per class from C x [tp, fp, fn] counts (1.0 where a class was neither claimed nor carried)."""
+    tp, fp, fn = (counts[:, i].astype(np.float64) for i in range(3))
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)

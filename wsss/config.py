@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wsss.labelers.registry import get_labeler_class, validate_params
+from wsss.labelers.registry import get_labeler_class, list_labelers, validate_params
 from wsss.models.backbones import check_backbone_name
 from wsss.models.segmentation import check_model_options, list_models
 from wsss.paper import paper_row
@@ -37,6 +37,9 @@ class SynthConfig(StrictModel):
     seed: int = 0
     masks: bool = Field(True, description="write ground truth where the layout can hold it (csv, "
                                           "coco); an imagefolder never has masks")
+    scenes: bool = Field(False, description="csv/coco: scenes of one to three animals of different "
+                                            "classes with class-indexed masks (for data.task: "
+                                            "semantic) instead of one pet per image")
 
 
 class DataConfig(StrictModel):
@@ -62,6 +65,13 @@ class DataConfig(StrictModel):
     error_budget: Fraction = 0.01
     border_policy: BorderPolicy = "ignore"
     limit: int | None = Field(None, ge=1, description="use at most this many images per split")
+
+    @model_validator(mode="after")
+    def _scenes_layout(self) -> "DataConfig":
+        if self.synthetic is not None and self.synthetic.scenes and self.format not in ("csv", "coco"):
+            raise ValueError(f"data.synthetic.scenes writes a csv or coco dataset; data.format is "
+                             f"{self.format!r}")
+        return self
 
     @field_validator("root")
     @classmethod
@@ -388,6 +398,19 @@ class StudyConfig(StrictModel):
         for key in keys:
             visit(key, ())
         return ordered
+
+    @model_validator(mode="after")
+    def _semantic_generators(self) -> "StudyConfig":
+        """With several classes per image only generators that make class-indexed masks run."""
+        if self.data.task != "semantic":
+            return self
+        able = [name for name in list_labelers() if get_labeler_class(name).semantic]
+        for spec in self.labelers:
+            if not get_labeler_class(spec.name).semantic:
+                raise ValueError(f"labeler {spec.key!r} ({spec.name}) makes one-class masks only; with "
+                                 f"data.task: semantic use {', '.join(able)} (each class the image "
+                                 f"carries gets its heatmap, against a background threshold)")
+        return self
 
     @model_validator(mode="after")
     def _sweep_refers_to_known_names(self) -> "StudyConfig":

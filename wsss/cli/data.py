@@ -10,6 +10,7 @@ from wsss.data.index import index
 from wsss.data.records import TASKS
 from wsss.data.synthetic import synthesize
 from wsss.data.synthetic.layouts import LAYOUTS, synthesize_layout
+from wsss.data.synthetic.scenes import SCENE_LAYOUTS, write_scenes
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
@@ -24,7 +25,12 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    if args.layout == "oxford-pets":
+    if args.scenes:
+        if args.layout not in SCENE_LAYOUTS:
+            raise SystemExit(f"--scenes writes --layout {' or '.join(SCENE_LAYOUTS)} (got {args.layout})")
+        summary = write_scenes(args.root, args.layout, args.images, args.size, args.seed,
+                               masks=not args.no_masks)
+    elif args.layout == "oxford-pets":
         summary = synthesize(args.root, images=args.images, size=args.size, seed=args.seed,
                              progress=True)
     else:
@@ -57,4 +63,7 @@ def add_parser(verbs) -> None:
     synth.add_argument("--layout", default="oxford-pets", choices=("oxford-pets", *LAYOUTS),
                        help="write it as the study's dataset, class folders, a CSV or a COCO JSON")
     synth.add_argument("--no-masks", action="store_true", help="csv/coco: no ground truth")
+    synth.add_argument("--scenes", action="store_true",
+                       help="csv/coco: one to three animals of different classes per image, with "
+                            "class-indexed masks (read with data.task: semantic)")
     synth.set_defaults(handler=cmd_data_synth)

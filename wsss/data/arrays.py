@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from wsss.data.decode import DecodeError, check_trimap, decode_image, record_truth
+from wsss.data.decode import DecodeError, check_trimap, decode_image, record_class_truth, record_truth
 from wsss.data.pets import Record
 from wsss.data.quarantine import Quarantine
 
 NO_TRIMAP = 0  # trimap value for images without one: matches none of 1, 2, 3 -> ignored
+NO_CLASS_TRUTH = 255  # class map value for images without ground truth: ignored
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -81,12 +82,24 @@ class SplitArrays:
     image_ids: list[str]
     quarantine: Quarantine = field(default_factory=Quarantine)
     folder: str | None = None  # the decode cache folder the arrays are mapped from, if any
+    # semantic task only: each image's classes, and its class-indexed truth (255 ignore/none)
+    label_sets: list[tuple[int, ...]] | None = None
+    classmaps: np.ndarray | None = None  # N x S x S uint8
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def multi_hot(self, num_classes: int) -> np.ndarray:
+        """N x C float32, 1 where the image carries the class (its label set, else its label)."""
+        sets = self.label_sets or [(int(label),) for label in self.labels]
+        hot = np.zeros((len(sets), num_classes), np.float32)
+        for row, present in enumerate(sets):
+            hot[row, list(present)] = 1.0
+        return hot
 
-def _decode_one(record: Record, size: int) -> tuple[np.ndarray, np.ndarray] | str:
+
+def _decode_one(record: Record, size: int) -> tuple[np.ndarray, ...] | str:
+    """(image, trimap) at ``size``, plus the class map for a several-class record."""
     try:
         image = decode_image(record.image_path)
         if record.trimap_path is None:
@@ -95,6 +108,10 @@ def _decode_one(record: Record, size: int) -> tuple[np.ndarray, np.ndarray] | st
             trimap = record_truth(record)
             check_trimap(trimap, image.shape, record.trimap_path)  # as `wsss data check` does
             trimap = resize_mask(trimap, size)
+        if record.labels:
+            classmap = (np.full((size, size), NO_CLASS_TRUTH, np.uint8) if record.trimap_path is None
+                        else resize_mask(record_class_truth(record), size))
+            return resize_image(image, size), trimap, classmap
     except DecodeError as error:
         return error.reason
     return resize_image(image, size), trimap
@@ -107,6 +124,8 @@ def cache_key(records: list[Record], size: int) -> str:
     for record in records:
         files = [os.path.abspath(p) if p else "-" for p in (record.image_path, record.trimap_path)]
         digest.update(f"{record.image_id}|{files[0]}|{files[1]}|{record.label}|{record.version}\n".encode())
+        if record.labels:  # several classes: the set and the truth's format decide the arrays
+            digest.update(f"{record.labels}|{record.truth_format}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -128,24 +147,29 @@ def decode_records(records: list[Record], size: int, workers: int | None = None,
     """Decode and resize every record with a thread pool (cv2 and PIL release the GIL), in
     memory; ``progress`` (a ``wsss.console.Stage``) advances per image. For a whole split use
     ``load_arrays`` with a cache folder: it writes to disk as it goes."""
-    images, trimaps, labels, ids, quarantine = [], [], [], [], Quarantine()
+    images, trimaps, classmaps, labels, ids, sets, quarantine = [], [], [], [], [], [], Quarantine()
     for record, result in _decoded(records, size, workers):
         if isinstance(result, str):
             quarantine.add(record.image_id, result)
         else:
             images.append(result[0])
             trimaps.append(result[1])
+            classmaps.extend(result[2:])
             labels.append(record.label)
             ids.append(record.image_id)
+            sets.append(record.labels)
         if progress:
             progress.advance(1)
     empty = (0, size, size)
+    semantic = any(record.labels for record in records)
     return SplitArrays(
         images=np.stack(images) if images else np.zeros(empty + (3,), np.uint8),
         trimaps=np.stack(trimaps) if trimaps else np.zeros(empty, np.uint8),
         labels=np.asarray(labels, dtype=np.int64),
         image_ids=ids,
         quarantine=quarantine,
+        label_sets=sets if semantic else None,
+        classmaps=(np.stack(classmaps) if classmaps else np.zeros(empty, np.uint8)) if semantic else None,
     )
 
 
@@ -159,10 +183,13 @@ def open_cached(folder: str | os.PathLike) -> SplitArrays:
     meta = json.loads((folder / CACHE_META).read_text())
     # plain ndarray views of the maps: Ray pickles an np.memmap in-band (a private copy of the
     # whole array in the sender, twice its size), while an ndarray's buffer goes out of band
+    semantic = meta.get("label_sets") is not None
     return SplitArrays(np.asarray(np.load(folder / "images.npy", mmap_mode="r")),
                        np.asarray(np.load(folder / "trimaps.npy", mmap_mode="r")),
                        np.load(folder / "labels.npy"), meta["image_ids"],
-                       Quarantine(meta["quarantine"]), folder=str(folder))
+                       Quarantine(meta["quarantine"]), folder=str(folder),
+                       label_sets=[tuple(s) for s in meta["label_sets"]] if semantic else None,
+                       classmaps=np.asarray(np.load(folder / "classmaps.npy", mmap_mode="r")) if semantic else None)
 
 
 def _open_rows(path: Path, rows: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -174,22 +201,28 @@ def decode_to_folder(records: list[Record], size: int, folder: Path, progress: A
     chunk however large the split); quarantined records leave no row (the files are
     compacted, again in chunks, when any failed)."""
     folder.mkdir(parents=True, exist_ok=True)
+    semantic = any(record.labels for record in records)
     images = _open_rows(folder / "images.npy", len(records), (size, size, 3))
     trimaps = _open_rows(folder / "trimaps.npy", len(records), (size, size))
-    labels, ids, quarantine = [], [], Quarantine()
+    maps = {"images": images, "trimaps": trimaps}
+    if semantic:
+        maps["classmaps"] = _open_rows(folder / "classmaps.npy", len(records), (size, size))
+    labels, ids, sets, quarantine = [], [], [], Quarantine()
     for record, result in _decoded(records, size, None):
         if isinstance(result, str):
             quarantine.add(record.image_id, result)
         else:
-            images[len(ids)], trimaps[len(ids)] = result
+            for rows, value in zip(maps.values(), result):
+                rows[len(ids)] = value
             labels.append(record.label)
             ids.append(record.image_id)
+            sets.append(list(record.labels))
         if progress:
             progress.advance(1)
-    images.flush()
-    trimaps.flush()
+    for rows in maps.values():
+        rows.flush()
     if len(ids) < len(records):
-        for name, full in (("images", images), ("trimaps", trimaps)):
+        for name, full in maps.items():
             kept = _open_rows(folder / f"{name}.kept.npy", len(ids), full.shape[1:])
             for start in range(0, len(ids), DECODE_CHUNK):
                 stop = min(start + DECODE_CHUNK, len(ids))
@@ -197,10 +230,10 @@ def decode_to_folder(records: list[Record], size: int, folder: Path, progress: A
             kept.flush()
             del kept
             os.replace(folder / f"{name}.kept.npy", folder / f"{name}.npy")
-    del images, trimaps
+    del images, trimaps, maps
     np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
-    (folder / CACHE_META).write_text(json.dumps({"size": size, "image_ids": ids,
-                                                 "quarantine": quarantine.entries}))
+    (folder / CACHE_META).write_text(json.dumps({"size": size, "image_ids": ids, "quarantine": quarantine.entries,
+                                                 **({"label_sets": sets} if semantic else {})}))
 
 
 def _publish(partial: Path, folder: Path) -> None:

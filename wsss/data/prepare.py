@@ -13,6 +13,7 @@ from wsss.data.index import index
 from wsss.data.records import DatasetIndex
 from wsss.data.synthetic import synthesize
 from wsss.data.synthetic.layouts import layout_present, synthesize_layout
+from wsss.data.synthetic.scenes import write_scenes
 
 
 def ensure_synthetic(data) -> bool:
@@ -22,10 +23,13 @@ def ensure_synthetic(data) -> bool:
     if data.synthetic is None or layout_present(root, data.format, data.manifest):
         return False
     synth = data.synthetic
-    print(f"writing a synthetic dataset at {root} ({synth.images} images, {synth.size} px, "
+    kind = "scenes of several classes" if getattr(synth, "scenes", False) else "images"
+    print(f"writing a synthetic dataset at {root} ({synth.images} {kind}, {synth.size} px, "
           f"{data.format})", file=sys.stderr, flush=True)
     if data.format == "oxford-pets":
         synthesize(root, images=synth.images, size=synth.size, seed=synth.seed, progress=True)
+    elif getattr(synth, "scenes", False):
+        write_scenes(root, data.format, synth.images, synth.size, synth.seed, masks=synth.masks)
     else:
         synthesize_layout(root, data.format, synth.images, synth.size, synth.seed, masks=synth.masks)
     return True

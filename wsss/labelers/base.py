@@ -4,6 +4,8 @@ A labeler is called with the batch dict that Ray Data's ``map_batches`` passes (
 keyed by column) and returns a dict of new columns. Keys it reads:
 
 - ``image``: N x H x W x 3 uint8 RGB; ``label``: N int (breed 0..36); ``image_id``: N str;
+- ``labels`` (several classes per image, ``data.task: semantic``): N x K int, each image's
+  classes, -1 padded;
 - ``heatmap``: N x H x W float in [0, 1], for labelers built on a CAM (``needs_heatmap``);
 - ``original`` (optional): the N decoded images at their own sizes, for labelers that work at
   each image's own size (SAM2); masks still come back at H x W;
@@ -33,8 +35,8 @@ from wsss.identity import stable_hash
 from wsss.labelers.registry import cam_methods, get_labeler_class
 
 MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE = 0, 1, 255
-INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "image_id", "heatmap", "original", "given_box",
-                                        "source_masks"})
+INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "labels", "image_id", "heatmap", "original",
+                                        "given_box", "source_masks"})
 NO_BOX = np.array([-1, -1, -1, -1], dtype=np.int32)
 
 
@@ -150,6 +152,28 @@ def apply_threshold(heatmap: np.ndarray, params: ThresholdParams) -> np.ndarray:
     return mask
 
 
+def class_map(heatmaps: np.ndarray, labels: list[int], params: ThresholdParams) -> np.ndarray:
+    """K x H x W heatmaps of an image's K classes (``labels``, class indices) -> H x W uint8
+    class map: each pixel takes the class whose map is highest there, or background where no
+    map reaches the threshold (a constant background score, as in CAM-based WSSS); with a
+    band, maps between t_lo and t_hi leave the pixel ignored (255). Values: 0 background,
+    k + 1 for class index k."""
+    heatmaps = np.asarray(heatmaps, np.float32)
+    if heatmaps.ndim != 3 or len(heatmaps) != len(labels):
+        raise ValueError(f"{len(labels)} classes for heatmaps of shape {heatmaps.shape}")
+    if not len(labels):
+        return np.zeros(heatmaps.shape[1:], np.uint8)
+    best = heatmaps.max(axis=0)
+    classes = (np.asarray(labels, np.int64) + 1)[heatmaps.argmax(axis=0)].astype(np.uint8)
+    if params.band is None:
+        return np.where(best >= params.threshold, classes, MASK_BACKGROUND).astype(np.uint8)
+    lo, hi = params.band
+    out = np.full(best.shape, MASK_IGNORE, np.uint8)
+    out[best >= hi] = classes[best >= hi]
+    out[best < lo] = MASK_BACKGROUND
+    return out
+
+
 class Labeler(ABC):
     """Base class: subclasses set ``name``, ``description``, ``Params`` and ``label_batch``."""
 
@@ -158,6 +182,8 @@ class Labeler(ABC):
     Params: ClassVar[type[LabelerParams]] = LabelerParams
     # Which pipeline stage runs it: "heatmap" (model actor), "cpu" (tasks), "sam2" (actor).
     stage: ClassVar[str] = "cpu"
+    # Whether it makes class-indexed masks for images of several classes (data.task: semantic)
+    semantic: ClassVar[bool] = False
 
     def __init__(self, params: dict | LabelerParams | None = None,
                  context: LabelerContext | None = None):
@@ -215,7 +241,7 @@ class Labeler(ABC):
         if self.heatmap_ref() is not None and "heatmap" not in visible:
             visible["heatmap"] = self.heatmap_source()(visible)["heatmap"]
         output = self.label_batch(visible)
-        check_masks(output.get("mask"), visible["image"], self.name)
+        check_masks(output.get("mask"), visible["image"], self.name, semantic="labels" in visible)
         return output
 
     def close(self) -> None:
@@ -230,13 +256,14 @@ class Labeler(ABC):
         self.close()
 
 
-def check_masks(masks: np.ndarray | None, images: np.ndarray, name: str) -> None:
-    """Raise when a labeler's masks are not N x H x W uint8 with values in {0, 1, 255}."""
+def check_masks(masks: np.ndarray | None, images: np.ndarray, name: str, semantic: bool = False) -> None:
+    """Raise when a labeler's masks are not N x H x W uint8 with values in {0, 1, 255} (any
+    class value, for several classes per image)."""
     if masks is None:
         raise ValueError(f"labeler {name!r} returned no 'mask'")
     expected = tuple(images.shape[:3])
     if masks.shape != expected or masks.dtype != np.uint8:
         raise ValueError(f"labeler {name!r}: masks {masks.shape} {masks.dtype}, expected {expected} uint8")
     extra = set(np.unique(masks).tolist()) - {MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE}
-    if extra:
+    if extra and not semantic:
         raise ValueError(f"labeler {name!r}: mask values {sorted(extra)} outside {{0, 1, 255}}")

@@ -15,7 +15,7 @@ import numpy as np
 
 from wsss.data.arrays import resize_image
 from wsss.identity import file_hash
-from wsss.labelers.base import HeatmapRef, HeatmapView, Labeler, ThresholdParams, apply_threshold
+from wsss.labelers.base import HeatmapRef, HeatmapView, Labeler, ThresholdParams, apply_threshold, class_map
 from wsss.labelers.fastcam import BF16_ON_CUDA, CamEngine, SharedCams, ref_key
 from wsss.models.classifier import (
     WeightsMissingError,
@@ -38,6 +38,7 @@ class HeatmapLabeler(Labeler):
 
     Params = HeatmapParams
     stage: ClassVar[str] = "heatmap"
+    semantic: ClassVar[bool] = True  # a map per class the image carries (masks.stages.class_heatmaps)
     uses_gradients: ClassVar[bool] = True  # False: the formula reads no gradient (no backward)
 
     @staticmethod
@@ -128,7 +129,24 @@ class HeatmapLabeler(Labeler):
                              for m in maps])
         return maps[:, :, ::-1] if mirrored else maps
 
+    def class_heatmaps(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """N x K x H x W heatmaps, one per entry of each image's label set (N x K, -1 padded);
+        zeros where a row has fewer classes. Each is this method's map for that class, so the
+        classes an image carries compete for its pixels (``base.class_map``)."""
+        labels = np.asarray(labels, np.int64)
+        maps = np.zeros((len(images), labels.shape[1], *images.shape[1:3]), np.float32)
+        for k in range(labels.shape[1]):
+            rows = np.flatnonzero(labels[:, k] >= 0)
+            if len(rows):
+                maps[rows, k] = self.heatmaps(images[rows], labels[rows, k])
+        return maps
+
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "labels" in batch:  # several classes: a class-indexed mask per image
+            heatmaps = self.class_heatmaps(batch["image"], batch["labels"])
+            masks = np.stack([class_map(maps[:int((present >= 0).sum())], [int(k) for k in present if k >= 0],
+                                        self.params) for maps, present in zip(heatmaps, batch["labels"])])
+            return {"heatmap": heatmaps, "mask": masks}
         heatmap = self.heatmaps(batch["image"], batch["label"])
         return {"heatmap": heatmap, "mask": apply_threshold(heatmap, self.params)}
 

@@ -216,14 +216,19 @@ def row_blocks(plans: list[MaskSetPlan], records: list[Record], batch_size: int)
     import ray
 
     refs = []
+    width = max((len(r.labels) for r in records), default=0)  # several classes: a padded column
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
-        refs.append(ray.put(pa.table({
+        columns = {
             "image_id": [r.image_id for r in chunk], "image_path": [r.image_path for r in chunk],
             "label": pa.array([r.label for r in chunk], pa.int64()),
             "box": pa.array([list(r.box) if r.box else [-1, -1, -1, -1] for r in chunk],
                             pa.list_(pa.int64(), 4)),
-            "todo": [todo_column(plans, r.image_id) for r in chunk]})))
+            "todo": [todo_column(plans, r.image_id) for r in chunk]}
+        if width:
+            columns["labels"] = pa.array([list(r.labels) + [-1] * (width - len(r.labels)) for r in chunk],
+                                         pa.list_(pa.int64(), width))
+        refs.append(ray.put(pa.table(columns)))
     return refs
 
 

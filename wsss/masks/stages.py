@@ -84,6 +84,8 @@ def decode_stage(batch: dict[str, np.ndarray], size: int, fault: str | None = No
            "given_box": boxes, "error": np.asarray(errors, dtype=object)}
     if "todo" in batch:
         out["todo"] = batch["todo"]
+    if "labels" in batch:  # several classes per image (data.task: semantic), -1 padded
+        out["labels"] = np.stack([np.asarray(row, np.int64) for row in batch["labels"]])
     if originals:
         out["original"] = _ragged(kept)
     return _timed(out, "decode", started)
@@ -123,6 +125,8 @@ def _visible(batch: dict[str, np.ndarray], rows: np.ndarray, heatmap_column: str
              sources: list[dict] | None = None) -> dict:
     visible = {"image": batch["image"][rows], "label": batch["label"][rows],
                "image_id": batch["image_id"][rows]}
+    if "labels" in batch:
+        visible["labels"] = batch["labels"][rows]
     if sources:
         visible["source_masks"] = source_masks(batch, sources, rows)
     if "original" in batch:
@@ -180,7 +184,10 @@ class HeatmapOnly:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        maps = self.labeler.heatmaps(batch["image"], batch["label"])
+        if "labels" in batch:  # several classes: one map per class the image carries
+            maps = self.labeler.class_heatmaps(batch["image"], batch["labels"])
+        else:
+            maps = self.labeler.heatmaps(batch["image"], batch["label"])
         return {"heatmap": torch.from_numpy(np.ascontiguousarray(maps)).half().numpy()}
 
 
@@ -219,7 +226,9 @@ class HeatmapStage:
         for key, labeler in self.labelers.items():
             run_labeler(HeatmapOnly(labeler), batch, key)
             batch.pop(f"mask__{key}")
-            batch.setdefault(f"heatmap__{key}", np.zeros(batch["image"].shape[:3], np.float16))
+            shape = batch["image"].shape[:1] + batch["labels"].shape[1:] + batch["image"].shape[1:3] \
+                if "labels" in batch else batch["image"].shape[:3]
+            batch.setdefault(f"heatmap__{key}", np.zeros(shape, np.float16))
             failed = batch.pop(f"error__{key}")
             batch["error"] = np.where(failed != "", failed, batch["error"])
         return _timed(batch, "heatmap", started)
@@ -335,7 +344,12 @@ def write_stage(batch: dict[str, np.ndarray], plans: list[dict], fault: str | No
 
 def _write_row(writer: Any, plan: dict, batch: dict[str, np.ndarray], row: int, image_id: str) -> None:
     if plan["kind"] == "heatmaps":
-        writer.write_heatmap(image_id, batch[plan["heatmap_column"]][row])
+        heatmap = batch[plan["heatmap_column"]][row]
+        if "labels" in batch:  # one map per class the image carries, and which classes they are
+            present = [int(k) for k in batch["labels"][row] if k >= 0]
+            writer.write_heatmap(image_id, heatmap[:len(present)], {"labels": present})
+        else:
+            writer.write_heatmap(image_id, heatmap)
         return
     extras = {}
     box = batch.get(f"box__{plan['id']}")

@@ -7,7 +7,9 @@ Layout (a local folder or any fsspec URI such as ``s3://bucket/masks``)::
                                 quarantine, timings; rewritten at the end of every run
         masks/<image_id>.png    uint8 {0 background, 1 foreground, 255 ignore}; by-products
                                 (box, prompts) ride in the PNG's "wsss" text chunk as JSON
-        heatmaps/<image_id>.npy float16 in [0, 1], for heatmap labelers (CAM family)
+        heatmaps/<image_id>.npy float16 in [0, 1], for heatmap labelers (CAM family); with
+                                several classes per image a K x H x W map per class, and
+                                heatmaps/<image_id>.json naming the K classes
 
 Why one file per image rather than parquet shards: a killed run loses at most the images in
 flight, a rerun finds finished ids with one listing, training reads masks by id, and every
@@ -34,7 +36,7 @@ import numpy as np
 
 from wsss import storage
 from wsss.identity import stable_hash
-from wsss.labelers.base import ThresholdParams, apply_threshold
+from wsss.labelers.base import ThresholdParams, apply_threshold, class_map
 
 MANIFEST = "manifest.json"
 PNG_TEXT_KEY = "wsss"
@@ -158,15 +160,24 @@ class MaskSet:
         data = self._fs.cat_file(_join(self._path, f"heatmaps/{image_id}.npy"))
         return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
 
+    def read_heatmap_classes(self, image_id: str) -> list[int]:
+        """The class indices of a several-class heatmap's maps, in order."""
+        data = self._fs.cat_file(_join(self._path, f"heatmaps/{image_id}.json"))
+        return list(json.loads(data)["labels"])
+
     def read_with_extras(self, image_id: str) -> tuple[np.ndarray, dict[str, Any]]:
         if self.kind == "heatmaps":
             params = ThresholdParams(threshold=self.threshold if self.threshold is not None else 0.5,
                                      band=self.band)
-            return apply_threshold(self.read_heatmap(image_id), params), {}
+            heatmap = self.read_heatmap(image_id)
+            if heatmap.ndim == 3:  # a map per class the image carries: a class-indexed mask
+                return class_map(heatmap, self.read_heatmap_classes(image_id), params), {}
+            return apply_threshold(heatmap, params), {}
         return decode_mask_png(self._fs.cat_file(_join(self._path, f"masks/{image_id}.png")))
 
     def read(self, image_id: str) -> np.ndarray:
-        """H x W uint8 mask {0, 1, 255} of one image."""
+        """H x W uint8 mask {0, 1, 255} of one image; for a several-class set (``data.task:
+        semantic``) a class map: 0 background, k + 1 for class index k, 255 ignore."""
         return self.read_with_extras(image_id)[0]
 
 

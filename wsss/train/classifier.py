@@ -1,5 +1,8 @@
 """Train the 37-breed classifier that every CAM reads, on Ray Train (DDP, CPU or GPU).
 
+For ``data.task: semantic`` it is multi-label (a sigmoid per class, ``wsss.train.multilabel``),
+kept by validation mAP; otherwise one softmax over the classes, kept by validation accuracy.
+
 ``run_classifier(config)`` decodes the splits once (cached), fits a ``TorchTrainer`` whose
 workers read Ray Data shards, keeps the best checkpoint by validation accuracy, measures test
 accuracy, logs one MLflow run and writes ``<classifier.storage>/<name>/classifier.pt``.
@@ -41,6 +44,7 @@ from wsss.train.common import (
     shuffled_order,
     worker_device,
 )
+from wsss.train import multilabel
 from wsss.train.progress import epoch_progress
 
 SHUFFLE_ROWS = 512  # local shuffle buffer per worker (rows)
@@ -68,12 +72,17 @@ def train_epoch(model, optimizer, settings: dict, epoch: int, device, generator)
         inputs = batch_to_input(batch["image"], train=True, generator=generator)
         with autocast(device):
             logits = model(inputs)
-        loss = F.cross_entropy(logits.float(), labels)
+        if settings.get("multi_label"):
+            loss = multilabel.multilabel_loss(logits, batch["targets"])
+            correct = multilabel.exact_matches(logits.detach().float(), batch["targets"])
+        else:
+            loss = F.cross_entropy(logits.float(), labels)
+            correct = (logits.argmax(1) == labels).sum().item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         totals[0] += loss.item() * len(labels)
-        totals[1] += (logits.argmax(1) == labels).sum().item()
+        totals[1] += correct
         totals[2] += len(labels)
     return totals
 
@@ -119,12 +128,18 @@ def train_loop(settings: dict) -> list[dict]:
         generator = torch.Generator(device=device)
         generator.manual_seed(settings["seed"] * 7919 + 1000 * epoch + rank)
         sums = train_epoch(model, optimizer, settings, epoch, device, generator)
-        sums += evaluate(module, "val", settings["eval_batch_size"], device)
-        loss, correct, seen, val_loss, val_correct, val_seen = all_reduce_sums(sums, device)
-        history.append({"epoch": epoch + 1, "train_loss": loss / max(seen, 1),
-                        "train_accuracy": correct / max(seen, 1),
-                        "val_loss": val_loss / max(val_seen, 1),
-                        "val_accuracy": val_correct / max(val_seen, 1)})
+        if settings.get("multi_label"):
+            sums += multilabel.evaluate(module, "val", settings["eval_batch_size"], device,
+                                        settings["num_classes"])
+            reduced = all_reduce_sums(sums, device)
+            history.append(multilabel.history_row(epoch + 1, reduced[:3], reduced[3:], settings["num_classes"]))
+        else:
+            sums += evaluate(module, "val", settings["eval_batch_size"], device)
+            loss, correct, seen, val_loss, val_correct, val_seen = all_reduce_sums(sums, device)
+            history.append({"epoch": epoch + 1, "train_loss": loss / max(seen, 1),
+                            "train_accuracy": correct / max(seen, 1),
+                            "val_loss": val_loss / max(val_seen, 1),
+                            "val_accuracy": val_correct / max(val_seen, 1)})
         report(history[-1], {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                              "history": history})
     return history
@@ -144,14 +159,18 @@ def accuracy(model, images, labels, batch_size: int, device: str = "cpu") -> flo
     return correct / max(len(labels), 1)
 
 
-def _test_accuracy(checkpoint, backbone: str, classes: int, images, labels, batch_size: int) -> float:
-    """Ray task body: the checkpoint's model on the test arrays (GPU when one is assigned)."""
+def _test_scores(checkpoint, backbone: str, classes: int, images, labels, batch_size: int,
+                 targets=None) -> dict[str, float]:
+    """Ray task body: the checkpoint's model on the test arrays (GPU when one is assigned):
+    {"accuracy"}, plus {"map", "f1"} (and exact-match accuracy) given multi-label ``targets``."""
     import torch
 
     model = build_classifier(backbone, "none", classes)
     model.load_state_dict(load_state(checkpoint)["model"])
-    return accuracy(model, images, labels, batch_size,
-                    "cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if targets is not None:
+        return multilabel.test_scores(model, images, targets, batch_size, device)
+    return {"accuracy": accuracy(model, images, labels, batch_size, device)}
 
 
 # ---- driver side ----------------------------------------------------------------------------
@@ -203,12 +222,27 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 def _summary(path: Path | str, meta: dict[str, Any], reused: bool) -> dict[str, Any]:
     return {"checkpoint": str(path), "test_accuracy": meta.get("test_accuracy"),
             "val_accuracy": meta.get("val_accuracy"), "run_id": meta.get("run_id"),
-            "reused": reused}
+            "reused": reused, **{key: meta[key] for key in ("test_map", "best_val_map") if key in meta}}
 
 
 def epoch_note(metrics: dict[str, Any]) -> str:
-    """What the console shows beside the epoch bar: the latest epoch's loss and accuracy."""
+    """What the console shows beside the epoch bar: the latest epoch's loss and accuracy (mAP
+    for a multi-label classifier)."""
+    if "val_map" in metrics:
+        return f"train loss {metrics['train_loss']:.3f}, val mAP {metrics['val_map']:.3f}"
     return f"train loss {metrics['train_loss']:.3f}, val accuracy {metrics['val_accuracy']:.3f}"
+
+
+def selection_metric(multi_label: bool) -> str:
+    """The validation metric the best checkpoint is kept by."""
+    return multilabel.SELECTION_METRIC if multi_label else "val_accuracy"
+
+
+def _columns(arrays, classes: int, multi_label: bool) -> dict[str, Any]:
+    columns = {"image": arrays.images, "label": arrays.labels}
+    if multi_label:
+        columns["targets"] = arrays.multi_hot(classes)
+    return columns
 
 
 def _fit(config: StudyConfig, splits: dict[str, Any], classes: int, storage_root: str, name: str,
@@ -219,17 +253,17 @@ def _fit(config: StudyConfig, splits: dict[str, Any], classes: int, storage_root
     weights = section.weights
     if weights not in ("none", "imagenet"):
         weights = str(Path(weights).resolve())  # workers run in another directory
-    columns = {name: {"image": splits[name].images, "label": splits[name].labels}
-               for name in ("train", "val")}
+    multi_label = config.data.task == "semantic"
+    columns = {name: _columns(splits[name], classes, multi_label) for name in ("train", "val")}
     with epoch_progress(stage, section.epochs, epoch_note) as callbacks:
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={"backbone": section.backbone, "weights": weights, "lr": section.lr,
                                "epochs": section.epochs, "batch_size": section.batch_size,
                                "eval_batch_size": section.eval_batch_size, "seed": section.seed,
-                               "num_classes": classes},
+                               "num_classes": classes, "multi_label": multi_label},
             scaling_config=scaling_config(section.scaling),
-            run_config=run_config(storage_root, name, metric="val_accuracy",
+            run_config=run_config(storage_root, name, metric=selection_metric(multi_label),
                                   max_failures=section.max_failures, callbacks=callbacks),
             datasets={"train": arrays_dataset(columns["train"],
                                               shuffled_order(len(splits["train"]), section.seed)),
@@ -239,20 +273,22 @@ def _fit(config: StudyConfig, splits: dict[str, Any], classes: int, storage_root
         return trainer.fit()
 
 
-def _measure_test(config: StudyConfig, checkpoint, classes: int, test) -> float | None:
-    """Test accuracy of the checkpoint (None without test images, e.g. test_fraction 0)."""
+def _measure_test(config: StudyConfig, checkpoint, classes: int, test) -> dict[str, float]:
+    """Test scores of the checkpoint ({} without test images, e.g. test_fraction 0)."""
     import ray
 
     if not len(test):
-        return None
+        return {}
     scaling = config.classifier.scaling
-    task = ray.remote(_test_accuracy).options(num_cpus=scaling.cpus_per_worker,
-                                              num_gpus=1 if scaling.use_gpu else 0)
+    task = ray.remote(_test_scores).options(num_cpus=scaling.cpus_per_worker,
+                                            num_gpus=1 if scaling.use_gpu else 0)
+    targets = test.multi_hot(classes) if config.data.task == "semantic" else None
     with console.Stage("test accuracy") as stage:  # a full test split takes a while on CPUs
-        score = ray.get(task.remote(checkpoint, config.classifier.backbone, classes, test.images,
-                                    test.labels, config.classifier.eval_batch_size))
-        stage.done(f"{score:.3f} on {len(test)} images")
-    return score
+        scores = ray.get(task.remote(checkpoint, config.classifier.backbone, classes, test.images,
+                                     test.labels, config.classifier.eval_batch_size, targets))
+        shown = f"mAP {scores['map']:.3f}, " if "map" in scores else ""
+        stage.done(f"{shown}accuracy {scores['accuracy']:.3f} on {len(test)} images")
+    return scores
 
 
 def _log_and_save(config: StudyConfig, path: Path | str, model, history: list[dict],
@@ -273,7 +309,8 @@ def _log_and_save(config: StudyConfig, path: Path | str, model, history: list[di
                       parent_run_id=parent_run_id) as active:
         for row in history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        scores = {"test_accuracy": meta["test_accuracy"], "best_val_accuracy": meta["val_accuracy"]}
+        scores = {"test_accuracy": meta["test_accuracy"], "best_val_accuracy": meta["val_accuracy"],
+                  **{key: meta.get(key) for key in ("test_map", "test_f1", "best_val_map")}}
         mlflow.log_metrics({k: v for k, v in scores.items() if v is not None})
         remote = storage.is_remote(path)
         staging = (Path(tempfile.mkdtemp(prefix="wsss-classifier-")) if remote
@@ -297,6 +334,8 @@ def run_classifier(config: StudyConfig, parent_run_id: str | None = None) -> dic
         how = "reused" if summary["reused"] else f"trained {config.classifier.backbone}"
         scores = ", ".join(f"{name} accuracy {summary[f'{name}_accuracy']:.3f}" for name in ("val", "test")
                            if summary.get(f"{name}_accuracy") is not None)
+        if summary.get("test_map") is not None:  # several classes: accuracy is exact-match
+            scores = f"val mAP {summary['best_val_map']:.3f}, test mAP {summary['test_map']:.3f}, exact-match {scores}"
         stage.done(f"{how} {summary['checkpoint']}" + (f" ({scores})" if scores else ""))
     return summary
 
@@ -319,13 +358,16 @@ def _classifier(config: StudyConfig, parent_run_id: str | None, stage: console.S
     splits = decoded_splits(config, dataset, section.image_size, min_train=1)
     result = _fit(config, splits, len(dataset.classes), storage.absolute(section.storage),
                   classifier_run_name(config, fingerprint), stage)
-    best = result.get_best_checkpoint("val_accuracy", "max")
+    multi_label = config.data.task == "semantic"
+    best = result.get_best_checkpoint(selection_metric(multi_label), "max")
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
+    test = _measure_test(config, best, len(dataset.classes), splits["test"])
     meta = {"fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint(),
             "image_size": section.image_size, "val_accuracy": best_metrics["val_accuracy"],
-            "best_epoch": best_metrics["epoch"],
-            "test_accuracy": _measure_test(config, best, len(dataset.classes), splits["test"]),
-            "classes": dataset.classes,
+            "best_epoch": best_metrics["epoch"], "test_accuracy": test.get("accuracy"),
+            "classes": dataset.classes, "multi_label": multi_label,
+            **({"best_val_map": best_metrics["val_map"], "test_map": test.get("map"),
+                "test_f1": test.get("f1")} if multi_label else {}),
             **{f"{name}_images": len(splits[name]) for name in ("train", "val", "test")}}
     with torch.device("meta"):  # shapes only: the weights are the checkpoint's, mapped from its file
         model = build_classifier(section.backbone, "none", len(dataset.classes))

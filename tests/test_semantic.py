@@ -1,0 +1,118 @@
+"""Several classes per image end to end: scenes -> multi-label classifier (Ray Train) -> a CAM
+per present class -> class-indexed mask sets, and the config refusing what cannot run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsss.config import ConfigError, parse_config
+from wsss.data.index import index
+from wsss.data.synthetic.scenes import write_scenes
+from wsss.labelers.base import LabelerContext, ThresholdParams, class_map
+from wsss.labelers.registry import get_labeler_class
+
+
+@pytest.fixture(scope="module")
+def scenes_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scenes") / "csv"
+    write_scenes(root, "csv", 60, 48, seed=1)
+    return root
+
+
+def study(root: Path, work: Path, labelers: list[dict], **data) -> object:
+    return parse_config({
+        "name": "scenes", "weights_policy": "random",
+        "data": {"root": str(root), "format": "csv", "task": "semantic", "image_size": 48, **data},
+        "classifier": {"backbone": "resnet18", "weights": "none", "epochs": 2, "batch_size": 8,
+                       "eval_batch_size": 16, "image_size": 48, "lr": 1e-3,
+                       "scaling": {"num_workers": 1}, "storage": str(work / "classifier")},
+        "labelers": labelers,
+        "pipeline": {"store": str(work / "masks")},
+        "tracking": {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+                     "artifact_location": str(work / "artifacts"), "experiment": "scenes"},
+    })
+
+
+def test_generators_without_class_masks_are_refused_naming_the_ones_that_work(scenes_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"labeler 'grabcut' \(grabcut\) makes one-class masks only; "
+                                          r"with data.task: semantic use cam, gradcam, gradcampp"):
+        study(scenes_root, tmp_path, [{"name": "gradcam"}, {"name": "grabcut"}])
+    with pytest.raises(ConfigError, match="data.synthetic.scenes writes a csv or coco dataset"):
+        parse_config({"data": {"format": "oxford-pets", "synthetic": {"scenes": True}}})
+
+
+def test_class_map_takes_the_strongest_present_class_above_the_background_threshold():
+    rng = np.random.default_rng(0)
+    heatmaps = rng.random((3, 8, 8)).astype(np.float32)
+    labels = [4, 0, 2]
+    plain = class_map(heatmaps, labels, ThresholdParams(threshold=0.6))
+    for y, x in np.ndindex(8, 8):
+        best = int(np.argmax(heatmaps[:, y, x]))
+        expected = labels[best] + 1 if heatmaps[best, y, x] >= 0.6 else 0
+        assert plain[y, x] == expected
+    banded = class_map(heatmaps, labels, ThresholdParams(band=(0.4, 0.8)))
+    peak = heatmaps.max(axis=0)
+    assert np.array_equal(banded == 255, (peak >= 0.4) & (peak < 0.8))
+    assert np.array_equal(banded == 0, peak < 0.4)
+    assert np.array_equal(banded[peak >= 0.8], plain[peak >= 0.8])
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam", "gradcampp"])
+def test_each_cam_method_masks_only_the_classes_an_image_carries(method):
+    labeler = get_labeler_class(method)({"threshold": 0.3}, LabelerContext(allow_random_weights=True))
+    images = np.random.default_rng(1).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    labels = np.array([[3, -1, -1], [0, 5, -1], [7, 1, 2]])
+    with labeler:
+        out = labeler({"image": images, "label": labels[:, 0], "labels": labels,
+                       "image_id": np.array(["a", "b", "c"])})
+    assert out["heatmap"].shape == (3, 3, 48, 48) and out["mask"].shape == (3, 48, 48)
+    for mask, present, maps in zip(out["mask"], labels, out["heatmap"]):
+        classes = [int(k) for k in present if k >= 0]
+        assert set(np.unique(mask).tolist()) <= {0, *(k + 1 for k in classes)}
+        assert not maps[len(classes):].any()  # padding rows stay empty
+        assert np.array_equal(mask, class_map(maps[:len(classes)], classes, labeler.params))
+
+
+@pytest.mark.slow
+def test_multilabel_classifier_then_a_cam_per_present_class(ray_local, scenes_root, tmp_path):
+    import mlflow
+
+    from wsss.masks.pipeline import generate_masks
+    from wsss.models.classifier import load_classifier
+    from wsss.train.classifier import resolve_classifier, run_classifier
+
+    config = study(scenes_root, tmp_path, [{"name": "gradcam"}, {"name": "cam", "id": "cam-band",
+                                                                 "params": {"band": [0.2, 0.6]}}])
+    summary = run_classifier(config)
+    _, meta = load_classifier(summary["checkpoint"])
+    assert meta["multi_label"] is True and 0.0 <= meta["test_map"] <= 1.0 and 0.0 <= meta["best_val_map"] <= 1.0
+    mlflow.set_tracking_uri(config.tracking.tracking_uri)
+    run = mlflow.get_run(summary["run_id"])
+    assert {"test_map", "best_val_map", "val_map", "val_f1"} <= set(run.data.metrics)
+    history = mlflow.MlflowClient().get_metric_history(summary["run_id"], "val_map")
+    assert [point.step for point in history] == [1, 2]  # per epoch
+
+    checkpoint = resolve_classifier(config)
+    assert checkpoint == str(summary["checkpoint"])  # reused, not trained again
+    dataset = index(scenes_root, format="csv", task="semantic")
+    result = generate_masks(config, dataset, LabelerContext(classifier_checkpoint=checkpoint,
+                                                            allow_random_weights=True))
+    records = {r.image_id: r for r in dataset.records}
+    several = 0
+    for key in ("gradcam", "cam-band"):
+        assert result.per_set[key]["written"] == len(records)
+        mask_set = result.open(key)
+        loose = result.open(key, threshold=0.0) if key == "gradcam" else None
+        for image_id, record in records.items():
+            mask = mask_set.read(image_id)
+            allowed = {0, 255, *(k + 1 for k in record.labels)}
+            assert mask.shape == (48, 48) and set(np.unique(mask).tolist()) <= allowed, image_id
+            assert mask_set.read_heatmap_classes(image_id) == list(record.labels)
+            if loose is not None:  # no background score to beat: every pixel takes a class
+                everywhere = loose.read(image_id)
+                assert (everywhere > 0).all() and np.array_equal(everywhere[mask > 0], mask[mask > 0])
+            several += len(set(np.unique(mask).tolist()) - {0, 255}) > 1
+    assert several > 0  # images of two or three classes get masks of more than one class
