@@ -116,3 +116,43 @@ def test_multilabel_classifier_then_a_cam_per_present_class(ray_local, scenes_ro
                 assert (everywhere > 0).all() and np.array_equal(everywhere[mask > 0], mask[mask > 0])
             several += len(set(np.unique(mask).tolist()) - {0, 255}) > 1
     assert several > 0  # images of two or three classes get masks of more than one class
+
+
+@pytest.mark.slow
+def test_segmentation_on_class_maps_scores_miou_and_logs_each_class(ray_local, scenes_root, tmp_path):
+    import mlflow
+
+    from wsss.masks.pipeline import generate_masks
+    from wsss.train.classifier import resolve_classifier
+    from wsss.train.segmentation import train_segmentation
+    from wsss.train.tracking import log_training  # noqa: F401 - the run below is its output
+
+    config = study(scenes_root, tmp_path, [{"name": "gradcam"}])
+    config.classifier.epochs = 1
+    config.train = config.train.model_copy(update={
+        "model": "unet", "weights": "none", "model_options": {"width": 0.125}, "epochs": 2,
+        "image_size": 48, "batch_size": 8, "bf16": False, "storage": str(tmp_path / "train"),
+        "scaling": config.train.scaling.model_copy(update={"num_workers": 1})})
+    checkpoint = resolve_classifier(config)
+    dataset = index(scenes_root, format="csv", task="semantic")
+    generate_masks(config, dataset, LabelerContext(classifier_checkpoint=checkpoint, allow_random_weights=True))
+    mlflow.set_tracking_uri(config.tracking.tracking_uri)
+    for labels in ("gt", "gradcam"):
+        summary = train_segmentation(config, labels=labels)
+        run = mlflow.get_run(summary["run_id"])
+        metrics = run.data.metrics
+        names = [n for n in dataset.classes if f"test_iou_{n}" in metrics]
+        assert names and 0.0 <= metrics["test_miou"] <= 1.0, labels
+        present = [metrics[f"test_iou_{n}"] for n in names] + [metrics["test_iou_background"]]
+        assert metrics["test_miou"] == pytest.approx(np.mean(present))
+        assert "val_miou" in metrics and 0.0 <= metrics["test_micro_dice"] <= 1.0
+        history = mlflow.MlflowClient().get_metric_history(summary["run_id"], "val_miou")
+        assert [p.step for p in history] == [1, 2]
+    from wsss.models.segmentation import load_segmentation
+
+    model, payload = load_segmentation(summary["model_file"])
+    assert payload["classes"] == len(dataset.classes) + 1 and payload["class_names"] == dataset.classes
+    import torch
+
+    logits = model(torch.zeros(1, 3, 48, 48))
+    assert logits.shape == (1, len(dataset.classes) + 1, 48, 48)

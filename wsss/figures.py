@@ -20,6 +20,19 @@ def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def class_map_to_rgb(mask: np.ndarray) -> np.ndarray:
+    """Class map (0 background, k class, 255 ignore) -> RGB: background black, ignore grey,
+    each class its own colour from a fixed palette (the same class, the same colour)."""
+    import matplotlib
+
+    palette = (np.asarray(matplotlib.colormaps["tab10"].colors) * 255).astype(np.uint8)
+    rgb = np.zeros((*mask.shape, 3), np.uint8)
+    classes = (mask > 0) & (mask != 255)
+    rgb[classes] = palette[(mask[classes].astype(np.int64) - 1) % len(palette)]
+    rgb[mask == 255] = 128
+    return rgb
+
+
 def heatmap_to_rgb(heatmap: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
     """Heatmap in [0, 1] -> jet colours, blended over ``image`` when given."""
     import cv2

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from wsss.data.arrays import decode_records, resize_mask, working_box
-from wsss.data.decode import DecodeError, record_truth
+from wsss.class_metrics import ClassMeter
+from wsss.data.decode import DecodeError, record_class_truth, record_truth
 from wsss.data.pets import Record
 from wsss.metrics import BORDER_POLICIES, SegmentationMeter, binarize_prediction, trimap_to_target
 
@@ -76,9 +77,13 @@ def evaluate_folder(pred_dir: str | Path, records: list[Record], border_policy: 
     return result
 
 
-def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES) -> dict[str, dict]:
-    """Pseudo-mask metrics per border policy at the mask set's resolution (255 counts as 0)."""
+def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES,
+                 classes: list[str] | None = None) -> dict[str, dict]:
+    """Pseudo-mask metrics per border policy at the mask set's resolution (255 counts as 0).
+    With ``classes`` (several classes per image: class maps) the foreground is any class,
+    and each result also carries ``miou`` and ``class_iou`` against the class-indexed truth."""
     meters = {policy: SegmentationMeter() for policy in policies}
+    by_class = ClassMeter(len(classes)) if classes else None
     present = mask_set.ids()
     ignored = total = 0
     for record in records:
@@ -87,11 +92,19 @@ def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES)
         mask = mask_set.read(record.image_id)
         trimap = resize_mask(record_truth(record), mask.shape)
         ignored, total = ignored + int((mask == 255).sum()), total + mask.size
+        foreground = (mask > 0) & (mask != 255) if classes else mask == 1
         for policy, meter in meters.items():
-            meter.update(mask == 1, trimap_to_target(trimap, policy))
+            meter.update(foreground, trimap_to_target(trimap, policy))
+        if by_class is not None:
+            by_class.update(np.where(mask == 255, 0, mask), resize_mask(record_class_truth(record), mask.shape))
     results = {policy: meter.result() for policy, meter in meters.items()}
+    extra = {}
+    if by_class is not None and by_class.images:
+        scored = by_class.result(classes)
+        extra = {"miou": scored["miou"], "class_iou": scored["iou"]}
     for result in results.values():
         result["ignored_fraction"] = ignored / max(total, 1)
+        result.update(extra)
     return results
 
 

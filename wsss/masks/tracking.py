@@ -10,9 +10,10 @@ from typing import Any
 from wsss import tracking
 from wsss.config import StudyConfig
 from wsss.data.arrays import resize_image, resize_mask
-from wsss.data.decode import decode_image, record_truth
+from wsss.data.decode import decode_image, record_class_truth, record_truth
 from wsss.data.pets import Record
-from wsss.figures import heatmap_to_rgb, mask_to_rgb, sample_ids, save_grid
+from wsss.data.prepare import prepare_dataset
+from wsss.figures import class_map_to_rgb, heatmap_to_rgb, mask_to_rgb, sample_ids, save_grid
 from wsss.masks.quality import mask_quality
 from wsss.masks.store import MaskSet, read_manifest
 from wsss.metrics import flat_metrics, trimap_to_target
@@ -33,15 +34,19 @@ def gallery(mask_set: Any, records: list[Record], config: StudyConfig, path: Pat
     for image_id in ids:
         mask, extras = mask_set.read_with_extras(image_id)
         image = resize_image(decode_image(by_id[image_id].image_path), mask.shape[0])
+        semantic = bool(by_id[image_id].labels)  # class maps: each class its colour
         if heatmap_set is not None and image_id in heatmap_set.ids():
-            middle = heatmap_to_rgb(heatmap_set.read_heatmap(image_id), image)
+            heatmap = heatmap_set.read_heatmap(image_id)
+            middle = heatmap_to_rgb(heatmap.max(axis=0) if heatmap.ndim == 3 else heatmap, image)
         else:
             middle = image.copy()
             if "box" in extras:
                 x0, y0, x1, y1 = extras["box"]
                 cv2.rectangle(middle, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0), 1)
-        rows.append([image, middle, mask_to_rgb(mask)])
-        if with_truth:
+        rows.append([image, middle, class_map_to_rgb(mask) if semantic else mask_to_rgb(mask)])
+        if with_truth and semantic:
+            rows[-1].append(class_map_to_rgb(resize_mask(record_class_truth(by_id[image_id]), mask.shape)))
+        elif with_truth:
             rows[-1].append(mask_to_rgb(trimap_to_target(resize_mask(record_truth(by_id[image_id]),
                                                                      mask.shape))))
     titles = ["input", "heatmap" if heatmap_set is not None else "input + box", "pseudo-mask"]
@@ -70,6 +75,11 @@ def made_on_random_weights(plan: Any, plans: list[Any]) -> bool:
     return any(made_on_random_weights(by_key[key], plans) for key in labeler.source_ids() if key in by_key)
 
 
+def semantic_classes(config: StudyConfig) -> list[str]:
+    """The class list a several-class study's masks are indexed by (the dataset's)."""
+    return list(prepare_dataset(config.data).classes)
+
+
 def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
                  records: list[Record], parent_run_id: str | None = None,
                  extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
@@ -80,7 +90,8 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
 
     manifest = read_manifest(plan.uri)
     mask_set = MaskSet(plan.uri, manifest)
-    quality = mask_quality(mask_set, records)
+    classes = semantic_classes(config) if config.data.task == "semantic" else None
+    quality = mask_quality(mask_set, records, classes=classes)
     main = quality[config.data.border_policy]
     params = {"labeler": plan.spec.name, "labeler_id": plan.spec.key, "params": plan.spec.params,
               "fingerprint": plan.fingerprint, "kind": plan.kind, "image_size": config.data.image_size,
@@ -95,6 +106,8 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
             metrics.update(flat_metrics(main, prefix="pseudo_"))
             for policy, result in quality.items():
                 metrics.update(flat_metrics(result, prefix=f"pseudo_{policy}_"))
+            if "miou" in main:
+                metrics["pseudo_miou"] = main["miou"]
         metrics.update({"pseudo_images": main["images"], "pseudo_ignored_fraction": main["ignored_fraction"],
                         "images_present": manifest["images_present"],
                         "images_quarantined": len(manifest["quarantine"]),

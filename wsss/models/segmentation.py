@@ -1,6 +1,8 @@
 """Segmentation networks (pet vs background), one registry: UNet, timm-encoder UNet, DLV3, FCN.
 
-Every model maps N x 3 x H x W (ImageNet-normalised) to N x 1 x H x W logits.
+Every model maps N x 3 x H x W (ImageNet-normalised) to N x 1 x H x W logits (pet vs
+background), or N x (C+1) x H x W with ``classes=C+1`` (background and C classes, for
+``data.task: semantic``).
 
 Weights (``create_model(name, weights)``):
 
@@ -95,9 +97,8 @@ def check_model_options(name: str, options: dict[str, Any]) -> None:
     """Refuse options the model's builder does not take, naming them and the ones it does."""
     import inspect
 
-    accepted = [p for p in inspect.signature(model_spec(name).build).parameters if p != "weights"]
-    if "encoder" in accepted:
-        accepted.remove("encoder")  # given by the name
+    accepted = [p for p in inspect.signature(model_spec(name).build).parameters
+                if p not in ("weights", "encoder", "classes")]  # encoder: by the name; classes: by the data
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"model {name!r} takes no option {', '.join(map(repr, unknown))}; "
@@ -109,13 +110,16 @@ def uses_random_weights(name: str, weights: str) -> bool:
     return model_spec(name).pretrained_backbone and weights == "none"
 
 
-def create_model(name: str, weights: str = "none", **options: Any):
-    """Build a registered model; ``weights``: none | imagenet | path (see the module doc)."""
+def create_model(name: str, weights: str = "none", classes: int = 1, **options: Any):
+    """Build a registered model with ``classes`` output channels (1: pet vs background; C+1
+    for C classes and background); ``weights``: none | imagenet | path (see the module doc)."""
     spec = model_spec(name)
     check_model_options(name, options)
     encoder = split_name(name)[1]
     if encoder is not None:
         options = {"encoder": encoder, **options}
+    if classes != 1:
+        options = {**options, "classes": classes}
     spec.check_weights(name, weights)
     if weights == "none" or weights in NAMED_WEIGHTS:
         return spec.build(weights, **options)
@@ -150,7 +154,7 @@ def _up_and_merge(up, conv, x, skip):
     return conv(torch.cat([skip, x], dim=1))
 
 
-def _build_unet(weights: str, width: float = 1.0, in_channels: int = 3):
+def _build_unet(weights: str, width: float = 1.0, in_channels: int = 3, classes: int = 1):
     import torch.nn as nn
 
     class UNet(nn.Module):
@@ -165,7 +169,7 @@ def _build_unet(weights: str, width: float = 1.0, in_channels: int = 3):
             pairs = list(zip(channels[::-1], channels[-2::-1]))
             self.up = nn.ModuleList(nn.ConvTranspose2d(a, b, 2, stride=2) for a, b in pairs)
             self.merge = nn.ModuleList(_double_conv(2 * b, b) for _, b in pairs)
-            self.head = nn.Conv2d(channels[0], 1, 1)
+            self.head = nn.Conv2d(channels[0], classes, 1)
 
         def forward(self, x):
             skips = [self.stem(x)]
@@ -182,7 +186,8 @@ def _build_unet(weights: str, width: float = 1.0, in_channels: int = 3):
 # ---- UNet on a timm encoder -----------------------------------------------------------------
 
 
-def _build_timm_unet(weights: str, encoder: str = DEFAULT_TIMM_ENCODER, decoder_width: float = 1.0):
+def _build_timm_unet(weights: str, encoder: str = DEFAULT_TIMM_ENCODER, decoder_width: float = 1.0,
+                     classes: int = 1):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -200,7 +205,7 @@ def _build_timm_unet(weights: str, encoder: str = DEFAULT_TIMM_ENCODER, decoder_
             ins = [skips[-1]] + outs[:-1]
             self.blocks = nn.ModuleList(
                 _double_conv(i + s, o) for i, s, o in zip(ins, skips[-2::-1], outs))
-            self.head = nn.Conv2d(outs[-1], 1, 1)
+            self.head = nn.Conv2d(outs[-1], classes, 1)
 
         def forward(self, x):
             features = self.encoder(x)
@@ -231,7 +236,7 @@ def timm_encoder(encoder: str, weights: str, out_indices: tuple[int, ...] | None
     return match_input_normalisation(model)
 
 
-def _timm_head(kind: str, weights: str, encoder: str):
+def _timm_head(kind: str, weights: str, encoder: str, classes: int = 1):
     """DeepLabV3's ASPP head or FCN's head on a timm encoder's stride-16 features, logits
     upsampled to the input: the study's heads on a small (and offline-pretrained) backbone."""
     import torch.nn as nn
@@ -241,7 +246,7 @@ def _timm_head(kind: str, weights: str, encoder: str):
 
     backbone = timm_encoder(encoder, weights, out_indices=(3,))
     channels = backbone.feature_info.channels()[-1]
-    head = DeepLabHead(channels, 1) if kind == "deeplabv3" else FCNHead(channels, 1)
+    head = DeepLabHead(channels, classes) if kind == "deeplabv3" else FCNHead(channels, classes)
 
     class TimmHead(nn.Module):
         def __init__(self):
@@ -308,7 +313,8 @@ def _imagenet_backbone(weights: str):
     return _cached(ResNet50_Weights.IMAGENET1K_V1, "ImageNet weights for the resnet50 backbone")
 
 
-def _torchvision_segmentation(builder: Callable, coco_voc: Any, head_channels: int, weights: str):
+def _torchvision_segmentation(builder: Callable, coco_voc: Any, head_channels: int, weights: str,
+                              classes: int = 1):
     """A torchvision segmentation network with one output channel: from the ImageNet backbone
     (the study), or whole from torchvision's COCO-with-VOC-labels weights, its 21-class final
     layer replaced by a 1-class one and the auxiliary head dropped."""
@@ -316,29 +322,30 @@ def _torchvision_segmentation(builder: Callable, coco_voc: Any, head_channels: i
 
     if weights != "coco_voc":
         return _wrap_torchvision(builder(weights=None, weights_backbone=_imagenet_backbone(weights),
-                                         num_classes=1, aux_loss=False))
+                                         num_classes=classes, aux_loss=False))
     network = builder(weights=_cached(coco_voc, f"{builder.__name__} COCO-with-VOC-labels weights"))
-    network.classifier[-1] = nn.Conv2d(head_channels, 1, kernel_size=1)
+    network.classifier[-1] = nn.Conv2d(head_channels, classes, kernel_size=1)
     network.aux_classifier = None
     return _wrap_torchvision(network)
 
 
-def _build_deeplabv3(weights: str, encoder: str | None = None):
+def _build_deeplabv3(weights: str, encoder: str | None = None, classes: int = 1):
     from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights, deeplabv3_resnet50
 
     if encoder is not None:
-        return _timm_head("deeplabv3", weights, encoder)
+        return _timm_head("deeplabv3", weights, encoder, classes)
     return _torchvision_segmentation(deeplabv3_resnet50,
-                                     DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1, 256, weights)
+                                     DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1, 256, weights,
+                                     classes)
 
 
-def _build_fcn(weights: str, encoder: str | None = None):
+def _build_fcn(weights: str, encoder: str | None = None, classes: int = 1):
     from torchvision.models.segmentation import FCN_ResNet50_Weights, fcn_resnet50
 
     if encoder is not None:
-        return _timm_head("fcn", weights, encoder)
+        return _timm_head("fcn", weights, encoder, classes)
     return _torchvision_segmentation(fcn_resnet50, FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
-                                     512, weights)
+                                     512, weights, classes)
 
 
 # ---- weights files and checkpoints ----------------------------------------------------------
@@ -399,7 +406,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def load_segmentation(path: str | os.PathLike, device: str = "cpu"):
     """(model in eval mode on ``device``, checkpoint payload) of a ``wsss train`` checkpoint."""
     payload = read_checkpoint(path)
-    model = create_model(payload["model_name"], "none", **payload.get("model_options", {}))
+    model = create_model(payload["model_name"], "none", payload.get("classes", 1),
+                         **payload.get("model_options", {}))
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), payload
 
@@ -417,7 +425,8 @@ def export_model(payload: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def mask_predictor(model: Any, image_size: int):
     """``model`` wrapped to take what a user has: N x H x W x 3 uint8 images (any H, W) in,
-    N x H x W foreground probabilities out (resized to the training size and back inside).
+    N x H x W foreground probabilities out (N x (C+1) x H x W class probabilities for a model
+    of several classes), resized to the training size and back inside.
     This is what the MLflow registry holds: ``mlflow.pytorch.load_model(uri)(images)``."""
     import torch
     import torch.nn as nn
@@ -437,6 +446,8 @@ def mask_predictor(model: Any, image_size: int):
                                    align_corners=False, antialias=True)
             logits = self.model((inputs - self.mean) / self.std)
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            if logits.shape[1] > 1:  # several classes: N x (C+1) x H x W class probabilities
+                return torch.softmax(logits, dim=1)
             return torch.sigmoid(logits[:, 0])
 
     return MaskPredictor()

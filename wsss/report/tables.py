@@ -247,13 +247,39 @@ def unscored_table(runs: SweepRuns) -> Table:
                  UNSCORED_SHOWN, rows, [NO_TRUTH_NOTE])
 
 
+def class_table(runs: SweepRuns) -> Table | None:
+    """Several classes per image: each scored run's mIoU and its IoU per class (background
+    first), best mIoU first; None for a one-class sweep."""
+    scored = [run for run in runs.stage("train") if "test_miou" in run.data.metrics]
+    if not scored:
+        return None
+    names = sorted({key.removeprefix("test_iou_") for run in scored for key in run.data.metrics
+                    if key.startswith("test_iou_")} - {"background"})
+    classes = ["background", *names]
+    rows = [{"run": run.info.run_name, "run_id": run.info.run_id,
+             "labels": run.data.params.get("labels", ""), "model": run.data.params.get("model", ""),
+             "weights": weights_flag(run), "miou": run.data.metrics["test_miou"],
+             **{f"iou_{name}": run.data.metrics.get(f"test_iou_{name}") for name in classes}}
+            for run in scored]
+    rows.sort(key=lambda row: -row["miou"])
+    shown = (("run", "run"), ("labels", "labels"), ("model", "model"), ("weights", "weights"),
+             ("miou", "mIoU"), *((f"iou_{name}", name) for name in classes))
+    return Table("classes", "Per-class IoU on test (several classes per image)",
+                 ("run", "run_id", "labels", "model", "weights", "miou", *(f"iou_{n}" for n in classes)),
+                 shown, rows, ["mIoU averages the IoU of background and every class the test set "
+                               "holds or a run predicted (PASCAL VOC's definition); '-' where a class "
+                               "is in neither."])
+
+
 def all_tables(runs: SweepRuns) -> list[Table]:
     if not scored_runs(runs):
         return [unscored_table(runs), classifier_table(runs)]
     tables = result_tables(runs)
     for table in tables:
         table.notes.append(f"Study numbers: {SOURCE}.")
-    return [*tables, summary_table(runs), pseudo_table(runs), classifier_table(runs)]
+    classes = class_table(runs)
+    return [*([classes] if classes else []), *tables, summary_table(runs), pseudo_table(runs),
+            classifier_table(runs)]
 
 
 # ---- output -----------------------------------------------------------------------------------

@@ -123,14 +123,15 @@ def summary_rows(experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
             "epochs": params.get("epochs", "-"), "select": params.get("select", "-"),
             **{name: metrics.get(f"test_micro_{name}") for name in
                ("dice", "iou", "accuracy", "precision", "recall")},
-            "per_image_dice": metrics.get("test_per_image_dice"),
+            "per_image_dice": metrics.get("test_per_image_dice"), "miou": metrics.get("test_miou"),
             "labels_dice": labels_dice(tags.get("labels", params.get("labels", "")),
                                        params.get("threshold", "-"), quality),
             "paper_dice": paper.dice if paper else None, "paper_iou": paper.iou if paper else None,
             "val_dice": metrics.get("val_micro_dice"),
             "weights": "random-init" if tags.get("wsss.random_weights") == "true" else "trained",
         })
-    return sorted(rows, key=lambda r: (r["table"] or "~", -(r["dice"] or 0.0)))
+    rank = "miou" if any(r["miou"] is not None for r in rows) else "dice"  # several classes: by mIoU
+    return sorted(rows, key=lambda r: (r["table"] or "~", -(r[rank] or 0.0)))
 
 
 def _cell(value: Any) -> str:
@@ -139,15 +140,24 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def summary_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """SUMMARY_COLUMNS, with mIoU before Dice where a row has one (several classes per image)."""
+    if not any(row.get("miou") is not None for row in rows):
+        return SUMMARY_COLUMNS
+    at = SUMMARY_COLUMNS.index("dice")
+    return SUMMARY_COLUMNS[:at] + ("miou",) + SUMMARY_COLUMNS[at:]
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in SUMMARY_COLUMNS) + " |" for row in rows]
+    columns = summary_columns(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=summary_columns(rows), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -183,7 +193,8 @@ def set_best_alias(experiment_id: str, parent_id: str, model_name: str) -> dict[
             if run.data.tags.get("stage") == "train" and run.data.tags.get(MODEL_VERSION_TAG)]
     if not runs:
         return None
-    metric = "test_micro_dice" if any("test_micro_dice" in r.data.metrics for r in runs) else "val_micro_dice"
+    metric = next((name for name in ("test_miou", "test_micro_dice", "val_miou", "val_micro_dice")
+                   if any(name in r.data.metrics for r in runs)))
     scored = [r for r in runs if metric in r.data.metrics]
     if not scored:
         return None

@@ -286,8 +286,9 @@ def _measure_test(config: StudyConfig, checkpoint, classes: int, test) -> dict[s
     with console.Stage("test accuracy") as stage:  # a full test split takes a while on CPUs
         scores = ray.get(task.remote(checkpoint, config.classifier.backbone, classes, test.images,
                                      test.labels, config.classifier.eval_batch_size, targets))
-        shown = f"mAP {scores['map']:.3f}, " if "map" in scores else ""
-        stage.done(f"{shown}accuracy {scores['accuracy']:.3f} on {len(test)} images")
+        shown = (f"mAP {scores['map']:.3f}, exact-match accuracy {scores['accuracy']:.3f}" if "map" in scores
+                 else f"{scores['accuracy']:.3f}")
+        stage.done(f"{shown} on {len(test)} images")
     return scores
 
 

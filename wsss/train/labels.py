@@ -51,6 +51,18 @@ class GroundTruthSource:
 
 
 @dataclass
+class ClassTruthSource:
+    """Class-indexed ground truth (0 background, k class, 255 ignore): the fully supervised
+    baseline of a several-class study (``data.task: semantic``)."""
+
+    classmaps: Mapping[str, np.ndarray]  # image_id -> class map (``RowsById(..., "classmaps")``)
+    name: str = GROUND_TRUTH
+
+    def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
+        return _stack([resize_mask(np.asarray(self.classmaps[i]), size) for i in image_ids], size)
+
+
+@dataclass
 class MaskSetSource:
     """Masks from the pseudo-mask store (``wsss.masks.store.open_mask_set``; thresholds at read time).
 
@@ -246,11 +258,13 @@ def parse_labels(text: str) -> str | list[dict[str, Any]]:
 
 
 def open_source(key: str, *, trimaps: dict[str, np.ndarray], border_policy: str,
-                open_set: Callable[[str, float | None], Any], threshold: float | None = None) -> LabelSource:
-    """``gt`` -> ground truth; any other key -> ``open_set(key, threshold)``: the study's mask
-    set of that id (``wsss.masks.pipeline.open_study_mask_set``)."""
+                open_set: Callable[[str, float | None], Any], threshold: float | None = None,
+                classmaps: Mapping[str, np.ndarray] | None = None) -> LabelSource:
+    """``gt`` -> ground truth (class maps where given: several classes); any other key ->
+    ``open_set(key, threshold)``: the study's mask set of that id
+    (``wsss.masks.pipeline.open_study_mask_set``)."""
     if key == GROUND_TRUTH:
-        return GroundTruthSource(trimaps, border_policy)
+        return ClassTruthSource(classmaps) if classmaps is not None else GroundTruthSource(trimaps, border_policy)
     return MaskSetSource(open_set(key, threshold), key)
 
 

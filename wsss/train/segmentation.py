@@ -56,7 +56,7 @@ from wsss.train.labels import (GROUND_TRUTH, MaskSetSource, ReviewedSource, Sche
 from wsss.train.progress import epoch_progress
 from wsss.train.steps import ground_truth_targets
 from wsss.train.tracking import log_training, sample_figure
-from wsss.train.worker import BEST_METRIC, FAIL_ONCE_ENV, train_loop
+from wsss.train.worker import BEST_CLASS_METRIC, BEST_METRIC, FAIL_ONCE_ENV, train_loop
 
 MODEL_FILE = "tested_model.pt"
 FIGURE_FILE = "sample.png"
@@ -88,6 +88,11 @@ class TrainingOutcome:
                 "test_images": self.test["images"], "tested_epoch": self.tested_epoch,
                 "checkpoint": self.checkpoint, "model_file": self.model_file,
                 "figure": self.figure, "run_dir": self.run_dir}
+
+
+def semantic(config: StudyConfig) -> bool:
+    """Several classes per image (``data.task: semantic``): C+1 outputs and class metrics."""
+    return config.data.task == "semantic"
 
 
 def resolve_weights(config: StudyConfig, model: str) -> tuple[str, bool]:
@@ -126,6 +131,19 @@ def check_truth_for(config: StudyConfig, labels: Any, dataset: Any) -> None:
                           f"use auto, val_labels or last")
 
 
+def check_semantic(config: StudyConfig) -> None:
+    """Refuse, before any work, what several-class training does not do (yet): label sources
+    that are built for one class (agreement weights, reviewed masks, self-training rounds)."""
+    if not semantic(config):
+        return
+    refused = [(config.train.agreement, "train.agreement"), (config.train.reviewed, "train.reviewed"),
+               (config.train.rounds > 1, "train.rounds > 1 (self-training)")]
+    for value, name in refused:
+        if value:
+            raise ConfigError(f"{name} works with one class per image; with data.task: semantic "
+                              f"train on ground truth or on a CAM mask set")
+
+
 def study_sets(config: StudyConfig, dataset: Any):
     """``open_set(key, threshold)``: this study's mask set of a labeler id, as it was made."""
     context = labeler_context(config, find_classifier(config, dataset))
@@ -153,11 +171,12 @@ def label_schedule(config: StudyConfig, labels: Any, dataset: Any, splits: dict[
     check_truth_for(config, labels if labels is not None else config.train.labels, dataset)
     open_set = study_sets(config, dataset)
     trimaps = RowsById([splits["train"], splits["val"]], "trimaps")  # read where targets are made
+    classmaps = RowsById([splits["train"], splits["val"]], "classmaps") if semantic(config) else None
     try:
         schedule = resolve_schedule(
             labels if labels is not None else config.train.labels, config.train.epochs,
             trimaps=trimaps, border_policy=config.data.border_policy, open_set=open_set,
-            threshold=config.train.threshold)
+            threshold=config.train.threshold, classmaps=classmaps)
     except (FileNotFoundError, KeyError, ValueError) as error:
         raise ConfigError(f"train.labels: {error}") from None
     return with_reviewed(config, schedule, dataset, splits["train"].image_ids)
@@ -205,14 +224,18 @@ def with_reviewed(config: StudyConfig, schedule: Any, dataset: Any, train_ids: l
 
 
 def val_columns(schedule, val, selection: str, border_policy: str, gt_metrics: bool,
-                rows: slice = slice(None)) -> dict:
+                rows: slice = slice(None), classes: bool = False) -> dict:
     """The val set's columns (of ``rows``): ``target`` is what selection and the LR schedule
     read (the run's own final labels, or ground truth only for ``val_gt``); ``gt_target`` only
-    when asked. ``val`` is a split or its ``reference`` (read where the block is built)."""
+    when asked. ``val`` is a split or its ``reference`` (read where the block is built).
+    ``classes``: ground truth is the class maps (several classes per image)."""
     arrays = split_rows(val)
     ids = arrays.image_ids[rows]
     images = np.asarray(arrays.images[rows])
-    truth = lambda: ground_truth_targets(np.asarray(arrays.trimaps[rows]), border_policy)  # noqa: E731
+    if classes:
+        truth = lambda: np.asarray(arrays.classmaps[rows])  # noqa: E731
+    else:
+        truth = lambda: ground_truth_targets(np.asarray(arrays.trimaps[rows]), border_policy)  # noqa: E731
     columns = {"image": images,
                "target": truth() if selection == "val_gt" else schedule.final.targets(ids, images.shape[1])}
     if gt_metrics and selection != "val_gt":
@@ -258,14 +281,18 @@ def val_block(start: int, stop: int, **kwargs) -> dict:
     return val_columns(rows=slice(start, stop), **kwargs)
 
 
-def test_columns(start: int, stop: int, *, test, border_policy: str) -> dict:
+def test_columns(start: int, stop: int, *, test, border_policy: str, classes: bool = False) -> dict:
     """Rows [start, stop) of test: image, ground-truth target, and the trimap and row index
-    (test is also scored under every border policy and per image)."""
+    (test is also scored under every border policy and per image); with ``classes`` the
+    class-indexed truth too (``classmap``)."""
     arrays = split_rows(test)
     trimaps = np.asarray(arrays.trimaps[start:stop])
-    return {"image": np.asarray(arrays.images[start:stop]),
-            "target": ground_truth_targets(trimaps, border_policy), "trimap": trimaps,
-            "index": np.arange(start, stop, dtype=np.int64)}
+    columns = {"image": np.asarray(arrays.images[start:stop]),
+               "target": ground_truth_targets(trimaps, border_policy), "trimap": trimaps,
+               "index": np.arange(start, stop, dtype=np.int64)}
+    if classes:
+        columns["classmap"] = np.asarray(arrays.classmaps[start:stop])
+    return columns
 
 
 def warn_missing(sources, image_ids: list[str]) -> None:
@@ -294,8 +321,9 @@ def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig,
                                voters=list(voters)),
         "val": built_dataset(len(val), val_block, val=reference(val), schedule=schedule,
                              selection=selection, border_policy=border_policy,
-                             gt_metrics=config.train.val_gt_metrics),
-        "test": built_dataset(len(test), test_columns, test=reference(test), border_policy=border_policy),
+                             gt_metrics=config.train.val_gt_metrics, classes=semantic(config)),
+        "test": built_dataset(len(test), test_columns, test=reference(test), border_policy=border_policy,
+                              classes=semantic(config)),
     }
 
 
@@ -378,6 +406,7 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     model = model or section.model
     weights, random_weights = resolve_weights(config, model)
     create_model(model, weights, **model_options)  # unknown options, missing weights: fail now
+    check_semantic(config)
     dataset = prepare_dataset(config.data)
     splits = decoded_splits(config, dataset, section.image_size, min_train=2)
     schedule = label_schedule(config, labels, dataset, splits)
@@ -405,6 +434,10 @@ def fit_round(config: StudyConfig, model: str, weights: str, model_options: dict
     section = config.train
     settings = {**_settings(config, model, weights, model_options, schedule),
                 "test_images": len(splits["test"])}
+    if semantic(config):  # C+1 outputs, cross-entropy, kept by val mIoU
+        settings["class_names"] = list(dataset.classes)
+        if settings["best_metric"] == BEST_METRIC:
+            settings["best_metric"] = BEST_CLASS_METRIC
     storage_root = storage.absolute(section.storage)  # a folder, or a URI such as s3://...
     trainer = TorchTrainer(
         train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),
@@ -478,7 +511,8 @@ def train_segmentation(config: StudyConfig, *, labels: Any = None, model: str | 
             epoch_progress(stage, config.train.epochs, epoch_note) as callbacks:
         outcome = fit_segmentation(config, labels=labels, model=model, model_options=model_options,
                                    name=name, callbacks=callbacks)
-        stage.done(f"test Dice {outcome.test['micro']['dice']:.3f} on {outcome.test['images']} images"
+        miou = f"test mIoU {outcome.test['miou']:.3f}, " if "miou" in outcome.test else ""
+        stage.done(f"{miou}test Dice {outcome.test['micro']['dice']:.3f} on {outcome.test['images']} images"
                    if outcome.test.get("images") else "trained (no ground truth to test on)")
     run_id = log_training(config, outcome, parent_run_id=parent_run_id)
     return {**outcome.summary(), "run_id": run_id}
@@ -489,6 +523,8 @@ def epoch_note(metrics: dict[str, Any]) -> str:
     validates on); the final test report carries neither and shows nothing."""
     if "train_loss" not in metrics:
         return ""
+    if "val_miou" in metrics:
+        return f"train loss {metrics['train_loss']:.3f}, val mIoU {metrics['val_miou']:.3f}"
     return f"train loss {metrics['train_loss']:.3f}, val Dice {metrics.get('val_micro_dice', float('nan')):.3f}"
 
 

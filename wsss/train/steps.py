@@ -3,6 +3,11 @@
 Inputs are N x S x S x 3 uint8 image tensors and N x S x S uint8 targets {0, 1, 255}. A pixel is
 predicted foreground when its logit is > 0 (probability > 0.5). Scoring the same checkpoint on
 the same arrays gives the same counts in a Train worker and in ``evaluate_checkpoint``.
+
+With several classes (``data.task: semantic``) targets are class maps {0 background, k class,
+255 ignore}, the model has C+1 output channels, the loss is cross-entropy and a pixel takes
+its highest-scoring class; scores are per-class IoU and mIoU (``class_metrics.ClassMeter``)
+plus the binary metrics of any class against background (a ``SegmentationMeter``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from wsss.class_metrics import ClassMeter
 from wsss.data.transforms import batch_to_input
 from wsss.metrics import IGNORE, SegmentationMeter, trimap_to_target
 from wsss.models.segmentation import load_segmentation
@@ -42,6 +48,38 @@ def masked_bce(logits, targets, weights=None):
     if weights is not None:
         losses = losses * (weights.float() / 255.0)
     return (losses * valid).sum(), valid.sum()
+
+
+def masked_ce(logits, targets):
+    """(sum of per-pixel cross-entropy over valid pixels, number of valid pixels) for
+    N x (C+1) x H x W logits and class-map targets (255 ignored)."""
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(logits.float(), targets.long(), ignore_index=IGNORE, reduction="sum")
+    return loss, (targets != IGNORE).sum()
+
+
+def segmentation_loss(logits, targets, weights=None):
+    """``masked_bce`` for one output channel, ``masked_ce`` for several (no pixel weights)."""
+    if logits.shape[1] > 1:
+        return masked_ce(logits, targets)
+    return masked_bce(logits, targets, weights)
+
+
+def foreground_target(targets: np.ndarray) -> np.ndarray:
+    """Class maps -> {0, 1, 255}: any class against background, ignore kept."""
+    return np.where(targets == IGNORE, IGNORE, targets > 0).astype(np.uint8)
+
+
+def score_class_logits(logits, targets, meter: SegmentationMeter, classes: ClassMeter) -> tuple[float, int]:
+    """Add predictions (each pixel's highest class) to ``classes`` and their foreground to
+    ``meter``; returns (loss sum, valid pixels) against class-map targets."""
+    targets = targets.to(logits.device)
+    loss_sum, valid = masked_ce(logits, targets)
+    predictions, truth = logits.argmax(1).cpu().numpy(), targets.cpu().numpy()
+    classes.update(predictions, truth)
+    meter.update_batch(predictions > 0, foreground_target(truth))
+    return float(loss_sum), int(valid)
 
 
 def predict_logits(model, images, device, bf16: bool = False, channels_last: bool = False):

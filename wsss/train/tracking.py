@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from wsss import tracking
-from wsss.figures import mask_to_rgb, overlay, save_grid
+from wsss.figures import class_map_to_rgb, mask_to_rgb, overlay, save_grid
 from wsss.metrics import flat_metrics, trimap_to_target
 from wsss.models.segmentation import load_segmentation, mask_predictor
 from wsss.storage import fetch
@@ -35,7 +35,14 @@ def sample_figure(model_file: str | os.PathLike, arrays: Any, border_policy: str
         return None
     model, _ = load_segmentation(model_file)
     images = arrays.images[:count]
-    predictions = (predict_logits(model, torch.as_tensor(images), torch.device("cpu"))[:, 0] > 0)
+    logits = predict_logits(model, torch.as_tensor(images), torch.device("cpu"))
+    if logits.shape[1] > 1:  # several classes: class maps in colour
+        rows = [[image, class_map_to_rgb(truth), class_map_to_rgb(prediction)]
+                for image, truth, prediction in zip(images, arrays.classmaps[:count],
+                                                    logits.argmax(1).numpy().astype(np.uint8))]
+        return save_grid(rows, ["input", "ground truth", "prediction"], path,
+                         row_labels=list(arrays.image_ids[:count]))
+    predictions = logits[:, 0] > 0
     rows = []
     for image, trimap, prediction in zip(images, arrays.trimaps[:count], predictions.numpy()):
         target, predicted = trimap_to_target(trimap, border_policy), prediction.astype(np.uint8)
@@ -75,7 +82,7 @@ def log_training(config: Any, outcome: Any, parent_run_id: str | None = None,
             by_policy = {f"test_{policy}_{name}": value
                          for policy, result in getattr(outcome, "test_by_policy", {}).items()
                          for name, value in flat_metrics(result, "").items()}
-            mlflow.log_metrics({**flat_metrics(outcome.test, "test_"), **by_policy})
+            mlflow.log_metrics({**flat_metrics(outcome.test, "test_"), **by_policy, **class_metrics(outcome.test)})
         log_lineage(config, params)
         # the files may sit in s3:// train storage: fetch() gives a local copy to log
         mlflow.log_artifact(str(fetch(outcome.model_file)), artifact_path="checkpoint")
@@ -86,6 +93,15 @@ def log_training(config: Any, outcome: Any, parent_run_id: str | None = None,
         if config.tracking.register_model:
             register_model(config, fetch(outcome.model_file))
     return active.info.run_id
+
+
+def class_metrics(test: dict[str, Any]) -> dict[str, float]:
+    """``test_miou`` and ``test_iou_<class>`` of a several-class run ({} for a binary one);
+    a class the test set neither has nor got predicted has no IoU and is left out."""
+    if "miou" not in test:
+        return {}
+    per_class = {f"test_iou_{name}": value for name, value in test["class_iou"].items() if value == value}
+    return {"test_miou": test["miou"], **per_class}
 
 
 def log_lineage(config: Any, params: dict[str, Any]) -> None:

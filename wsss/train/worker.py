@@ -34,11 +34,20 @@ from wsss.train.common import (
     worker_device,
 )
 from wsss.train.labels import source_index
-from wsss.train.steps import ground_truth_targets, masked_bce, predict_logits, score_logits
+from wsss.class_metrics import ClassMeter
+from wsss.train.steps import (
+    foreground_target,
+    ground_truth_targets,
+    predict_logits,
+    score_class_logits,
+    score_logits,
+    segmentation_loss,
+)
 
 SHUFFLE_ROWS = 256  # local shuffle buffer per worker (rows)
 PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.1, 3  # ReduceLROnPlateau on val loss (the study's scheduler)
 BEST_METRIC = "val_micro_dice"
+BEST_CLASS_METRIC = "val_miou"  # several classes: mean IoU over the classes (and background)
 FAIL_ONCE_ENV = "WSSS_TRAIN_FAIL_ONCE"  # "EPOCH:MARKER_FILE": rank 0 raises once at EPOCH (tests)
 
 
@@ -84,13 +93,13 @@ def train_epoch(model, optimizer, settings: dict, epoch: int, device) -> list[fl
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with autocast(device, settings["bf16"]):
             logits = model(inputs)
-        loss_sum, valid = masked_bce(logits, targets, flipped[0] if flipped else None)
+        loss_sum, valid = segmentation_loss(logits, targets, flipped[0] if flipped else None)
         optimizer.zero_grad(set_to_none=True)
         (loss_sum / valid.clamp(min=1)).backward()
         optimizer.step()
         totals[0] += loss_sum.item()
         totals[1] += float(valid)
-        totals[2] += float((targets == 1).sum())
+        totals[2] += float(((targets > 0) & (targets != 255)).sum())
         totals[3] += len(targets)
     return totals
 
@@ -100,14 +109,19 @@ def evaluate(module, dataset_name: str, settings: dict, device) -> tuple[dict, l
     set carries it) and [loss sum, valid pixels] against ``target``, on an unsharded eval set."""
     module.eval()
     meters, sums = {column: SegmentationMeter() for column in settings["val_columns"]}, [0.0, 0.0]
+    classes = {column: ClassMeter(len(settings["class_names"])) for column in meters} \
+        if settings.get("class_names") else {}
     for batch in eval_batches(dataset_name, settings["eval_batch_size"], device):
         logits = predict_logits(module, batch["image"], device, settings["bf16"], device.type == "cuda")
         for column, meter in meters.items():
-            loss_sum, valid = score_logits(logits, batch[column], meter)
+            if classes:
+                loss_sum, valid = score_class_logits(logits, batch[column], meter, classes[column])
+            else:
+                loss_sum, valid = score_logits(logits, batch[column], meter)
             if column == "target":
                 sums[0] += loss_sum
                 sums[1] += valid
-    return meters, sums
+    return meters, sums, classes
 
 
 def run_epoch(model, module, optimizer, settings: dict, epoch: int, device) -> dict[str, Any]:
@@ -116,7 +130,7 @@ def run_epoch(model, module, optimizer, settings: dict, epoch: int, device) -> d
     index, _ = _column(settings, epoch)
     train = train_epoch(model, optimizer, settings, epoch, device)
     seconds = time.perf_counter() - started
-    meters, val_sums = evaluate(module, "val", settings, device)
+    meters, val_sums, classes = evaluate(module, "val", settings, device)
     loss, valid, foreground, images, val_loss, val_valid = all_reduce_sums(train + val_sums, device)
     val = meters["target"].reduce_from_all_processes().result()
     row = {"epoch": epoch, "label_source": settings["source_names"][index], "label_step": index,
@@ -126,6 +140,10 @@ def run_epoch(model, module, optimizer, settings: dict, epoch: int, device) -> d
            **flat_metrics(val, "val_"), "val_images": val["images"]}
     if "gt_target" in meters:  # diagnostics only: never chooses a checkpoint or steers the LR
         row.update(flat_metrics(meters["gt_target"].reduce_from_all_processes().result(), "val_gt_"))
+    for column, prefix in (("target", "val_"), ("gt_target", "val_gt_")):
+        if column in classes:
+            result = classes[column].reduce_from_all_processes().result(settings["class_names"])
+            row[f"{prefix}miou"] = result["miou"]
     return row
 
 
@@ -164,12 +182,41 @@ def evaluate_test(module, settings: dict, device) -> tuple[dict[str, Segmentatio
     return merged, np.rint(np.asarray(totals)).astype(np.int64).reshape(per_image.shape)
 
 
+def evaluate_class_test(module, settings: dict, device) -> tuple[dict, Any, dict]:
+    """Several classes: score each test prediction against the class-indexed truth (per-class
+    IoU, mIoU) and its foreground (the binary metrics, one meter under the truth's own ignore);
+    per-image foreground [tp, fp, fn, tn] by test row; all merged across ranks."""
+    import numpy as np
+
+    module.eval()
+    meter, classes = SegmentationMeter(), ClassMeter(len(settings["class_names"]))
+    per_image = np.zeros((settings["test_images"], 4), np.int64)
+    for batch in eval_batches("test", settings["eval_batch_size"], device):
+        logits = predict_logits(module, batch["image"], device, settings["bf16"], device.type == "cuda")
+        predictions = logits.argmax(1).cpu().numpy()
+        truth, rows = batch["classmap"].cpu().numpy(), batch["index"].cpu().numpy()
+        classes.update(predictions, truth)
+        for row, prediction, target in zip(rows, predictions, foreground_target(truth)):
+            per_image[row] = meter.update(prediction > 0, target)
+    totals = all_reduce_sums(per_image.reshape(-1).astype(np.float64).tolist(), device)
+    merged = {settings["border_policy"]: meter.reduce_from_all_processes()}
+    result = classes.reduce_from_all_processes().result(settings["class_names"])
+    return merged, np.rint(np.asarray(totals)).astype(np.int64).reshape(per_image.shape), result
+
+
 def test_best(module, settings: dict, device) -> dict[str, Any]:
     """Load the best checkpoint on every rank and score the test set with it (every border
-    policy, plus per-image counts under the configured one)."""
+    policy, plus per-image counts under the configured one; with several classes, per-class
+    IoU and mIoU too)."""
     best = _best_reported(settings["best_metric"])
     state = load_state(best.checkpoint)
     module.load_state_dict(state["model"])
+    if settings.get("class_names"):
+        meters, per_image, classes = evaluate_class_test(module, settings, device)
+        test = meters[settings["border_policy"]].result()
+        return {"test": {**test, "miou": classes["miou"], "class_iou": classes["iou"]},
+                "test_by_policy": {settings["border_policy"]: test}, "test_per_image": per_image.tolist(),
+                "tested_checkpoint": best.checkpoint.path, "tested_epoch": state["epoch"]}
     meters, per_image = evaluate_test(module, settings, device)
     by_policy = {policy: meter.result() for policy, meter in meters.items()}
     return {"test": by_policy[settings["border_policy"]], "test_by_policy": by_policy,
@@ -181,6 +228,8 @@ def _payload(module, optimizer, scheduler, settings: dict, history: list[dict]) 
     return {"format": CHECKPOINT_FORMAT, "model_name": settings["model"],
             "model_options": settings["model_options"], "image_size": settings["image_size"],
             "border_policy": settings["border_policy"], "labels": settings["labels"],
+            "classes": len(settings.get("class_names") or ()) + 1 if settings.get("class_names") else 1,
+            "class_names": settings.get("class_names"),
             "epoch": history[-1]["epoch"], "history": history, "model": module.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
 
@@ -194,7 +243,8 @@ def train_loop(settings: dict) -> dict[str, Any]:
     rank, _ = rank_and_world()
     device = worker_device()
     seed_everything(settings["seed"])  # same init everywhere (DDP also broadcasts rank 0's)
-    model = create_model(settings["model"], settings["weights"], **settings["model_options"])
+    classes = len(settings["class_names"]) + 1 if settings.get("class_names") else 1
+    model = create_model(settings["model"], settings["weights"], classes, **settings["model_options"])
     state = restore_state()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -224,6 +274,7 @@ def train_loop(settings: dict) -> dict[str, Any]:
     test_started = time.perf_counter()
     outcome = test_best(module, settings, device)
     report({"epoch": settings["epochs"], "tested_epoch": outcome["tested_epoch"],
-            **flat_metrics(outcome["test"], "test_"), "test_images": outcome["test"]["images"]})
+            **flat_metrics(outcome["test"], "test_"), "test_images": outcome["test"]["images"],
+            **({"test_miou": outcome["test"]["miou"]} if "miou" in outcome["test"] else {})})
     timings["test_seconds"] = time.perf_counter() - test_started
     return {"history": history, "timings": timings, **outcome}
