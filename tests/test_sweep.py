@@ -109,7 +109,7 @@ def test_rerun_is_a_no_op(finished_sweep, capsys):
 def test_killed_sweep_finishes_when_started_again(ray_local, tmp_path):
     data = scaled_down_smoke(tmp_path)
     data["labelers"] = [s for s in data["labelers"] if s["name"] == "ellipse"] or [{"name": "ellipse"}]
-    data["sweep"]["trials"] = [{"name": f"gt-{lr}", "labels": "gt", "lr": lr} for lr in (0.001, 0.002)]
+    data["sweep"]["trials"] = [{"name": "gt-0.001", "labels": "gt", "lr": 0.001}]
     data["sweep"]["direct_eval"] = []
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(data))
     command = [sys.executable, str(REPO / "jobs" / "sweep.py"), "--config", str(tmp_path / "study.yaml")]
@@ -126,7 +126,7 @@ def test_killed_sweep_finishes_when_started_again(ray_local, tmp_path):
     result = run_sweep(config)
     assert result["failures"] == []
     names = sorted(run.info.run_name for run in runs_by_stage(config)["train"])
-    assert names == ["gt-0.001", "gt-0.002"]  # each trial logged exactly once
+    assert names == ["gt-0.001"]  # the trial logged exactly once, though it was killed mid-way
 
 
 @pytest.mark.parametrize("change, fragment", [

@@ -27,6 +27,12 @@ shrunk grid (image by area, mask by nearest) and brings the labels back by neare
 A batch runs in one vectorised pass per chunk of images (the chunk bounds the N x window^2 x
 H x W kernel's memory). Deterministic.
 
+Several classes per image (``data.task: semantic``): the same Potts model over the image's own
+labels, background plus the K classes it carries (``labels``): Q = softmax(unary + sum_j k_ij
+Q_j) per label, which for two labels is exactly the logistic above. The unary gives a pixel's
+source class ``confidence`` and shares the rest among the other labels; classes the image does
+not carry are never chosen. The output is a class map (0 background, k + 1 for class k).
+
 What it cannot do: move an edge further than the reach times ``iterations``, or find an edge
 the colours do not show. On a flat image only the smoothing acts and it erases blobs smaller
 than about the reach (at the defaults, discs under ~14 px radius at 96 px).
@@ -221,6 +227,81 @@ def refine_chunk(images: np.ndarray, masks: np.ndarray, params: CrfParams) -> np
     return labels
 
 
+def class_unary(masks: np.ndarray, labels: np.ndarray, confidence: float) -> np.ndarray:
+    """N x (K+1) x H x W float32 log-probabilities over each image's own labels (background,
+    then its classes ``labels``, N x K -1 padded) from class maps; uniform on ignore, and a
+    padded label is never chosen."""
+    count, width = labels.shape
+    unary = np.zeros((count, width + 1, *masks.shape[1:]), np.float32)
+    for row in range(count):
+        present = [int(k) for k in labels[row] if k >= 0]
+        local = np.full(masks[row].shape, -1, np.int64)
+        local[masks[row] == 0] = 0
+        for index, k in enumerate(present, start=1):
+            local[masks[row] == k + 1] = index
+        choices = len(present) + 1
+        agree, other = np.log(confidence), np.log((1.0 - confidence) / max(choices - 1, 1))
+        unary[row, :choices] = np.where(local[None] < 0, 0.0,
+                                        np.where(local[None] == np.arange(choices)[:, None, None], agree, other))
+        unary[row, choices:] = -1e4
+    return unary
+
+
+def mean_field_classes(unary, kernel, window: int, iterations: int):
+    """N x L x H x W label marginals after ``iterations`` Potts mean-field steps over L labels."""
+    import torch
+
+    half = window // 2
+    offsets = window_offsets(window)
+    marginals = torch.softmax(unary, dim=1)
+    for _ in range(iterations):
+        padded = pad_by(marginals, half)
+        message = torch.zeros_like(marginals)
+        for index, (dy, dx) in enumerate(offsets):
+            message.addcmul_(kernel[index].unsqueeze(1), neighbour_view(padded, dy, dx, half))
+        marginals = torch.softmax(unary + message, dim=1)
+    return marginals
+
+
+def refine_class_chunk(images: np.ndarray, masks: np.ndarray, labels: np.ndarray,
+                       params: CrfParams) -> np.ndarray:
+    """The CRF of a chunk of images and class maps over each image's labels -> class maps."""
+    import torch
+    from torch.nn.functional import interpolate
+
+    height, width = masks.shape[1:]
+    small_h, small_w = grid_size(height, width, params.scale)
+    rows, cols = nearest_indices(height, small_h), nearest_indices(width, small_w)
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    if (small_h, small_w) != (height, width):
+        pixels = interpolate(pixels, size=(small_h, small_w), mode="area")
+        masks = masks[:, rows][:, :, cols]
+    kernel = pairwise_kernel(pixels, params, (height / small_h, width / small_w))
+    unary = torch.from_numpy(class_unary(masks, labels, params.confidence))
+    local = mean_field_classes(unary, kernel, params.window, params.iterations).argmax(dim=1).numpy()
+    values = np.concatenate([np.zeros((len(labels), 1), np.int64), np.where(labels >= 0, labels + 1, 0)], axis=1)
+    classes = np.take_along_axis(values[:, :, None, None], local[:, None], axis=1)[:, 0].astype(np.uint8)
+    if (small_h, small_w) != (height, width):
+        classes = classes[:, nearest_indices(small_h, height)][:, :, nearest_indices(small_w, width)]
+    return classes
+
+
+def dense_crf_classes(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, params: CrfParams) -> np.ndarray:
+    """N x H x W class maps: ``masks`` (class maps, 255 ignore) refined over each image's labels."""
+    import torch
+
+    count, height, width = masks.shape
+    small_h, small_w = grid_size(height, width, params.scale)
+    chunk = max(1, KERNEL_BUDGET // (params.window**2 * small_h * small_w))
+    refined = np.zeros((count, height, width), np.uint8)
+    with torch.no_grad():
+        for start in range(0, count, chunk):
+            stop = start + chunk
+            refined[start:stop] = refine_class_chunk(images[start:stop], masks[start:stop],
+                                                     np.asarray(labels[start:stop], np.int64), params)
+    return refined
+
+
 def dense_crf(images: np.ndarray, masks: np.ndarray, params: CrfParams) -> np.ndarray:
     """N x H x W {0, 1} masks: ``masks`` ({0, 1, 255}) refined on ``images`` (N x H x W x 3)."""
     import torch
@@ -242,10 +323,13 @@ class CrfLabeler(Labeler):
     description = "dense CRF (local mean-field) refining one mask set on the image's colours"
     Params = CrfParams
     stage = "cpu"
+    semantic = True  # over each image's own labels (background and its classes)
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images, sources = np.asarray(batch["image"]), np.asarray(batch["source_masks"])
         expected = (len(images), 1, *images.shape[1:3])
         if sources.shape != expected:
             raise ValueError(f"labeler {self.name!r}: source_masks {sources.shape}, expected {expected}")
+        if "labels" in batch:
+            return {"mask": dense_crf_classes(images, sources[:, 0], batch["labels"], self.params)}
         return {"mask": dense_crf(images, sources[:, 0], self.params)}

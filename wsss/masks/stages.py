@@ -18,7 +18,7 @@ import numpy as np
 
 from wsss.data.arrays import resize_image, scale_box
 from wsss.data.decode import DecodeError, decode_image
-from wsss.labelers.base import HeatmapRef, LabelerContext, ThresholdParams, apply_threshold
+from wsss.labelers.base import HeatmapRef, LabelerContext, ThresholdParams, apply_threshold, class_map
 from wsss.labelers.heatmap import share_heatmaps
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.store import MaskSetWriter
@@ -106,7 +106,12 @@ def source_masks(batch: dict[str, np.ndarray], sources: list[dict], rows: np.nda
         values = batch[source["column"]][rows]
         if "threshold" in source:
             cut = ThresholdParams(threshold=source["threshold"], band=source.get("band"))
-            values = apply_threshold(values.astype(np.float32), cut)
+            if values.ndim == 4:  # a map per class the image carries: class maps, as the set reads
+                values = np.stack([class_map(maps[:int((present >= 0).sum())], [int(k) for k in present if k >= 0],
+                                             cut) for maps, present in zip(values.astype(np.float32),
+                                                                            batch["labels"][rows])])
+            else:
+                values = apply_threshold(values.astype(np.float32), cut)
         stacked.append(np.asarray(values, np.uint8))
     return np.stack(stacked, axis=1)
 
