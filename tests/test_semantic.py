@@ -142,6 +142,7 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
                 assert (everywhere > 0).all() and np.array_equal(everywhere[mask > 0], mask[mask > 0])
             several += len(set(np.unique(mask).tolist()) - {0, 255}) > 1
     assert several > 0  # images of two or three classes get masks of more than one class
+    exported_class_maps(result.open("crf"), dataset, tmp_path / "export")
 
     config.train = config.train.model_copy(update={
         "model": "unet", "weights": "none", "model_options": {"width": 0.125}, "epochs": 2,
@@ -160,3 +161,38 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
     model, payload = load_segmentation(trained["model_file"])
     assert payload["classes"] == len(dataset.classes) + 1 and payload["class_names"] == dataset.classes
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, len(dataset.classes) + 1, 48, 48)
+
+
+def exported_class_maps(mask_set, dataset, out: Path) -> None:
+    """PNG, COCO and Label Studio exports of a class-map set hold each class as its own region."""
+    import json
+
+    from PIL import Image
+    from pycocotools import mask as coco_mask
+
+    from wsss.masks.export import export_mask_set
+    from wsss.masks.review import decode_brush_rle
+
+    records = dataset.split("trainval")
+    truth = {r.image_id: mask_set.read(r.image_id) for r in records}  # 48 px images: no resize
+    export_mask_set(mask_set, dataset, records, "png", str(out / "png"))
+    for image_id, mask in truth.items():
+        assert np.array_equal(np.asarray(Image.open(out / "png" / f"{image_id}.png")), mask)
+    export_mask_set(mask_set, dataset, records, "coco", str(out / "coco.json"))
+    document = json.loads((out / "coco.json").read_text())
+    by_image = {image["id"]: image["wsss_image_id"] for image in document["images"]}
+    rebuilt = {image_id: np.zeros((48, 48), np.uint8) for image_id in truth}
+    for annotation in document["annotations"]:
+        assert not annotation["iscrowd"]  # a CRF leaves no ignore
+        region = coco_mask.decode(annotation["segmentation"]).astype(bool)
+        rebuilt[by_image[annotation["image_id"]]][region] = annotation["category_id"]
+    assert all(np.array_equal(rebuilt[i], truth[i]) for i in truth)
+    export_mask_set(mask_set, dataset, records, "labelstudio", str(out / "tasks.json"))
+    for task in json.loads((out / "tasks.json").read_text()):
+        mask = truth[task["data"]["image_id"]]
+        painted = np.zeros_like(mask)
+        for region in task["predictions"][0]["result"]:
+            name = region["value"]["brushlabels"][0]
+            decoded = decode_brush_rle(region["value"]["rle"]).reshape(48, 48, 4)[..., 3] > 0
+            painted[decoded] = dataset.classes.index(name) + 1
+        assert np.array_equal(painted, mask), task["data"]["image_id"]

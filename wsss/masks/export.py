@@ -101,11 +101,26 @@ def image_size(path: str) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def foreground(mask: np.ndarray, record: Record) -> np.ndarray:
+    """Where a mask marks an object: value 1, or any class value of a several-class record."""
+    return (mask > 0) & (mask != MASK_IGNORE) if record.labels else mask == MASK_FOREGROUND
+
+
+def class_regions(mask: np.ndarray, record: Record) -> list[tuple[np.ndarray, int]]:
+    """(region, class index) per class the mask holds: a one-class mask's foreground is the
+    record's class; a several-class record's class map has a region per class value."""
+    if not record.labels:
+        return [(mask == MASK_FOREGROUND, record.label)]
+    values = sorted(set(np.unique(mask).tolist()) - {0, MASK_IGNORE})
+    return [(mask == value, value - 1) for value in values]
+
+
 def foreground_iou(mask: np.ndarray, other: np.ndarray) -> float:
-    """IoU of two masks' foregrounds, ignore counted as background; 1 when both are empty."""
-    mine, theirs = mask == MASK_FOREGROUND, other == MASK_FOREGROUND
+    """IoU of two masks' foregrounds, ignore counted as background; 1 when both are empty.
+    Class maps agree only where the class agrees (for {0, 1} masks that is every overlap)."""
+    mine, theirs = (mask > 0) & (mask != MASK_IGNORE), (other > 0) & (other != MASK_IGNORE)
     union = np.logical_or(mine, theirs).sum()
-    return float(np.logical_and(mine, theirs).sum() / union) if union else 1.0
+    return float((mine & theirs & (mask == other)).sum() / union) if union else 1.0
 
 
 def mask_confidence(mask: np.ndarray, agreement: dict[str, float]) -> float:
@@ -122,7 +137,7 @@ def score_image(record: Record, mask: np.ndarray, others: dict[str, MaskSet],
                  for key, other in others.items() if record.image_id in holdings[key]}
     width, height = image_size(record.image_path)
     return ExportImage(record, width, height, mask_confidence(mask, agreement),
-                       float(np.mean(mask == MASK_FOREGROUND)), float(np.mean(mask == MASK_IGNORE)),
+                       float(np.mean(foreground(mask, record))), float(np.mean(mask == MASK_IGNORE)),
                        agreement)
 
 
@@ -247,10 +262,13 @@ def voc_palette() -> list[int]:
     return palette
 
 
-def class_values(mask: np.ndarray, label: int) -> np.ndarray:
-    """0 background, ``label + 1`` foreground, 255 ignore: one PNG value per class, as in VOC."""
-    return np.where(mask == MASK_FOREGROUND, label + 1,
-                    np.where(mask == MASK_IGNORE, 255, 0)).astype(np.uint8)
+def class_values(mask: np.ndarray, record: Record) -> np.ndarray:
+    """0 background, ``label + 1`` for each class, 255 ignore: one PNG value per class, as in
+    VOC (a several-class record's class map is that already)."""
+    values = np.where(mask == MASK_IGNORE, 255, 0).astype(np.uint8)
+    for region, label in class_regions(mask, record):
+        values[region] = label + 1
+    return values
 
 
 def write_png_folder(mask_set: MaskSet, images: list[ExportImage], classes: list[str], out: str) -> list[str]:
@@ -261,7 +279,7 @@ def write_png_folder(mask_set: MaskSet, images: list[ExportImage], classes: list
         raise ValueError(f"an indexed PNG holds at most 254 classes; this dataset has {len(classes)}")
     palette = voc_palette()
     for image in images:
-        values = class_values(mask_at_image_size(mask_set, image), image.record.label)
+        values = class_values(mask_at_image_size(mask_set, image), image.record)
         indexed = Image.frombytes("P", (image.width, image.height), values.tobytes())
         indexed.putpalette(palette)
         with storage.writing(storage.join(out, f"{image.record.image_id}.png")) as temporary:
@@ -269,7 +287,8 @@ def write_png_folder(mask_set: MaskSet, images: list[ExportImage], classes: list
     values = {"0": MEANINGS["0"], **{str(i + 1): name for i, name in enumerate(classes)},
               "255": MEANINGS["255"]}
     legend = {"labeler_id": mask_set.manifest.get("labeler_id"), "values": values,
-              "foreground": "the image's class index + 1"}
+              "foreground": "the class index + 1 of each region (the image's class, or each of "
+                            "its classes with several per image)"}
     return [storage.write_text(storage.join(out, "classes.json"), json.dumps(legend, indent=2)),
             storage.write_text(storage.join(out, "confidence.csv"), confidence_csv(images))]
 
@@ -294,8 +313,9 @@ def coco_document(mask_set: MaskSet, images: list[ExportImage], dataset: Dataset
         entries.append({"id": number, "file_name": relative_image_path(image.record, dataset.root),
                         "width": image.width, "height": image.height,
                         "wsss_image_id": image.record.image_id, "confidence": round(image.confidence, 6)})
-        mask, category = mask_at_image_size(mask_set, image), image.record.label + 1
-        for region, crowd in ((mask == MASK_FOREGROUND, False), (mask == MASK_IGNORE, True)):
+        mask = mask_at_image_size(mask_set, image)
+        regions = [(region, label + 1, False) for region, label in class_regions(mask, image.record)]
+        for region, category, crowd in regions + [(mask == MASK_IGNORE, image.record.label + 1, True)]:
             if region.any():
                 annotations.append(coco_annotation(region, len(annotations) + 1, number, category,
                                                    image.confidence, crowd))
@@ -318,10 +338,13 @@ def brush_result(region: np.ndarray, label: str, image: ExportImage, region_id: 
 
 
 def labelstudio_task(mask: np.ndarray, image: ExportImage, image_url: str,
-                     model_version: str) -> dict[str, Any]:
-    """One import task: the image and the set's mask as a prediction scored by confidence."""
-    regions = [(mask == MASK_FOREGROUND, image.record.class_name, "foreground"),
-               (mask == MASK_IGNORE, IGNORE_LABEL, "ignore")]
+                     model_version: str, classes: list[str]) -> dict[str, Any]:
+    """One import task: the image and the set's mask as a prediction scored by confidence (a
+    brush region per class the mask holds; ``classes`` names class indices)."""
+    found = class_regions(mask, image.record)
+    regions = [(region, classes[label], "foreground" if len(found) == 1 and not image.record.labels
+                else f"class-{label}") for region, label in found]
+    regions.append((mask == MASK_IGNORE, IGNORE_LABEL, "ignore"))
     result = [brush_result(region, label, image, region_id)
               for region, label, region_id in regions if region.any()]
     data = {"image": image_url, "image_id": image.record.image_id, "confidence": round(image.confidence, 6)}
@@ -353,7 +376,7 @@ def write_labelstudio(mask_set: MaskSet, images: list[ExportImage], dataset: Dat
     model_version = f"{manifest.get('labeler_id')}-{str(manifest.get('fingerprint', ''))[:12]}".rstrip("-")
     tasks = [labelstudio_task(mask_at_image_size(mask_set, image), image,
                               image_root + quote(relative_image_path(image.record, dataset.root), safe="/"),
-                              model_version) for image in images]
+                              model_version, dataset.classes) for image in images]
     storage.write_text(out, json.dumps(tasks, separators=(",", ":")))
     return [storage.write_text(labeling_config_path(out), labeling_config(dataset.classes))]
 
