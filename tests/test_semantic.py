@@ -158,6 +158,15 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
         assert "val_miou" in metrics and 0.0 <= metrics["test_micro_dice"] <= 1.0
         history = mlflow.MlflowClient().get_metric_history(trained["run_id"], "val_miou")
         assert [p.step for p in history] == [1, 2]
+    from wsss.report.runs import SweepRuns
+    from wsss.report.tables import class_table
+
+    experiment = mlflow.get_experiment_by_name("scenes")
+    children = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    table = class_table(SweepRuns(experiment, None, children, None))  # the report's per-class table
+    assert [row["labels"] for row in table.rows] and {row["labels"] for row in table.rows} == {"gt", "gradcam"}
+    assert [row["miou"] for row in table.rows] == sorted((row["miou"] for row in table.rows), reverse=True)
+    assert {f"iou_{name}" for name in ("background", *names)} <= set(table.columns)
     model, payload = load_segmentation(trained["model_file"])
     assert payload["classes"] == len(dataset.classes) + 1 and payload["class_names"] == dataset.classes
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, len(dataset.classes) + 1, 48, 48)

@@ -20,7 +20,7 @@ from wsss.data.decode import record_truth
 from wsss.data.imagefolder import DatasetFormatError
 from wsss.data.index import index
 from wsss.data.records import DatasetMissingError
-from wsss.labelers.base import ThresholdParams, apply_threshold
+from wsss.labelers.base import ThresholdParams, apply_threshold, class_map
 from wsss.masks.store import MaskSet, read_manifest
 from wsss.metrics import SegmentationMeter, trimap_to_target
 from wsss.report.runs import SweepRuns, is_random_init, label_keys, metric, threshold_of
@@ -51,9 +51,14 @@ def threshold_sweep(uri: str, records: dict[str, Any], policy: str,
         if record is None or record.trimap_path is None:
             continue
         heatmap = mask_set.read_heatmap(image_id)
-        target = trimap_to_target(resize_mask(record_truth(record), heatmap.shape), policy)
+        target = trimap_to_target(resize_mask(record_truth(record), heatmap.shape[-2:]), policy)
+        classes = mask_set.read_heatmap_classes(image_id) if heatmap.ndim == 3 else None
         for t, meter in meters.items():
-            meter.update(apply_threshold(heatmap, cuts[t]) == 1, target)
+            if classes is None:
+                meter.update(apply_threshold(heatmap, cuts[t]) == 1, target)
+            else:  # a map per class: any class against background
+                cut = class_map(heatmap, classes, cuts[t])
+                meter.update((cut > 0) & (cut != 255), target)
     return {t: meter.result() for t, meter in meters.items()}
 
 
