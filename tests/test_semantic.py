@@ -77,22 +77,22 @@ def test_each_cam_method_masks_only_the_classes_an_image_carries(method):
 
 
 def test_crf_over_an_images_own_classes_is_the_binary_crf_for_one_class():
-    from wsss.labelers.crf import CrfParams, dense_crf, dense_crf_classes
+    from wsss.labelers.crf import CrfParams, dense_crf
 
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
     images[:, :, 20:] //= 3  # an edge the CRF can snap to
     params = CrfParams(sources=["x"])
     binary = rng.choice([0, 1, 255], (4, 40, 40)).astype(np.uint8)
-    one_class = dense_crf_classes(images, binary, np.array([[0, -1]] * 4), params)
+    one_class = dense_crf(images, binary, params, np.array([[0, -1]] * 4))
     assert np.array_equal(one_class, dense_crf(images, binary, params))  # class 0 -> value 1
     maps = rng.choice([0, 3, 5, 8, 255], (4, 40, 40)).astype(np.uint8)
     labels = np.array([[2, 4], [4, -1], [7, 2], [2, 4]])
-    refined = dense_crf_classes(images, maps, labels, params)
+    refined = dense_crf(images, maps, params, labels)
     for mask, present in zip(refined, labels):
         assert set(np.unique(mask).tolist()) <= {0, *(int(k) + 1 for k in present if k >= 0)}
     unanimous = np.full((1, 40, 40), 5, np.uint8)  # every pixel says class 4: nothing moves it
-    assert (dense_crf_classes(images[:1], unanimous, np.array([[2, 4]]), params) == 5).all()
+    assert (dense_crf(images[:1], unanimous, params, np.array([[2, 4]])) == 5).all()
 
 
 @pytest.mark.slow

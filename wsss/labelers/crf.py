@@ -206,8 +206,9 @@ def nearest_indices(source: int, target: int) -> np.ndarray:
     return np.minimum(((np.arange(target) + 0.5) * source / target).astype(np.int64), source - 1)
 
 
-def refine_chunk(images: np.ndarray, masks: np.ndarray, params: CrfParams) -> np.ndarray:
-    """The CRF of a chunk of images (N x H x W x 3) and masks (N x H x W) -> N x H x W {0, 1}."""
+def on_grid(images: np.ndarray, masks: np.ndarray, params: CrfParams, solve) -> np.ndarray:
+    """Run ``solve(masks, kernel) -> N x h x w uint8 labels`` on the shrunk grid of a chunk of
+    images (N x H x W x 3) and masks (N x H x W), and bring the labels back to H x W."""
     import torch
     from torch.nn.functional import interpolate
 
@@ -218,13 +219,22 @@ def refine_chunk(images: np.ndarray, masks: np.ndarray, params: CrfParams) -> np
     if (small_h, small_w) != (height, width):
         pixels = interpolate(pixels, size=(small_h, small_w), mode="area")
         masks = masks[:, rows][:, :, cols]
-    kernel = pairwise_kernel(pixels, params, (height / small_h, width / small_w))
-    log_odds = torch.from_numpy(unary_log_odds(masks, params.confidence))
-    foreground = mean_field(log_odds, kernel, params.window, params.iterations)
-    labels = (foreground > 0.5).numpy().astype(np.uint8)
+    labels = solve(masks, pairwise_kernel(pixels, params, (height / small_h, width / small_w)))
     if (small_h, small_w) != (height, width):
         labels = labels[:, nearest_indices(small_h, height)][:, :, nearest_indices(small_w, width)]
     return labels
+
+
+def refine_chunk(images: np.ndarray, masks: np.ndarray, params: CrfParams) -> np.ndarray:
+    """The CRF of a chunk of images (N x H x W x 3) and masks (N x H x W) -> N x H x W {0, 1}."""
+    import torch
+
+    def solve(small, kernel):
+        log_odds = torch.from_numpy(unary_log_odds(small, params.confidence))
+        foreground = mean_field(log_odds, kernel, params.window, params.iterations)
+        return (foreground > 0.5).numpy().astype(np.uint8)
+
+    return on_grid(images, masks, params, solve)
 
 
 def class_unary(masks: np.ndarray, labels: np.ndarray, confidence: float) -> np.ndarray:
@@ -267,27 +277,22 @@ def refine_class_chunk(images: np.ndarray, masks: np.ndarray, labels: np.ndarray
                        params: CrfParams) -> np.ndarray:
     """The CRF of a chunk of images and class maps over each image's labels -> class maps."""
     import torch
-    from torch.nn.functional import interpolate
 
-    height, width = masks.shape[1:]
-    small_h, small_w = grid_size(height, width, params.scale)
-    rows, cols = nearest_indices(height, small_h), nearest_indices(width, small_w)
-    pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    if (small_h, small_w) != (height, width):
-        pixels = interpolate(pixels, size=(small_h, small_w), mode="area")
-        masks = masks[:, rows][:, :, cols]
-    kernel = pairwise_kernel(pixels, params, (height / small_h, width / small_w))
-    unary = torch.from_numpy(class_unary(masks, labels, params.confidence))
-    local = mean_field_classes(unary, kernel, params.window, params.iterations).argmax(dim=1).numpy()
+    labels = np.asarray(labels, np.int64)
     values = np.concatenate([np.zeros((len(labels), 1), np.int64), np.where(labels >= 0, labels + 1, 0)], axis=1)
-    classes = np.take_along_axis(values[:, :, None, None], local[:, None], axis=1)[:, 0].astype(np.uint8)
-    if (small_h, small_w) != (height, width):
-        classes = classes[:, nearest_indices(small_h, height)][:, :, nearest_indices(small_w, width)]
-    return classes
+
+    def solve(small, kernel):
+        unary = torch.from_numpy(class_unary(small, labels, params.confidence))
+        local = mean_field_classes(unary, kernel, params.window, params.iterations).argmax(dim=1).numpy()
+        return np.take_along_axis(values[:, :, None, None], local[:, None], axis=1)[:, 0].astype(np.uint8)
+
+    return on_grid(images, masks, params, solve)
 
 
-def dense_crf_classes(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, params: CrfParams) -> np.ndarray:
-    """N x H x W class maps: ``masks`` (class maps, 255 ignore) refined over each image's labels."""
+def dense_crf(images: np.ndarray, masks: np.ndarray, params: CrfParams,
+              labels: np.ndarray | None = None) -> np.ndarray:
+    """N x H x W {0, 1} masks: ``masks`` ({0, 1, 255}) refined on ``images`` (N x H x W x 3); with
+    ``labels`` (N x K, -1 padded) class maps refined over each image's own classes."""
     import torch
 
     count, height, width = masks.shape
@@ -297,23 +302,9 @@ def dense_crf_classes(images: np.ndarray, masks: np.ndarray, labels: np.ndarray,
     with torch.no_grad():
         for start in range(0, count, chunk):
             stop = start + chunk
-            refined[start:stop] = refine_class_chunk(images[start:stop], masks[start:stop],
-                                                     np.asarray(labels[start:stop], np.int64), params)
-    return refined
-
-
-def dense_crf(images: np.ndarray, masks: np.ndarray, params: CrfParams) -> np.ndarray:
-    """N x H x W {0, 1} masks: ``masks`` ({0, 1, 255}) refined on ``images`` (N x H x W x 3)."""
-    import torch
-
-    count, height, width = masks.shape
-    small_h, small_w = grid_size(height, width, params.scale)
-    chunk = max(1, KERNEL_BUDGET // (params.window**2 * small_h * small_w))
-    refined = np.zeros((count, height, width), np.uint8)
-    with torch.no_grad():
-        for start in range(0, count, chunk):
-            stop = start + chunk
-            refined[start:stop] = refine_chunk(images[start:stop], masks[start:stop], params)
+            refined[start:stop] = (refine_chunk(images[start:stop], masks[start:stop], params) if labels is None
+                                   else refine_class_chunk(images[start:stop], masks[start:stop],
+                                                           labels[start:stop], params))
     return refined
 
 
@@ -331,5 +322,5 @@ class CrfLabeler(Labeler):
         if sources.shape != expected:
             raise ValueError(f"labeler {self.name!r}: source_masks {sources.shape}, expected {expected}")
         if "labels" in batch:
-            return {"mask": dense_crf_classes(images, sources[:, 0], batch["labels"], self.params)}
+            return {"mask": dense_crf(images, sources[:, 0], self.params, np.asarray(batch["labels"]))}
         return {"mask": dense_crf(images, sources[:, 0], self.params)}
