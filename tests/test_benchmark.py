@@ -6,12 +6,14 @@ Ratios are reported, never asserted: only that each requested stage produced the
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 
 from wsss.benchmark.memory import MB, MemorySampler
 from wsss.benchmark.report import format_table, pipeline_table, scaling_text, write_json
 from wsss.benchmark.run import STAGES, selected_stages
+from wsss.benchmark import scaling
 from wsss.benchmark.scaling import WARM_UP_IMAGES, flatness
 from wsss.cli.benchmark import main
 
@@ -193,6 +195,18 @@ def test_scaling_refuses_bad_counts(capsys):
 def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WSSS_LOG_DIR", str(tmp_path / "logs"))
     out, cache = tmp_path / "out", tmp_path / "cache"
+    swept = []
+
+    def whole_sweep(config):
+        """Stands in for ``run_sweep`` (run whole by the sweep tests; here its ~2 minutes of
+        trial start-ups would only be counted again): the row's plumbing gets a real study
+        config and an outcome shaped like run_sweep's, with files in the sweep's storage."""
+        swept.append(config)
+        (Path(config.sweep.storage) / "trial").mkdir(parents=True)
+        (Path(config.sweep.storage) / "trial" / "state.pt").write_bytes(b"x" * 4096)
+        return {"rows": [{"stage": "train"}] * len(config.sweep.trials), "failures": []}
+
+    monkeypatch.setattr(scaling, "run_sweep", whole_sweep)
     assert main(["--scaling", "16,24", "--scaling-size", "32", "--scaling-sweep", "24", "--workers", "2",
                  "--device", "cpu", "--no-mlflow", "--no-warm-up", "--out", str(out), "--scratch", str(cache)]) == 0
     payload = strict_json(out / "scaling.json")
@@ -209,8 +223,10 @@ def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monk
     assert [row["masks_written"] for row in pseudo] == [16 * 8, 24 * 8]  # every set, every image
     assert 0 < pseudo[0]["store_mb"] < pseudo[1]["store_mb"]
     assert all(row["epoch_ms_per_train_image"] > 0 for key, row in rows.items() if key[0] == "train")
-    sweep = rows[("sweep", 24)]  # a whole sweep: classifier, two mask sets, three trials, MLflow
+    sweep = rows[("sweep", 24)]  # the sweep row, around the stand-in
     assert sweep["trials"] == 3 and sweep["failures"] == 0 and sweep["store_mb"] > 0
+    assert len(swept) == 1 and swept[0].data.root.endswith("pets-24-128px-seed0")
+    assert {spec.name for spec in swept[0].labelers} == {"cam", "grabcut"}  # the benchmark's study
     assert set(payload["flatness"]) == {"pseudo", "train"}  # one sweep count: no verdict
     assert all(flat["ms_per_image_ratio"] > 0 for flat in payload["flatness"].values())
     assert "| pseudo | 24 |" in (out / "scaling.md").read_text()
