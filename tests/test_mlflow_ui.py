@@ -46,7 +46,7 @@ def ui_server(finished_sweep, tmp_path):
     server = subprocess.Popen([str(REPO / "mlflow" / "serve.sh")], env=env, start_new_session=True,
                               stdout=open(tmp_path / "server.log", "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    for _ in range(360):  # up to 3 min: a loaded 2-core machine starts it slowly
         try:
             if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
                 break
