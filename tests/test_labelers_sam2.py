@@ -270,3 +270,29 @@ def test_images_of_different_sizes_preprocess_as_sam2_does():
         ours = engine.predictor._features
     assert torch.allclose(reference["image_embed"], ours["image_embed"], atol=1e-5)
     assert engine.predictor._orig_hw == [(80, 120), (96, 64)]
+
+
+def test_several_classes_prompt_sam2_per_class_with_one_encoder_pass(context, batch):
+    """Per class the image carries: its own box (from its own map), one embedding for all."""
+    labeler = get_labeler_class("sam2_box")(PARAMS["sam2_box"], context)  # the module's engine
+    model = labeler.engine.predictor.model
+    calls = []
+    encode = model.forward_image
+    model.forward_image = lambda images: calls.append(len(images)) or encode(images)
+    images = np.ascontiguousarray(batch["image"][:, ::-1])  # not the batch the engine holds
+    maps = np.zeros((2, 2, SIZE, SIZE), np.float32)
+    maps[0, 0, 8:40, 20:56] = 0.9  # class 4 of image 0: box [20, 8, 56, 40]
+    maps[0, 1, 44:60, 2:18] = 0.7  # class 1 of image 0: box [2, 44, 18, 60]
+    maps[1, 0, 10:30, 10:30] = 0.8  # image 1 carries one class (column 1 is padding)
+    labels = np.array([[4, 1], [2, -1]])
+    out = labeler({"image": images, "image_id": batch["image_id"], "label": labels[:, 0],
+                   "labels": labels, "heatmap": maps})
+    assert calls == [2]  # two images, three class prompts, one encoder pass
+    assert out["box"].tolist() == [[[20, 8, 56, 40], [2, 44, 18, 60]], [[10, 10, 30, 30], [-1] * 4]]
+    assert set(np.unique(out["mask"][0]).tolist()) <= {0, 5, 2}
+    assert set(np.unique(out["mask"][1]).tolist()) <= {0, 3}
+    peaks = get_labeler_class("sam2_peaks")(PARAMS["sam2_peaks"], context)
+    assert set(np.unique(peaks({"image": images, "image_id": batch["image_id"], "label": labels[:, 0],
+                                "labels": labels, "heatmap": maps})["mask"][1]).tolist()) <= {0, 3}
+    model.forward_image = encode
+    assert calls == [2]  # the peaks reused the embedding too

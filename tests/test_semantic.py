@@ -37,9 +37,10 @@ def study(root: Path, work: Path, labelers: list[dict], **data) -> object:
 
 
 def test_generators_without_class_masks_are_refused_naming_the_ones_that_work(scenes_root, tmp_path):
-    with pytest.raises(ConfigError, match=r"labeler 'grabcut' \(grabcut\) makes one-class masks only; "
-                                          r"with data.task: semantic use cam, crf, gradcam, gradcampp"):
-        study(scenes_root, tmp_path, [{"name": "gradcam"}, {"name": "grabcut"}])
+    with pytest.raises(ConfigError, match=r"labeler 'sam2_center' \(sam2_center\) makes one-class masks only; "
+                                          r"with data.task: semantic use agree, box, cam, crf, grabcut, gradcam, "
+                                          r"gradcampp, mix, sam2_box, sam2_peaks"):
+        study(scenes_root, tmp_path, [{"name": "gradcam"}, {"name": "sam2_center"}])
     with pytest.raises(ConfigError, match="data.synthetic.scenes writes a csv or coco dataset"):
         parse_config({"data": {"format": "oxford-pets", "synthetic": {"scenes": True}}})
 
@@ -108,9 +109,14 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
     from wsss.train.classifier import resolve_classifier, run_classifier
     from wsss.train.segmentation import train_segmentation
 
+    seeds = {"init": "seeds", "threshold": 0.3}
     config = study(scenes_root, tmp_path, [{"name": "gradcam"}, {"name": "cam", "id": "cam-band",
                                                                  "params": {"band": [0.2, 0.6]}},
-                                           {"name": "crf", "params": {"sources": ["gradcam"]}}])
+                                           {"name": "crf", "params": {"sources": ["gradcam"]}},
+                                           {"name": "box", "id": "given", "params": {"box_source": "dataset"}},
+                                           {"name": "grabcut", "params": seeds},
+                                           {"name": "mix", "params": {**seeds, "n_segments": 20}},
+                                           {"name": "agree", "params": {"sources": ["gradcam", "grabcut"]}}])
     summary = run_classifier(config)
     _, meta = load_classifier(summary["checkpoint"])
     assert meta["multi_label"] is True and 0.0 <= meta["test_map"] <= 1.0 and 0.0 <= meta["best_val_map"] <= 1.0
@@ -127,15 +133,28 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
                                                             allow_random_weights=True))
     records = {r.image_id: r for r in dataset.records}
     several = 0
-    for key in ("gradcam", "cam-band", "crf"):
+    for key in ("gradcam", "cam-band", "crf", "given", "grabcut", "mix", "agree"):
         assert result.per_set[key]["written"] == len(records)
         mask_set = result.open(key)
         loose = result.open(key, threshold=0.0) if key == "gradcam" else None
         for image_id, record in records.items():
             mask = mask_set.read(image_id)
-            allowed = {0, *(k + 1 for k in record.labels)} | ({255} if key == "cam-band" else set())
+            allowed = {0, *(k + 1 for k in record.labels)} | ({255} if key in ("cam-band", "agree") else set())
+            if key == "given":  # the data's box per class, filled, the smaller box over the larger
+                expected = np.zeros((48, 48), np.uint8)
+                area = [(b[2] - b[0]) * (b[3] - b[1]) for b in record.class_boxes]
+                for i in sorted(range(len(area)), key=lambda i: (-area[i], -i)):  # ties: the first on top
+                    x0, y0, x1, y1 = record.class_boxes[i]
+                    expected[y0:y1, x0:x1] = record.labels[i] + 1
+                _, extras = mask_set.read_with_extras(image_id)
+                assert extras["class_boxes"] == {str(k): list(b) for k, b in zip(record.labels, record.class_boxes)}
+                assert np.array_equal(mask, expected), image_id
+            if key == "agree":  # where it decides, both sources said the same
+                both = result.open("gradcam").read(image_id), result.open("grabcut").read(image_id)
+                assert np.array_equal(mask[mask != 255], both[0][mask != 255])
+                assert np.array_equal(mask[mask != 255], both[1][mask != 255])
             assert mask.shape == (48, 48) and set(np.unique(mask).tolist()) <= allowed, (key, image_id)
-            if key != "crf":
+            if key in ("gradcam", "cam-band"):
                 assert mask_set.read_heatmap_classes(image_id) == list(record.labels)
             if loose is not None:  # no background score to beat: every pixel takes a class
                 everywhere = loose.read(image_id)
@@ -176,6 +195,7 @@ def exported_class_maps(mask_set, dataset, out: Path) -> None:
     """PNG, COCO and Label Studio exports of a class-map set hold each class as its own region."""
     import json
 
+    import cv2
     from PIL import Image
     from pycocotools import mask as coco_mask
 
@@ -196,6 +216,21 @@ def exported_class_maps(mask_set, dataset, out: Path) -> None:
         region = coco_mask.decode(annotation["segmentation"]).astype(bool)
         rebuilt[by_image[annotation["image_id"]]][region] = annotation["category_id"]
     assert all(np.array_equal(rebuilt[i], truth[i]) for i in truth)
+    export_mask_set(mask_set, dataset, records, "coco", str(out / "instances.json"), split_instances=True)
+    document = json.loads((out / "instances.json").read_text())
+    rebuilt = {image_id: np.zeros((48, 48), np.uint8) for image_id in truth}
+    pieces = 0
+    for annotation in document["annotations"]:
+        region = coco_mask.decode(annotation["segmentation"]).astype(np.uint8)
+        assert cv2.connectedComponents(region, connectivity=8)[0] == 2  # one connected piece
+        image_id = by_image[annotation["image_id"]]
+        assert not (rebuilt[image_id][region > 0]).any()  # pieces never overlap
+        rebuilt[image_id][region > 0] = annotation["category_id"]
+        pieces += 1
+    assert all(np.array_equal(rebuilt[i], truth[i]) for i in truth)
+    assert pieces >= sum(len(set(np.unique(m).tolist()) - {0}) for m in truth.values())
+    with pytest.raises(ValueError, match="--instances splits COCO annotations"):
+        export_mask_set(mask_set, dataset, records, "png", str(out / "nope"), split_instances=True)
     export_mask_set(mask_set, dataset, records, "labelstudio", str(out / "tasks.json"))
     for task in json.loads((out / "tasks.json").read_text()):
         mask = truth[task["data"]["image_id"]]
@@ -205,3 +240,83 @@ def exported_class_maps(mask_set, dataset, out: Path) -> None:
             decoded = decode_brush_rle(region["value"]["rle"]).reshape(48, 48, 4)[..., 3] > 0
             painted[decoded] = dataset.classes.index(name) + 1
         assert np.array_equal(painted, mask), task["data"]["image_id"]
+
+
+def test_paint_gives_a_contested_pixel_to_the_higher_map_or_else_the_smaller_region():
+    from wsss.labelers.classwise import paint
+
+    masks = np.zeros((2, 2, 6, 6), np.uint8)
+    masks[:, 0, :, :4] = 1  # class 3 (value 4): 24 px
+    masks[:, 1, 2:5, 2:5] = 1  # class 0 (value 1): 9 px, 6 of them contested
+    labels = np.array([[3, 0], [3, 0]])
+    scores = np.zeros((2, 2, 6, 6), np.float32)
+    scores[:, 0], scores[:, 1] = 0.9, 0.2
+    scores[1, 1, 2:5, 2:3] = 1.0  # image 1: class 0 wins its first contested column
+    by_map = paint(masks, labels, scores)
+    assert (by_map[0][masks[0, 0] == 1] == 4).all() and (by_map[0][(masks[0, 1] == 1) & (masks[0, 0] == 0)] == 1).all()
+    assert (by_map[1, 2:5, 2] == 1).all() and (by_map[1, 2:5, 3] == 4).all()
+    by_size = paint(masks, labels)
+    assert (by_size[0, 2:5, 2:5] == 1).all() and by_size[0, 0, 0] == 4 and by_size[0, 0, 5] == 0
+    padded = paint(masks, np.array([[3, -1], [3, 0]]), empty_ignore=np.array([False, True]))
+    assert set(np.unique(padded[0]).tolist()) == {0, 4} and (padded[1] == 255).all()
+
+
+def scene_batch(root: Path, size: int) -> tuple[dict, np.ndarray, list[str]]:
+    """A scenes batch with a CAM-like map per class made from the truth (eroded, blurred: it
+    misses the edges as a CAM does), and the truth class maps."""
+    import cv2
+
+    from wsss.data.arrays import decode_records
+
+    dataset = index(root, format="csv", task="semantic")
+    arrays = decode_records(dataset.records[:16], size)
+    width = max(len(s) for s in arrays.label_sets)
+    labels = np.array([list(s) + [-1] * (width - len(s)) for s in arrays.label_sets])
+    maps = np.zeros((len(labels), width, size, size), np.float32)
+    for n, k in zip(*np.nonzero(labels >= 0)):
+        region = cv2.erode((arrays.classmaps[n] == labels[n, k] + 1).astype(np.float32), np.ones((5, 5)))
+        maps[n, k] = cv2.GaussianBlur(region, (0, 0), 3)
+        maps[n, k] /= max(maps[n, k].max(), 1e-6)
+    batch = {"image": arrays.images, "label": labels[:, 0], "labels": labels, "heatmap": maps,
+             "image_id": np.asarray(arrays.image_ids, dtype=object)}
+    return batch, arrays.classmaps, dataset.classes
+
+
+def test_box_grabcut_and_mix_make_a_mask_per_class_from_each_classs_own_map(scenes_root):
+    from wsss.class_metrics import ClassMeter
+    from wsss.labelers.classwise import boxes_of_class_heatmaps
+
+    batch, truth, classes = scene_batch(scenes_root, 48)
+    labels = batch["labels"]
+    boxes = boxes_of_class_heatmaps(batch["heatmap"], labels, 0.3)
+    scores = {}
+    for name, params in [("box", {}), ("grabcut", {"init": "seeds"}), ("mix", {"init": "seeds"})]:
+        out = get_labeler_class(name)({"threshold": 0.3, **params})(dict(batch))
+        assert out["box"].tolist() == boxes.tolist()  # a box per class, from that class's map
+        for mask, present in zip(out["mask"], labels):
+            assert set(np.unique(mask).tolist()) <= {0, *(int(k) + 1 for k in present if k >= 0)}
+        meter = ClassMeter(len(classes))
+        meter.update(out["mask"], truth)
+        scores[name] = meter.result(classes)["miou"]
+        if name == "box":  # one class: exactly its box filled
+            for n in np.flatnonzero((labels >= 0).sum(axis=1) == 1):
+                x0, y0, x1, y1 = boxes[n, 0]
+                expected = np.zeros((48, 48), np.uint8)
+                expected[y0:y1, x0:x1] = labels[n, 0] + 1
+                assert np.array_equal(out["mask"][n], expected)
+    cut = np.stack([class_map(m[:int((p >= 0).sum())], [int(k) for k in p if k >= 0], ThresholdParams(threshold=0.3))
+                    for m, p in zip(batch["heatmap"], labels)])
+    meter = ClassMeter(len(classes))
+    meter.update(cut, truth)
+    assert scores["grabcut"] > meter.result(classes)["miou"]  # GrabCut recovers the edges the map misses
+
+
+def test_class_maps_agree_by_value():
+    from wsss.labelers.agreement import agreed_masks
+
+    sources = np.array([[[[3, 3, 0, 2, 255]], [[3, 2, 0, 2, 255]], [[3, 3, 255, 0, 255]]]], np.uint8)
+    unanimous, agreement = agreed_masks(sources, 1.0)
+    assert unanimous.tolist() == [[[3, 255, 0, 255, 255]]]
+    majority, _ = agreed_masks(sources, 0.6)
+    assert majority.tolist() == [[[3, 3, 0, 2, 255]]]
+    assert agreement[0, 0].tolist() == pytest.approx([1.0, 0.0, 2 / 3, 0.0, 0.0])

@@ -409,7 +409,7 @@ class StudyConfig(StrictModel):
             if not get_labeler_class(spec.name).semantic:
                 raise ValueError(f"labeler {spec.key!r} ({spec.name}) makes one-class masks only; with "
                                  f"data.task: semantic use {', '.join(able)} (each class the image "
-                                 f"carries gets its heatmap, against a background threshold)")
+                                 f"carries gets its own heatmap, box or prompt)")
         return self
 
     @model_validator(mode="after")

@@ -29,8 +29,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         result = export_mask_set(mask_set, dataset, dataset.split(*SPLITS[args.split]), args.format,
                                  args.out, others=others, sort=args.sort, image_root=args.image_root,
-                                 select=args.select, by=args.by, seed=args.seed)
-    except ValueError as error:  # a malformed --select, --by disagreement without other sets
+                                 select=args.select, by=args.by, seed=args.seed,
+                                 split_instances=args.instances)
+    except ValueError as error:  # a malformed --select, --by disagreement without other sets, --instances
         raise UsageError(str(error)) from None
     missing = f", {len(result.not_in_set)} not in the set" if result.not_in_set else ""
     chosen = f", the {args.select} chosen by {args.by}" if args.select is not None else ""
@@ -60,6 +61,9 @@ def add_parser(verbs) -> argparse.ArgumentParser:
                         help="how --select chooses: confidence (least confident first, default), "
                              "disagreement (most disagreed on by another set), random (seeded)")
     parser.add_argument("--seed", type=int, default=0, help="--by random: the draw's seed (recorded)")
+    parser.add_argument("--instances", action="store_true",
+                        help="coco: an annotation per connected piece of each class (one per animal) "
+                             "instead of one per class")
     parser.add_argument("--split", default="all", choices=tuple(SPLITS), help="which images (default all)")
     parser.set_defaults(handler=cmd_export)
     return parser

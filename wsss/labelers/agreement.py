@@ -16,6 +16,10 @@ Per pixel, the sources that do not ignore it (value 0 or 1; 255 abstains) vote:
 A second column, ``agreement`` (N x H x W float32 in [0, 1]), is the fraction of *all* sources
 (abstainers count as not agreeing) that say the output label: a per-pixel loss weight for
 later. It is 0 where the output is ignore. The pipeline keeps only ``mask``.
+
+Class maps (``data.task: semantic``) vote the same way, by value: a pixel takes the class (or
+background) that at least ``min_agree`` of its voters give and that more voters give than any
+other value; two labels make the binary rule above.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, field_validator
 
-from wsss.labelers.base import MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE, DerivedParams, Labeler
+from wsss.labelers.base import MASK_IGNORE, DerivedParams, Labeler
 from wsss.labelers.registry import register
 
 # Fractions are compared to two decimals, so 0.67 (as a config writes 2/3) accepts 2 votes of 3.
@@ -44,23 +48,24 @@ class AgreementParams(DerivedParams):
         return sources
 
 
-def vote_counts(sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(foreground votes, background votes), each N x H x W, of N x K x H x W source masks."""
-    return (sources == MASK_FOREGROUND).sum(axis=1), (sources == MASK_BACKGROUND).sum(axis=1)
-
-
 def agreed_masks(sources: np.ndarray, min_agree: float) -> tuple[np.ndarray, np.ndarray]:
-    """N x H x W masks {0, 1, 255} and agreement fractions of N x K x H x W source masks."""
-    foreground, background = vote_counts(sources)
-    needed = (min_agree - FRACTION_TOLERANCE) * (foreground + background)
-    voted = (foreground + background) > 0
-    is_foreground = voted & (foreground >= needed) & (foreground > background)
-    is_background = voted & (background >= needed) & (background > foreground)
-    masks = np.full(foreground.shape, MASK_IGNORE, np.uint8)
-    masks[is_foreground] = MASK_FOREGROUND
-    masks[is_background] = MASK_BACKGROUND
-    agreeing = np.where(is_foreground, foreground, np.where(is_background, background, 0))
-    return masks, (agreeing / sources.shape[1]).astype(np.float32)
+    """N x H x W masks and agreement fractions of N x K x H x W source masks: per pixel the
+    value most voters give (0/1 foreground, or a class value of class maps; 255 abstains) where
+    at least ``min_agree`` of the voters give it and it beats every other value; else 255."""
+    sources = np.asarray(sources)
+    values = [int(v) for v in np.unique(sources) if v != MASK_IGNORE]
+    best = np.zeros(sources.shape[:1] + sources.shape[2:], np.int64)
+    runner_up, winner = np.zeros_like(best), np.zeros(best.shape, np.uint8)
+    voters = (sources != MASK_IGNORE).sum(axis=1)
+    for value in values:
+        votes = (sources == value).sum(axis=1)
+        beats = votes > best
+        runner_up = np.where(beats, best, np.maximum(runner_up, votes))
+        winner = np.where(beats, np.uint8(value), winner)
+        best = np.where(beats, votes, best)
+    agreed = (voters > 0) & (best >= (min_agree - FRACTION_TOLERANCE) * voters) & (best > runner_up)
+    masks = np.where(agreed, winner, MASK_IGNORE).astype(np.uint8)
+    return masks, (np.where(agreed, best, 0) / sources.shape[1]).astype(np.float32)
 
 
 @register
@@ -69,6 +74,7 @@ class AgreementLabeler(Labeler):
     description = "agreement of two or more mask sets; pixels they disagree on are ignored"
     Params = AgreementParams
     stage = "cpu"
+    semantic = True  # class maps vote by value, as foreground and background do
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images, sources = np.asarray(batch["image"]), np.asarray(batch["source_masks"])

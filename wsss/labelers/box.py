@@ -5,6 +5,10 @@ refused): the bounding box of its largest 8-connected component (``component: la
 the default) or of every foreground pixel (``component: all``). Mask: 1 inside the box,
 0 outside. When nothing passes the threshold there is no box (``box`` = -1 x 4) and the mask
 follows ``empty``: all background (default) or all ignore (255).
+
+Several classes per image (``data.task: semantic``): a box per class the image carries, from
+that class's heatmap or the data's box for it, filled with the class and merged as
+``wsss.labelers.classwise.paint`` says (contested pixels to the higher CAM, or the smaller box).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from wsss.labelers import classwise
 from wsss.labelers.base import MASK_IGNORE, HeatmapRef, Labeler, ThresholdParams
 from wsss.labelers.geometry import Component, box_masks, boxes_from_heatmaps
 from wsss.labelers.registry import register
@@ -59,13 +64,20 @@ class BoxLabeler(Labeler):
     description = "raw box: bounding box of the thresholded CAM, filled as the mask"
     Params = BoxParams
     stage = "cpu"
+    semantic = True  # a box per class the image carries
 
     def heatmap_ref(self) -> HeatmapRef | None:
         return None if self.params.box_source == "dataset" else super().heatmap_ref()
 
     def boxes(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """N x 4 int32 boxes (x0, y0, x1, y1; exclusive ends; -1 when empty) of the heatmaps, or
-        the dataset's given ones."""
+        the dataset's given ones; N x K x 4, a box per class, for several classes per image."""
+        if classwise.is_semantic(batch):
+            if self.params.box_source == "dataset":
+                return classwise.given_class_boxes(batch, self.name)
+            return classwise.boxes_of_class_heatmaps(classwise.class_heatmaps(batch, self.name),
+                                                     np.asarray(batch["labels"]), self.params.threshold,
+                                                     self.params.component)
         if self.params.box_source == "dataset":
             return given_boxes(batch, self.name)
         heatmaps, images = batch["heatmap"], batch["image"]
@@ -74,7 +86,22 @@ class BoxLabeler(Labeler):
                              f"images {images.shape[:3]}")
         return boxes_from_heatmaps(heatmaps, self.params.threshold, self.params.component)
 
+    def class_scores(self, batch: dict[str, np.ndarray]) -> np.ndarray | None:
+        """What settles a pixel several classes claim: their heatmaps, or (data boxes) None."""
+        return None if self.params.box_source == "dataset" else np.asarray(batch["heatmap"], np.float32)
+
+    def paint_classes(self, batch: dict[str, np.ndarray], class_masks: np.ndarray,
+                      boxes: np.ndarray) -> np.ndarray:
+        """One class map per image from N x K x H x W per-class masks (``classwise.paint``)."""
+        empty = classwise.no_box_anywhere(boxes) if self.params.empty == "ignore" else None
+        return classwise.paint(class_masks, np.asarray(batch["labels"]), self.class_scores(batch), empty)
+
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
+        if classwise.is_semantic(batch):
+            count, width = boxes.shape[:2]
+            masks = box_masks((count * width, *batch["image"].shape[1:3]), boxes.reshape(-1, 4))
+            masks = masks.reshape(count, width, *masks.shape[1:])
+            return {"mask": self.paint_classes(batch, masks, boxes), "box": boxes}
         masks = box_masks(batch["image"].shape[:3], boxes)
         return {"mask": apply_empty_policy(masks, boxes, self.params.empty), "box": boxes}

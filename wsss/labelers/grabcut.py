@@ -35,6 +35,12 @@ Degenerate inputs never raise; each has one defined outcome (``grabcut_masks`` r
 ``init: seeds`` (beyond the study) runs GrabCut on the whole image from the CAM itself instead
 of a rectangle: ``seed_labels`` and ``seeded_grabcut_into`` say how, and why real photos need
 it (outcome ``seeds``; degenerate seeds fall back to the box path above).
+
+Several classes per image (``data.task: semantic``): GrabCut runs once per class the image
+carries, in that class's box (or from that class's seeds, where another class's sure seeds,
+higher than this class's map, count as sure background), and the per-class masks are merged
+by ``wsss.labelers.classwise.paint``; the labeler also returns them (``class_masks``) so the
+mix reuses them.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from wsss.labelers import classwise
 from wsss.labelers.box import BoxLabeler, BoxParams, apply_empty_policy
 from wsss.labelers.geometry import crop_around, has_box
 from wsss.labelers.registry import register
@@ -230,6 +237,34 @@ def grabcut_masks(images: np.ndarray, boxes: np.ndarray, params: GrabCutParams,
     return apply_empty_policy(masks, np.asarray(boxes), params.empty), outcomes
 
 
+def class_seed_map(heatmaps: np.ndarray, k: int, others: list[int], sure: float) -> np.ndarray:
+    """Class ``k``'s heatmap of one image (K x H x W), zero (sure background) where one of the
+    ``others`` is sure (>= ``sure``) and higher than class ``k`` there."""
+    own = heatmaps[k].copy()
+    if others:
+        rival = heatmaps[others].max(axis=0)
+        own[(rival >= sure) & (rival > own)] = 0.0
+    return own
+
+
+def class_grabcut_masks(images: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+                        params: GrabCutParams, heatmaps: np.ndarray | None = None) -> np.ndarray:
+    """N x K x H x W {0, 1} GrabCut masks, one per class each image carries (``labels`` N x K,
+    boxes N x K x 4, heatmaps N x K x H x W for ``init: seeds``)."""
+    if params.init == "seeds" and heatmaps is None:
+        raise ValueError("GrabCut with init: seeds needs the heatmaps")
+    masks = np.zeros((*labels.shape, *images.shape[1:3]), np.uint8)
+    for n, image in enumerate(images):
+        classes = classwise.present(labels[n])
+        for k in classes:
+            if params.init == "seeds":
+                seeds = class_seed_map(heatmaps[n], k, [j for j in classes if j != k], params.seeds[1])
+                seeded_grabcut_into(masks[n, k], image, seeds, boxes[n, k], params)
+            else:
+                grabcut_into(masks[n, k], image, boxes[n, k], params)
+    return masks
+
+
 @register
 class GrabCutLabeler(BoxLabeler):
     name = "grabcut"
@@ -238,5 +273,10 @@ class GrabCutLabeler(BoxLabeler):
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
+        if classwise.is_semantic(batch):
+            class_masks = class_grabcut_masks(batch["image"], boxes, np.asarray(batch["labels"]), self.params,
+                                              batch.get("heatmap"))
+            return {"mask": self.paint_classes(batch, class_masks, boxes), "box": boxes,
+                    "class_masks": class_masks}
         masks, _ = grabcut_masks(batch["image"], boxes, self.params, batch.get("heatmap"))
         return {"mask": masks, "box": boxes}

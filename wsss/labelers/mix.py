@@ -20,6 +20,9 @@ Computing GrabCut once for both labelers: ``Labeler.__call__`` passes only INPUT
 pipeline that already holds GrabCut masks made with the same params calls
 ``MixLabeler.mix_from_grabcut(images, boxes, grabcut_masks)`` directly (``label_batch`` also
 takes a ``grabcut_mask`` column when called directly).
+
+Several classes per image (``data.task: semantic``): the mix of each class's GrabCut mask in
+that class's box, merged by ``wsss.labelers.classwise.paint``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import numpy as np
 from pydantic import Field
 
 from wsss.labelers.geometry import crop_around, has_box
-from wsss.labelers.grabcut import GrabCutLabeler, GrabCutParams, grabcut_masks, shrink_to
+from wsss.labelers import classwise
+from wsss.labelers.grabcut import GrabCutLabeler, GrabCutParams, class_grabcut_masks, grabcut_masks, shrink_to
 from wsss.labelers.registry import register
 
 
@@ -97,8 +101,24 @@ class MixLabeler(GrabCutLabeler):
             mixed[by0:by1, bx0:bx1] = 1
         return mixed
 
+    def mix_classes(self, images: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+                    class_masks: np.ndarray) -> np.ndarray:
+        """N x K x H x W mixes of per-class GrabCut masks (each in its class's box)."""
+        mixed = np.zeros_like(class_masks)
+        for n, image in enumerate(images):
+            for k in classwise.present(labels[n]):
+                mixed[n, k] = self.mix_one(image, boxes[n, k], class_masks[n, k])
+        return mixed
+
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
+        if classwise.is_semantic(batch):
+            labels = np.asarray(batch["labels"])
+            class_masks = batch.get("grabcut_class_masks")
+            if class_masks is None:
+                class_masks = class_grabcut_masks(batch["image"], boxes, labels, self.params, batch.get("heatmap"))
+            mixed = self.mix_classes(batch["image"], boxes, labels, class_masks)
+            return {"mask": self.paint_classes(batch, mixed, boxes), "box": boxes}
         grabcut = batch.get("grabcut_mask")
         if grabcut is None:
             grabcut, _ = grabcut_masks(batch["image"], boxes, self.params, batch.get("heatmap"))

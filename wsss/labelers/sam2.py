@@ -15,6 +15,11 @@ agree, so one image embedding serves every prompt kind (``label_with_shared_embe
 Outputs: ``mask`` N x H x W uint8 {0, 1}; ``prompts`` N x K x 3 float32 [x, y, label] (label 1
 positive, 0 negative; rows of -1 pad); the box labeler adds ``box`` N x 4 int32 [x0, y0, x1, y1]
 (pixel edges, end exclusive; -1s where the heatmap gave no box and the centre point was used).
+
+Several classes per image (``data.task: semantic``): ``sam2_peaks`` and ``sam2_box`` prompt SAM2
+once per class the image carries (that class's peaks or box; one embedding serves them all) and
+merge the per-class masks (``wsss.labelers.classwise.paint``); the box labeler's ``box`` is then
+N x K x 4. ``sam2_center`` has one prompt and no class to give it, so the config check refuses it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from wsss.data.arrays import resize_mask
+from wsss.labelers import classwise
 from wsss.labelers.base import INPUT_KEYS, NO_BOX, HeatmapRef, Labeler, LabelerParams
 from wsss.labelers.box import given_boxes
 from wsss.labelers.geometry import boxes_from_heatmaps, has_box
@@ -171,12 +177,11 @@ class Sam2Labeler(Labeler):
             return masks[int(np.argmax(scores))]
         return masks[int(np.argmax(masks.reshape(len(masks), -1).sum(axis=1)))]
 
-    def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def decode(self, batch: dict[str, np.ndarray], points: list[np.ndarray | None],
+               boxes: list | None) -> np.ndarray:
+        """N x H x W {0, 1} masks of SAM2 on the batch's images for one prompt set per image
+        (the embedding is computed once per batch and kept for the next prompt set)."""
         images = batch["image"]
-        if self.heatmap_ref() is not None and batch["heatmap"].shape != images.shape[:3]:
-            raise ValueError(f"labeler {self.name!r}: heatmap {batch['heatmap'].shape} does not "
-                             f"match images {images.shape[:3]}")
-        points, boxes = self.prompts(batch)
         originals = batch.get("original") if self.params.original_size else None
         if originals is None:
             seen, asked = list(images), (points, boxes)
@@ -190,11 +195,43 @@ class Sam2Labeler(Labeler):
         engine.embed(seen)
         masks, scores = engine.predict(*asked, self.params.output == "multimask")
         size = images.shape[1:3]
-        pseudo = np.stack([resize_mask(self.select(m, s).astype(np.uint8), size)
-                           for m, s in zip(masks, scores)])
-        output = {"mask": pseudo, "prompts": self.prompt_table(points)}
+        return np.stack([resize_mask(self.select(m, s).astype(np.uint8), size) for m, s in zip(masks, scores)])
+
+    def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = batch["image"]
+        if classwise.is_semantic(batch):
+            return self.label_classes(batch)
+        if self.heatmap_ref() is not None and batch["heatmap"].shape != images.shape[:3]:
+            raise ValueError(f"labeler {self.name!r}: heatmap {batch['heatmap'].shape} does not "
+                             f"match images {images.shape[:3]}")
+        points, boxes = self.prompts(batch)
+        output = {"mask": self.decode(batch, points, boxes), "prompts": self.prompt_table(points)}
         if boxes is not None:
             output["box"] = np.stack([NO_BOX if b is None else b.astype(np.int32) for b in boxes])
+        return output
+
+    def label_classes(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Several classes per image: SAM2 prompted per class (that class's heatmap or box), the
+        per-class masks merged by ``classwise.paint`` (contested pixels to the higher CAM, or the
+        smaller mask). One embedding per image serves every class."""
+        labels = np.asarray(batch["labels"])
+        heatmaps = classwise.class_heatmaps(batch, self.name) if self.heatmap_ref() is not None else None
+        class_masks = np.zeros((*labels.shape, *batch["image"].shape[1:3]), np.uint8)
+        class_boxes, boxed = np.full((*labels.shape, 4), -1, np.int32), False
+        for k in range(labels.shape[1]):
+            view = dict(batch)
+            if heatmaps is not None:
+                view["heatmap"] = heatmaps[:, k]
+            if "given_box" in batch:
+                view["given_box"] = np.asarray(batch["given_box"])[:, k]
+            points, boxes = self.prompts(view)
+            class_masks[:, k] = self.decode(view, points, boxes)
+            if boxes is not None:
+                boxed = True
+                class_boxes[:, k] = [NO_BOX if b is None else b.astype(np.int32) for b in boxes]
+        output = {"mask": classwise.paint(class_masks, labels, heatmaps)}
+        if boxed:
+            output["box"] = np.where(labels[..., None] >= 0, class_boxes, -1).astype(np.int32)
         return output
 
 
@@ -213,6 +250,7 @@ class Sam2Peaks(Sam2Labeler):
     name = "sam2_peaks"
     description = "SAM2 prompted with CAM peaks (and optional negative points at CAM minima)"
     Params = Sam2PeaksParams
+    semantic = True  # prompted per class from that class's map
 
     def prompt_table(self, points: list[np.ndarray | None]) -> np.ndarray:
         """N x (points + negative_points) x 3: positives first, negatives in the last rows."""
@@ -243,6 +281,7 @@ class Sam2Box(Sam2Labeler):
     name = "sam2_box"
     description = "SAM2 prompted with the box of the largest CAM blob (centre point without one)"
     Params = Sam2BoxParams
+    semantic = True  # prompted per class with that class's box
 
     def heatmap_ref(self) -> HeatmapRef | None:
         return None if self.params.box_source == "dataset" else super().heatmap_ref()

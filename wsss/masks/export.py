@@ -17,9 +17,10 @@ Formats:
 - ``png``: a folder of indexed PNGs ``<image_id>.png``: 0 background, class index + 1
   foreground, 255 ignore, with PASCAL VOC's colour map; ``classes.json`` says what each value
   means, ``confidence.csv`` ranks the images.
-- ``coco``: a COCO instances JSON; one RLE annotation per image (``category_id`` = class index
-  + 1, ``score`` = confidence) and, where a mask has ignore pixels, a second ``iscrowd: 1``
-  annotation over them: COCO's own "ignore this region".
+- ``coco``: a COCO instances JSON; one RLE annotation per class in the image (``category_id`` =
+  class index + 1, ``score`` = confidence; with ``split_instances``, one per connected piece of
+  each class) and, where a mask has ignore pixels, an ``iscrowd: 1`` annotation over them:
+  COCO's own "ignore this region".
 - ``labelstudio``: Label Studio import tasks with the masks as brush pre-annotations
   (``predictions``), one region of the class and one labelled ``ignore``, encoded with Label
   Studio's own converter; the labeling config to paste is written beside the JSON as
@@ -305,16 +306,28 @@ def coco_annotation(region: np.ndarray, ident: int, image_id: int, category_id: 
             "iscrowd": int(crowd), "score": round(score, 6)}
 
 
-def coco_document(mask_set: MaskSet, images: list[ExportImage], dataset: DatasetIndex) -> dict[str, Any]:
-    """COCO instances: every image listed (empty masks too), its foreground, its ignore region
-    as an ``iscrowd`` annotation of the same class (what COCO evaluation ignores)."""
+def instances(region: np.ndarray) -> list[np.ndarray]:
+    """A region split into its 8-connected pieces, largest first (ties: first in row order)."""
+    import cv2
+
+    count, labelled, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+    order = sorted(range(1, count), key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))
+    return [labelled == i for i in order]
+
+
+def coco_document(mask_set: MaskSet, images: list[ExportImage], dataset: DatasetIndex,
+                  split_instances: bool = False) -> dict[str, Any]:
+    """COCO instances: every image listed (empty masks too), an annotation per class region
+    (with ``split_instances``, per 8-connected piece of it: one animal, one annotation), the
+    ignore region as an ``iscrowd`` annotation (what COCO evaluation ignores)."""
     entries, annotations = [], []
     for number, image in enumerate(images, start=1):
         entries.append({"id": number, "file_name": relative_image_path(image.record, dataset.root),
                         "width": image.width, "height": image.height,
                         "wsss_image_id": image.record.image_id, "confidence": round(image.confidence, 6)})
         mask = mask_at_image_size(mask_set, image)
-        regions = [(region, label + 1, False) for region, label in class_regions(mask, image.record)]
+        regions = [(piece, label + 1, False) for region, label in class_regions(mask, image.record)
+                   for piece in (instances(region) if split_instances else [region])]
         for region, category, crowd in regions + [(mask == MASK_IGNORE, image.record.label + 1, True)]:
             if region.any():
                 annotations.append(coco_annotation(region, len(annotations) + 1, number, category,
@@ -384,12 +397,15 @@ def write_labelstudio(mask_set: MaskSet, images: list[ExportImage], dataset: Dat
 def export_mask_set(mask_set: MaskSet, dataset: DatasetIndex, records: list[Record], format: str, out: str,
                     *, others: dict[str, MaskSet] | None = None, sort: str = "id",
                     image_root: str = LOCAL_FILES_ROOT, select: str | int | None = None,
-                    by: str = "confidence", seed: int = 0) -> ExportResult:
+                    by: str = "confidence", seed: int = 0, split_instances: bool = False) -> ExportResult:
     """Write the masks ``mask_set`` holds for ``records`` in ``format`` at ``out``, ranked by
     agreement with ``others`` (id -> set of the same study and data); with ``select``, only
-    the images ``select_images`` chooses, the choice recorded at ``selection_path``."""
+    the images ``select_images`` chooses, the choice recorded at ``selection_path``; with
+    ``split_instances`` (COCO only) an annotation per connected piece of each class."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
+    if split_instances and format != "coco":
+        raise ValueError(f"--instances splits COCO annotations; format {format!r} has one region per class")
     order_images([], sort)  # an unknown sort fails before any image is read
     if by not in SELECT_BY:
         raise ValueError(f"unknown selection {by!r}; known: {', '.join(SELECT_BY)}")
@@ -404,7 +420,7 @@ def export_mask_set(mask_set: MaskSet, dataset: DatasetIndex, records: list[Reco
     if format == "png":
         files = write_png_folder(mask_set, images, dataset.classes, out)
     elif format == "coco":
-        storage.write_text(out, json.dumps(coco_document(mask_set, images, dataset), separators=(",", ":")))
+        storage.write_text(out, json.dumps(coco_document(mask_set, images, dataset, split_instances), separators=(",", ":")))
         files = []
     else:
         files = write_labelstudio(mask_set, images, dataset, out, image_root)

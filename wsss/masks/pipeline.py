@@ -208,6 +208,13 @@ def cpu_batch_size(images: int, batch_size: int, workers: int) -> int:
     return max(batch_size, min(CPU_BUNDLE * batch_size, per_worker // batch_size * batch_size))
 
 
+def class_box_row(record: Record, width: int) -> list[int]:
+    """A record's box per class (``class_boxes``), flattened and -1 padded to ``width`` classes."""
+    boxes = list(record.class_boxes)[:width]
+    boxes += [None] * (width - len(boxes))
+    return [int(v) for box in boxes for v in (box if box is not None else (-1, -1, -1, -1))]
+
+
 def row_blocks(plans: list[MaskSetPlan], records: list[Record], batch_size: int) -> list[Any]:
     """The pipeline's input rows (id, path, label, given box, the sets to write), one Arrow
     block of ``batch_size`` rows at a time, put in the object store as it is made: the driver
@@ -228,6 +235,7 @@ def row_blocks(plans: list[MaskSetPlan], records: list[Record], batch_size: int)
         if width:
             columns["labels"] = pa.array([list(r.labels) + [-1] * (width - len(r.labels)) for r in chunk],
                                          pa.list_(pa.int64(), width))
+            columns["boxes"] = pa.array([class_box_row(r, width) for r in chunk], pa.list_(pa.int64(), 4 * width))
         refs.append(ray.put(pa.table(columns)))
     return refs
 

@@ -86,9 +86,26 @@ def decode_stage(batch: dict[str, np.ndarray], size: int, fault: str | None = No
         out["todo"] = batch["todo"]
     if "labels" in batch:  # several classes per image (data.task: semantic), -1 padded
         out["labels"] = np.stack([np.asarray(row, np.int64) for row in batch["labels"]])
+        out["given_box"] = _class_boxes(batch, kept, errors, size, out["labels"].shape[1])
     if originals:
         out["original"] = _ragged(kept)
     return _timed(out, "decode", started)
+
+
+def _class_boxes(batch: dict[str, np.ndarray], decoded: list[np.ndarray], errors: list[str], size: int,
+                 width: int) -> np.ndarray:
+    """N x K x 4 boxes the data gives per class (``boxes``, flattened K x 4 in each image's own
+    pixels) on the working image; -1s where it gives none (and for images that failed)."""
+    boxes = np.full((len(decoded), width, 4), -1, np.int32)
+    if "boxes" not in batch:
+        return boxes
+    for row, image in enumerate(decoded):
+        if errors[row]:
+            continue
+        given = np.asarray(batch["boxes"][row], np.float64).reshape(-1, 4)[:width]
+        for k, box in enumerate(given):
+            boxes[row, k] = scale_box(box, image.shape, size)
+    return boxes
 
 
 def _ragged(images: list[np.ndarray]) -> np.ndarray:
@@ -278,20 +295,31 @@ def cpu_stage(batch: dict[str, np.ndarray], specs: list[dict], context: LabelerC
         if donor is None:
             run_labeler(labeler, batch, spec["id"], spec.get("heatmap_column"), spec.get("sources"))
         else:
-            mix_from_donor(labeler, batch, spec["id"], donor["id"])
+            mix_from_donor(labeler, batch, spec["id"], donor["id"], spec.get("heatmap_column"))
         done.append(spec)
     return _timed(batch, "cpu", started)
 
 
-def mix_from_donor(labeler: Any, batch: dict[str, np.ndarray], key: str, donor: str) -> None:
+def mix_from_donor(labeler: Any, batch: dict[str, np.ndarray], key: str, donor: str,
+                   heatmap_column: str | None = None) -> None:
     """The mix columns from the GrabCut set ``donor`` of this batch, image by image, so that an
-    image SLIC fails on is quarantined with its reason and the rest of the batch is kept."""
+    image SLIC fails on is quarantined with its reason and the rest of the batch is kept.
+    Several classes per image: from the donor's per-class masks, merged as the mix merges them."""
     boxes, grabcut = batch[f"box__{donor}"], batch[f"mask__{donor}"]
+    class_masks = batch.get(f"class_masks__{donor}")
     errors = batch[f"error__{donor}"].copy()
     masks = np.zeros_like(grabcut)
     for row in np.flatnonzero((batch["error"] == "") & (errors == "")):
         try:
-            masks[row] = labeler.mix_one(batch["image"][row], boxes[row], grabcut[row])
+            if class_masks is None:
+                masks[row] = labeler.mix_one(batch["image"][row], boxes[row], grabcut[row])
+                continue
+            one = {"labels": batch["labels"][row:row + 1]}
+            if heatmap_column is not None:
+                one["heatmap"] = batch[heatmap_column][row:row + 1].astype(np.float32)
+            mixed = labeler.mix_classes(batch["image"][row:row + 1], boxes[row:row + 1], one["labels"],
+                                        class_masks[row:row + 1])
+            masks[row] = labeler.paint_classes(one, mixed, boxes[row:row + 1])[0]
         except Exception as error:  # noqa: BLE001 - quarantined with its reason
             errors[row] = f"{labeler.name}: {type(error).__name__}: {error}"
     batch[f"mask__{key}"], batch[f"box__{key}"], batch[f"error__{key}"] = masks, boxes, errors
@@ -358,7 +386,12 @@ def _write_row(writer: Any, plan: dict, batch: dict[str, np.ndarray], row: int, 
         return
     extras = {}
     box = batch.get(f"box__{plan['id']}")
-    if box is not None and box[row][0] >= 0:
+    if box is not None and box.ndim == 3:  # a box per class the image carries (semantic)
+        classes = batch["labels"][row]
+        found = {str(int(k)): [int(v) for v in b] for k, b in zip(classes, box[row]) if k >= 0 and b[0] >= 0}
+        if found:
+            extras["class_boxes"] = found
+    elif box is not None and box[row][0] >= 0:
         extras["box"] = [int(v) for v in box[row]]
     prompts = batch.get(f"prompts__{plan['id']}")
     if prompts is not None:
