@@ -120,12 +120,16 @@ def test_job_submitted_with_token_runs_the_sweep_on_shared_storage(tmp_path):
             wait_for_http(f"{tracking}/health", timeout=120, process=server)
             job_id = f"wsss-{uuid.uuid4().hex[:8]}"
             started = time.monotonic()
-            submit = subprocess.run(
-                [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--submission-id", job_id,
-                 "--working-dir", str(REPO), "--entrypoint-num-cpus", "0",
-                 "--runtime-env-json", json.dumps(runtime_env),
-                 "--", "python", "jobs/sweep.py", "--config", str(small_study(tmp_path))],
-                env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+            command = [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--submission-id", job_id,
+                       "--working-dir", str(REPO), "--entrypoint-num-cpus", "0",
+                       "--runtime-env-json", json.dumps(runtime_env),
+                       "--", "python", "jobs/sweep.py", "--config", str(small_study(tmp_path))]
+            for _ in range(24):  # a head that just started may not have its job agent yet: Ray says
+                submit = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
+                                        timeout=600)  # "try again later", as a person would
+                if "No available agent to submit job" not in submit.stderr + submit.stdout:
+                    break
+                time.sleep(5)
             print(f"job took {time.monotonic() - started:.0f} s\n{submit.stdout[-3000:]}")
             assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-2000:]
             status, body = job_status(dashboard, job_id, token)
