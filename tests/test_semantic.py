@@ -97,7 +97,7 @@ def test_crf_over_an_images_own_classes_is_the_binary_crf_for_one_class():
 
 
 @pytest.mark.slow
-def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_local, scenes_root, tmp_path):
+def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_local, scenes_root, tmp_path, capsys):
     """One study end to end: multi-label classifier -> a CAM per present class (plain and
     banded) and its CRF -> segmentation on ground-truth and CAM class maps, scored by mIoU."""
     import mlflow
@@ -189,6 +189,37 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
     model, payload = load_segmentation(trained["model_file"])
     assert payload["classes"] == len(dataset.classes) + 1 and payload["class_names"] == dataset.classes
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, len(dataset.classes) + 1, 48, 48)
+    predicted_class_maps_score_as_the_run_did(trained["model_file"], scenes_root, metrics, tmp_path / "pred",
+                                              capsys)
+
+
+def predicted_class_maps_score_as_the_run_did(model_file, root: Path, metrics: dict, out: Path, capsys) -> None:
+    """`wsss predict` writes class maps (and what each value means); `wsss eval --task semantic`
+    scores them at the images' own size (48 px here, the training size) as the run's test did."""
+    import json
+
+    from PIL import Image
+
+    from wsss.cli.main import main
+
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(model_file), "--root", str(root), "--format", "csv",
+                 "--split", "test", "--out", str(out)]) == 0
+    legend = json.loads((out / "classes.json").read_text())["values"]
+    names = index(root, format="csv", task="semantic").classes
+    assert legend == {"0": "background", **{str(k + 1): name for k, name in enumerate(names)}}
+    maps = [np.asarray(Image.open(path)) for path in sorted(out.glob("*.png"))]
+    assert maps and all(m.shape == (48, 48) and set(np.unique(m).tolist()) <= set(range(len(names) + 1))
+                        for m in maps)
+    capsys.readouterr()
+    assert main(["eval", "--pred", str(out), "--root", str(root), "--format", "csv", "--split", "test",
+                 "--task", "semantic", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["miou"] == pytest.approx(metrics["test_miou"], abs=0.02)
+    assert scored["foreground"]["dice"] == pytest.approx(metrics["test_micro_dice"], abs=0.02)
+    (out / "classes.json").write_text(json.dumps({"values": {"0": "background", "1": "zebra"}}))
+    assert main(["eval", "--pred", str(out), "--root", str(root), "--format", "csv", "--split", "test",
+                 "--task", "semantic"]) == 2  # a legend naming a class the data lacks: bad input
 
 
 def exported_class_maps(mask_set, dataset, out: Path) -> None:

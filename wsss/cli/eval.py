@@ -6,12 +6,23 @@ import argparse
 
 from wsss.cli.common import EXIT_OK, add_format, add_root, print_json
 from wsss.data.index import index
-from wsss.masks.quality import evaluate_folder
+from wsss.masks.quality import evaluate_class_folder, evaluate_folder
 from wsss.metrics import BORDER_POLICIES
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    records = index(args.root, format=args.format, manifest=args.manifest).split(args.split)
+    dataset = index(args.root, format=args.format, manifest=args.manifest, task=args.task)
+    records = dataset.split(args.split)
+    if args.task == "semantic":  # class maps against the class-indexed truth
+        result = evaluate_class_folder(args.pred, records, dataset.classes)
+        if args.json:
+            print_json(result)
+        else:
+            print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}")
+            print("  ".join(f"{name} {value:.4f}" for name, value in result["iou"].items()))
+            print("any class: " + "  ".join(f"{k} {v:.4f}" for k, v in result["foreground"].items()))
+            print(f"{result['images']} images")
+        return EXIT_OK
     result = evaluate_folder(args.pred, records, args.border_policy)
     if args.json:
         print_json(result)
@@ -30,5 +41,7 @@ def add_parser(verbs) -> None:
     add_format(evaluate)
     evaluate.add_argument("--split", default="test", help="train | val | test | trainval")
     evaluate.add_argument("--border-policy", default="ignore", choices=BORDER_POLICIES)
+    evaluate.add_argument("--task", default="binary", choices=("binary", "semantic"),
+                          help="semantic: class maps (0 background, k + 1 class k) scored by mIoU")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=cmd_eval)

@@ -1,5 +1,6 @@
 """Masks scored against ground truth: a mask set (``mask_quality``), one labeler run in
-process (``pseudo_eval``), and a folder of predicted ``<image_id>.png`` (``evaluate_folder``).
+process (``pseudo_eval``), and a folder of predicted ``<image_id>.png`` (``evaluate_folder``;
+class maps of several classes per image: ``evaluate_class_folder``).
 
 Ground truth is read here for scoring only; nothing in this module feeds a labeler or training.
 """
@@ -42,8 +43,21 @@ def _problems_message(problems: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_folder(pred_dir: str | Path, records: list[Record], border_policy: str = "ignore") -> dict:
-    """Metrics of the masks in ``pred_dir`` against ``records``' trimaps (see ``wsss.metrics``)."""
+def read_class_prediction(path: Path, values: np.ndarray) -> np.ndarray:
+    """A predicted class map PNG (indexed or grey; 0 background, k + 1 class k, 255 ignore) with
+    its values mapped to the dataset's (``values[v]``: the dataset value of predicted value v)."""
+    with Image.open(path) as image:
+        mask = np.asarray(image if image.mode in ("L", "P") else image.convert("L"))
+    unknown = sorted(set(np.unique(mask).tolist()) - {255} - set(range(len(values))))
+    if unknown:
+        raise ValueError(f"values {unknown[:6]} name no class (0..{len(values) - 1}, 255 ignore)")
+    return np.where(mask == 255, 0, values[np.minimum(mask, len(values) - 1)]).astype(np.uint8)
+
+
+def _score_folder(pred_dir: str | Path, records: list[Record], score: Any) -> int:
+    """Call ``score(record, path)`` (it raises OSError/ValueError/DecodeError for a bad file, or
+    returns the (prediction shape, truth shape) it compared) for every record with ground truth;
+    PredictionError listing every missing, extra, unreadable or wrong-size mask. Images scored."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise PredictionError(f"{pred_dir}: no such folder of predicted masks")
@@ -55,26 +69,67 @@ def evaluate_folder(pred_dir: str | Path, records: list[Record], border_policy: 
         "wrong size": [],
         "unreadable": [],
     }
-    meter = SegmentationMeter()
     for image_id in sorted(set(expected) & set(present)):
         try:
-            prediction = read_prediction(present[image_id])
-            target = trimap_to_target(record_truth(expected[image_id]), border_policy)
+            shape, truth_shape = score(expected[image_id], present[image_id])
         except (OSError, ValueError, DecodeError) as error:
             problems["unreadable"].append(f"{image_id} ({error})")
             continue
-        if prediction.shape != target.shape:
-            problems["wrong size"].append(
-                f"{image_id} ({prediction.shape[1]}x{prediction.shape[0]}, "
-                f"expected {target.shape[1]}x{target.shape[0]})"
-            )
-            continue
-        meter.update(prediction, target)
+        if shape != truth_shape:
+            problems["wrong size"].append(f"{image_id} ({shape[1]}x{shape[0]}, expected "
+                                          f"{truth_shape[1]}x{truth_shape[0]})")
     if any(problems.values()):
         raise PredictionError(_problems_message(problems))
+    return len(set(expected) & set(present))
+
+
+def evaluate_folder(pred_dir: str | Path, records: list[Record], border_policy: str = "ignore") -> dict:
+    """Metrics of the masks in ``pred_dir`` against ``records``' trimaps (see ``wsss.metrics``)."""
+    meter = SegmentationMeter()
+
+    def score(record: Record, path: Path) -> tuple:
+        prediction = read_prediction(path)
+        target = trimap_to_target(record_truth(record), border_policy)
+        if prediction.shape == target.shape:
+            meter.update(prediction, target)
+        return prediction.shape, target.shape
+
+    _score_folder(pred_dir, records, score)
     result = meter.result()
     result["border_policy"] = border_policy
     return result
+
+
+def evaluate_class_folder(pred_dir: str | Path, records: list[Record], classes: list[str]) -> dict:
+    """mIoU, per-class IoU and any-class foreground scores of the class maps in ``pred_dir``
+    against the class-indexed truth (several classes per image). A ``classes.json`` beside the
+    maps (``wsss predict`` and ``wsss export`` write one) names what each value means; without
+    one the values follow ``classes``. A predicted 255 counts as background (as in
+    ``mask_quality``); pixels the truth ignores are not scored."""
+    import json
+
+    legend = Path(pred_dir) / "classes.json"
+    values = np.arange(len(classes) + 1)
+    if legend.is_file():
+        named = json.loads(legend.read_text())["values"]
+        order = ["background", *classes]
+        unknown = [name for key, name in named.items() if key != "255" and name not in order]
+        if unknown:
+            raise PredictionError(f"{legend}: classes {unknown} are not in the dataset ({', '.join(classes)})")
+        values = np.zeros(max(int(k) for k in named if k != "255") + 1, np.int64)
+        for key, name in named.items():
+            if key != "255":
+                values[int(key)] = order.index(name)
+    meter = ClassMeter(len(classes))
+
+    def score(record: Record, path: Path) -> tuple:
+        prediction, target = read_class_prediction(path, values), record_class_truth(record)
+        if prediction.shape == target.shape:
+            meter.update(prediction, target)
+        return prediction.shape, target.shape
+
+    _score_folder(pred_dir, records, score)
+    return meter.result(classes)
 
 
 def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES,

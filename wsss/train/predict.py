@@ -5,10 +5,16 @@ back to the image's original size and cut at 0 (probability 0.5), so ``wsss eval
 masks against the original trimaps. The images are a dataset split, or any folder of images of
 any size and aspect (``image_records``); with ``overlay`` each mask is also drawn over its
 image (``overlays/<image_id>.jpg``) for a quick look.
+
+A checkpoint trained on several classes per image (``data.task: semantic``, C+1 outputs)
+writes class maps instead: upsampled logits, the highest channel per pixel, as indexed PNGs
+(0 background, k + 1 class k, PASCAL VOC's colours) with ``classes.json`` naming the values,
+which ``wsss eval --task semantic`` reads.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,8 +26,10 @@ from wsss.data.arrays import resize_image
 from wsss.data.decode import DecodeError, decode_image
 from wsss.data.imagefolder import IMAGE_EXTENSIONS, image_id_of, walk_images
 from wsss.data.records import DatasetMissingError, Record
+from wsss.figures import class_map_to_rgb
+from wsss.masks.export import voc_palette
 from wsss.models.segmentation import load_segmentation
-from wsss.storage import writing
+from wsss.storage import write_text, writing
 from wsss.train.steps import predict_logits
 
 PREDICT_BATCH = 16
@@ -60,11 +68,21 @@ def image_records(folder: str | os.PathLike) -> list[Record]:
             for path in paths]
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, path: Path) -> None:
+def _write_indexed_png(mask: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    indexed = Image.fromarray(mask, mode="P")
+    indexed.putpalette(voc_palette())
+    with writing(path) as temporary:
+        indexed.save(temporary, format="PNG")
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray, path: Path, semantic: bool = False) -> None:
     from PIL import Image
 
     picture = image.astype(np.float32)
-    picture[mask > 0] = 0.55 * picture[mask > 0] + 0.45 * np.array([220.0, 0.0, 0.0])
+    colour = class_map_to_rgb(mask)[mask > 0] if semantic else np.array([220.0, 0.0, 0.0])
+    picture[mask > 0] = 0.55 * picture[mask > 0] + 0.45 * colour
     with writing(path) as temporary:
         Image.fromarray(picture.clip(0, 255).astype(np.uint8)).save(temporary, quality=90)
 
@@ -77,6 +95,7 @@ def predict_masks(checkpoint: str | os.PathLike, records: list[Record], out_dir:
     import torch.nn.functional as F
 
     model, payload = load_segmentation(checkpoint, device)
+    semantic = payload.get("classes", 1) > 1  # C+1 channels: several classes per image
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
@@ -91,11 +110,21 @@ def predict_masks(checkpoint: str | os.PathLike, records: list[Record], out_dir:
         logits = predict_logits(model, torch.as_tensor(resized), torch.device(device))
         for record, original, logit in zip(kept, originals, logits):
             full = F.interpolate(logit[None], size=original.shape[:2], mode="bilinear",
-                                 align_corners=False)[0, 0]
-            mask = ((full > 0).cpu().numpy() * 255).astype(np.uint8)
-            _write_png(mask, out_dir / f"{record.image_id}.png")
+                                 align_corners=False)[0]
+            if semantic:
+                mask = full.argmax(0).cpu().numpy().astype(np.uint8)
+                _write_indexed_png(mask, out_dir / f"{record.image_id}.png")
+            else:
+                mask = ((full[0] > 0).cpu().numpy() * 255).astype(np.uint8)
+                _write_png(mask, out_dir / f"{record.image_id}.png")
             if overlay:
-                _overlay(original, mask, out_dir / "overlays" / f"{record.image_id}.jpg")
+                _overlay(original, mask, out_dir / "overlays" / f"{record.image_id}.jpg", semantic)
             written += 1
-    return {"written": written, "out": str(out_dir), "failed": failed,
-            "model": payload["model_name"], "image_size": payload["image_size"]}
+    summary = {"written": written, "out": str(out_dir), "failed": failed,
+               "model": payload["model_name"], "image_size": payload["image_size"]}
+    if semantic:
+        names = payload.get("class_names") or [f"class-{k}" for k in range(payload["classes"] - 1)]
+        legend = {"values": {"0": "background", **{str(k + 1): name for k, name in enumerate(names)}}}
+        write_text(str(out_dir / "classes.json"), json.dumps(legend, indent=2))
+        summary["classes"] = names
+    return summary
