@@ -351,3 +351,21 @@ def test_class_maps_agree_by_value():
     majority, _ = agreed_masks(sources, 0.6)
     assert majority.tolist() == [[[3, 3, 0, 2, 255]]]
     assert agreement[0, 0].tolist() == pytest.approx([1.0, 0.0, 2 / 3, 0.0, 0.0])
+
+
+def test_pseudo_eval_scores_a_labelers_class_maps_without_a_study(scenes_root, capsys):
+    """`wsss pseudo-eval --task semantic`: the data's box per class covers every animal pixel
+    (recall 1) and more (precision < 1); a one-class labeler is refused, naming the others."""
+    import json
+
+    from wsss.cli.main import main
+
+    capsys.readouterr()
+    assert main(["pseudo-eval", "--labeler", "box", "--param", "box_source=dataset", "--root", str(scenes_root),
+                 "--format", "csv", "--task", "semantic", "--size", "48", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["foreground"]["recall"] == 1.0 and result["foreground"]["precision"] < 1.0
+    assert 0.0 < result["miou"] < 1.0 and result["images"] == len(index(scenes_root, format="csv").split("trainval"))
+    assert main(["pseudo-eval", "--labeler", "ellipse", "--root", str(scenes_root), "--format", "csv",
+                 "--task", "semantic"]) == 2
+    assert "makes one-class masks only" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from wsss.cli.common import EXIT_OK, add_config_arguments, add_format, study_config
+from wsss.cli.common import EXIT_OK, UsageError, add_config_arguments, add_format, study_config
 from wsss.config import StudyConfig, load_config, parse_overrides
 from wsss.data.index import index
 from wsss.labelers.base import LabelerContext
@@ -31,11 +31,21 @@ def cmd_pseudo_eval(args: argparse.Namespace) -> int:
     params.update(parse_overrides(args.param, "--param"))
     context = LabelerContext(classifier_checkpoint=args.classifier or config.classifier.checkpoint,
                              allow_random_weights=args.random_weights or config.weights_policy == "random")
-    records = index(args.root, format=args.format, manifest=args.manifest, limit=args.limit).split(args.split)
+    dataset = index(args.root, format=args.format, manifest=args.manifest, limit=args.limit, task=args.task)
+    records = dataset.split(args.split)
+    semantic = args.task == "semantic"
+    if semantic and not get_labeler_class(name).semantic:
+        raise UsageError(f"labeler {name!r} makes one-class masks only; with --task semantic use "
+                         f"{', '.join(n for n in list_labelers() if get_labeler_class(n).semantic)}")
     with get_labeler_class(name)(params, context) as labeler:
-        result = pseudo_eval(labeler, records, args.size or config.data.image_size, args.border_policy)
+        result = pseudo_eval(labeler, records, args.size or config.data.image_size, args.border_policy,
+                             classes=dataset.classes if semantic else None)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
+    elif semantic:
+        print(f"mIoU {result['miou']:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in result["iou"].items()))
+        print("any class: " + "  ".join(f"{k} {v:.4f}" for k, v in result["foreground"].items()))
+        print(f"{result['images']} images, labeler {name}")
     else:
         for aggregation in ("micro", "per_image"):
             print(f"{aggregation:>9}: " + "  ".join(f"{k} {v:.4f}" for k, v in result[aggregation].items()))
@@ -67,6 +77,8 @@ def add_parser(verbs) -> None:
     evaluate.add_argument("--size", type=int, help="working resolution (default: data.image_size)")
     evaluate.add_argument("--limit", type=int, help="at most this many images per split")
     evaluate.add_argument("--border-policy", default="ignore", choices=BORDER_POLICIES)
+    evaluate.add_argument("--task", default="binary", choices=("binary", "semantic"),
+                          help="semantic: every class of an image, class maps scored by mIoU")
     evaluate.add_argument("--random-weights", action="store_true",
                           help="allow random-init models (smoke tests only; results are meaningless)")
     evaluate.add_argument("--json", action="store_true")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wsss.data.arrays import decode_records, resize_mask, working_box
+from wsss.data.arrays import decode_records, resize_mask, working_box, working_class_boxes
 from wsss.class_metrics import ClassMeter
 from wsss.data.decode import DecodeError, record_class_truth, record_truth
 from wsss.data.pets import Record
@@ -164,9 +164,11 @@ def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES,
 
 
 def pseudo_eval(labeler: Any, records: list[Record], size: int, border_policy: str = "ignore",
-                batch_size: int = 16) -> dict[str, Any]:
-    """Score one labeler's masks against the trimaps, in this process (no Ray, no store)."""
-    meter = SegmentationMeter()
+                batch_size: int = 16, classes: list[str] | None = None) -> dict[str, Any]:
+    """Score one labeler's masks against the trimaps, in this process (no Ray, no store). With
+    ``classes`` (several classes per image) the labeler gets each image's classes and the data's
+    box per class, and its class maps are scored by mIoU against the class-indexed truth."""
+    meter = ClassMeter(len(classes)) if classes else SegmentationMeter()
     quarantined = []
     for start in range(0, len(records), batch_size):
         arrays = decode_records(records[start:start + batch_size], size)
@@ -177,10 +179,18 @@ def pseudo_eval(labeler: Any, records: list[Record], size: int, border_policy: s
         batch = {"image": arrays.images, "label": arrays.labels,
                  "image_id": np.asarray(arrays.image_ids, dtype=object),
                  "given_box": np.stack([working_box(by_id[i], size) for i in arrays.image_ids])}
+        if classes:
+            width = max(len(by_id[i].labels) for i in arrays.image_ids)
+            batch["labels"] = np.array([list(by_id[i].labels) + [-1] * (width - len(by_id[i].labels))
+                                        for i in arrays.image_ids])
+            batch["given_box"] = np.stack([working_class_boxes(by_id[i], size, width) for i in arrays.image_ids])
         masks = labeler(batch)["mask"]
+        if classes:
+            meter.update(np.where(masks == 255, 0, masks), arrays.classmaps)
+            continue
         for mask, trimap in zip(masks, arrays.trimaps):
             meter.update(mask == 1, trimap_to_target(trimap, border_policy))
-    result = meter.result()
+    result = meter.result(classes) if classes else meter.result()
     result.update({"border_policy": border_policy, "labeler": labeler.name,
                    "params": labeler.params.model_dump(mode="json"), "quarantine": quarantined})
     return result
