@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from wsss.config import StudyConfig, load_config, parse_overrides
 from wsss.data.index import FORMATS
@@ -43,3 +44,12 @@ def add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="oxford-pets", choices=FORMATS,
                         help="oxford-pets (default), imagefolder, csv or coco")
     parser.add_argument("--manifest", help="csv: labels.csv, coco: annotations.json by default")
+
+
+def class_scores_lines(result: dict) -> list[str]:
+    """Console lines of a class-map score (``ClassMeter.result``): mIoU, the IoU of each class
+    that occurs (classes neither in the truth nor predicted have none), any-class scores."""
+    present = "  ".join(f"{name} {value:.4f}" for name, value in result["iou"].items() if not math.isnan(value))
+    return [f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}", present,
+            "any class: " + "  ".join(f"{k} {v:.4f}" for k, v in result["foreground"].items())]
+

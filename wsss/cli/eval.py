@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from wsss.cli.common import EXIT_OK, add_format, add_root, print_json
+from wsss.cli.common import EXIT_OK, add_format, add_root, class_scores_lines, print_json
 from wsss.data.index import index
 from wsss.masks.quality import evaluate_class_folder, evaluate_folder
 from wsss.metrics import BORDER_POLICIES
@@ -18,9 +18,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.json:
             print_json(result)
         else:
-            print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}")
-            print("  ".join(f"{name} {value:.4f}" for name, value in result["iou"].items()))
-            print("any class: " + "  ".join(f"{k} {v:.4f}" for k, v in result["foreground"].items()))
+            print("\n".join(class_scores_lines(result)))
             print(f"{result['images']} images")
         return EXIT_OK
     result = evaluate_folder(args.pred, records, args.border_policy)

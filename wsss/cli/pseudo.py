@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from wsss.cli.common import EXIT_OK, UsageError, add_config_arguments, add_format, study_config
+from wsss.cli.common import EXIT_OK, UsageError, add_config_arguments, add_format, class_scores_lines, study_config
 from wsss.config import StudyConfig, load_config, parse_overrides
 from wsss.data.index import index
 from wsss.labelers.base import LabelerContext
@@ -43,8 +43,7 @@ def cmd_pseudo_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     elif semantic:
-        print(f"mIoU {result['miou']:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in result["iou"].items()))
-        print("any class: " + "  ".join(f"{k} {v:.4f}" for k, v in result["foreground"].items()))
+        print("\n".join(class_scores_lines(result)))
         print(f"{result['images']} images, labeler {name}")
     else:
         for aggregation in ("micro", "per_image"):

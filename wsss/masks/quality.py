@@ -177,13 +177,14 @@ def pseudo_eval(labeler: Any, records: list[Record], size: int, border_policy: s
             continue
         by_id = {record.image_id: record for record in records[start:start + batch_size]}
         batch = {"image": arrays.images, "label": arrays.labels,
-                 "image_id": np.asarray(arrays.image_ids, dtype=object),
-                 "given_box": np.stack([working_box(by_id[i], size) for i in arrays.image_ids])}
+                 "image_id": np.asarray(arrays.image_ids, dtype=object)}
         if classes:
             width = max(len(by_id[i].labels) for i in arrays.image_ids)
             batch["labels"] = np.array([list(by_id[i].labels) + [-1] * (width - len(by_id[i].labels))
                                         for i in arrays.image_ids])
             batch["given_box"] = np.stack([working_class_boxes(by_id[i], size, width) for i in arrays.image_ids])
+        else:
+            batch["given_box"] = np.stack([working_box(by_id[i], size) for i in arrays.image_ids])
         masks = labeler(batch)["mask"]
         if classes:
             meter.update(np.where(masks == 255, 0, masks), arrays.classmaps)

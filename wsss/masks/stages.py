@@ -297,6 +297,8 @@ def cpu_stage(batch: dict[str, np.ndarray], specs: list[dict], context: LabelerC
         else:
             mix_from_donor(labeler, batch, spec["id"], donor["id"], spec.get("heatmap_column"))
         done.append(spec)
+    for column in [c for c in batch if c.startswith("class_masks__")]:
+        del batch[column]  # GrabCut's per-class masks serve the mix above; nothing downstream reads them
     return _timed(batch, "cpu", started)
 
 
