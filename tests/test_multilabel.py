@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsss.class_metrics import ClassMeter, class_confusion
 from wsss.data.decode import record_class_truth, record_truth
 from wsss.data.index import index
-from wsss.metrics import scores
+from wsss.metrics import SegmentationMeter, class_confusion, scores
 
 CLASSES = ["cat", "cow", "dog"]
 SHAPES = {  # image: [(class, (x0, y0, x1, y1)), ...] drawn in order, later on top
@@ -193,23 +192,23 @@ def test_class_meter_matches_per_class_set_iou_and_the_binary_view():
     predictions = np.where(rng.random((5, 16, 16)) < 0.7, targets, rng.integers(0, 4, (5, 16, 16)))
     predictions[targets == 255] = rng.integers(0, 4, np.count_nonzero(targets == 255))
     predictions[predictions == 3] = 2  # class 3 is never predicted; it still is in the truth
-    meter = ClassMeter(3)
+    meter = SegmentationMeter(3)
     for prediction, target in zip(predictions[:3], targets[:3]):
         meter.update(prediction, target)
-    other = ClassMeter(3)
-    other.update(predictions[3:], targets[3:])  # a batch
+    other = SegmentationMeter(3)
+    other.update_batch(predictions[3:], targets[3:])  # a batch
     meter.merge(other)
     result = meter.result(["a", "b", "c"])
     expected = {name: _iou_by_sets(predictions, targets, k) for k, name in enumerate(["background", "a", "b", "c"])}
-    assert result["images"] == 5 and result["iou"]["c"] == 0.0
+    assert result["images"] == 5 and result["class_iou"]["c"] == 0.0
     for name, value in expected.items():
-        assert result["iou"][name] == pytest.approx(value)
+        assert result["class_iou"][name] == pytest.approx(value)
     assert result["miou"] == pytest.approx(np.mean(list(expected.values())))
     valid = targets != 255
     fg = scores(np.array([np.count_nonzero((predictions > 0) & (targets > 0) & valid),
                           np.count_nonzero((predictions > 0) & (targets == 0) & valid),
                           np.count_nonzero((predictions == 0) & (targets > 0) & valid),
                           np.count_nonzero((predictions == 0) & (targets == 0) & valid)]))
-    assert result["foreground"] == pytest.approx(fg)
+    assert result["micro"] == pytest.approx(fg)
     with pytest.raises(ValueError, match="class value 9 outside 0..3"):
         class_confusion(np.full((2, 2), 9), np.zeros((2, 2)), 3)

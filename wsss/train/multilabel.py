@@ -2,7 +2,7 @@
 
 The same Ray Train loop as the one-class classifier (``wsss.train.classifier``) with binary
 cross-entropy against each image's class set, and per-class metrics merged across ranks with
-the loop's one all-reduce: mAP from binned score histograms (``class_metrics``), macro F1 at
+the loop's one all-reduce: mAP from binned score histograms (``score_histograms``), macro F1 at
 0.5, and exact-match accuracy (every class right). The best checkpoint is the one with the
 highest validation mAP.
 """
@@ -13,12 +13,47 @@ from typing import Any
 
 import numpy as np
 
-from wsss.class_metrics import SCORE_BINS, average_precision, multilabel_f1, score_histograms
 from wsss.data.transforms import batch_to_input
 from wsss.train.common import autocast, eval_batches
 
 SELECTION_METRIC = "val_map"
 THRESHOLD = 0.5  # a class is claimed where its sigmoid passes this
+
+SCORE_BINS = 200  # multi-label scores are binned so ranks merge them with one all-reduce
+
+
+def score_histograms(probabilities: np.ndarray, targets: np.ndarray, bins: int = SCORE_BINS) -> np.ndarray:
+    """2 x C x bins counts of scores in [0, 1]: [0] of the images that carry each class,
+    [1] of those that do not. Summed over batches and ranks, they give AP (``average_precision``)."""
+    probabilities, targets = np.asarray(probabilities, np.float64), np.asarray(targets) > 0.5
+    index = np.clip((probabilities * bins).astype(np.int64), 0, bins - 1)
+    classes = probabilities.shape[1]
+    counts = np.zeros((2, classes, bins), np.int64)
+    for k in range(classes):
+        counts[0, k] = np.bincount(index[targets[:, k], k], minlength=bins)
+        counts[1, k] = np.bincount(index[~targets[:, k], k], minlength=bins)
+    return counts
+
+
+def average_precision(histograms: np.ndarray) -> np.ndarray:
+    """AP per class from ``score_histograms`` (thresholds at the bin edges, highest first):
+    sum over thresholds of recall gained times the precision there; NaN for a class no image
+    carries (its AP is undefined, and mAP leaves it out)."""
+    positives = histograms[0, :, ::-1].cumsum(axis=1).astype(np.float64)
+    negatives = histograms[1, :, ::-1].cumsum(axis=1).astype(np.float64)
+    total = positives[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(positives + negatives > 0, positives / np.maximum(positives + negatives, 1), 1.0)
+        recall = positives / np.maximum(total, 1)
+    gained = np.diff(np.concatenate([np.zeros_like(recall[:, :1]), recall], axis=1), axis=1)
+    return np.where(total[:, 0] > 0, (gained * precision).sum(axis=1), np.nan)
+
+
+def multilabel_f1(counts: np.ndarray) -> np.ndarray:
+    """F1 per class from C x [tp, fp, fn] counts (1.0 where a class was neither claimed nor carried)."""
+    tp, fp, fn = (counts[:, i].astype(np.float64) for i in range(3))
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
 
 
 def multilabel_loss(logits, targets):
