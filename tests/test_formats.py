@@ -166,7 +166,7 @@ def test_one_class_data_refuses_the_cam_family_and_says_why(layout, tmp_path):
 def test_given_boxes_feed_the_box_labelers_without_a_classifier(layout):
     from wsss.data.arrays import decode_records, working_box
     from wsss.labelers.registry import get_labeler_class
-    from wsss.masks.quality import pseudo_eval
+    from wsss.masks.scoring import pseudo_eval
 
     dataset = index(layout("csv"), format="csv")
     records = dataset.records[:6]

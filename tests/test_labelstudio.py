@@ -9,12 +9,12 @@ import json
 
 import numpy as np
 import pytest
-
 from labelstudio_server import ensure_labelstudio, running_labelstudio, sdk_round_trip
 from test_export import at_size, own_size, study  # noqa: F401  (study: a fixture)
+
 from wsss.cli.main import main
 from wsss.config import load_config
-from wsss.masks.review import import_reviewed
+from wsss.masks.reviewed import import_reviewed
 
 WORKING = 48
 

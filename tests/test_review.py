@@ -10,12 +10,12 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_export import at_size, exported_mask, own_size, study  # noqa: F401  (study: a fixture)
+
 from wsss.cli.main import main
 from wsss.config import load_config
 from wsss.masks.export import export_mask_set, score_images, select_images
-from wsss.masks.review import import_reviewed
+from wsss.masks.reviewed import import_reviewed
 from wsss.masks.store import MaskSet, read_manifest
 from wsss.train.labels import MaskSetSource, ReviewedSource
 
@@ -198,7 +198,8 @@ def test_select_writes_only_the_chosen_images_and_records_the_choice(study, tmp_
     assert main([*base, "--out", str(tmp_path / "worst"), "--select", "3"]) == 0
     assert "the 3 chosen by confidence" in capsys.readouterr().out
     record = json.loads((tmp_path / "worst" / "selection.json").read_text())
-    scored = score_images(study["sets"]["ellipse"], study["records"], {"all_foreground": study["sets"]["all_foreground"]})
+    scored = score_images(study["sets"]["ellipse"], study["records"],
+                          {"all_foreground": study["sets"]["all_foreground"]})
     least = sorted(scored, key=lambda s: (s.confidence, s.record.image_id))[:3]
     assert [i["image_id"] for i in record["images"]] == [s.record.image_id for s in least]
     assert record["by"] == "confidence" and record["candidates"] == 8 and record["seed"] is None
@@ -237,20 +238,6 @@ def test_a_folder_moved_elsewhere_is_the_same_review(study, tmp_path):  # noqa: 
     first = imported_set(study, out)
     shutil.copytree(out, tmp_path / "copy")
     assert read_manifest(imported_set(study, tmp_path / "copy").uri)["fingerprint"] == first.manifest["fingerprint"]
-
-
-def test_the_brush_decoder_gives_label_studios_values():
-    from label_studio_converter.brush import decode_rle, mask2rle
-
-    from wsss.masks.review import decode_brush_rle
-
-    rng = np.random.default_rng(0)
-    masks = [(rng.random((37, 53)) < 0.5) * 255, np.zeros((20, 30)), np.full((9, 7), 255)]
-    band = np.zeros((64, 48))
-    band[10:40, 5:] = 255
-    for mask in [*masks, band]:
-        rle = mask2rle(mask.astype(np.uint8))
-        assert np.array_equal(decode_brush_rle(rle), decode_rle(rle))
 
 
 def test_balanced_weight_gives_the_reviewed_images_half_the_loss(study, tmp_path):  # noqa: F811

@@ -8,7 +8,8 @@ import argparse
 from wsss import console
 from wsss.cli.common import EXIT_OK, UsageError, add_config_arguments, study_config
 from wsss.data.prepare import prepare_dataset
-from wsss.masks.export import FORMATS, LOCAL_FILES_ROOT, SELECT_BY, SORTS, export_mask_set
+from wsss.formats.labelstudio import LOCAL_FILES_ROOT
+from wsss.masks.export import FORMATS, SELECT_BY, SORTS, export_mask_set
 from wsss.masks.pipeline import agreement_sets, labeler_context, open_study_mask_set
 from wsss.train.classifier import find_classifier
 

@@ -6,10 +6,11 @@ ground truth, when annotations carry a ``segmentation`` (polygons or RLE), is th
 its annotated objects. For the semantic task an image carries every category present (largest
 area first), a box per category, and a class-indexed ground truth (0 background, k the k-th
 class of the dataset's class list; larger categories drawn first, so smaller ones on top
-stay visible). Ground truth is rasterised once with pycocotools into a cache keyed by the
-JSON's identity and the task (scoring only). Images without
-annotations, annotations of images the JSON does not list, and files that are missing are
-quarantined with the annotation or image id and the reason.
+stay visible). Ground truth is rasterised once by ``wsss.formats.coco`` (pycocotools, the
+rasteriser reviews use too) into a cache keyed by the JSON's identity and the task (scoring
+only). Images without annotations, annotations of images the JSON does not list, files that
+are missing and segmentations that cannot be drawn (an RLE of another size, a polygon of fewer
+than three points) are quarantined with the annotation or image id and the reason.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from wsss.data.imagefolder import DatasetFormatError, image_id_of
 from wsss.data.quarantine import Quarantine
 from wsss.data.records import DatasetMissingError, Entry
+from wsss.formats import EntryError, coco
 from wsss.identity import file_version, stable_hash
 from wsss.storage import cache_dir, writing
 
@@ -40,39 +42,6 @@ def _load(path: Path) -> dict:
         raise DatasetFormatError(f"{path}: missing {', '.join(missing)} (a COCO instances JSON has "
                                  f"images, annotations and categories)")
     return data
-
-
-def _decode(segmentation, height: int, width: int) -> np.ndarray:
-    """One annotation's segmentation (polygons, RLE or uncompressed RLE) as a 0/1 mask."""
-    from pycocotools import mask as coco_mask
-
-    if isinstance(segmentation, list):  # polygons
-        rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
-        rle = coco_mask.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return coco_mask.decode(rle).astype(np.uint8)
-
-
-def truth_mask(annotations: list[dict], height: int, width: int) -> np.ndarray | None:
-    """The union of the annotations' segmentations (polygons or RLE) as a 0/1 mask."""
-    masks = [_decode(a["segmentation"], height, width) for a in annotations if a.get("segmentation")]
-    return np.bitwise_or.reduce(masks) if masks else None
-
-
-def class_truth(annotations: list[dict], names: dict, classes: list[str], order: list[str],
-                height: int, width: int) -> np.ndarray | None:
-    """A class-indexed map (0 background, k for ``classes[k-1]``) of the annotations'
-    segmentations; categories painted in ``order`` (largest first), so later ones stay on top."""
-    truth, found = np.zeros((height, width), np.uint8), False
-    for name in order:
-        mine = [a for a in annotations if names[a["category_id"]] == name and a.get("segmentation")]
-        mask = truth_mask(mine, height, width)
-        if mask is not None:
-            truth[mask > 0] = classes.index(name) + 1
-            found = True
-    return truth if found else None
 
 
 def _write_truth(mask: np.ndarray, path: Path, scale: int = 255) -> None:
@@ -155,11 +124,15 @@ def _entry(root: Path, image: dict, annotations: list[dict], names: dict, classe
         quarantine.add(image_id, f"COCO image {image.get('id')}: class {outside[0]!r} is not in data.classes")
         return None
     width, height = int(image["width"]), int(image["height"])
-    if semantic:
-        return _semantic_entry(path, image_id, annotations, names, present, semantic, truth_dir,
-                               width, height)
+    try:
+        if semantic:
+            return _semantic_entry(path, image_id, annotations, names, present, semantic, truth_dir,
+                                   width, height)
+        mask = coco.union_mask(annotations, height, width)
+    except EntryError as error:  # its ground truth cannot be drawn: score nothing against it
+        quarantine.add(image_id, f"COCO image {image.get('id')}: {error}")
+        return None
     mine = [a for a in annotations if names[a["category_id"]] == class_name]
-    mask = truth_mask(annotations, height, width)
     truth = None
     if mask is not None:
         truth = truth_dir / f"{image_id}.png"
@@ -171,7 +144,7 @@ def _entry(root: Path, image: dict, annotations: list[dict], names: dict, classe
 
 def _semantic_entry(path: Path, image_id: str, annotations: list[dict], names: dict, present: list[str],
                     classes: list[str], truth_dir: Path, width: int, height: int) -> Entry:
-    truth = class_truth(annotations, names, classes, present, height, width)
+    truth = coco.class_map(annotations, names, classes, present, height, width)
     truth_path = None
     if truth is not None:
         truth_path = truth_dir / f"{image_id}.png"

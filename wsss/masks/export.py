@@ -2,17 +2,18 @@
 
 A set lives in the store at the study's working size (``data.image_size``, a square) with the
 values {0 background, 1 foreground, 255 ignore}; a reviewer looks at masks over the images at
-their own size. Every writer here puts the stored mask back on its image with nearest
-neighbour only (no new values, no blurred edges), orders the images, and writes whole files
-(``wsss.storage``). Sizes come from the image headers with EXIF orientation applied, because
-the masks were made on the oriented image (``wsss.data.decode``), as browsers show it.
+their own size. An export chooses and orders the images, puts each stored mask back on its
+image with nearest neighbour only (no new values, no blurred edges) as a class map, and hands
+it to the format's writer in ``wsss.formats``, which writes whole files (``wsss.storage``).
+Sizes come from the image headers with EXIF orientation applied, because the masks were made
+on the oriented image (``wsss.data.decode``), as browsers show it.
 
 Confidence per image: the mean foreground IoU of this set's mask with each other complete set
 of the study that holds the image (where generators disagree a person should look); with no
 other set, 1 - the mask's ignored fraction. Ignore pixels count as background in the IoU.
 ``sort="confidence"`` puts the least certain first, so a reviewer fixes the worst first.
 
-Formats:
+Formats (``wsss.formats.png``, ``.coco``, ``.labelstudio``):
 
 - ``png``: a folder of indexed PNGs ``<image_id>.png``: 0 background, class index + 1
   foreground, 255 ignore, with PASCAL VOC's colour map; ``classes.json`` says what each value
@@ -50,22 +51,19 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
 from wsss import storage
 from wsss.data.arrays import resize_mask
 from wsss.data.records import DatasetIndex, Record
+from wsss.formats import coco, labelstudio, png
 from wsss.labelers.base import MASK_FOREGROUND, MASK_IGNORE
 from wsss.masks.store import MaskSet
 
 FORMATS = ("png", "coco", "labelstudio")
 SORTS = ("id", "confidence")
-LOCAL_FILES_ROOT = "/data/local-files/?d="  # Label Studio's local file serving
-IGNORE_LABEL = "ignore"
 EXIF_ORIENTATION = 0x0112
-MEANINGS = {"0": "background", "255": "ignore: the labeler is unsure (not scored, not trained on)"}
 
 
 @dataclass(frozen=True)
@@ -249,23 +247,14 @@ def confidence_csv(images: list[ExportImage]) -> str:
     return buffer.getvalue()
 
 
-def voc_palette() -> list[int]:
-    """PASCAL VOC's colour map (0 black, 255 the VOC "void" cream): viewers show class values
-    as distinct colours the way segmentation people are used to."""
-    palette = []
-    for value in range(256):
-        red = green = blue = 0
-        for bit in range(8):
-            red |= ((value >> (3 * bit)) & 1) << (7 - bit)
-            green |= ((value >> (3 * bit + 1)) & 1) << (7 - bit)
-            blue |= ((value >> (3 * bit + 2)) & 1) << (7 - bit)
-        palette += [red, green, blue]
-    return palette
+def class_map_at_image_size(mask_set: MaskSet, image: ExportImage) -> np.ndarray:
+    """The image's stored mask on its own pixels as a class map (0, class index + 1, 255)."""
+    return class_values(mask_at_image_size(mask_set, image), image.record)
 
 
 def class_values(mask: np.ndarray, record: Record) -> np.ndarray:
-    """0 background, ``label + 1`` for each class, 255 ignore: one PNG value per class, as in
-    VOC (a several-class record's class map is that already)."""
+    """0 background, ``label + 1`` for each class, 255 ignore: one value per class, as in VOC
+    (a several-class record's class map is that already)."""
     values = np.where(mask == MASK_IGNORE, 255, 0).astype(np.uint8)
     for region, label in class_regions(mask, record):
         values[region] = label + 1
@@ -274,129 +263,63 @@ def class_values(mask: np.ndarray, record: Record) -> np.ndarray:
 
 def write_png_folder(mask_set: MaskSet, images: list[ExportImage], classes: list[str], out: str) -> list[str]:
     """Indexed PNGs, ``classes.json`` and ``confidence.csv`` in folder ``out``; the side files."""
-    from PIL import Image
-
-    if len(classes) > 254:  # values 1..254 are classes; 255 is ignore
-        raise ValueError(f"an indexed PNG holds at most 254 classes; this dataset has {len(classes)}")
-    palette = voc_palette()
+    png.check_classes(classes)
+    palette = png.voc_palette()
     for image in images:
-        values = class_values(mask_at_image_size(mask_set, image), image.record)
-        indexed = Image.frombytes("P", (image.width, image.height), values.tobytes())
-        indexed.putpalette(palette)
-        with storage.writing(storage.join(out, f"{image.record.image_id}.png")) as temporary:
-            indexed.save(temporary, format="PNG")
-    values = {"0": MEANINGS["0"], **{str(i + 1): name for i, name in enumerate(classes)},
-              "255": MEANINGS["255"]}
-    legend = {"labeler_id": mask_set.manifest.get("labeler_id"), "values": values,
-              "foreground": "the class index + 1 of each region (the image's class, or each of "
-                            "its classes with several per image)"}
-    return [storage.write_text(storage.join(out, "classes.json"), json.dumps(legend, indent=2)),
+        png.write_class_map(storage.join(out, f"{image.record.image_id}.png"),
+                            class_map_at_image_size(mask_set, image), palette)
+    return [png.write_legend(out, classes, mask_set.manifest.get("labeler_id")),
             storage.write_text(storage.join(out, "confidence.csv"), confidence_csv(images))]
-
-
-def coco_annotation(region: np.ndarray, ident: int, image_id: int, category_id: int,
-                    score: float, crowd: bool) -> dict[str, Any]:
-    """One COCO annotation over a binary region: compressed RLE, bbox and area by pycocotools."""
-    from pycocotools import mask as coco_mask
-
-    rle = coco_mask.encode(np.asfortranarray(region.astype(np.uint8)))
-    return {"id": ident, "image_id": image_id, "category_id": category_id,
-            "segmentation": {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            "area": int(coco_mask.area(rle)), "bbox": [float(v) for v in coco_mask.toBbox(rle)],
-            "iscrowd": int(crowd), "score": round(score, 6)}
-
-
-def instances(region: np.ndarray) -> list[np.ndarray]:
-    """A region split into its 8-connected pieces, largest first (ties: first in row order)."""
-    import cv2
-
-    count, labelled, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
-    order = sorted(range(1, count), key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))
-    return [labelled == i for i in order]
 
 
 def coco_document(mask_set: MaskSet, images: list[ExportImage], dataset: DatasetIndex,
                   split_instances: bool = False) -> dict[str, Any]:
     """COCO instances: every image listed (empty masks too), an annotation per class region
     (with ``split_instances``, per 8-connected piece of it: one animal, one annotation), the
-    ignore region as an ``iscrowd`` annotation (what COCO evaluation ignores)."""
+    ignore region as an ``iscrowd`` annotation of the image's class (what COCO evaluation ignores)."""
     entries, annotations = [], []
     for number, image in enumerate(images, start=1):
         entries.append({"id": number, "file_name": relative_image_path(image.record, dataset.root),
                         "width": image.width, "height": image.height,
                         "wsss_image_id": image.record.image_id, "confidence": round(image.confidence, 6)})
-        mask = mask_at_image_size(mask_set, image)
-        regions = [(piece, label + 1, False) for region, label in class_regions(mask, image.record)
-                   for piece in (instances(region) if split_instances else [region])]
-        for region, category, crowd in regions + [(mask == MASK_IGNORE, image.record.label + 1, True)]:
-            if region.any():
-                annotations.append(coco_annotation(region, len(annotations) + 1, number, category,
-                                                   image.confidence, crowd))
-    categories = [{"id": i + 1, "name": name, "supercategory": "object"}
-                  for i, name in enumerate(dataset.classes)]
+        annotations += coco.class_map_annotations(class_map_at_image_size(mask_set, image), number,
+                                                  len(annotations) + 1, image.confidence,
+                                                  image.record.label + 1, split_instances)
     info = {"description": f"wsss mask set {mask_set.manifest.get('labeler_id')}",
             "version": str(mask_set.manifest.get("fingerprint", ""))}
-    return {"info": info, "licenses": [], "images": entries, "annotations": annotations,
-            "categories": categories}
-
-
-def brush_result(region: np.ndarray, label: str, image: ExportImage, region_id: str) -> dict[str, Any]:
-    """A Label Studio brush region; LS paints pixels of value 255, RLE by its own converter."""
-    from label_studio_converter.brush import mask2rle
-
-    painted = np.where(region, 255, 0).astype(np.uint8)
-    return {"id": region_id, "type": "brushlabels", "from_name": "tag", "to_name": "image",
-            "original_width": image.width, "original_height": image.height, "image_rotation": 0,
-            "value": {"format": "rle", "rle": mask2rle(painted), "brushlabels": [label]}}
-
-
-def labelstudio_task(mask: np.ndarray, image: ExportImage, image_url: str,
-                     model_version: str, classes: list[str]) -> dict[str, Any]:
-    """One import task: the image and the set's mask as a prediction scored by confidence (a
-    brush region per class the mask holds; ``classes`` names class indices)."""
-    found = class_regions(mask, image.record)
-    regions = [(region, classes[label], "foreground" if len(found) == 1 and not image.record.labels
-                else f"class-{label}") for region, label in found]
-    regions.append((mask == MASK_IGNORE, IGNORE_LABEL, "ignore"))
-    result = [brush_result(region, label, image, region_id)
-              for region, label, region_id in regions if region.any()]
-    data = {"image": image_url, "image_id": image.record.image_id, "confidence": round(image.confidence, 6)}
-    return {"data": data, "predictions": [{"model_version": model_version,
-                                           "score": round(image.confidence, 6), "result": result}]}
-
-
-def labeling_config(classes: list[str]) -> str:
-    """The Label Studio labeling config the tasks need: an image and one brush label per class,
-    plus ``ignore``."""
-    labels = "".join(f"    <Label value={quoteattr(name)}/>\n" for name in classes)
-    return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
-            '  <BrushLabels name="tag" toName="image">\n'
-            f'{labels}    <Label value="{IGNORE_LABEL}" background="#808080"/>\n'
-            "  </BrushLabels>\n</View>\n")
-
-
-def labeling_config_path(out: str) -> str:
-    """``<out stem>.labeling-config.xml`` beside the tasks JSON."""
-    text = str(out)
-    stem = text[: -len(".json")] if text.endswith(".json") else text
-    return f"{stem}.labeling-config.xml"
+    return coco.document(entries, annotations, dataset.classes, info)
 
 
 def write_labelstudio(mask_set: MaskSet, images: list[ExportImage], dataset: DatasetIndex, out: str,
-                      image_root: str = LOCAL_FILES_ROOT) -> list[str]:
+                      image_root: str = labelstudio.LOCAL_FILES_ROOT) -> list[str]:
     """The tasks JSON at ``out`` and its labeling config beside it; returns the config's path."""
     manifest = mask_set.manifest
     model_version = f"{manifest.get('labeler_id')}-{str(manifest.get('fingerprint', ''))[:12]}".rstrip("-")
-    tasks = [labelstudio_task(mask_at_image_size(mask_set, image), image,
-                              image_root + quote(relative_image_path(image.record, dataset.root), safe="/"),
-                              model_version, dataset.classes) for image in images]
+    tasks = []
+    for image in images:
+        data = {"image": image_root + quote(relative_image_path(image.record, dataset.root), safe="/"),
+                "image_id": image.record.image_id, "confidence": round(image.confidence, 6)}
+        tasks.append(labelstudio.task(class_map_at_image_size(mask_set, image), data, image.confidence,
+                                      model_version, dataset.classes, one_class=not image.record.labels))
     storage.write_text(out, json.dumps(tasks, separators=(",", ":")))
-    return [storage.write_text(labeling_config_path(out), labeling_config(dataset.classes))]
+    return [storage.write_text(labelstudio.labeling_config_path(out), labelstudio.labeling_config(dataset.classes))]
+
+
+def write_format(mask_set: MaskSet, images: list[ExportImage], dataset: DatasetIndex, format: str, out: str,
+                 image_root: str, split_instances: bool) -> list[str]:
+    """The chosen images in ``format`` at ``out``; the side files written beside them."""
+    if format == "png":
+        return write_png_folder(mask_set, images, dataset.classes, out)
+    if format == "coco":
+        storage.write_text(out, json.dumps(coco_document(mask_set, images, dataset, split_instances),
+                                           separators=(",", ":")))
+        return []
+    return write_labelstudio(mask_set, images, dataset, out, image_root)
 
 
 def export_mask_set(mask_set: MaskSet, dataset: DatasetIndex, records: list[Record], format: str, out: str,
                     *, others: dict[str, MaskSet] | None = None, sort: str = "id",
-                    image_root: str = LOCAL_FILES_ROOT, select: str | int | None = None,
+                    image_root: str = labelstudio.LOCAL_FILES_ROOT, select: str | int | None = None,
                     by: str = "confidence", seed: int = 0, split_instances: bool = False) -> ExportResult:
     """Write the masks ``mask_set`` holds for ``records`` in ``format`` at ``out``, ranked by
     agreement with ``others`` (id -> set of the same study and data); with ``select``, only
@@ -417,13 +340,7 @@ def export_mask_set(mask_set: MaskSet, dataset: DatasetIndex, records: list[Reco
     else:  # the chosen images, most worth a review first
         images = select_images(images, select_count(select, len(images)), by, seed)
         record = selection_record(mask_set, images, by, str(select), seed, len(records))
-    if format == "png":
-        files = write_png_folder(mask_set, images, dataset.classes, out)
-    elif format == "coco":
-        storage.write_text(out, json.dumps(coco_document(mask_set, images, dataset, split_instances), separators=(",", ":")))
-        files = []
-    else:
-        files = write_labelstudio(mask_set, images, dataset, out, image_root)
+    files = write_format(mask_set, images, dataset, format, out, image_root, split_instances)
     if select is not None:
         files.append(storage.write_text(selection_path(out, format), json.dumps(record, indent=2)))
     held = {image.record.image_id for image in images}

@@ -28,6 +28,10 @@ The image a task or file stands for is found by ``data.image_id`` / ``wsss_image
 whose image is not in the dataset, a mask whose size is not its image's, an empty or malformed
 annotation: each is one line in ``ImportResult.problems`` naming the task or file, and
 everything else is imported.
+
+Reading each format is its module's work (``wsss.formats.labelstudio``, ``.coco``, ``.png``;
+polygons are filled by pycocotools, as ground truth is); this module finds each entry's image,
+says what counts as reviewed, and makes the set.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -47,10 +52,10 @@ import numpy as np
 from wsss import storage
 from wsss.data.arrays import resize_mask
 from wsss.data.records import DatasetIndex, Record
+from wsss.formats import EntryError, coco, labelstudio, png
 from wsss.labelers.base import MASK_FOREGROUND, MASK_IGNORE
-from wsss.masks.export import IGNORE_LABEL, image_size, selection_path
-from wsss.masks.store import (MaskSet, MaskSetError, MaskSetWriter, read_manifest, set_fingerprint,
-                              set_folder_name)
+from wsss.masks.export import image_size, selection_path
+from wsss.masks.store import MaskSet, MaskSetError, MaskSetWriter, read_manifest, set_fingerprint, set_folder_name
 
 FORMATS = ("auto", "labelstudio", "coco", "png")
 KIND = "reviewed"
@@ -73,10 +78,6 @@ class ImportResult:
     problems: list[str] = field(default_factory=list)  # one line per task or file left out
     not_reviewed: int = 0  # tasks or images without an annotation
     seconds: float = 0.0
-
-
-class Problem(ValueError):
-    """One task or file that cannot be imported; the message is its line."""
 
 
 # -- what a reviewed file is ---------------------------------------------------------------------
@@ -111,10 +112,9 @@ def source_hash(path: str, format: str) -> str:
     if format != "png":
         digest.update(storage.read_bytes(path))
         return digest.hexdigest()[:16]
-    for name in sorted(os.listdir(path)):
-        if name.lower().endswith(".png"):
-            digest.update(f"{name}\n".encode())
-            digest.update(hashlib.sha256(Path(path, name).read_bytes()).digest())
+    for name in png.mask_files(path):
+        digest.update(f"{name}\n".encode())
+        digest.update(hashlib.sha256(Path(path, name).read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
@@ -158,7 +158,7 @@ class ImageLookup:
             if record is not None:
                 return record
         named = image_id if image_id is not None else reference
-        raise Problem(f"image {named!r} is not in the dataset {self.dataset.root}")
+        raise EntryError(f"image {named!r} is not in the dataset {self.dataset.root}")
 
     def size(self, record: Record) -> tuple[int, int]:
         """(width, height) as decoded, EXIF orientation applied."""
@@ -169,70 +169,21 @@ class ImageLookup:
     def check_size(self, record: Record, width: int, height: int, what: str) -> None:
         own = self.size(record)
         if (int(width), int(height)) != own:
-            raise Problem(f"{what} is {int(width)}x{int(height)} but image {record.image_id} is "
-                          f"{own[0]}x{own[1]}")
+            raise EntryError(f"{what} is {int(width)}x{int(height)} but image {record.image_id} is "
+                             f"{own[0]}x{own[1]}")
 
 
 # -- Label Studio --------------------------------------------------------------------------------
 
-def decode_brush_rle(rle: list[int]) -> np.ndarray:
-    """Label Studio's brush RLE -> the flat uint8 RGBA values, as ``label_studio_converter.brush.
-    decode_rle`` gives them. Its bytes-to-bits step is a Python call per bit (80 % of an import,
-    ~13 ms a region at 384 px); here numpy unpacks the bits and only the runs are walked."""
-    bits = (np.unpackbits(np.asarray(rle, dtype=np.uint8)) + ord("0")).tobytes().decode("ascii")
-    position = 0
-
-    def read(size: int) -> int:
-        nonlocal position
-        position += size
-        return int(bits[position - size:position], 2)
-
-    count, word = read(32), read(5) + 1
-    sizes = [read(4) + 1 for _ in range(4)]
-    out = np.zeros(count, dtype=np.uint8)
-    i = 0
-    while i < count:
-        repeated = read(1)
-        j = i + 1 + read(sizes[read(2)])
-        if repeated:
-            out[i:j] = read(word)
-        else:
-            out[i:j] = [read(word) for _ in range(j - i)]
-        i = j
-    return out
-
-
-def brush_region(value: dict[str, Any], width: int, height: int) -> np.ndarray:
-    """A brush region's pixels from Label Studio's RLE (RGBA; painted where alpha is set)."""
-    if value.get("format", "rle") != "rle" or not value.get("rle"):
-        raise Problem(f"brush region without RLE (format {value.get('format')!r})")
-    flat = decode_brush_rle(value["rle"])
-    if flat.size != width * height * 4:
-        raise Problem(f"brush RLE holds {flat.size // 4} pixels, not {width}x{height}")
-    return flat.reshape(height, width, 4)[:, :, 3] >= 128
-
-
-def polygon_region(points: list[list[float]], width: int, height: int, scale: tuple[float, float]) -> np.ndarray:
-    """A filled polygon's pixels; ``scale`` turns its points into pixels (percent -> px)."""
-    import cv2
-
-    vertices = np.asarray(points, np.float64).reshape(-1, 2) * np.asarray(scale)
-    if len(vertices) < 3:
-        raise Problem(f"polygon with {len(vertices)} points")
-    canvas = np.zeros((height, width), np.uint8)
-    cv2.fillPoly(canvas, [np.rint(vertices - 0.5).astype(np.int32)], 1)
-    return canvas.astype(bool)
-
-
 def region_value(labels: list[str], classes: set[str], where: str) -> int:
-    """255 for a region labelled ``ignore``, 1 for a class of the dataset; a Problem otherwise."""
+    """255 for a region labelled ``ignore``, 1 for a class of the dataset; an EntryError otherwise."""
     if not labels:
-        raise Problem(f"{where}: a region without a label")
-    if labels[0] == IGNORE_LABEL:
+        raise EntryError(f"{where}: a region without a label")
+    if labels[0] == labelstudio.IGNORE_LABEL:
         return MASK_IGNORE
     if labels[0] not in classes:
-        raise Problem(f"{where}: label {labels[0]!r} is neither a class of the dataset nor "
-                      f"{IGNORE_LABEL!r}")
+        raise EntryError(f"{where}: label {labels[0]!r} is neither a class of the dataset nor "
+                         f"{labelstudio.IGNORE_LABEL!r}")
     return MASK_FOREGROUND
 
 
@@ -246,38 +197,22 @@ def paint(regions: list[tuple[np.ndarray, int]], width: int, height: int) -> np.
     return mask
 
 
-def latest_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
-    """The task's latest annotation that was not cancelled (by update time, then id)."""
-    kept = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-    if not kept:
-        return None
-    return max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
-
-
 def labelstudio_mask(task: dict[str, Any], lookup: ImageLookup, classes: set[str]) -> tuple[Record, np.ndarray] | None:
     """(record, mask at the image's own size) of one task; None when it was not reviewed."""
-    annotation = latest_annotation(task)
+    annotation = labelstudio.latest_annotation(task)
     if annotation is None:
         return None
-    data = task.get("data") or {}
-    record = lookup.find(data.get("image_id"), data.get("image"))
+    record = lookup.find(*labelstudio.task_image(task))
     width, height = lookup.size(record)
     regions = []
-    for result in annotation.get("result") or []:
-        kind, value = result.get("type"), result.get("value") or {}
-        if kind not in ("brushlabels", "polygonlabels"):
-            continue  # choices, ratings...: not a region
-        where = f"region {result.get('id', '?')}"
-        if "original_width" in result:
-            lookup.check_size(record, result["original_width"], result["original_height"], f"{where}'s image")
-        if kind == "brushlabels":
-            regions.append((brush_region(value, width, height),
-                            region_value(value.get("brushlabels", []), classes, where)))
-        else:
-            regions.append((polygon_region(value.get("points", []), width, height, (width / 100, height / 100)),
-                            region_value(value.get("polygonlabels", []), classes, where)))
+    for result, where in labelstudio.region_results(annotation):
+        drawn_on = labelstudio.region_size(result)
+        if drawn_on is not None:
+            lookup.check_size(record, *drawn_on, f"{where}'s image")
+        regions.append((labelstudio.region_pixels(result, width, height),
+                        region_value(labelstudio.region_labels(result), classes, where)))
     if not regions or not any(region.any() for region, _ in regions):
-        raise Problem("empty annotation (no painted region)")
+        raise EntryError("empty annotation (no painted region)")
     return record, paint(regions, width, height)
 
 
@@ -290,7 +225,7 @@ def read_labelstudio(path: str, lookup: ImageLookup) -> Iterator[tuple[str, Call
     for number, task in enumerate(tasks):
         name = f"task {task.get('id', f'#{number}')}" if isinstance(task, dict) else f"task #{number}"
         if not isinstance(task, dict):
-            yield name, _raise(Problem("not a JSON object"))
+            yield name, _raise(EntryError("not a JSON object"))
             continue
         yield name, lambda task=task: labelstudio_mask(task, lookup, classes)
 
@@ -303,25 +238,10 @@ def _raise(error: Exception) -> Callable[[], Any]:
 
 # -- COCO ----------------------------------------------------------------------------------------
 
-def coco_region(segmentation: Any, width: int, height: int) -> np.ndarray:
-    """An annotation's pixels: compressed or uncompressed RLE, or polygons in pixels."""
-    from pycocotools import mask as coco_mask
-
-    if isinstance(segmentation, dict):
-        size = [int(n) for n in segmentation.get("size", [])]
-        if size != [height, width]:
-            raise Problem(f"RLE of size {size} on a {height}x{width} image")
-        rle = segmentation if isinstance(segmentation.get("counts"), str) else \
-            coco_mask.frPyObjects(segmentation, height, width)
-        return coco_mask.decode(rle).astype(bool)
-    if isinstance(segmentation, list) and segmentation:
-        parts = [polygon_region(polygon, width, height, (1.0, 1.0)) for polygon in segmentation]
-        return np.logical_or.reduce(parts)
-    raise Problem(f"segmentation is neither RLE nor polygons: {str(segmentation)[:60]}")
-
-
-def coco_mask(entry: dict[str, Any], annotations: list[dict[str, Any]], lookup: ImageLookup,
-              categories: dict[int, str]) -> tuple[Record, np.ndarray]:
+def coco_image_mask(entry: dict[str, Any], annotations: list[dict[str, Any]], lookup: ImageLookup,
+                    categories: dict[int, str]) -> tuple[Record, np.ndarray]:
+    """(record, mask at the image's own size) of one COCO image: any category foreground,
+    ``iscrowd`` regions ignore."""
     record = lookup.find(entry.get("wsss_image_id"), entry.get("file_name"))
     width, height = lookup.size(record)
     if "width" in entry and "height" in entry:
@@ -329,23 +249,20 @@ def coco_mask(entry: dict[str, Any], annotations: list[dict[str, Any]], lookup: 
     regions = []
     for annotation in annotations:
         if annotation.get("category_id") not in categories:
-            raise Problem(f"annotation {annotation.get('id')}: category {annotation.get('category_id')} "
-                          f"is not in the file's categories")
+            raise EntryError(f"annotation {annotation.get('id')}: category {annotation.get('category_id')} "
+                             f"is not in the file's categories")
         value = MASK_IGNORE if annotation.get("iscrowd") else MASK_FOREGROUND
-        regions.append((coco_region(annotation.get("segmentation"), width, height), value))
+        regions.append((coco.decode_segmentation(annotation.get("segmentation"), height, width), value))
     if not any(region.any() for region, _ in regions):
-        raise Problem("empty annotation (no pixel in any region)")
+        raise EntryError("empty annotation (no pixel in any region)")
     return record, paint(regions, width, height)
 
 
 def read_coco(path: str, lookup: ImageLookup) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """(image name, reader) per image listed; a reader returns (record, mask) or None."""
     document = load_json(path)
     try:
-        categories = {int(c["id"]): str(c.get("name", c["id"])) for c in document.get("categories", [])}
-        by_image: dict[Any, list[dict[str, Any]]] = {}
-        for annotation in document["annotations"]:
-            by_image.setdefault(annotation["image_id"], []).append(annotation)
-        images = list(document["images"])
+        categories, images, by_image = coco.index_document(document)
     except (KeyError, TypeError, ValueError) as error:
         raise ReviewFileError(f"{path}: not a COCO file ({type(error).__name__}: {error})") from None
     for entry in images:
@@ -354,30 +271,24 @@ def read_coco(path: str, lookup: ImageLookup) -> Iterator[tuple[str, Callable[[]
         if not annotations:
             yield name, lambda: None  # listed, not annotated: not reviewed
             continue
-        yield name, lambda entry=entry, annotations=annotations: coco_mask(entry, annotations, lookup, categories)
+        yield name, lambda entry=entry, annotations=annotations: coco_image_mask(entry, annotations, lookup,
+                                                                                 categories)
 
 
 # -- a folder of PNGs ----------------------------------------------------------------------------
 
 def png_mask(file: Path, lookup: ImageLookup) -> tuple[Record, np.ndarray]:
-    from PIL import Image
-
+    """(record, mask) of one ``<image_id>.png``: 255 ignore, any other value but 0 foreground."""
     record = lookup.find(file.stem, None)
-    try:
-        with Image.open(file) as image:
-            if image.mode not in ("L", "P"):
-                raise Problem(f"mode {image.mode}: expected a one-channel (L or P) PNG of class values")
-            values = np.asarray(image, np.uint8)
-    except OSError as error:
-        raise Problem(f"cannot decode: {error}") from None
+    values = png.read_class_map(file)
     lookup.check_size(record, values.shape[1], values.shape[0], "the mask")
     return record, np.where(values == MASK_IGNORE, MASK_IGNORE, (values > 0).astype(np.uint8)).astype(np.uint8)
 
 
 def read_png_folder(path: str, lookup: ImageLookup) -> Iterator[tuple[str, Callable[[], Any]]]:
-    for name in sorted(os.listdir(path)):
-        if name.lower().endswith(".png"):
-            yield name, lambda file=Path(path, name): png_mask(file, lookup)
+    """(file name, reader) per PNG in the folder."""
+    for name in png.mask_files(path):
+        yield name, lambda file=Path(path, name): png_mask(file, lookup)
 
 
 READERS = {"labelstudio": read_labelstudio, "coco": read_coco, "png": read_png_folder}
@@ -430,7 +341,7 @@ def import_reviewed(store: str, path: str, dataset: DatasetIndex, size: int, *, 
             progress(number, len(items))
         try:
             found = read()
-        except Problem as error:
+        except EntryError as error:
             problems.append(f"{item}: {error}")
             continue
         except (KeyError, TypeError, ValueError, IndexError) as error:  # a malformed entry

@@ -1,5 +1,5 @@
 """``wsss import``: reviewed masks (Label Studio export, COCO file, folder of PNGs) in as a mask
-set a trial can lay over its pseudo-masks (``reviewed: <file>``; ``wsss.masks.review``)."""
+set a trial can lay over its pseudo-masks (``reviewed: <file>``; ``wsss.masks.reviewed``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 from wsss import console
 from wsss.cli.common import EXIT_OK, add_config_arguments, study_config
 from wsss.data.prepare import prepare_dataset
-from wsss.masks.review import FORMATS, import_reviewed
+from wsss.masks.reviewed import FORMATS, import_reviewed
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """``wsss benchmark import``: a Label Studio export of one task per image, imported by
-``wsss.masks.review.import_reviewed`` against a plain serial loop of the same work with Label
+``wsss.masks.reviewed.import_reviewed`` against a plain serial loop of the same work with Label
 Studio's own decoder (decode each brush RLE, resize, encode and write the PNG); the floor is the
 RLE decoding alone (``decode_brush_rle``), and the converter's decoder is timed beside it."""
 
@@ -13,9 +13,10 @@ import numpy as np
 
 from wsss.benchmark.common import Settings, Workload, rate, stage_result, timed
 from wsss.data.arrays import resize_mask
-from wsss.data.pets import DatasetIndex
-from wsss.masks.export import ExportImage, brush_result, image_size
-from wsss.masks.review import decode_brush_rle, import_reviewed
+from wsss.data.records import DatasetIndex
+from wsss.formats.labelstudio import brush_result, decode_brush_rle
+from wsss.masks.export import image_size
+from wsss.masks.reviewed import import_reviewed
 from wsss.masks.store import MaskSetWriter
 from wsss.metrics import trimap_to_target
 
@@ -29,9 +30,8 @@ def review_tasks(work: Workload) -> list[dict[str, Any]]:
     for number, (record, trimap) in enumerate(zip(work.records, work.trimaps), start=1):
         width, height = image_size(record.image_path)
         target = resize_mask(trimap_to_target(trimap), (height, width))
-        image = ExportImage(record, width, height, 1.0, 0.0, 0.0)
-        result = [brush_result(target == 1, record.class_name, image, "pet"),
-                  brush_result(target == 255, "ignore", image, "border")]
+        result = [brush_result(target == 1, record.class_name, width, height, "pet"),
+                  brush_result(target == 255, "ignore", width, height, "border")]
         tasks.append({"id": number, "data": {"image_id": record.image_id},
                       "annotations": [{"id": number, "result": result}]})
     return tasks
