@@ -5,6 +5,12 @@ once per image by the heatmap actors and feeds the CAM sets, boxes, GrabCut, mix
 CAM-prompted SAM2 sets; all SAM2 labelers share one image embedding. Only images that some
 mask set still misses go through the pipeline, and writes are idempotent, so a rerun after a
 crash (or after deleting masks) does just the missing work.
+
+Planning reads every file a set would reuse and checks it against the digest its manifest
+keeps (``wsss.masks.store.check_files``): an image whose file is damaged counts as missing, so
+a rerun remakes exactly the damaged images, and a set of an older store format is remade
+whole. The write stage's status rows carry the digests of what it wrote, and the manifest
+written at the end records them.
 """
 
 from __future__ import annotations
@@ -24,21 +30,29 @@ from wsss.config import ConfigError, LabelerSpec, StudyConfig
 from wsss.data.pets import DatasetIndex, Record
 from wsss.data.prepare import describe_data, prepare_dataset
 from wsss.data.quarantine import Quarantine
-from wsss.labelers.base import HeatmapRef, LabelerContext
+from wsss.labelers.base import HeatmapRef, LabelerContext, ThresholdParams
 from wsss.labelers.registry import get_labeler_class
+from wsss.masks.set_log import log_mask_set
 from wsss.masks.stages import (
     FAULT_ENV,
     TODO_SEPARATOR,
     HeatmapStage,
     Sam2Stage,
+    SourceRef,
+    StageSpec,
     cpu_stage,
+    decode_digests,
     decode_stage,
     write_stage,
 )
 from wsss.masks.store import (
+    STORE_FORMAT,
+    FileCheck,
     MaskSet,
     MaskSetError,
     MaskSetWriter,
+    check_files,
+    file_image_id,
     identity_differences,
     list_mask_sets,
     open_mask_set,
@@ -47,7 +61,6 @@ from wsss.masks.store import (
     set_fingerprint,
     set_folder_name,
 )
-from wsss.masks.tracking import log_mask_set
 from wsss.raycluster import ensure_ray
 
 STAGES = ("decode", "heatmap", "cpu", "sam2", "write")
@@ -66,7 +79,10 @@ class MaskSetPlan:
     missing: set[str] = field(default_factory=set)
     present: int = 0  # images of the study the set already holds
     phase: str = "cpu"  # the stage that runs it: heatmap | cpu | sam2 | post (cpu after SAM2)
-    sources: list[dict[str, Any]] = field(default_factory=list)  # where its source masks come from
+    sources: list[SourceRef] = field(default_factory=list)  # where its source masks come from
+    digests: dict[str, str] = field(default_factory=dict)  # file -> digest of each sound file there
+    damaged: set[str] = field(default_factory=set)  # images whose files failed the check (remade)
+    outdated: bool = False  # written by an older store format: remade whole, nothing reused
 
     @property
     def fingerprint(self) -> str:
@@ -75,8 +91,16 @@ class MaskSetPlan:
     def reuse_line(self, store: str) -> str:
         """What ``wsss pseudo`` says of this set before it runs: reused, finished or new, and why."""
         folder = self.uri.rsplit("/", 1)[-1]
+        if self.outdated:
+            return (f"  {self.spec.key:<18} regenerate {folder}: written by an older wsss (no file "
+                    f"digests), {len(self.missing)} images to remake")
+        if self.damaged:
+            more = len(self.missing) - len(self.damaged)
+            return (f"  {self.spec.key:<18} mend {folder}: {len(self.damaged)} damaged images to remake"
+                    + (f", {more} more to make" if more else ""))
         if not self.missing:
-            return f"  {self.spec.key:<18} reuse {folder}: all {self.present} images made from this dataset, size and labeler"
+            return (f"  {self.spec.key:<18} reuse {folder}: all {self.present} images made from this "
+                    f"dataset, size and labeler")
         if self.present:
             return (f"  {self.spec.key:<18} finish {folder}: {self.present} images there, "
                     f"{len(self.missing)} to make")
@@ -84,22 +108,21 @@ class MaskSetPlan:
         why = "; ".join(sorted({identity_differences(m, self.identity) for m in others})) or "none made yet"
         return f"  {self.spec.key:<18} new {folder}: {len(self.missing)} images (older sets differ in: {why})"
 
-    def to_stage(self) -> dict[str, Any]:
-        """The picklable part a Ray task needs. Which images the set misses travels with each
-        row (``todo``), not here: every task unpickles its stage's specs, so ids of the whole
-        dataset in them made each batch's cost, and so the cost per image, grow with the set."""
-        return {"id": self.spec.key, "name": self.spec.name, "params": self.spec.params,
-                "fingerprint": self.fingerprint, "uri": self.uri, "kind": self.kind,
-                "heatmap_column": f"heatmap__{self.heatmap_key}" if self.heatmap_key else None,
-                "sources": self.sources}
+    def to_stage(self) -> StageSpec:
+        """The picklable part a Ray task needs (``StageSpec``)."""
+        return StageSpec(id=self.spec.key, name=self.spec.name, params=self.spec.params,
+                         fingerprint=self.fingerprint, uri=self.uri, kind=self.kind,
+                         heatmap_column=f"heatmap__{self.heatmap_key}" if self.heatmap_key else None,
+                         sources=tuple(self.sources))
 
-    def as_source(self) -> dict[str, Any]:
+    def as_source(self) -> SourceRef:
         """How a labeler that reads this set finds its masks in a batch: a mask column, or the
         heatmap column cut with this set's own threshold (as reading the set would cut it)."""
         if self.kind == "heatmaps":
-            return {"id": self.spec.key, "column": f"heatmap__{self.heatmap_key}",
-                    "threshold": self.spec.params.get("threshold", 0.5), "band": self.spec.params.get("band")}
-        return {"id": self.spec.key, "column": f"mask__{self.spec.key}"}
+            cut = ThresholdParams(threshold=self.spec.params.get("threshold", 0.5),
+                                  band=self.spec.params.get("band"))
+            return SourceRef(self.spec.key, f"heatmap__{self.heatmap_key}", cut)
+        return SourceRef(self.spec.key, f"mask__{self.spec.key}")
 
 
 def set_identity(labeler: Any, dataset: DatasetIndex, image_size: int) -> dict[str, Any]:
@@ -133,10 +156,20 @@ def plan_phase(labeler: Any, sources: list[MaskSetPlan]) -> str:
     return "post"
 
 
+def stored_state(uri: str, kind: str, wanted: set[str]) -> tuple[FileCheck, bool]:
+    """(the check of every file of ``wanted`` a set folder holds, whether the set is of an older
+    store format). An older set's files are not read: with no digests to check them against,
+    the set is remade rather than reused blindly."""
+    manifest = read_manifest(uri)
+    if manifest is not None and manifest.get("store_format") != STORE_FORMAT:
+        return FileCheck(kind), True
+    return check_files(uri, kind, sorted(wanted), (manifest or {}).get("files") or {}), False
+
+
 def make_plans(config: StudyConfig, dataset: DatasetIndex, records: list[Record],
                context: LabelerContext, labeler_ids: list[str] | None = None) -> list[MaskSetPlan]:
     """One plan per selected labeler and every set it reads (sources first), each with the ids
-    its mask set does not hold yet."""
+    its mask set does not hold yet, or holds damaged (``stored_state``)."""
     wanted = {record.image_id for record in records}
     plans: dict[str, MaskSetPlan] = {}
     keys = labeler_ids or [spec.key for spec in config.labelers]
@@ -147,11 +180,13 @@ def make_plans(config: StudyConfig, dataset: DatasetIndex, records: list[Record]
         ref = labeler.heatmap_ref()
         heatmap_key = labeler.own_ref().key() if is_heatmap else (ref.key() if ref else None)
         kind = "heatmaps" if is_heatmap else "masks"
-        present = present_ids(uri, kind) & wanted
+        check, outdated = stored_state(uri, kind, wanted)
+        present = check.sound_ids() & wanted
         sources = [plans[source] for source in spec.sources]
         plans[key] = MaskSetPlan(spec, labeler, identity, uri, kind, heatmap_key, wanted - present,
                                  len(present), plan_phase(labeler, sources),
-                                 [source.as_source() for source in sources])
+                                 [source.as_source() for source in sources], check.digests,
+                                 check.damaged_ids() & wanted, outdated)
     return list(plans.values())
 
 
@@ -320,6 +355,7 @@ class PipelineSummary:
     stage_seconds: dict[str, float]
     quarantine: Quarantine
     plans: list[MaskSetPlan]
+    digests: dict[str, dict[str, str]] = field(default_factory=dict)  # set -> file -> digest, written
 
     def open(self, key: str, threshold: float | None = None) -> MaskSet:
         """The mask set this run made (or finished) for labeler id ``key``."""
@@ -344,13 +380,14 @@ class PipelineSummary:
 
 @dataclass
 class Tally:
-    """The write stage's status rows, counted as they stream in: the driver keeps counters and
-    the quarantine, never a row per image (its memory stays flat however many images run)."""
+    """The write stage's status rows, counted as they stream in: the driver keeps counters, the
+    quarantine and the digest of each file written (for the manifests), never a row per image."""
 
     per_set: dict[str, Counter]
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     quarantine: Quarantine = field(default_factory=Quarantine)
     seen: set = field(default_factory=set)
+    digests: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         """Count one batch of status rows (one per image and mask set)."""
@@ -360,28 +397,48 @@ class Tally:
             if status == "quarantined" and (image_id, reason) not in self.seen:
                 self.seen.add((image_id, reason))
                 self.quarantine.add(str(image_id), str(reason))
+        for labeler_id, files in zip(batch["labeler_id"], batch.get("files", ())):
+            if files:
+                self.digests[str(labeler_id)].update(decode_digests(str(files)))
         for column in batch:
             if column.startswith("seconds__"):
                 self.seconds[column[len("seconds__"):]] += float(np.sum(batch[column]))
 
     def summary(self, plans: list[MaskSetPlan], images: int, wall: float) -> PipelineSummary:
         ordered = {stage: self.seconds[stage] for stage in STAGES if stage in self.seconds}
-        return PipelineSummary(images, wall, self.per_set, ordered, self.quarantine, plans)
+        return PipelineSummary(images, wall, self.per_set, ordered, self.quarantine, plans, dict(self.digests))
+
+
+def sound_files(plan: MaskSetPlan, written: dict[str, str], expected: set[str]) -> dict[str, str]:
+    """Digests of the sound files of ``expected`` images in a plan's set: checked when planning,
+    written by this run, or (files there that neither covers) read and hashed now. A file found
+    damaged and not remade (its image failed this time), or one of an older set, is left out:
+    the set lacks that image."""
+    files = {**plan.digests, **written}
+    known = FileCheck(plan.kind, digests=files).sound_ids()
+    untrusted = expected if plan.outdated else plan.damaged
+    unknown = (present_ids(plan.uri, plan.kind) & expected) - known - untrusted
+    if unknown:
+        files.update(check_files(plan.uri, plan.kind, sorted(unknown), {}).digests)
+    sound = FileCheck(plan.kind, digests=files).sound_ids() & expected
+    return {relative: digest for relative, digest in files.items() if file_image_id(relative) in sound}
 
 
 def write_manifests(summary: PipelineSummary, config: StudyConfig, dataset: DatasetIndex,
                     records: list[Record]) -> None:
-    """Rewrite every plan's manifest with counts, quarantine and timings of this run."""
+    """Rewrite every plan's manifest with counts, quarantine, timings of this run and the
+    digest of every sound file (``sound_files``)."""
     expected = {record.image_id for record in records}
     bad = {entry["image_id"]: entry["reason"] for entry in summary.quarantine.entries}
     for plan in summary.plans:
-        present = present_ids(plan.uri, plan.kind) & expected
+        files = sound_files(plan, summary.digests.get(plan.spec.key, {}), expected)
+        present = FileCheck(plan.kind, digests=files).sound_ids()
         previous = read_manifest(plan.uri) or {}
         quarantined = [{"image_id": i, "reason": r} for i, r in sorted(bad.items()) if i not in present]
         manifest = {
             "labeler_id": plan.spec.key, "labeler": plan.spec.name, "params": plan.spec.params,
             "fingerprint": plan.fingerprint, "kind": plan.kind, **plan.identity,
-            "dataset_root": dataset.root,
+            "dataset_root": dataset.root, "files": files,
             "images_expected": len(expected), "images_present": len(present),
             "complete": len(present) + len(quarantined) >= len(expected),
             "quarantine": quarantined, "created": previous.get("created", time.time()),

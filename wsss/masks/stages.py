@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from wsss.data.arrays import resize_image, scale_box
 from wsss.data.decode import DecodeError, decode_image
-from wsss.labelers.base import HeatmapRef, LabelerContext, ThresholdParams, apply_threshold, class_map
+from wsss.labelers.base import HeatmapRef, LabelerContext, ThresholdParams, cut_heatmaps
 from wsss.labelers.heatmap import share_heatmaps
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.store import MaskSetWriter
@@ -84,7 +84,7 @@ def decode_stage(batch: dict[str, np.ndarray], size: int, fault: str | None = No
            "given_box": boxes, "error": np.asarray(errors, dtype=object)}
     if "todo" in batch:
         out["todo"] = batch["todo"]
-    if "labels" in batch:  # several classes per image (data.task: semantic), -1 padded
+    if "labels" in batch:  # several classes per image, -1 padded
         out["labels"] = np.stack([np.asarray(row, np.int64) for row in batch["labels"]])
         out["given_box"] = _class_boxes(batch, kept, errors, size, out["labels"].shape[1])
     if originals:
@@ -115,36 +115,57 @@ def _ragged(images: list[np.ndarray]) -> np.ndarray:
     return column
 
 
-def source_masks(batch: dict[str, np.ndarray], sources: list[dict], rows: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class SourceRef:
+    """How a labeler that reads another mask set finds that set's masks in a batch: a mask
+    column, or a heatmap column cut with the set's own threshold or band (as reading it would)."""
+
+    id: str
+    column: str
+    cut: ThresholdParams | None = None  # heatmap sets only
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a pipeline task needs of one mask set (``MaskSetPlan.to_stage``), pickled as is.
+    Which images the set misses travels with each row (``todo``), not here: every task
+    unpickles its stage's specs, so ids of the whole dataset in them made each batch's cost,
+    and so the cost per image, grow with the set."""
+
+    id: str
+    name: str
+    params: dict
+    fingerprint: str
+    uri: str
+    kind: str  # "heatmaps" or "masks"
+    heatmap_column: str | None = None
+    sources: tuple[SourceRef, ...] = ()
+
+
+def source_masks(batch: dict[str, np.ndarray], sources: tuple[SourceRef, ...], rows: np.ndarray) -> np.ndarray:
     """N x K x H x W uint8 masks of a labeler's sources for ``rows``: mask columns as they are,
     heatmap columns cut with the source set's own threshold (as reading that set would)."""
     stacked = []
     for source in sources:
-        values = batch[source["column"]][rows]
-        if "threshold" in source:
-            cut = ThresholdParams(threshold=source["threshold"], band=source.get("band"))
-            if values.ndim == 4:  # a map per class the image carries: class maps, as the set reads
-                values = np.stack([class_map(maps[:int((present >= 0).sum())], [int(k) for k in present if k >= 0],
-                                             cut) for maps, present in zip(values.astype(np.float32),
-                                                                            batch["labels"][rows])])
-            else:
-                values = apply_threshold(values.astype(np.float32), cut)
+        values = batch[source.column][rows]
+        if source.cut is not None:
+            values = cut_heatmaps(values, batch["labels"][rows] if values.ndim == 4 else None, source.cut)
         stacked.append(np.asarray(values, np.uint8))
     return np.stack(stacked, axis=1)
 
 
-def usable_rows(batch: dict[str, np.ndarray], sources: list[dict] | None) -> np.ndarray:
+def usable_rows(batch: dict[str, np.ndarray], sources: tuple[SourceRef, ...] | None) -> np.ndarray:
     """Rows that decoded and whose every source made a mask (a source's failure is its reader's)."""
     ok = batch["error"] == ""
-    for source in sources or []:
-        errors = batch.get(f"error__{source['id']}")
+    for source in sources or ():
+        errors = batch.get(f"error__{source.id}")
         if errors is not None:
             ok &= errors == ""
     return np.flatnonzero(ok)
 
 
 def _visible(batch: dict[str, np.ndarray], rows: np.ndarray, heatmap_column: str | None,
-             sources: list[dict] | None = None) -> dict:
+             sources: tuple[SourceRef, ...] | None = None) -> dict:
     visible = {"image": batch["image"][rows], "label": batch["label"][rows],
                "image_id": batch["image_id"][rows]}
     if "labels" in batch:
@@ -161,7 +182,7 @@ def _visible(batch: dict[str, np.ndarray], rows: np.ndarray, heatmap_column: str
 
 
 def run_labeler(labeler: Any, batch: dict[str, np.ndarray], key: str,
-                heatmap_column: str | None = None, sources: list[dict] | None = None) -> None:
+                heatmap_column: str | None = None, sources: tuple[SourceRef, ...] | None = None) -> None:
     """Run one labeler on the batch's good rows, adding its columns; isolate failing images.
 
     Adds ``mask__<key>``, ``error__<key>`` and one column per by-product the labeler returns
@@ -259,25 +280,25 @@ class HeatmapStage:
 _CPU_LABELERS: dict[str, Any] = {}  # per worker process: labelers are cheap but not free
 
 
-def _cpu_labeler(spec: dict, context: LabelerContext) -> Any:
-    cache_key = f"{spec['id']}:{spec['fingerprint']}"
+def _cpu_labeler(spec: StageSpec, context: LabelerContext) -> Any:
+    cache_key = f"{spec.id}:{spec.fingerprint}"
     if cache_key not in _CPU_LABELERS:
-        _CPU_LABELERS[cache_key] = get_labeler_class(spec["name"])(spec["params"], context)
+        _CPU_LABELERS[cache_key] = get_labeler_class(spec.name)(spec.params, context)
     return _CPU_LABELERS[cache_key]
 
 
-def _grabcut_donor(spec: dict, done: list[dict]) -> dict | None:
+def _grabcut_donor(spec: StageSpec, done: list[StageSpec]) -> StageSpec | None:
     """A grabcut spec already run in this stage whose params are this mix spec's GrabCut part."""
-    if spec["name"] != "mix":
+    if spec.name != "mix":
         return None
     for other in done:
-        if other["name"] == "grabcut" and other.get("heatmap_column") == spec.get("heatmap_column") \
-                and all(spec["params"].get(k) == v for k, v in other["params"].items()):
+        if other.name == "grabcut" and other.heatmap_column == spec.heatmap_column \
+                and all(spec.params.get(k) == v for k, v in other.params.items()):
             return other
     return None
 
 
-def cpu_stage(batch: dict[str, np.ndarray], specs: list[dict], context: LabelerContext,
+def cpu_stage(batch: dict[str, np.ndarray], specs: list[StageSpec], context: LabelerContext,
               fault: str | None = None) -> dict[str, np.ndarray]:
     """Box, GrabCut, mix and baselines for every configured CPU labeler, on the batch's rows.
 
@@ -288,14 +309,14 @@ def cpu_stage(batch: dict[str, np.ndarray], specs: list[dict], context: LabelerC
     task_threads()
     maybe_inject_fault("cpu", fault)
     batch = dict(batch)
-    done: list[dict] = []
-    for spec in sorted(specs, key=lambda s: s["name"] != "grabcut"):
+    done: list[StageSpec] = []
+    for spec in sorted(specs, key=lambda s: s.name != "grabcut"):
         labeler = _cpu_labeler(spec, context)
         donor = _grabcut_donor(spec, done)
         if donor is None:
-            run_labeler(labeler, batch, spec["id"], spec.get("heatmap_column"), spec.get("sources"))
+            run_labeler(labeler, batch, spec.id, spec.heatmap_column, spec.sources)
         else:
-            mix_from_donor(labeler, batch, spec["id"], donor["id"], spec.get("heatmap_column"))
+            mix_from_donor(labeler, batch, spec.id, donor.id, spec.heatmap_column)
         done.append(spec)
     for column in [c for c in batch if c.startswith("class_masks__")]:
         del batch[column]  # GrabCut's per-class masks serve the mix above; nothing downstream reads them
@@ -334,68 +355,80 @@ class Sam2Stage:
     image embedding, so prompts of every kind reuse it instead of re-encoding.
     """
 
-    def __init__(self, specs: list[dict], context: LabelerContext, fault: str | None = None):
+    def __init__(self, specs: list[StageSpec], context: LabelerContext, fault: str | None = None):
         self.fault = fault
         self.specs = specs
         context = replace(context, device=actor_device(context.device))
-        self.labelers = [get_labeler_class(spec["name"])(spec["params"], context) for spec in specs]
+        self.labelers = [get_labeler_class(spec.name)(spec.params, context) for spec in specs]
         for labeler in self.labelers:
-            labeler.engine.predictor  # load weights now: a missing checkpoint fails the job here
+            _ = labeler.engine.predictor  # load weights now: a missing checkpoint fails the job here
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         maybe_inject_fault("sam2", self.fault)
         batch = dict(batch)
         for spec, labeler in zip(self.specs, self.labelers):
-            run_labeler(labeler, batch, spec["id"], spec.get("heatmap_column"), spec.get("sources"))
+            run_labeler(labeler, batch, spec.id, spec.heatmap_column, spec.sources)
         return _timed(batch, "sam2", started)
 
 
-def write_stage(batch: dict[str, np.ndarray], plans: list[dict], fault: str | None = None) -> dict[str, np.ndarray]:
+def write_stage(batch: dict[str, np.ndarray], plans: list[StageSpec],
+                fault: str | None = None) -> dict[str, np.ndarray]:
     """Write each labeler's outputs for the rows it still misses (the row's ``todo``); return one
-    status row each."""
+    status row each, with the digests of the files it wrote (``files``: see ``encode_digests``)."""
     started = time.perf_counter()
     task_threads()
     maybe_inject_fault("write", fault)
-    ids, keys, statuses, reasons = [], [], [], []
+    ids, keys, statuses, reasons, files = [], [], [], [], []
     todo = [set(str(sets).split(TODO_SEPARATOR)) for sets in batch["todo"]]
     for plan in plans:
-        writer = MaskSetWriter(plan["uri"])
+        writer = MaskSetWriter(plan.uri)
         for row, image_id in enumerate(batch["image_id"]):
-            reason = batch["error"][row] or batch.get(f"error__{plan['id']}", batch["error"])[row]
-            status = "quarantined" if reason else ("written" if plan["id"] in todo[row] else "skipped")
-            if status == "written":
-                _write_row(writer, plan, batch, row, str(image_id))
-            ids.append(str(image_id)), keys.append(plan["id"]), statuses.append(status)
-            reasons.append(str(reason))
+            reason = batch["error"][row] or batch.get(f"error__{plan.id}", batch["error"])[row]
+            status = "quarantined" if reason else ("written" if plan.id in todo[row] else "skipped")
+            written = _write_row(writer, plan, batch, row, str(image_id)) if status == "written" else {}
+            ids.append(str(image_id)), keys.append(plan.id), statuses.append(status)
+            reasons.append(str(reason)), files.append(encode_digests(written))
     rows = len(ids)
     out = {"image_id": np.asarray(ids, dtype=object), "labeler_id": np.asarray(keys, dtype=object),
-           "status": np.asarray(statuses, dtype=object), "reason": np.asarray(reasons, dtype=object)}
+           "status": np.asarray(statuses, dtype=object), "reason": np.asarray(reasons, dtype=object),
+           "files": np.asarray(files, dtype=object)}
     for column in [c for c in batch if c.startswith("seconds__")]:
         out[column] = np.repeat(batch[column], len(plans)) / max(len(plans), 1)
     out["seconds__write"] = np.full(rows, (time.perf_counter() - started) / max(rows, 1))
     return out
 
 
-def _write_row(writer: Any, plan: dict, batch: dict[str, np.ndarray], row: int, image_id: str) -> None:
-    if plan["kind"] == "heatmaps":
-        heatmap = batch[plan["heatmap_column"]][row]
+def encode_digests(written: dict[str, str]) -> str:
+    """``{relative path: digest}`` of one row's files as its status row carries them (Arrow has
+    no map column that every block agrees on): ``path=digest`` lines; '' for none."""
+    return "\n".join(f"{relative}={digest}" for relative, digest in written.items())
+
+
+def decode_digests(text: str) -> dict[str, str]:
+    """``encode_digests``'s text back; a digest is hex, so the last '=' splits each line."""
+    return dict(line.rpartition("=")[::2] for line in text.split("\n") if line)
+
+
+def _write_row(writer: Any, plan: StageSpec, batch: dict[str, np.ndarray], row: int,
+               image_id: str) -> dict[str, str]:
+    """Store one row's output for one set; {relative path: digest} of the files written."""
+    if plan.kind == "heatmaps":
+        heatmap = batch[plan.heatmap_column][row]
         if "labels" in batch:  # one map per class the image carries, and which classes they are
             present = [int(k) for k in batch["labels"][row] if k >= 0]
-            writer.write_heatmap(image_id, heatmap[:len(present)], {"labels": present})
-        else:
-            writer.write_heatmap(image_id, heatmap)
-        return
+            return writer.write_heatmap(image_id, heatmap[:len(present)], {"labels": present})
+        return writer.write_heatmap(image_id, heatmap)
     extras = {}
-    box = batch.get(f"box__{plan['id']}")
-    if box is not None and box.ndim == 3:  # a box per class the image carries (semantic)
+    box = batch.get(f"box__{plan.id}")
+    if box is not None and box.ndim == 3:  # a box per class the image carries
         classes = batch["labels"][row]
         found = {str(int(k)): [int(v) for v in b] for k, b in zip(classes, box[row]) if k >= 0 and b[0] >= 0}
         if found:
             extras["class_boxes"] = found
     elif box is not None and box[row][0] >= 0:
         extras["box"] = [int(v) for v in box[row]]
-    prompts = batch.get(f"prompts__{plan['id']}")
+    prompts = batch.get(f"prompts__{plan.id}")
     if prompts is not None:
         extras["prompts"] = [p for p in np.asarray(prompts[row], np.float64).round(2).tolist() if p[-1] >= 0]
-    writer.write_mask(image_id, batch[f"mask__{plan['id']}"][row], extras or None)
+    return writer.write_mask(image_id, batch[f"mask__{plan.id}"][row], extras or None)
