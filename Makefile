@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo venv labelstudio benchmark clean-stores
+.PHONY: test lint demo venv labelstudio benchmark clean-stores
 
 venv: $(STAMP)
 
@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml
 labelstudio:
 	$(PYTHON) tests/labelstudio_server.py || echo "Label Studio is not installed: tests/test_labelstudio.py will skip"
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check wsss tests jobs
+
 test:
 	$(MAKE) --no-print-directory -j2 venv labelstudio
+	$(VENV)/bin/ruff check wsss tests jobs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -21,17 +21,23 @@ import sys
 from pathlib import Path
 
 import mlflow
-
 from wsss import console, tracking
 from wsss.cli.common import add_config_arguments, study_config
 from wsss.data.prepare import prepare_dataset
 from wsss.masks.pipeline import generate_masks, labeler_context
 from wsss.raycluster import ensure_ray
-from wsss.report.review import curve_markdown, curve_rows, plot_curve
-from wsss.sweep.review_curve import (SELECTIONS, curve_config, labels_dice, note_selection, review_folders,
-                                     scored_training_images, share_points)
+from wsss.report.review_gain import curve_markdown, curve_rows, plot_curve
+from wsss.sweep.review_curve import (
+    SELECTIONS,
+    curve_config,
+    labels_dice,
+    note_selection,
+    review_folders,
+    scored_training_images,
+    share_points,
+)
 from wsss.sweep.run import run_sweep
-from wsss.sweep.tracking import children
+from wsss.sweep.sweep_log import children
 from wsss.train.classifier import resolve_classifier
 
 

@@ -25,10 +25,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from cluster_tools import free_port, stop_process_group
 
@@ -87,7 +87,8 @@ def ensure_labelstudio() -> str | None:
         problem = None if Path(python).exists() else _run([sys.executable, "-m", "venv", str(LS_VENV)], 300)
         if problem is None:
             problem = (_run([python, "-m", "pip", "install", *quiet, "uv"], 600)
-                       or _run([str(LS_VENV / "bin" / "uv"), "pip", "install", "--quiet", "--python", python, spec], 1200))
+                       or _run([str(LS_VENV / "bin" / "uv"), "pip", "install", "--quiet", "--python", python,
+                                spec], 1200))
             if problem is not None:  # uv ignores pip's config (index, mirrors): let pip try
                 problem = _run([python, "-m", "pip", "install", *quiet, spec], 1800)
         if problem is not None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from wsss.benchmark import scaling
 from wsss.benchmark.memory import MB, MemorySampler
 from wsss.benchmark.report import format_table, pipeline_table, scaling_text, write_json
 from wsss.benchmark.run import STAGES, selected_stages
-from wsss.benchmark import scaling
 from wsss.benchmark.scaling import WARM_UP_IMAGES, flatness
 from wsss.cli.benchmark import main
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
 from conftest import job_module
+
 from wsss.config import parse_config
 from wsss.data.pets import index
 from wsss.models.classifier import build_classifier, save_classifier

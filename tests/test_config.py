@@ -65,7 +65,8 @@ LABELERS = [{"name": "gradcam"}, {"name": "box"}, {"name": "mix"}, {"name": "ell
 
 
 @pytest.mark.parametrize("trial, named", [
-    ({"name": "box-0.3", "labels": "box", "threshold": 0.3}, "sweep.trials.0 (box-0.3): threshold 0.3 does nothing to labels box (box)"),
+    ({"name": "box-0.3", "labels": "box", "threshold": 0.3},
+     "sweep.trials.0 (box-0.3): threshold 0.3 does nothing to labels box (box)"),
     ({"name": "mix", "labels": [{"epochs": 5, "labels": "box"}, {"epochs": 5, "labels": "mix"}],
       "threshold": 0.1}, "labels box (box), mix (mix)"),
     ({"name": "gt", "labels": "gt", "threshold": 0.5}, "labels gt (ground truth)"),

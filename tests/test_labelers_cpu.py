@@ -257,7 +257,7 @@ def test_the_box_region_keeps_slic_and_the_mix_inside_the_box(pets):
 def test_a_failing_slic_quarantines_its_image_not_the_batch(pets, monkeypatch):
     from wsss.labelers import mix as mix_module
     from wsss.labelers.base import LabelerContext
-    from wsss.masks.stages import cpu_stage
+    from wsss.masks.stages import StageSpec, cpu_stage
 
     batch, _ = pets
     real = mix_module.superpixels
@@ -270,10 +270,10 @@ def test_a_failing_slic_quarantines_its_image_not_the_batch(pets, monkeypatch):
 
     monkeypatch.setattr(mix_module, "superpixels", slic_failing_on_one)
     params = {"threshold": THRESHOLD, "iterations": 2}
-    specs = [{"id": "grabcut", "name": "grabcut", "params": validate_params("grabcut", params),
-              "fingerprint": "g", "heatmap_column": "heatmap__h"},
-             {"id": "mix", "name": "mix", "params": validate_params("mix", params),
-              "fingerprint": "m", "heatmap_column": "heatmap__h"}]
+    specs = [StageSpec(id="grabcut", name="grabcut", params=validate_params("grabcut", params), fingerprint="g",
+                       uri="unused", kind="masks", heatmap_column="heatmap__h"),
+             StageSpec(id="mix", name="mix", params=validate_params("mix", params), fingerprint="m",
+                       uri="unused", kind="masks", heatmap_column="heatmap__h")]
     rows = {"image": batch["image"], "label": batch["label"], "image_id": batch["image_id"],
             "error": np.array([""] * 8, dtype=object), "heatmap__h": batch["heatmap"]}
     out = cpu_stage(rows, specs, LabelerContext())

@@ -21,7 +21,7 @@ from wsss.labelers.crf import CrfParams, dense_crf, pairwise_kernel, window_offs
 from wsss.labelers.registry import get_labeler_class, list_labelers, validate_params
 from wsss.metrics import SegmentationMeter, trimap_to_target
 
-I = MASK_IGNORE
+I = MASK_IGNORE  # noqa: E741  (short, for the arrays below)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -216,12 +216,12 @@ def test_crf_kernel_is_the_dense_crf_kernel_within_the_window():
     appearance = np.exp(-apart / (2 * params.theta_xy**2) - colour / (2 * params.theta_rgb**2))
     smoothness = np.exp(-apart / (2 * params.theta_gamma**2))
     dense = params.w_bilateral * normalised(appearance) + params.w_gaussian * normalised(smoothness)
-    for index, (dy, dx) in enumerate(window_offsets(window)):
+    for offset, (dy, dx) in enumerate(window_offsets(window)):
         y, x = ys + dy, xs + dx
         inside = (0 <= y) & (y < height) & (0 <= x) & (x < width)
         expected = np.where(inside, dense[np.arange(height * width), np.clip(y, 0, height - 1) * width
                                           + np.clip(x, 0, width - 1)], 0.0)
-        np.testing.assert_allclose(kernel[index].ravel(), expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(kernel[offset].ravel(), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_crf_any_size_and_empty_batch():

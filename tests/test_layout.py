@@ -7,7 +7,7 @@ import wsss
 
 PACKAGE = Path(wsss.__file__).parent
 # Shared leaves first, then the data flow; the CLI comes last and may import anything.
-ORDER = ["storage", "console", "identity", "metrics", "class_metrics", "paper", "figures", "raycluster", "data", "models",
+ORDER = ["storage", "console", "identity", "metrics", "paper", "panels", "formats", "raycluster", "data", "models",
          "labelers", "config", "tracking", "masks", "train", "sweep", "report", "benchmark", "cli"]
 
 

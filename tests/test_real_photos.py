@@ -19,7 +19,7 @@ from wsss.config import parse_config
 from wsss.data.decode import decode_image
 from wsss.data.pets import index
 from wsss.masks.pipeline import generate_masks, labeler_context
-from wsss.masks.quality import mask_quality
+from wsss.masks.scoring import mask_quality
 from wsss.train.classifier import run_classifier
 
 REPO = Path(__file__).resolve().parents[1]

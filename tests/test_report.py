@@ -15,7 +15,7 @@ import mlflow
 from wsss.metrics import BORDER_POLICIES as BORDER_POLICY_NAMES
 from wsss.metrics import METRIC_NAMES
 from wsss.paper import BY_KEY
-from wsss.report.quality import claim_check
+from wsss.report.label_quality import claim_check
 
 TABLE_KEYS = ("table_1", "table_2.1", "table_2.2", "table_3", "table_4", "table_5",
               "pseudo_masks", "classifier")

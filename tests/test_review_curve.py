@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 import yaml
+from conftest import job_module
 from PIL import Image
 
-from conftest import job_module
 from wsss.data.decode import record_truth
 from wsss.data.pets import index
 from wsss.metrics import trimap_to_target

@@ -100,9 +100,9 @@ def test_crf_over_an_images_own_classes_is_the_binary_crf_for_one_class():
 def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_local, scenes_root, tmp_path, capsys):
     """One study end to end: multi-label classifier -> a CAM per present class (plain and
     banded) and its CRF -> segmentation on ground-truth and CAM class maps, scored by mIoU."""
-    import mlflow
     import torch
 
+    import mlflow
     from wsss.masks.pipeline import generate_masks
     from wsss.models.classifier import load_classifier
     from wsss.models.segmentation import load_segmentation
@@ -191,6 +191,18 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, len(dataset.classes) + 1, 48, 48)
     predicted_class_maps_score_as_the_run_did(trained["model_file"], scenes_root, metrics, tmp_path / "pred",
                                               capsys)
+    self_trained_with_agreement(config, dataset)
+
+
+def self_trained_with_agreement(config, dataset) -> None:
+    """Agreement weights and self-training rounds run on class maps as on one class: round 2
+    trains on round 1's confident class maps, its loss weighted by another set's agreement."""
+    from wsss.train.segmentation import fit_segmentation
+
+    config.train = config.train.model_copy(update={"epochs": 1, "rounds": 2, "agreement": ["grabcut"]})
+    outcome = fit_segmentation(config, labels="gradcam")
+    assert [row["label_source"] for row in outcome.history] == ["gradcam", "round1"]
+    assert 0.0 <= outcome.test["miou"] <= 1.0 and set(outcome.test["class_iou"]) == {"background", *dataset.classes}
 
 
 def predicted_class_maps_score_as_the_run_did(model_file, root: Path, metrics: dict, out: Path, capsys) -> None:
@@ -216,7 +228,7 @@ def predicted_class_maps_score_as_the_run_did(model_file, root: Path, metrics: d
                  "--task", "semantic", "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["miou"] == pytest.approx(metrics["test_miou"], abs=0.02)
-    assert scored["foreground"]["dice"] == pytest.approx(metrics["test_micro_dice"], abs=0.02)
+    assert scored["micro"]["dice"] == pytest.approx(metrics["test_micro_dice"], abs=0.02)
     (out / "classes.json").write_text(json.dumps({"values": {"0": "background", "1": "zebra"}}))
     assert main(["eval", "--pred", str(out), "--root", str(root), "--format", "csv", "--split", "test",
                  "--task", "semantic"]) == 2  # a legend naming a class the data lacks: bad input
@@ -230,8 +242,8 @@ def exported_class_maps(mask_set, dataset, out: Path) -> None:
     from PIL import Image
     from pycocotools import mask as coco_mask
 
+    from wsss.formats.labelstudio import decode_brush_rle
     from wsss.masks.export import export_mask_set
-    from wsss.masks.review import decode_brush_rle
 
     records = dataset.split("trainval")
     truth = {r.image_id: mask_set.read(r.image_id) for r in records}  # 48 px images: no resize
@@ -314,8 +326,8 @@ def scene_batch(root: Path, size: int) -> tuple[dict, np.ndarray, list[str]]:
 
 
 def test_box_grabcut_and_mix_make_a_mask_per_class_from_each_classs_own_map(scenes_root):
-    from wsss.class_metrics import ClassMeter
     from wsss.labelers.classwise import boxes_of_class_heatmaps
+    from wsss.metrics import SegmentationMeter
 
     batch, truth, classes = scene_batch(scenes_root, 48)
     labels = batch["labels"]
@@ -326,8 +338,8 @@ def test_box_grabcut_and_mix_make_a_mask_per_class_from_each_classs_own_map(scen
         assert out["box"].tolist() == boxes.tolist()  # a box per class, from that class's map
         for mask, present in zip(out["mask"], labels):
             assert set(np.unique(mask).tolist()) <= {0, *(int(k) + 1 for k in present if k >= 0)}
-        meter = ClassMeter(len(classes))
-        meter.update(out["mask"], truth)
+        meter = SegmentationMeter(len(classes))
+        meter.update_batch(out["mask"], truth)
         scores[name] = meter.result(classes)["miou"]
         if name == "box":  # one class: exactly its box filled
             for n in np.flatnonzero((labels >= 0).sum(axis=1) == 1):
@@ -337,8 +349,8 @@ def test_box_grabcut_and_mix_make_a_mask_per_class_from_each_classs_own_map(scen
                 assert np.array_equal(out["mask"][n], expected)
     cut = np.stack([class_map(m[:int((p >= 0).sum())], [int(k) for k in p if k >= 0], ThresholdParams(threshold=0.3))
                     for m, p in zip(batch["heatmap"], labels)])
-    meter = ClassMeter(len(classes))
-    meter.update(cut, truth)
+    meter = SegmentationMeter(len(classes))
+    meter.update_batch(cut, truth)
     assert scores["grabcut"] > meter.result(classes)["miou"]  # GrabCut recovers the edges the map misses
 
 
@@ -364,7 +376,7 @@ def test_pseudo_eval_scores_a_labelers_class_maps_without_a_study(scenes_root, c
     assert main(["pseudo-eval", "--labeler", "box", "--param", "box_source=dataset", "--root", str(scenes_root),
                  "--format", "csv", "--task", "semantic", "--size", "48", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["foreground"]["recall"] == 1.0 and result["foreground"]["precision"] < 1.0
+    assert result["micro"]["recall"] == 1.0 and result["micro"]["precision"] < 1.0
     assert 0.0 < result["miou"] < 1.0 and result["images"] == len(index(scenes_root, format="csv").split("trainval"))
     assert main(["pseudo-eval", "--labeler", "ellipse", "--root", str(scenes_root), "--format", "csv",
                  "--task", "semantic"]) == 2

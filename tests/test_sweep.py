@@ -78,7 +78,7 @@ def test_sweep_logs_parent_and_children(finished_sweep):
 def test_summary_shows_the_quality_of_what_each_trial_trained_on(finished_sweep):
     """labels_dice: 1 for ground truth, a mask set's logged Dice when the trial reads the set as
     logged, nothing for a heatmap set read at another threshold or a schedule of sets."""
-    from wsss.sweep.tracking import labels_dice, labels_quality
+    from wsss.sweep.sweep_log import labels_dice, labels_quality
 
     config, result, _ = finished_sweep
     stages = runs_by_stage(config)
@@ -132,7 +132,8 @@ def test_killed_sweep_finishes_when_started_again(ray_local, tmp_path):
 @pytest.mark.parametrize("change, fragment", [
     (lambda d: d["labelers"].append({"name": "graabcut"}), "unknown labeler 'graabcut'"),
     (lambda d: d["sweep"]["trials"].append({"labels": "gradcam", "threshold": 1.5}), "less than or equal to 1"),
-    (lambda d: d["sweep"].update(space={"threshold": [0.1, 2.0]}), "must lie in [0, 1]"),
+    (lambda d: d["sweep"].update(space={"threshold": [0.1, 2.0]}),
+     "space.threshold choice 2.0: Input should be less than or equal to 1"),
     (lambda d: d["sweep"]["trials"].append({"labels": "no_such_set"}), "neither 'gt' nor a labeler id"),
     (lambda d: d["train"].update(model="fcn", model_options={"width": 0.5}), "'fcn' takes no option 'width'"),
 ])

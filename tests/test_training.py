@@ -128,7 +128,8 @@ def test_a_mask_set_of_other_data_or_size_is_an_error_naming_both(tmp_path):
     writer.write_manifest({"labeler_id": "box", "kind": "masks", "params": {}, "updated": 1,
                            "complete": True, **made})
     assert open_mask_set(store, "box", made).read("a").shape == (96, 96)
-    for wanted, named in ((_identity("box", "fedcba9876543210", 96), "dataset 0123456789abcdef (this study: fedcba9876543210)"),
+    for wanted, named in ((_identity("box", "fedcba9876543210", 96),
+                           "dataset 0123456789abcdef (this study: fedcba9876543210)"),
                           (_identity("box", "0123456789abcdef", 128), "image size 96 (this study: 128)")):
         with pytest.raises(MaskSetError) as error:
             open_mask_set(store, "box", wanted)
@@ -243,7 +244,8 @@ def test_train_arguments_become_config_overrides(tmp_path):
     # a config's model_options are its train.model's: another --model starts from none
     path.write_text(yaml.safe_dump({"train": {"epochs": 4, "model": "unet", "model_options": {"width": 0.5}}}))
     assert load_train_config(parser.parse_args(["train", "--config", str(path)])).train.model_options == {"width": 0.5}
-    assert load_train_config(parser.parse_args(["train", "--config", str(path), "--model", "fcn"])).train.model_options == {}
+    other = load_train_config(parser.parse_args(["train", "--config", str(path), "--model", "fcn"]))
+    assert other.train.model_options == {}
     narrow = parser.parse_args(["train", "--config", str(path), "--model-option", "width=0.25"])
     assert load_train_config(narrow).train.model_options == {"width": 0.25}
     with pytest.raises(ConfigError, match="'fcn' takes no option 'width'; its options: none"):
@@ -319,7 +321,7 @@ def test_unet_on_ground_truth_ddp_matches_single_process_and_beats_all_foregroun
     from wsss.data.pets import index
     from wsss.train.segmentation import fit_segmentation
     from wsss.train.steps import evaluate_checkpoint
-    from wsss.train.tracking import log_training
+    from wsss.train.train_log import log_training
 
     config = study(pets160, tmp_path, workers=2, epochs=6)
     started = time.perf_counter()
@@ -445,6 +447,32 @@ def test_self_training_labels_are_the_models_confident_predictions(tmp_path):
     assert (sure == 1).all()  # p = 0.5 >= t_hi: foreground
 
 
+def test_self_training_keeps_each_confident_class_of_several():
+    from wsss.train.steps import banded_class_map
+
+    # 3 pixels of a 2-class model (background, a, b): sure a, sure background, doubt
+    scores = torch.tensor([[0.0, 4.0, 0.0], [4.0, 0.0, 0.0], [1.0, 1.2, 1.1]]).T.reshape(1, 3, 1, 3)
+    assert banded_class_map(scores, (0.3, 0.7)).tolist() == [[[1, 0, IGNORE]]]
+    swapped = scores[:, [0, 2, 1]]  # the same evidence for class b
+    assert banded_class_map(swapped, (0.3, 0.7)).tolist() == [[[2, 0, IGNORE]]]
+    # one output channel is the same rule: class where p >= hi, background where p < lo
+    one = torch.logit(torch.tensor([0.9, 0.1, 0.5])).reshape(1, 1, 1, 3)
+    assert banded_class_map(one, (0.3, 0.7)).tolist() == [[[1, 0, IGNORE]]]
+
+
+def test_agreement_weights_scale_the_cross_entropy_of_several_classes():
+    from wsss.train.steps import masked_ce, segmentation_loss
+
+    targets = torch.tensor([[[2, 1, 0, IGNORE]]], dtype=torch.uint8)
+    weights = torch.tensor([[[255, 0, 255, 255]]], dtype=torch.uint8)
+    logits = torch.randn(1, 3, 1, 4, generator=torch.Generator().manual_seed(0))
+    full, valid = masked_ce(logits, targets)
+    weighted, _ = segmentation_loss(logits, targets, weights)
+    per_pixel = torch.nn.functional.cross_entropy(logits, targets.long(), ignore_index=IGNORE, reduction="none")
+    assert int(valid) == 3 and float(full) == pytest.approx(float(per_pixel.sum()))
+    assert float(weighted) == pytest.approx(float(per_pixel[0, 0, 0] + per_pixel[0, 0, 2]))
+
+
 @pytest.mark.slow
 def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, writable_root, tmp_path):
     from wsss.data.pets import index
@@ -464,7 +492,7 @@ def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, wri
     # the lineage names the previous round's model by its content hash (an MLflow digest)
     import mlflow
     from wsss.identity import file_hash
-    from wsss.train.tracking import log_training
+    from wsss.train.train_log import log_training
 
     run = mlflow.get_run(log_training(config, outcome))
     inputs = {entry.dataset.name: entry.dataset.digest for entry in run.inputs.dataset_inputs}

@@ -6,11 +6,21 @@ names the field's dotted path, the value given and what is allowed (see ``Config
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from wsss.labelers.registry import get_labeler_class, list_labelers, validate_params
 from wsss.models.backbones import check_backbone_name
@@ -19,6 +29,35 @@ from wsss.paper import paper_row
 
 BorderPolicy = Literal["ignore", "foreground", "background"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Select = Literal["auto", "last", "val_labels", "val_gt"]
+NAMED_WEIGHTS = ("none", "imagenet", "coco_voc")  # weights fields name these or a path
+
+
+class IsPath:
+    """Marks a field that names a local file or folder (or a URI): ``StudyConfig.resolved``
+    makes every such field absolute, so a new path field cannot stay relative on Ray workers."""
+
+
+LocalPath = Annotated[str, IsPath()]
+
+
+def check_reviewed_weight(value: Any) -> Any:
+    """A reviewed pixel weighs 1 to 100 pseudo-mask pixels, or ``balanced``."""
+    if value is not None and value != "balanced" and not 1.0 <= float(value) <= 100.0:
+        raise ValueError(f"reviewed_weight {value} is outside 1 to 100 (or use balanced)")
+    return value
+
+
+def _check_paper_row(value: str | None) -> str | None:
+    try:
+        paper_row(value)
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
+    return value
+
+
+ReviewedWeight = Annotated[float | Literal["balanced"], AfterValidator(check_reviewed_weight)]
+PaperRow = Annotated[str | None, AfterValidator(_check_paper_row)]
 
 
 class ConfigError(ValueError):
@@ -43,7 +82,7 @@ class SynthConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    root: str = "data/synthetic-pets"
+    root: LocalPath = "data/synthetic-pets"
     format: Literal["oxford-pets", "imagefolder", "csv", "coco"] = Field(
         "oxford-pets", description="how root is laid out: the study's dataset, class folders, a "
                                    "CSV manifest or a COCO JSON (see the README: Your own data)")
@@ -67,7 +106,7 @@ class DataConfig(StrictModel):
     limit: int | None = Field(None, ge=1, description="use at most this many images per split")
 
     @model_validator(mode="after")
-    def _scenes_layout(self) -> "DataConfig":
+    def _scenes_layout(self) -> DataConfig:
         if self.synthetic is not None and self.synthetic.scenes and self.format not in ("csv", "coco"):
             raise ValueError(f"data.synthetic.scenes writes a csv or coco dataset; data.format is "
                              f"{self.format!r}")
@@ -92,8 +131,8 @@ class ScalingSection(StrictModel):
 
 class ClassifierConfig(StrictModel):
     backbone: str = "resnet50"
-    weights: str = Field("imagenet", description="none | imagenet | path to a checkpoint")
-    checkpoint: str | None = Field(None, description="a trained breed classifier to use as is")
+    weights: LocalPath = Field("imagenet", description="none | imagenet | path to a checkpoint")
+    checkpoint: LocalPath | None = Field(None, description="a trained breed classifier to use as is")
     epochs: int = Field(15, ge=1)
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(64, ge=1)
@@ -102,7 +141,7 @@ class ClassifierConfig(StrictModel):
     seed: int = 0
     max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
     scaling: ScalingSection = ScalingSection()
-    storage: str = "results/classifier"
+    storage: LocalPath = "results/classifier"
 
     @field_validator("backbone")
     @classmethod
@@ -118,7 +157,7 @@ class LabelerSpec(StrictModel):
     params: dict[str, Any] = {}
 
     @model_validator(mode="after")
-    def _validate_params(self) -> "LabelerSpec":
+    def _validate_params(self) -> LabelerSpec:
         self.params = validate_params(self.name, self.params)
         if self.id is None:
             self.id = self.name
@@ -135,12 +174,12 @@ class LabelerSpec(StrictModel):
 
 
 class PipelineConfig(StrictModel):
-    store: str = "stores/masks"
+    store: LocalPath = "stores/masks"
     batch_size: int = Field(16, ge=1)
     heatmap_actors: int | None = Field(None, ge=1, description="default: one per GPU, else 1")
     cpu_tasks: int | None = Field(None, ge=1, description="default: the cluster's CPUs")
     gallery_size: int = Field(8, ge=0)
-    models_dir: str = Field("models", description="where SAM2 checkpoints are looked for "
+    models_dir: LocalPath = Field("models", description="where SAM2 checkpoints are looked for "
                                                   "(sam2.1_hiera_<model>.pt)")
 
 
@@ -154,22 +193,22 @@ class TrainConfig(StrictModel):
     model_options: dict[str, Any] = Field(default_factory=dict, description=(
         "options of train.model, e.g. unet width; a trial or --model naming another model "
         "starts from none"))
-    weights: str = Field("imagenet", description="none | imagenet (backbone; the study's) | "
+    weights: LocalPath = Field("imagenet", description="none | imagenet (backbone; the study's) | "
                                                  "coco_voc (DeepLabV3/FCN, whole network) | path")
     labels: str | list[ScheduleStep] = "gt"
     threshold: Fraction | None = None
-    select: Literal["auto", "last", "val_labels", "val_gt"] = Field("auto", description=(
+    select: Select = Field("auto", description=(
         "which checkpoint is tested and what steers the learning rate: last (the last epoch), "
         "val_labels (best val Dice against the run's own labels), val_gt (against ground "
         "truth: for supervised runs and diagnostics); auto is val_gt for labels gt, else "
         "val_labels, so a weakly supervised run reads no ground truth but to score test"))
     agreement: list[str] = Field(default_factory=list, description=(
         "mask set ids whose agreement with the training labels weights each pixel's loss"))
-    reviewed: str | None = Field(None, description=(
+    reviewed: LocalPath | None = Field(None, description=(
         "reviewed masks laid over the labels image by image: a Label Studio JSON export, a "
         "COCO file or a folder of <image_id>.png (wsss import); reviewed images train on the "
         "reviewed mask, the rest keep the pseudo-mask"))
-    reviewed_weight: float | Literal["balanced"] = Field(1.0, description=(
+    reviewed_weight: ReviewedWeight = Field(1.0, description=(
         "loss weight of a reviewed image's pixels relative to a pseudo-mask's (1 to 100), or "
         "balanced: the reviewed training images weigh as much as all the others together"))
     rounds: int = Field(1, ge=1, le=10, description=(
@@ -190,7 +229,7 @@ class TrainConfig(StrictModel):
     bf16: bool = True
     max_failures: int = Field(2, ge=0)
     scaling: ScalingSection = ScalingSection()
-    storage: str = "results/train"
+    storage: LocalPath = "results/train"
     name: str | None = None
 
     def label_keys(self) -> list[str]:
@@ -201,13 +240,12 @@ class TrainConfig(StrictModel):
         """``select`` with ``auto`` resolved for these labels (``resolve_select``)."""
         return resolve_select(self.select, self.label_keys())
 
-    @field_validator("reviewed_weight")
-    @classmethod
-    def _reviewed_weight_range(cls, value: Any) -> Any:
-        return check_reviewed_weight(value)
+    def model_and_options(self, model: str | None = None, options: dict | None = None) -> tuple[str, dict]:
+        """The model a run trains and its options (``options_for``)."""
+        return model or self.model, options_for(self.model, self.model_options, model, options)
 
     @model_validator(mode="after")
-    def _schedule_matches_epochs(self) -> "TrainConfig":
+    def _schedule_matches_epochs(self) -> TrainConfig:
         if isinstance(self.labels, list):
             total = sum(step.epochs for step in self.labels)
             if total != self.epochs:
@@ -217,15 +255,32 @@ class TrainConfig(StrictModel):
         return self
 
 
-def check_reviewed_weight(value: Any) -> Any:
-    """A reviewed pixel weighs 1 to 100 pseudo-mask pixels, or ``balanced``."""
-    if value is not None and value != "balanced" and not 1.0 <= float(value) <= 100.0:
-        raise ValueError(f"reviewed_weight {value} is outside 1 to 100 (or use balanced)")
-    return value
+def options_for(configured_model: str, configured_options: dict, model: str | None,
+                options: dict | None) -> dict:
+    """The one rule of model options: options given are used as they are; otherwise a run of
+    the configured model keeps ``train.model_options`` and a run of another model starts from
+    none (options belong to the model they were set for)."""
+    if options is not None:
+        return dict(options)
+    return dict(configured_options) if model in (None, configured_model) else {}
 
 
-SPACE_KEYS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs", "select", "rounds",
-                               "reviewed")
+# The train fields a sweep trial (and a search space) may set, in the order a grid crosses them.
+TRIAL_FIELDS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs", "select", "rounds",
+                                 "reviewed", "model_options", "weights", "agreement", "reviewed_weight")
+SPACE_KEYS = TRIAL_FIELDS
+
+
+def _optional_field(name: str) -> tuple[Any, Any]:
+    """TrainConfig's field ``name`` as an optional override: same type, constraints and
+    validators, default None (unset keeps the study's value)."""
+    info = TrainConfig.model_fields[name]
+    annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return annotation | None, Field(None, description=info.description)
+
+
+TrialOverrides = create_model("TrialOverrides", __base__=StrictModel,
+                              **{name: _optional_field(name) for name in TRIAL_FIELDS})
 
 
 def resolve_select(select: str, keys: list[str]) -> str:
@@ -245,48 +300,17 @@ def label_keys(labels: str | list | None) -> list[str]:
     return [step["labels"] if isinstance(step, dict) else step.labels for step in labels]
 
 
-def _check_paper_row(value: str | None) -> str | None:
-    try:
-        paper_row(value)
-    except KeyError as error:
-        raise ValueError(error.args[0]) from None
-    return value
-
-
-class TrialSpec(StrictModel):
-    """One training run of a sweep: overrides of the ``train`` section, plus where it reports."""
+class TrialSpec(TrialOverrides):
+    """One training run of a sweep: overrides of the ``train`` section (``TRIAL_FIELDS``, typed
+    and validated as the train section's own fields), plus where it reports."""
 
     name: str | None = Field(None, description="short id; default derived from the overrides")
     table: str | None = Field(None, description="the study's table it reproduces, e.g. '2.2'")
-    paper_row: str | None = Field(None, description="key of the study's row (wsss/paper.py)")
-    labels: str | list[ScheduleStep] | None = None
-    model: str | None = None
-    model_options: dict[str, Any] | None = Field(None, description="options of this trial's model")
-    weights: str | None = None
-    threshold: Fraction | None = None
-    lr: float | None = Field(None, gt=0)
-    epochs: int | None = Field(None, ge=1)
-    select: Literal["auto", "last", "val_labels", "val_gt"] | None = None
-    rounds: int | None = Field(None, ge=1, le=10)
-    agreement: list[str] | None = Field(None, description="mask set ids whose agreement weights the loss")
-    reviewed: str | None = Field(None, description="reviewed masks over this trial's labels (train.reviewed)")
-    reviewed_weight: float | Literal["balanced"] | None = None
-
-    @field_validator("paper_row")
-    @classmethod
-    def _known_paper_row(cls, value: str | None) -> str | None:
-        return _check_paper_row(value)
-
-    @field_validator("reviewed_weight")
-    @classmethod
-    def _reviewed_weight_range(cls, value: Any) -> Any:
-        return check_reviewed_weight(value)
+    paper_row: PaperRow = Field(None, description="key of the study's row (wsss/paper.py)")
 
     def overrides(self) -> dict[str, Any]:
         """The ``train`` fields this trial sets (unset ones keep the study's values)."""
-        keys = ("labels", "model", "model_options", "weights", "threshold", "lr", "epochs", "select",
-                "rounds", "agreement", "reviewed", "reviewed_weight")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in TRIAL_FIELDS if getattr(self, k) is not None}
 
 
 class DirectEval(StrictModel):
@@ -295,12 +319,7 @@ class DirectEval(StrictModel):
     labeler: str
     name: str | None = None
     table: str | None = None
-    paper_row: str | None = None
-
-    @field_validator("paper_row")
-    @classmethod
-    def _known_paper_row(cls, value: str | None) -> str | None:
-        return _check_paper_row(value)
+    paper_row: PaperRow = None
 
 
 class SweepConfig(StrictModel):
@@ -314,24 +333,29 @@ class SweepConfig(StrictModel):
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_failures: int = Field(1, ge=0, description="retries of a failed trial")
     direct_eval: list[DirectEval] = Field(default_factory=list)
-    storage: str = "results/sweep"
+    storage: LocalPath = "results/sweep"
 
     @field_validator("space")
     @classmethod
     def _known_space_keys(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Each key is a trial field, and each choice a valid value of it (the field's own type)."""
         for key, choices in value.items():
             if key not in SPACE_KEYS:
                 raise ValueError(f"unknown search key {key!r}; allowed: {', '.join(SPACE_KEYS)}")
             if not isinstance(choices, list) or not choices:
                 raise ValueError(f"space.{key} must be a non-empty list of choices")
-            if key == "threshold" and any(not 0.0 <= float(c) <= 1.0 for c in choices):
-                raise ValueError(f"space.threshold values must lie in [0, 1], got {choices}")
+            for choice in choices:
+                try:
+                    TrialOverrides.model_validate({key: choice})
+                except ValidationError as error:
+                    reason = error.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"space.{key} choice {choice!r}: {reason}") from None
         return value
 
 
 class TrackingConfig(StrictModel):
     tracking_uri: str = "sqlite:///mlflow/mlflow.db"
-    artifact_location: str = "mlflow/artifacts"
+    artifact_location: LocalPath = "mlflow/artifacts"
     experiment: str = "wsss"
     register_model: bool = Field(True, description="register every trained model in the MLflow "
                                                    "registry (a sweep's best gets the alias 'best')")
@@ -368,7 +392,7 @@ class StudyConfig(StrictModel):
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
-    def _unique_labeler_ids(self) -> "StudyConfig":
+    def _unique_labeler_ids(self) -> StudyConfig:
         seen: set[str] = set()
         for spec in self.labelers:
             if spec.key in seen:
@@ -400,20 +424,20 @@ class StudyConfig(StrictModel):
         return ordered
 
     @model_validator(mode="after")
-    def _semantic_generators(self) -> "StudyConfig":
+    def _per_class_generators(self) -> StudyConfig:
         """With several classes per image only generators that make class-indexed masks run."""
         if self.data.task != "semantic":
             return self
-        able = [name for name in list_labelers() if get_labeler_class(name).semantic]
+        able = [name for name in list_labelers() if get_labeler_class(name).per_class]
         for spec in self.labelers:
-            if not get_labeler_class(spec.name).semantic:
+            if not get_labeler_class(spec.name).per_class:
                 raise ValueError(f"labeler {spec.key!r} ({spec.name}) makes one-class masks only; with "
                                  f"data.task: semantic use {', '.join(able)} (each class the image "
                                  f"carries gets its own heatmap, box or prompt)")
         return self
 
     @model_validator(mode="after")
-    def _sweep_refers_to_known_names(self) -> "StudyConfig":
+    def _sweep_refers_to_known_names(self) -> StudyConfig:
         ids = {spec.key for spec in self.labelers}
         known_labels = ", ".join(["gt", *sorted(ids)])
         for where, labels in self._sweep_labels():
@@ -442,7 +466,7 @@ class StudyConfig(StrictModel):
             yield "sweep.space.labels", label_keys(choice)
 
     @model_validator(mode="after")
-    def _thresholds_that_act(self) -> "StudyConfig":
+    def _thresholds_that_act(self) -> StudyConfig:
         """A threshold only cuts stored heatmaps (the CAM family); on labels stored as masks
         it would change a run's name and not its labels, so it is refused."""
         kinds = {spec.key: get_labeler_class(spec.name).stage for spec in self.labelers}
@@ -453,9 +477,10 @@ class StudyConfig(StrictModel):
                 return
             names = ", ".join(f"{key} ({'ground truth' if key == 'gt' else self.labeler(key).name})"
                               for key in keys)
+            heatmap_sets = ", ".join(k for k, v in kinds.items() if v == "heatmap") or "none configured"
             raise ValueError(f"{where}: threshold {threshold} does nothing to labels {names}: they "
                              f"are stored as masks, not heatmaps; drop the threshold, or give it a "
-                             f"CAM-family mask set ({', '.join(k for k, v in kinds.items() if v == 'heatmap') or 'none configured'})")
+                             f"CAM-family mask set ({heatmap_sets})")
 
         check("train", self.train.labels, self.train.threshold)
         for index, trial in enumerate(self.sweep.trials):
@@ -470,30 +495,26 @@ class StudyConfig(StrictModel):
         kinds = {spec.key: get_labeler_class(spec.name).stage for spec in self.labelers}
         return any(kinds.get(key) == "heatmap" for key in label_keys(labels))
 
-    def resolved(self, base: str | Path | None = None) -> "StudyConfig":
+    def resolved(self, base: str | Path | None = None) -> StudyConfig:
         """A copy whose relative local paths are absolute (from ``base``, default the cwd).
 
         Ray Tune trials and Train workers do not run in the driver's working directory, so
-        everything handed to them must name absolute paths (or URIs such as s3://).
+        everything handed to them must name absolute paths (or URIs such as s3://). Every field
+        typed ``LocalPath`` is one, wherever it sits (trials and search spaces included).
         """
         base = Path(base or Path.cwd())
 
         def absolute(value: str | None) -> str | None:
-            if value is None or "://" in value or value in ("none", "imagenet", "coco_voc"):
+            if value is None or "://" in value or value in NAMED_WEIGHTS:
                 return value
             return str((base / value).resolve()) if not Path(value).is_absolute() else value
 
         data = self.model_dump(mode="json")
-        for section, key in (("data", "root"), ("classifier", "checkpoint"), ("classifier", "storage"),
-                             ("classifier", "weights"), ("pipeline", "store"), ("pipeline", "models_dir"),
-                             ("train", "weights"),
-                             ("train", "storage"), ("sweep", "storage"), ("tracking", "artifact_location")):
-            data[section][key] = absolute(data[section][key])
-        data["train"]["reviewed"] = absolute(data["train"]["reviewed"])
-        for trial in data["sweep"]["trials"] or []:
-            trial["reviewed"] = absolute(trial.get("reviewed"))
-        if "reviewed" in data["sweep"]["space"]:
-            data["sweep"]["space"]["reviewed"] = [absolute(v) for v in data["sweep"]["space"]["reviewed"]]
+        resolve_paths(StudyConfig, data, absolute)
+        space = data["sweep"]["space"]
+        for key in space:
+            if is_path(TrialOverrides.model_fields[key]):
+                space[key] = [absolute(v) for v in space[key]]
         uri = data["tracking"]["tracking_uri"]
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             data["tracking"]["tracking_uri"] = "sqlite:///" + absolute(uri[len("sqlite:///"):])
@@ -506,6 +527,43 @@ class StudyConfig(StrictModel):
                 return spec
         known = ", ".join(spec.key for spec in self.labelers) or "none"
         raise ConfigError(f"no labeler with id {key!r} in this config (configured: {known})")
+
+
+def is_path(info: Any) -> bool:
+    """Whether a pydantic field is typed ``LocalPath`` (alone, optional, or annotated)."""
+    found = [*info.metadata]
+    stack = [info.annotation]
+    while stack:
+        annotation = stack.pop()
+        found += getattr(annotation, "__metadata__", ())
+        stack += typing.get_args(annotation)
+    return any(isinstance(item, IsPath) for item in found)
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model inside a field's type (``X``, ``X | None``, ``list[X]``), if any."""
+    stack = [annotation]
+    while stack:
+        candidate = stack.pop()
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+        stack += typing.get_args(candidate)
+    return None
+
+
+def resolve_paths(model: type[BaseModel], data: dict[str, Any], absolute) -> None:
+    """Apply ``absolute`` in place to every ``LocalPath`` value of ``data`` (a dump of ``model``)."""
+    for name, info in model.model_fields.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        if is_path(info):
+            data[name] = absolute(value)
+            continue
+        section = _section_model(info.annotation)
+        for item in value if isinstance(value, list) else [value]:
+            if section is not None and isinstance(item, dict):
+                resolve_paths(section, item, absolute)
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

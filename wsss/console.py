@@ -124,7 +124,7 @@ class Stage:
         self.tty = err().isatty()
         self._shown_quarter = -1
 
-    def __enter__(self) -> "Stage":
+    def __enter__(self) -> Stage:
         self._render()
         return self
 

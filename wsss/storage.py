@@ -18,9 +18,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 CACHE_ENV = "WSSS_CACHE_DIR"  # where remote files are fetched to (default ~/.cache/wsss)
 

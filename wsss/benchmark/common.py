@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class Settings:
     rounds: int = 2  # CPU stages: times each Ray run and bare reference is repeated, interleaved
     seed: int = 0
 
-    def for_device(self) -> "Settings":
+    def for_device(self) -> Settings:
         """GPU defaults where a GPU runs the model stages (the study's models and sizes)."""
         if self.device.startswith("cuda") and not self.quick:
             self.model_images = max(self.model_images, 256)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -295,7 +296,7 @@ def grabcut_bench(work: Workload, settings: Settings) -> dict[str, Any]:
                          ("half_side", {"max_side": settings.size // 2})):
         variant = params.model_copy(update=change)
         masks: list = []
-        seconds = timed(lambda: masks.append(grabcut_masks(work.images, boxes, variant)[0]))
+        seconds = timed(lambda: masks.append(grabcut_masks(work.images, boxes, variant)[0]))  # noqa: B023
         variants[name] = {"seconds": seconds, "dice": dice(masks[0], work.trimaps)}
     details["variants"] = variants
     full, crop, half = variants["full"], variants["crop"], variants["half_side"]

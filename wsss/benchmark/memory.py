@@ -189,7 +189,7 @@ class CpuAccount:
         self.driver = psutil.Process(os.getpid())
         self.spent: dict[str, float] = {}
 
-    def __enter__(self) -> "CpuAccount":
+    def __enter__(self) -> CpuAccount:
         self.before = cpu_seconds_by_role(self.driver)
         return self
 

@@ -18,7 +18,7 @@ from wsss.benchmark.models import classifier_context
 from wsss.config import parse_config
 from wsss.data.arrays import resize_image
 from wsss.data.decode import decode_image
-from wsss.data.pets import DatasetIndex
+from wsss.data.records import DatasetIndex
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.pipeline import generate_masks
 from wsss.raycluster import ensure_ray

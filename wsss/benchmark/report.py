@@ -67,7 +67,8 @@ def format_table(payload: dict) -> str:
                      f"{_number(row['reference_images_per_s'])} | {_number(row['ratio'], 2)} | "
                      f"{row['workers']} | {_number(row['scaling'], 2)} |")
     if payload["fast_paths"]:
-        lines += ["", "| fast path | predicted gain | measured gain | kept | notes |", "| --- | --- | --- | --- | --- |"]
+        lines += ["", "| fast path | predicted gain | measured gain | kept | notes |",
+                  "| --- | --- | --- | --- | --- |"]
         for item in payload["fast_paths"]:
             notes = {k: v for k, v in item.items() if k not in
                      ("fast_path", "predicted_gain", "measured_gain", "prediction", "kept")}

@@ -2,11 +2,12 @@
 a plain reference, on the same images in one run; JSON, an MLflow run, a markdown table.
 
 Stages: decode, cam, gradcam, gradcampp, grabcut, slic, mix, sam2, train, infer, pseudo (the
-whole Ray pipeline), import (reviewed Label Studio tasks into a mask set). CPU stages report images/s with all workers (and per core), the serial
-reference, the scaling from 1 to all workers through Ray Data, and the floor (the bare library
-call x cores); model stages report images/s per GPU (or per core: one thread on CPU). Each fast path
-records its predicted and its measured gain. ``--no-ray`` measures in-process only (no scaling,
-no pipeline, no Ray Train); ``--quick`` is a tiny run for tests. A stage that fails is recorded
+whole Ray pipeline), import (reviewed Label Studio tasks into a mask set). CPU stages report
+images/s with all workers (and per core), the serial reference, the scaling from 1 to all
+workers through Ray Data, and the floor (the bare library call x cores); model stages report
+images/s per GPU (or per core: one thread on CPU). Each fast path records its predicted and
+its measured gain. ``--no-ray`` measures in-process only (no scaling, no pipeline, no Ray
+Train); ``--quick`` is a tiny run for tests. A stage that fails is recorded
 with its error and the others still run (exit code 1).
 """
 
@@ -14,16 +15,17 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from wsss import console
 from wsss.benchmark import cpu as cpu_bench
 from wsss.benchmark import models as model_bench
 from wsss.benchmark import pipeline as pipeline_bench
-from wsss.benchmark import review as review_bench
+from wsss.benchmark import reviewed_import as review_bench
 from wsss.benchmark import train as train_bench
 from wsss.benchmark.common import Settings, prepare_workload
 from wsss.benchmark.models import cam_fast_paths

@@ -4,9 +4,9 @@ The product's mask pipeline (``run_pseudo``, what ``wsss pseudo`` runs: index, d
 family, boxes, GrabCut, the mix with its SLIC superpixels, the baselines, the store) runs on
 synthetic sets of each size, and the segmentation trainer (``fit_segmentation``, one epoch of a
 narrow UNet) on two of them. Per row: wall seconds, milliseconds per image, the driver's peak
-RSS and its own (private) memory and their growth over the run, the Ray workers' peak RSS, object-store spill and the mask
-store's bytes on disk. Per-image cost and driver memory should not grow with the image count:
-``flatness`` sets the largest run against the smallest.
+RSS and its own (private) memory and their growth over the run, the Ray workers' peak RSS,
+object-store spill and the mask store's bytes on disk. Per-image cost and driver memory should
+not grow with the image count: ``flatness`` sets the largest run against the smallest.
 
 Synthetic sets are cached per (count, size, seed) under the cache folder and made outside the
 measurement; a run's mask store and training folder are removed once measured (16k images

@@ -41,10 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The benchmark's flags (shared by ``jobs/benchmark.py`` and ``wsss benchmark``)."""
-    parser.add_argument("stages", nargs="*", metavar="stage", help=f"any of {', '.join(STAGES)} (default: all that can run)")
+    parser.add_argument("stages", nargs="*", metavar="stage",
+                        help=f"any of {', '.join(STAGES)} (default: all that can run)")
     parser.add_argument("--images", type=int, default=None, help="synthetic images (default 64; quick 8)")
     parser.add_argument("--size", type=int, default=None, help="image side after decode (default 256; quick 64)")
-    parser.add_argument("--root", default=None, help="benchmark on this Oxford-IIIT Pet root instead of a synthetic one")
+    parser.add_argument("--root", default=None,
+                        help="benchmark on this Oxford-IIIT Pet root instead of a synthetic one")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--config", default=None, help="study config: its tracking section is used")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (sqlite:///...); default: the config's")

@@ -47,9 +47,11 @@ def add_format(parser: argparse.ArgumentParser) -> None:
 
 
 def class_scores_lines(result: dict) -> list[str]:
-    """Console lines of a class-map score (``ClassMeter.result``): mIoU, the IoU of each class
-    that occurs (classes neither in the truth nor predicted have none), any-class scores."""
-    present = "  ".join(f"{name} {value:.4f}" for name, value in result["iou"].items() if not math.isnan(value))
+    """Console lines of a class-map score (``SegmentationMeter.result(classes)``): mIoU, the IoU
+    of each class that occurs (classes neither in the truth nor predicted have none), any-class
+    scores."""
+    present = "  ".join(f"{name} {value:.4f}" for name, value in result["class_iou"].items()
+                        if not math.isnan(value))
     return [f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}", present,
-            "any class: " + "  ".join(f"{k} {v:.4f}" for k, v in result["foreground"].items())]
+            "any class: " + "  ".join(f"{k} {v:.4f}" for k, v in result["micro"].items())]
 

@@ -6,7 +6,7 @@ import argparse
 
 from wsss.cli.common import EXIT_OK, add_format, add_root, class_scores_lines, print_json
 from wsss.data.index import index
-from wsss.masks.quality import evaluate_class_folder, evaluate_folder
+from wsss.masks.scoring import evaluate_class_folder, evaluate_folder
 from wsss.metrics import BORDER_POLICIES
 
 

@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from wsss import console
-from wsss.cli import benchmark, classify, config, data, export, predict, pseudo, report, review, sweep, train
+from wsss.cli import benchmark, classify, config, data, export, import_masks, predict, pseudo, report, sweep, train
 from wsss.cli import eval as evaluate
 from wsss.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEM, UsageError
 from wsss.config import ConfigError
 from wsss.data.imagefolder import DatasetFormatError
-from wsss.data.pets import DatasetMissingError
 from wsss.data.quarantine import ErrorBudgetExceeded
-from wsss.masks.quality import PredictionError
-from wsss.masks.review import ReviewFileError
+from wsss.data.records import DatasetMissingError
+from wsss.masks.reviewed import ReviewFileError
+from wsss.masks.scoring import PredictionError
 from wsss.masks.store import MaskSetError
 from wsss.models.classifier import WeightsMissingError
 
 VERB_GROUPS = (config, data, evaluate, classify, pseudo, train, predict, sweep, report, benchmark, export,
-               review)
+               import_masks)
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_PROBLEM", "build_parser", "main", "run_handler"]
 
 

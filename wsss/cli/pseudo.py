@@ -12,7 +12,7 @@ from wsss.data.index import index
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.registry import get_labeler_class, list_labelers
 from wsss.masks.pipeline import run_pseudo
-from wsss.masks.quality import pseudo_eval
+from wsss.masks.scoring import pseudo_eval
 from wsss.metrics import BORDER_POLICIES
 from wsss.train.classifier import resolve_classifier
 
@@ -34,9 +34,9 @@ def cmd_pseudo_eval(args: argparse.Namespace) -> int:
     dataset = index(args.root, format=args.format, manifest=args.manifest, limit=args.limit, task=args.task)
     records = dataset.split(args.split)
     semantic = args.task == "semantic"
-    if semantic and not get_labeler_class(name).semantic:
+    if semantic and not get_labeler_class(name).per_class:
         raise UsageError(f"labeler {name!r} makes one-class masks only; with --task semantic use "
-                         f"{', '.join(n for n in list_labelers() if get_labeler_class(n).semantic)}")
+                         f"{', '.join(n for n in list_labelers() if get_labeler_class(n).per_class)}")
     with get_labeler_class(name)(params, context) as labeler:
         result = pseudo_eval(labeler, records, args.size or config.data.image_size, args.border_policy,
                              classes=dataset.classes if semantic else None)

@@ -42,13 +42,11 @@ def load_train_config(args: argparse.Namespace) -> StudyConfig:
             overrides["train.labels"] = parse_labels(args.labels)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-    if args.model:
+    if args.model or args.model_option:
         configured = load_config(args.config, overrides).train
-        if args.model != configured.model and "train.model_options" not in overrides:
-            overrides["train.model_options"] = {}  # the config's options are train.model's
-        overrides["train.model"] = args.model
-    if args.model_option:
-        overrides["train.model_options"] = parse_overrides(args.model_option, "--model-option")
+        options = parse_overrides(args.model_option, "--model-option") if args.model_option else None
+        overrides["train.model"], overrides["train.model_options"] = configured.model_and_options(
+            args.model, options if options is not None else overrides.get("train.model_options"))
     return load_config(args.config, overrides)
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from wsss.data.decode import DecodeError, check_trimap, decode_image, record_class_truth, record_truth
-from wsss.data.pets import Record
 from wsss.data.quarantine import Quarantine
+from wsss.data.records import Record
 
 NO_TRIMAP = 0  # trimap value for images without one: matches none of 1, 2, 3 -> ignored
 NO_CLASS_TRUTH = 255  # class map value for images without ground truth: ignored
@@ -294,12 +294,12 @@ def _opened(folder: str) -> SplitArrays:
     return open_cached(folder)
 
 
-def split_rows(source: "SplitArrays | str") -> SplitArrays:
+def split_rows(source: SplitArrays | str) -> SplitArrays:
     """The arrays a ``SplitArrays.reference()`` stands for, opened in this process."""
     return _opened(source) if isinstance(source, str) else source
 
 
-def reference(arrays: SplitArrays) -> "SplitArrays | str":
+def reference(arrays: SplitArrays) -> SplitArrays | str:
     """What a task needs to read ``arrays``: its cache folder (a path, on this node) when it has
     one, else the arrays themselves (small in-memory sets: tests, quick checks)."""
     return arrays.folder or arrays

@@ -7,8 +7,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from wsss.data.decode import DecodeError, check_trimap, decode_image, record_truth
-from wsss.data.pets import DatasetIndex, Record
 from wsss.data.quarantine import Quarantine
+from wsss.data.records import DatasetIndex, Record
 
 
 def inspect_record(record: Record) -> str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 class ErrorBudgetExceeded(RuntimeError):
     """More files failed than the error budget allows; the message lists every one."""
 
-    def __init__(self, quarantine: "Quarantine", total: int, allowed: int):
+    def __init__(self, quarantine: Quarantine, total: int, allowed: int):
         lines = [f"  {entry['image_id']}: {entry['reason']}" for entry in quarantine.entries]
         super().__init__(
             f"{len(quarantine)} of {total} images failed, over the error budget of {allowed}:\n"
@@ -27,7 +27,7 @@ class Quarantine:
     def add(self, image_id: str, reason: str) -> None:
         self.entries.append({"image_id": image_id, "reason": reason})
 
-    def extend(self, other: "Quarantine") -> None:
+    def extend(self, other: Quarantine) -> None:
         self.entries.extend(other.entries)
 
     def ids(self) -> set[str]:

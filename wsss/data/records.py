@@ -102,6 +102,13 @@ class DatasetIndex:
         return [record for record in self.records if record.split in wanted]
 
     @property
+    def pixel_classes(self) -> tuple[str, ...] | None:
+        """The classes a mask's pixels may take besides background when images carry several
+        classes each (value k + 1 is ``classes[k]``); None when each image is one foreground
+        against background (the binary study: there the classes name the image, not a pixel)."""
+        return tuple(self.classes) if self.task != "binary" else None
+
+    @property
     def has_truth(self) -> bool:
         """Whether any record carries ground truth (scores need it; nothing else does)."""
         return any(record.trimap_path for record in self.records)

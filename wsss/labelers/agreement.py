@@ -17,7 +17,7 @@ A second column, ``agreement`` (N x H x W float32 in [0, 1]), is the fraction of
 (abstainers count as not agreeing) that say the output label: a per-pixel loss weight for
 later. It is 0 where the output is ignore. The pipeline keeps only ``mask``.
 
-Class maps (``data.task: semantic``) vote the same way, by value: a pixel takes the class (or
+Class maps vote the same way, by value: a pixel takes the class (or
 background) that at least ``min_agree`` of its voters give and that more voters give than any
 other value; two labels make the binary rule above.
 """
@@ -74,7 +74,7 @@ class AgreementLabeler(Labeler):
     description = "agreement of two or more mask sets; pixels they disagree on are ignored"
     Params = AgreementParams
     stage = "cpu"
-    semantic = True  # class maps vote by value, as foreground and background do
+    per_class = True  # class maps vote by value, as foreground and background do
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images, sources = np.asarray(batch["image"]), np.asarray(batch["source_masks"])

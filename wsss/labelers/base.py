@@ -4,7 +4,7 @@ A labeler is called with the batch dict that Ray Data's ``map_batches`` passes (
 keyed by column) and returns a dict of new columns. Keys it reads:
 
 - ``image``: N x H x W x 3 uint8 RGB; ``label``: N int (breed 0..36); ``image_id``: N str;
-- ``labels`` (several classes per image, ``data.task: semantic``): N x K int, each image's
+- ``labels`` (several classes per image): N x K int, each image's
   classes, -1 padded;
 - ``heatmap``: N x H x W float in [0, 1], for labelers built on a CAM (``needs_heatmap``);
 - ``original`` (optional): the N decoded images at their own sizes, for labelers that work at
@@ -61,7 +61,7 @@ class ThresholdParams(LabelerParams):
     )
 
     @model_validator(mode="after")
-    def _ordered_band(self) -> "ThresholdParams":
+    def _ordered_band(self) -> ThresholdParams:
         if self.band is not None:
             lo, hi = self.band
             if not 0.0 <= lo <= hi <= 1.0:
@@ -74,8 +74,9 @@ class HeatmapView(LabelerParams):
 
     Each scale resizes the classifier's input side (``scale * image_size`` it was trained at);
     every view's map is normalised to [0, 1], brought to the image, summed, and the sum divided
-    by its peak (so 0 still means no view saw the class there). A classifier's CAM at its training size marks the most discriminative
-    part; smaller views see the whole animal in fewer cells, larger ones its edges in more.
+    by its peak (so 0 still means no view saw the class there). A classifier's CAM at its
+    training size marks the most discriminative part; smaller views see the whole animal in
+    fewer cells, larger ones its edges in more.
     """
 
     scales: tuple[float, ...] = Field((1.0,), min_length=1, description=(
@@ -116,7 +117,7 @@ class HeatmapRef(HeatmapView):
         return f"{self.method}-{self.target}{self.view_suffix()}"
 
     @classmethod
-    def from_key(cls, key: str) -> "HeatmapRef":
+    def from_key(cls, key: str) -> HeatmapRef:
         """The ref whose ``key()`` is ``key``."""
         kind, _, view = key.partition("@")
         method, target = kind.split("-", 1)
@@ -140,31 +141,11 @@ class LabelerContext:
     seed: int = 0
 
 
-def apply_threshold(heatmap: np.ndarray, params: ThresholdParams) -> np.ndarray:
-    """Heatmap(s) in [0, 1] -> uint8 mask(s) {0, 1} or {0, 1, 255} with a band."""
-    heatmap = np.asarray(heatmap, dtype=np.float32)
-    if params.band is None:
-        return (heatmap >= params.threshold).astype(np.uint8)
-    lo, hi = params.band
-    mask = np.full(heatmap.shape, MASK_IGNORE, dtype=np.uint8)
-    mask[heatmap >= hi] = MASK_FOREGROUND
-    mask[heatmap < lo] = MASK_BACKGROUND
-    return mask
-
-
-def class_map(heatmaps: np.ndarray, labels: list[int], params: ThresholdParams) -> np.ndarray:
-    """K x H x W heatmaps of an image's K classes (``labels``, class indices) -> H x W uint8
-    class map: each pixel takes the class whose map is highest there, or background where no
-    map reaches the threshold (a constant background score, as in CAM-based WSSS); with a
-    band, maps between t_lo and t_hi leave the pixel ignored (255). Values: 0 background,
-    k + 1 for class index k."""
-    heatmaps = np.asarray(heatmaps, np.float32)
-    if heatmaps.ndim != 3 or len(heatmaps) != len(labels):
-        raise ValueError(f"{len(labels)} classes for heatmaps of shape {heatmaps.shape}")
-    if not len(labels):
-        return np.zeros(heatmaps.shape[1:], np.uint8)
-    best = heatmaps.max(axis=0)
-    classes = (np.asarray(labels, np.int64) + 1)[heatmaps.argmax(axis=0)].astype(np.uint8)
+def cut_heatmap(best: np.ndarray, classes: np.ndarray | int, params: ThresholdParams) -> np.ndarray:
+    """The one threshold rule: where the best map reaches the threshold the pixel takes its
+    class (``classes``: per pixel, or one value), else background; with a band, maps between
+    t_lo and t_hi leave the pixel ignored (255)."""
+    classes = np.broadcast_to(np.asarray(classes, np.uint8), best.shape)
     if params.band is None:
         return np.where(best >= params.threshold, classes, MASK_BACKGROUND).astype(np.uint8)
     lo, hi = params.band
@@ -172,6 +153,38 @@ def class_map(heatmaps: np.ndarray, labels: list[int], params: ThresholdParams) 
     out[best >= hi] = classes[best >= hi]
     out[best < lo] = MASK_BACKGROUND
     return out
+
+
+def apply_threshold(heatmap: np.ndarray, params: ThresholdParams) -> np.ndarray:
+    """One class's heatmap(s) in [0, 1] -> uint8 mask(s) {0, 1} or {0, 1, 255} with a band
+    (``cut_heatmap`` with the class value 1)."""
+    return cut_heatmap(np.asarray(heatmap, dtype=np.float32), MASK_FOREGROUND, params)
+
+
+def class_map(heatmaps: np.ndarray, labels: list[int], params: ThresholdParams) -> np.ndarray:
+    """K x H x W heatmaps of an image's K classes (``labels``, class indices) -> H x W uint8
+    class map: each pixel takes the class whose map is highest there, or background where no
+    map reaches the threshold (a constant background score, as in CAM-based WSSS); with a
+    band, maps between t_lo and t_hi leave the pixel ignored (255). Values: 0 background,
+    k + 1 for class index k (``cut_heatmap`` of the best map)."""
+    heatmaps = np.asarray(heatmaps, np.float32)
+    if heatmaps.ndim != 3 or len(heatmaps) != len(labels):
+        raise ValueError(f"{len(labels)} classes for heatmaps of shape {heatmaps.shape}")
+    if not len(labels):
+        return np.zeros(heatmaps.shape[1:], np.uint8)
+    classes = (np.asarray(labels, np.int64) + 1)[heatmaps.argmax(axis=0)].astype(np.uint8)
+    return cut_heatmap(heatmaps.max(axis=0), classes, params)
+
+
+def cut_heatmaps(heatmaps: np.ndarray, labels: np.ndarray | None, params: ThresholdParams) -> np.ndarray:
+    """A batch's heatmaps -> masks by the one rule: N x H x W maps of one class each
+    (``apply_threshold``), or N x K x H x W maps of each image's classes (``labels``: N x K class
+    indices, -1 padded) -> N x H x W class maps (``class_map``)."""
+    heatmaps = np.asarray(heatmaps, np.float32)
+    if heatmaps.ndim == 3:
+        return apply_threshold(heatmaps, params)
+    return np.stack([class_map(maps[:int((present >= 0).sum())], [int(k) for k in present if k >= 0], params)
+                     for maps, present in zip(heatmaps, labels)])
 
 
 class Labeler(ABC):
@@ -182,8 +195,9 @@ class Labeler(ABC):
     Params: ClassVar[type[LabelerParams]] = LabelerParams
     # Which pipeline stage runs it: "heatmap" (model actor), "cpu" (tasks), "sam2" (actor).
     stage: ClassVar[str] = "cpu"
-    # Whether it makes class-indexed masks for images of several classes (data.task: semantic)
-    semantic: ClassVar[bool] = False
+    # Whether it makes class maps for images of several classes (a heatmap, box or prompt per
+    # class); the others make one-class masks and the config says so where images carry several
+    per_class: ClassVar[bool] = False
 
     def __init__(self, params: dict | LabelerParams | None = None,
                  context: LabelerContext | None = None):
@@ -191,7 +205,7 @@ class Labeler(ABC):
             params = params.model_dump()
         self.params = self.Params.model_validate(params or {})
         self.context = context or LabelerContext()
-        self._heatmap_source: "Labeler | None" = None
+        self._heatmap_source: Labeler | None = None
 
     # -- what a subclass provides ------------------------------------------------------------
 
@@ -223,7 +237,7 @@ class Labeler(ABC):
              "weights": self.weights_id(), "heatmap": upstream}
         )
 
-    def heatmap_source(self) -> "Labeler":
+    def heatmap_source(self) -> Labeler:
         """The heatmap labeler for ``heatmap_ref()``, built once (used when called standalone)."""
         if self._heatmap_source is None:
             ref = self.heatmap_ref()
@@ -241,7 +255,7 @@ class Labeler(ABC):
         if self.heatmap_ref() is not None and "heatmap" not in visible:
             visible["heatmap"] = self.heatmap_source()(visible)["heatmap"]
         output = self.label_batch(visible)
-        check_masks(output.get("mask"), visible["image"], self.name, semantic="labels" in visible)
+        check_masks(output.get("mask"), visible["image"], self.name, several="labels" in visible)
         return output
 
     def close(self) -> None:
@@ -249,14 +263,14 @@ class Labeler(ABC):
         if self._heatmap_source is not None:
             self._heatmap_source.close()
 
-    def __enter__(self) -> "Labeler":
+    def __enter__(self) -> Labeler:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
-def check_masks(masks: np.ndarray | None, images: np.ndarray, name: str, semantic: bool = False) -> None:
+def check_masks(masks: np.ndarray | None, images: np.ndarray, name: str, several: bool = False) -> None:
     """Raise when a labeler's masks are not N x H x W uint8 with values in {0, 1, 255} (any
     class value, for several classes per image)."""
     if masks is None:
@@ -265,5 +279,5 @@ def check_masks(masks: np.ndarray | None, images: np.ndarray, name: str, semanti
     if masks.shape != expected or masks.dtype != np.uint8:
         raise ValueError(f"labeler {name!r}: masks {masks.shape} {masks.dtype}, expected {expected} uint8")
     extra = set(np.unique(masks).tolist()) - {MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE}
-    if extra and not semantic:
+    if extra and not several:
         raise ValueError(f"labeler {name!r}: mask values {sorted(extra)} outside {{0, 1, 255}}")

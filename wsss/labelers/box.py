@@ -6,7 +6,7 @@ the default) or of every foreground pixel (``component: all``). Mask: 1 inside t
 0 outside. When nothing passes the threshold there is no box (``box`` = -1 x 4) and the mask
 follows ``empty``: all background (default) or all ignore (255).
 
-Several classes per image (``data.task: semantic``): a box per class the image carries, from
+Several classes per image: a box per class the image carries, from
 that class's heatmap or the data's box for it, filled with the class and merged as
 ``wsss.labelers.classwise.paint`` says (contested pixels to the higher CAM, or the smaller box).
 """
@@ -36,7 +36,7 @@ class BoxParams(ThresholdParams):
         "background", description="mask when the thresholded heatmap is empty (no box)")
 
     @model_validator(mode="after")
-    def _no_band(self) -> "BoxParams":
+    def _no_band(self) -> BoxParams:
         if self.band is not None:
             raise ValueError(f"band {self.band}: box labelers cut heatmap >= threshold; "
                              "set threshold instead")
@@ -64,7 +64,7 @@ class BoxLabeler(Labeler):
     description = "raw box: bounding box of the thresholded CAM, filled as the mask"
     Params = BoxParams
     stage = "cpu"
-    semantic = True  # a box per class the image carries
+    per_class = True  # a box per class the image carries
 
     def heatmap_ref(self) -> HeatmapRef | None:
         return None if self.params.box_source == "dataset" else super().heatmap_ref()
@@ -72,7 +72,7 @@ class BoxLabeler(Labeler):
     def boxes(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """N x 4 int32 boxes (x0, y0, x1, y1; exclusive ends; -1 when empty) of the heatmaps, or
         the dataset's given ones; N x K x 4, a box per class, for several classes per image."""
-        if classwise.is_semantic(batch):
+        if classwise.several_classes(batch):
             if self.params.box_source == "dataset":
                 return classwise.given_class_boxes(batch, self.name)
             return classwise.boxes_of_class_heatmaps(classwise.class_heatmaps(batch, self.name),
@@ -98,7 +98,7 @@ class BoxLabeler(Labeler):
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
-        if classwise.is_semantic(batch):
+        if classwise.several_classes(batch):
             count, width = boxes.shape[:2]
             masks = box_masks((count * width, *batch["image"].shape[1:3]), boxes.reshape(-1, 4))
             masks = masks.reshape(count, width, *masks.shape[1:])

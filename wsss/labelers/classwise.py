@@ -1,6 +1,6 @@
-"""Per-class masks and how they become one class map (``data.task: semantic``).
+"""Per-class masks and how they become one class map (images of several classes each).
 
-Under the semantic task a batch carries ``labels`` (N x K class indices, -1 padded), heatmaps
+With several classes per image a batch carries ``labels`` (N x K class indices, -1 padded), heatmaps
 N x K x H x W (one per class the image carries) and, from data that gives them, ``given_box``
 N x K x 4 (a box per class, -1s where the data gives none). A box-based generator (box,
 GrabCut, the mix, SAM2 by box or peaks) makes one {0, 1} mask per class the image carries, and
@@ -20,7 +20,7 @@ from wsss.labelers.base import MASK_BACKGROUND, MASK_IGNORE, NO_BOX
 from wsss.labelers.geometry import Component, boxes_from_heatmaps
 
 
-def is_semantic(batch: dict[str, np.ndarray]) -> bool:
+def several_classes(batch: dict[str, np.ndarray]) -> bool:
     """Whether the batch holds images of several classes (a ``labels`` column)."""
     return "labels" in batch
 

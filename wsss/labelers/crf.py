@@ -27,7 +27,7 @@ shrunk grid (image by area, mask by nearest) and brings the labels back by neare
 A batch runs in one vectorised pass per chunk of images (the chunk bounds the N x window^2 x
 H x W kernel's memory). Deterministic.
 
-Several classes per image (``data.task: semantic``): the same Potts model over the image's own
+Several classes per image: the same Potts model over the image's own
 labels, background plus the K classes it carries (``labels``): Q = softmax(unary + sum_j k_ij
 Q_j) per label, which for two labels is exactly the logistic above. The unary gives a pixel's
 source class ``confidence`` and shares the rest among the other labels; classes the image does
@@ -314,7 +314,7 @@ class CrfLabeler(Labeler):
     description = "dense CRF (local mean-field) refining one mask set on the image's colours"
     Params = CrfParams
     stage = "cpu"
-    semantic = True  # over each image's own labels (background and its classes)
+    per_class = True  # over each image's own labels (background and its classes)
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images, sources = np.asarray(batch["image"]), np.asarray(batch["source_masks"])

@@ -19,8 +19,9 @@ the maps come back.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -166,7 +167,7 @@ class CamEngine:
             self._handle.remove()
             self._handle = None
 
-    def __enter__(self) -> "CamEngine":
+    def __enter__(self) -> CamEngine:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -36,7 +36,7 @@ Degenerate inputs never raise; each has one defined outcome (``grabcut_masks`` r
 of a rectangle: ``seed_labels`` and ``seeded_grabcut_into`` say how, and why real photos need
 it (outcome ``seeds``; degenerate seeds fall back to the box path above).
 
-Several classes per image (``data.task: semantic``): GrabCut runs once per class the image
+Several classes per image: GrabCut runs once per class the image
 carries, in that class's box (or from that class's seeds, where another class's sure seeds,
 higher than this class's map, count as sure background), and the per-class masks are merged
 by ``wsss.labelers.classwise.paint``; the labeler also returns them (``class_masks``) so the
@@ -77,7 +77,7 @@ class GrabCutParams(BoxParams):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _seeds_need_a_heatmap(self) -> "GrabCutParams":
+    def _seeds_need_a_heatmap(self) -> GrabCutParams:
         lo, hi = self.seeds
         if not self.sure_background <= lo <= hi <= 1.0:
             raise ValueError(f"seeds {list(self.seeds)} with sure_background {self.sure_background}: "
@@ -273,7 +273,7 @@ class GrabCutLabeler(BoxLabeler):
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
-        if classwise.is_semantic(batch):
+        if classwise.several_classes(batch):
             class_masks = class_grabcut_masks(batch["image"], boxes, np.asarray(batch["labels"]), self.params,
                                               batch.get("heatmap"))
             return {"mask": self.paint_classes(batch, class_masks, boxes), "box": boxes,

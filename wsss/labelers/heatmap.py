@@ -15,7 +15,7 @@ import numpy as np
 
 from wsss.data.arrays import resize_image
 from wsss.identity import file_hash
-from wsss.labelers.base import HeatmapRef, HeatmapView, Labeler, ThresholdParams, apply_threshold, class_map
+from wsss.labelers.base import HeatmapRef, HeatmapView, Labeler, ThresholdParams, cut_heatmaps
 from wsss.labelers.fastcam import BF16_ON_CUDA, CamEngine, SharedCams, ref_key
 from wsss.models.classifier import (
     WeightsMissingError,
@@ -38,7 +38,7 @@ class HeatmapLabeler(Labeler):
 
     Params = HeatmapParams
     stage: ClassVar[str] = "heatmap"
-    semantic: ClassVar[bool] = True  # a map per class the image carries (masks.stages.class_heatmaps)
+    per_class: ClassVar[bool] = True  # a map per class the image carries (masks.stages.class_heatmaps)
     uses_gradients: ClassVar[bool] = True  # False: the formula reads no gradient (no backward)
 
     @staticmethod
@@ -144,11 +144,9 @@ class HeatmapLabeler(Labeler):
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "labels" in batch:  # several classes: a class-indexed mask per image
             heatmaps = self.class_heatmaps(batch["image"], batch["labels"])
-            masks = np.stack([class_map(maps[:int((present >= 0).sum())], [int(k) for k in present if k >= 0],
-                                        self.params) for maps, present in zip(heatmaps, batch["labels"])])
-            return {"heatmap": heatmaps, "mask": masks}
+            return {"heatmap": heatmaps, "mask": cut_heatmaps(heatmaps, batch["labels"], self.params)}
         heatmap = self.heatmaps(batch["image"], batch["label"])
-        return {"heatmap": heatmap, "mask": apply_threshold(heatmap, self.params)}
+        return {"heatmap": heatmap, "mask": cut_heatmaps(heatmap, None, self.params)}
 
     def close(self) -> None:
         if self._cam is not None:

@@ -21,7 +21,7 @@ pipeline that already holds GrabCut masks made with the same params calls
 ``MixLabeler.mix_from_grabcut(images, boxes, grabcut_masks)`` directly (``label_batch`` also
 takes a ``grabcut_mask`` column when called directly).
 
-Several classes per image (``data.task: semantic``): the mix of each class's GrabCut mask in
+Several classes per image: the mix of each class's GrabCut mask in
 that class's box, merged by ``wsss.labelers.classwise.paint``.
 """
 
@@ -32,8 +32,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from wsss.labelers.geometry import crop_around, has_box
 from wsss.labelers import classwise
+from wsss.labelers.geometry import crop_around, has_box
 from wsss.labelers.grabcut import GrabCutLabeler, GrabCutParams, class_grabcut_masks, grabcut_masks, shrink_to
 from wsss.labelers.registry import register
 
@@ -112,7 +112,7 @@ class MixLabeler(GrabCutLabeler):
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
-        if classwise.is_semantic(batch):
+        if classwise.several_classes(batch):
             labels = np.asarray(batch["labels"])
             class_masks = batch.get("grabcut_class_masks")
             if class_masks is None:

@@ -16,7 +16,7 @@ Outputs: ``mask`` N x H x W uint8 {0, 1}; ``prompts`` N x K x 3 float32 [x, y, l
 positive, 0 negative; rows of -1 pad); the box labeler adds ``box`` N x 4 int32 [x0, y0, x1, y1]
 (pixel edges, end exclusive; -1s where the heatmap gave no box and the centre point was used).
 
-Several classes per image (``data.task: semantic``): ``sam2_peaks`` and ``sam2_box`` prompt SAM2
+Several classes per image: ``sam2_peaks`` and ``sam2_box`` prompt SAM2
 once per class the image carries (that class's peaks or box; one embedding serves them all) and
 merge the per-class masks (``wsss.labelers.classwise.paint``); the box labeler's ``box`` is then
 N x K x 4. ``sam2_center`` has one prompt and no class to give it, so the config check refuses it.
@@ -199,7 +199,7 @@ class Sam2Labeler(Labeler):
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = batch["image"]
-        if classwise.is_semantic(batch):
+        if classwise.several_classes(batch):
             return self.label_classes(batch)
         if self.heatmap_ref() is not None and batch["heatmap"].shape != images.shape[:3]:
             raise ValueError(f"labeler {self.name!r}: heatmap {batch['heatmap'].shape} does not "
@@ -250,7 +250,7 @@ class Sam2Peaks(Sam2Labeler):
     name = "sam2_peaks"
     description = "SAM2 prompted with CAM peaks (and optional negative points at CAM minima)"
     Params = Sam2PeaksParams
-    semantic = True  # prompted per class from that class's map
+    per_class = True  # prompted per class from that class's map
 
     def prompt_table(self, points: list[np.ndarray | None]) -> np.ndarray:
         """N x (points + negative_points) x 3: positives first, negatives in the last rows."""
@@ -281,7 +281,7 @@ class Sam2Box(Sam2Labeler):
     name = "sam2_box"
     description = "SAM2 prompted with the box of the largest CAM blob (centre point without one)"
     Params = Sam2BoxParams
-    semantic = True  # prompted per class with that class's box
+    per_class = True  # prompted per class with that class's box
 
     def heatmap_ref(self) -> HeatmapRef | None:
         return None if self.params.box_source == "dataset" else super().heatmap_ref()

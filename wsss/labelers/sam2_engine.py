@@ -133,7 +133,7 @@ class Sam2Engine:
         digest = _images_digest(image_list)
         if digest == self._embedded:
             return
-        self.predictor  # builds the model on first use
+        _ = self.predictor  # builds the model on first use
         self._embedded = None  # a failed encode must not leave a stale digest behind
         with torch.inference_mode(), self._precision():
             self._set_image_batch_on_device(image_list)

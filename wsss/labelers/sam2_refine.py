@@ -92,7 +92,7 @@ class Sam2RefineParams(Sam2Params, DerivedParams):
         return sources
 
     @model_validator(mode="after")
-    def _some_prompt(self) -> "Sam2RefineParams":
+    def _some_prompt(self) -> Sam2RefineParams:
         if not (self.box or self.points or self.mask_prompt):
             raise ValueError("no prompt: set box, points > 0 or mask_prompt")
         return self

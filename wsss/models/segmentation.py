@@ -21,9 +21,10 @@ Weights (``create_model(name, weights)``):
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models.classifier import WeightsMissingError

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from wsss.paper import SOURCE
-from wsss.report.figures import (
+from wsss.report.grids import make_grids
+from wsss.report.html import write_html
+from wsss.report.label_quality import QualitySource, claim_check, claim_text, dataset_records, quality_points
+from wsss.report.plots import (
     curve_labeler,
     plot_quality_scatter,
     plot_threshold_curves,
@@ -29,11 +32,8 @@ from wsss.report.figures import (
     study_points,
     trained_points,
 )
-from wsss.report.grids import make_grids
-from wsss.report.html import write_html
-from wsss.report.quality import QualitySource, claim_check, claim_text, dataset_records, quality_points
+from wsss.report.review_gain import REVIEW_TEXT, curve_markdown, curve_rows, plot_curve
 from wsss.report.runs import is_random_init, load_sweep
-from wsss.report.review import REVIEW_TEXT, curve_markdown, curve_rows, plot_curve
 from wsss.report.tables import all_tables, scored_runs, to_markdown, write_tables, write_text
 
 REPORT_ARTIFACT_PATH = "report"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +22,10 @@ from wsss.data.arrays import resize_image, resize_mask
 from wsss.data.decode import decode_image, record_truth
 from wsss.data.index import index
 from wsss.data.records import DatasetMissingError
-from wsss.figures import mask_to_rgb, overlay, sample_ids, save_grid
 from wsss.masks.store import MaskSet, read_manifest
 from wsss.metrics import confusion, scores, trimap_to_target
 from wsss.models.segmentation import load_segmentation
+from wsss.panels import mask_to_rgb, overlay, sample_ids, save_grid
 from wsss.report.runs import SweepRuns, is_random_init, metric
 from wsss.train.steps import predict_logits
 

@@ -6,7 +6,7 @@ them: it is written as the folder of ``<image_id>.png`` that ``wsss import`` rea
 choice recorded as ``wsss export --select`` records it. Each point is then a trial of one sweep
 (``labels: <base>``, ``reviewed: <folder>``), beside full supervision (``labels: gt``) and no
 review (K = 0): one MLflow parent run with a child per point, and the report draws the curve
-(``wsss.report.review``). Nothing else reads ground truth: checkpoints are chosen on the run's
+(``wsss.report.review_gain``). Nothing else reads ground truth: checkpoints are chosen on the run's
 own labels (the reviewed val images are not reviewed here: the review covers training images).
 """
 
@@ -74,7 +74,7 @@ def labels_dice(mask_set: Any, images: list[ExportImage], border_policy: str) ->
 
 
 def review_folders(mask_set: Any, images: list[ExportImage], points: list[int], selections: list[str],
-                   seed: int, root: Path, border_policy: str) -> dict[tuple[str, int], "ReviewPoint"]:
+                   seed: int, root: Path, border_policy: str) -> dict[tuple[str, int], ReviewPoint]:
     """One reviewer folder per (selection, K % > 0), with how good the masks it replaces were."""
     folders = {}
     for by in selections:

@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from wsss import console, storage, tracking
-from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, parse_config
+from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, TrainConfig, options_for, parse_config
 from wsss.data.prepare import describe_data, prepare_dataset
 from wsss.identity import file_hash, stable_hash
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.pipeline import cluster_resources, generate_masks, labeler_context
-from wsss.masks.tracking import log_mask_set, made_on_random_weights
+from wsss.masks.reviewed import detect_format, import_reviewed, source_hash
+from wsss.masks.set_log import log_mask_set, made_on_random_weights
 from wsss.metrics import flat_metrics
 from wsss.raycluster import ensure_ray
 from wsss.sweep.progress import StageClock, trial_progress
-from wsss.sweep.tracking import (
+from wsss.sweep.sweep_log import (
     KEY_TAG,
     find_parent,
     log_direct_eval,
@@ -37,10 +38,9 @@ from wsss.sweep.tracking import (
     summary_rows,
     to_markdown,
 )
-from wsss.masks.review import detect_format, import_reviewed, source_hash
 from wsss.train.classifier import resolve_classifier
 from wsss.train.segmentation import TrainingOutcome, check_truth_for, fit_segmentation
-from wsss.train.tracking import log_training
+from wsss.train.train_log import log_training
 
 TRIAL_METRIC = "val_micro_dice"
 
@@ -68,7 +68,7 @@ def reviewed_sources(config: StudyConfig) -> list[str]:
 
 def import_reviews(config: StudyConfig, dataset: Any) -> None:
     """Import each reviewed file once, on the driver, before the trials: its problems are shown
-    here, and every trial then finds the set made (``wsss.masks.review``)."""
+    here, and every trial then finds the set made (``wsss.masks.reviewed``)."""
     for path in reviewed_sources(config):
         try:
             result = import_reviewed(config.pipeline.store, path, dataset, config.data.image_size)
@@ -117,9 +117,10 @@ def expand_trials(config: StudyConfig) -> list[dict[str, Any]]:
 def trial_config(study: dict[str, Any], overrides: dict[str, Any], name: str = "") -> StudyConfig:
     """The study config with one trial's ``train`` overrides applied (and re-validated)."""
     train = study.get("train", {})
-    if overrides.get("model", train.get("model")) != train.get("model") and "model_options" not in overrides:
-        train = {**train, "model_options": {}}  # options belong to the model they were set for
-    merged = {**train, **overrides}
+    defaults = TrainConfig()
+    merged = {**train, **overrides,
+              "model_options": options_for(train.get("model", defaults.model), train.get("model_options", {}),
+                                           overrides.get("model"), overrides.get("model_options"))}
     if "threshold" not in overrides and not parse_config(study).heatmap_label(merged.get("labels", "gt")):
         merged["threshold"] = None  # the study's threshold cuts heatmaps; this trial has none
     return parse_config({**study, "train": merged}, f"sweep trial {name}".strip())

@@ -1,6 +1,6 @@
 """Train the 37-breed classifier that every CAM reads, on Ray Train (DDP, CPU or GPU).
 
-For ``data.task: semantic`` it is multi-label (a sigmoid per class, ``wsss.train.multilabel``),
+For images of several classes each it is multi-label (a sigmoid per class, ``wsss.train.multilabel``),
 kept by validation mAP; otherwise one softmax over the classes, kept by validation accuracy.
 
 ``run_classifier(config)`` decodes the splits once (cached), fits a ``TorchTrainer`` whose
@@ -26,6 +26,7 @@ from wsss.data.transforms import batch_to_input
 from wsss.identity import stable_hash
 from wsss.labelers.registry import get_labeler_class
 from wsss.models.classifier import build_classifier, check_classifier, save_classifier
+from wsss.train import multilabel
 from wsss.train.common import (
     all_reduce_sums,
     arrays_dataset,
@@ -44,8 +45,8 @@ from wsss.train.common import (
     shuffled_order,
     worker_device,
 )
-from wsss.train import multilabel
 from wsss.train.progress import epoch_progress
+from wsss.train.settings import ClassifierSettings
 
 SHUFFLE_ROWS = 512  # local shuffle buffer per worker (rows)
 CHECKPOINT_NAME = "classifier.pt"
@@ -54,7 +55,7 @@ CHECKPOINT_NAME = "classifier.pt"
 # ---- worker side ----------------------------------------------------------------------------
 
 
-def train_epoch(model, optimizer, settings: dict, epoch: int, device, generator) -> list[float]:
+def train_epoch(model, optimizer, settings: ClassifierSettings, epoch: int, device, generator) -> list[float]:
     """One pass over this worker's shard: [loss sum, correct, images]."""
     import ray.train
     import torch.nn.functional as F
@@ -63,16 +64,16 @@ def train_epoch(model, optimizer, settings: dict, epoch: int, device, generator)
     rank, _ = rank_and_world()
     totals = [0.0, 0.0, 0.0]
     shard = ray.train.get_dataset_shard("train")
-    for batch in shard.iter_torch_batches(batch_size=settings["batch_size"], device=device,
+    for batch in shard.iter_torch_batches(batch_size=settings.batch_size, device=device,
                                           local_shuffle_buffer_size=SHUFFLE_ROWS,
-                                          local_shuffle_seed=settings["seed"] + 1000 * epoch + rank):
+                                          local_shuffle_seed=settings.seed + 1000 * epoch + rank):
         labels = batch["label"]
         if len(labels) < 2:  # BatchNorm needs two samples; shards are equal, so all ranks skip
             continue
         inputs = batch_to_input(batch["image"], train=True, generator=generator)
         with autocast(device):
             logits = model(inputs)
-        if settings.get("multi_label"):
+        if settings.multi_label:
             loss = multilabel.multilabel_loss(logits, batch["targets"])
             correct = multilabel.exact_matches(logits.detach().float(), batch["targets"])
         else:
@@ -105,36 +106,36 @@ def evaluate(model, dataset_name: str, batch_size: int, device) -> list[float]:
     return totals
 
 
-def train_loop(settings: dict) -> list[dict]:
+def train_loop(settings: ClassifierSettings) -> list[dict]:
     """Per-worker loop: resume from the latest checkpoint, train, report every epoch."""
     import ray.train.torch
     import torch
 
     rank, _ = rank_and_world()
     device = worker_device()
-    seed_everything(settings["seed"])  # same init on every rank (DDP also broadcasts rank 0's)
-    model = build_classifier(settings["backbone"], settings["weights"], settings["num_classes"])
+    seed_everything(settings.seed)  # same init on every rank (DDP also broadcasts rank 0's)
+    model = build_classifier(settings.backbone, settings.weights, settings.num_classes)
     state = restore_state()
     if state is not None:
         model.load_state_dict(state["model"])
     model = ray.train.torch.prepare_model(model)
     module = getattr(model, "module", model)  # evaluation bypasses DDP: ranks differ in batches
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     history: list[dict] = []
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         history = state["history"]
-    for epoch in range(len(history), settings["epochs"]):
+    for epoch in range(len(history), settings.epochs):
         generator = torch.Generator(device=device)
-        generator.manual_seed(settings["seed"] * 7919 + 1000 * epoch + rank)
+        generator.manual_seed(settings.seed * 7919 + 1000 * epoch + rank)
         sums = train_epoch(model, optimizer, settings, epoch, device, generator)
-        if settings.get("multi_label"):
-            sums += multilabel.evaluate(module, "val", settings["eval_batch_size"], device,
-                                        settings["num_classes"])
+        if settings.multi_label:
+            sums += multilabel.evaluate(module, "val", settings.eval_batch_size, device,
+                                        settings.num_classes)
             reduced = all_reduce_sums(sums, device)
-            history.append(multilabel.history_row(epoch + 1, reduced[:3], reduced[3:], settings["num_classes"]))
+            history.append(multilabel.history_row(epoch + 1, reduced[:3], reduced[3:], settings.num_classes))
         else:
-            sums += evaluate(module, "val", settings["eval_batch_size"], device)
+            sums += evaluate(module, "val", settings.eval_batch_size, device)
             loss, correct, seen, val_loss, val_correct, val_seen = all_reduce_sums(sums, device)
             history.append({"epoch": epoch + 1, "train_loss": loss / max(seen, 1),
                             "train_accuracy": correct / max(seen, 1),
@@ -253,15 +254,15 @@ def _fit(config: StudyConfig, splits: dict[str, Any], classes: int, storage_root
     weights = section.weights
     if weights not in ("none", "imagenet"):
         weights = str(Path(weights).resolve())  # workers run in another directory
-    multi_label = config.data.task == "semantic"
+    multi_label = splits["train"].label_sets is not None  # images of several classes each
     columns = {name: _columns(splits[name], classes, multi_label) for name in ("train", "val")}
     with epoch_progress(stage, section.epochs, epoch_note) as callbacks:
         trainer = TorchTrainer(
             train_loop,
-            train_loop_config={"backbone": section.backbone, "weights": weights, "lr": section.lr,
-                               "epochs": section.epochs, "batch_size": section.batch_size,
-                               "eval_batch_size": section.eval_batch_size, "seed": section.seed,
-                               "num_classes": classes, "multi_label": multi_label},
+            train_loop_config=ClassifierSettings(
+                backbone=section.backbone, weights=weights, lr=section.lr, epochs=section.epochs,
+                batch_size=section.batch_size, eval_batch_size=section.eval_batch_size, seed=section.seed,
+                num_classes=classes, multi_label=multi_label),
             scaling_config=scaling_config(section.scaling),
             run_config=run_config(storage_root, name, metric=selection_metric(multi_label),
                                   max_failures=section.max_failures, callbacks=callbacks),
@@ -282,7 +283,7 @@ def _measure_test(config: StudyConfig, checkpoint, classes: int, test) -> dict[s
     scaling = config.classifier.scaling
     task = ray.remote(_test_scores).options(num_cpus=scaling.cpus_per_worker,
                                             num_gpus=1 if scaling.use_gpu else 0)
-    targets = test.multi_hot(classes) if config.data.task == "semantic" else None
+    targets = test.multi_hot(classes) if test.label_sets is not None else None
     with console.Stage("test accuracy") as stage:  # a full test split takes a while on CPUs
         scores = ray.get(task.remote(checkpoint, config.classifier.backbone, classes, test.images,
                                      test.labels, config.classifier.eval_batch_size, targets))
@@ -359,7 +360,7 @@ def _classifier(config: StudyConfig, parent_run_id: str | None, stage: console.S
     splits = decoded_splits(config, dataset, section.image_size, min_train=1)
     result = _fit(config, splits, len(dataset.classes), storage.absolute(section.storage),
                   classifier_run_name(config, fingerprint), stage)
-    multi_label = config.data.task == "semantic"
+    multi_label = dataset.pixel_classes is not None
     best = result.get_best_checkpoint(selection_metric(multi_label), "max")
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
     test = _measure_test(config, best, len(dataset.classes), splits["test"])

@@ -8,21 +8,28 @@ block as the dataset is built, and reach the training workers as dataset columns
 ``target_<k>``, so switching source at an epoch needs no new dataset. A weakly supervised run
 validates on its own labels (the schedule's last source) and reads ground truth only to score
 test (``train.select``).
+
+Nothing trains on a half-read mask: a mask set's files are checked against its manifest's
+digests on the driver before any target is made (``MaskSetSource.verify``: when the source is
+opened, for the train and val images, and again in ``absent`` for any image not checked yet),
+so a damaged or missing file stops the run with a ``MaskSetError`` listing every one of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from wsss.data.arrays import resize_mask
 from wsss.identity import file_hash
+from wsss.masks.store import MaskSetError
 from wsss.metrics import IGNORE, trimap_to_target
 from wsss.models.segmentation import load_segmentation
 from wsss.storage import fetch
-from wsss.train.steps import predict_logits
+from wsss.train.steps import banded_class_map, predict_logits
 
 GROUND_TRUTH = "gt"
 
@@ -53,7 +60,7 @@ class GroundTruthSource:
 @dataclass
 class ClassTruthSource:
     """Class-indexed ground truth (0 background, k class, 255 ignore): the fully supervised
-    baseline of a several-class study (``data.task: semantic``)."""
+    baseline of a study whose images carry several classes each."""
 
     classmaps: Mapping[str, np.ndarray]  # image_id -> class map (``RowsById(..., "classmaps")``)
     name: str = GROUND_TRUTH
@@ -67,12 +74,23 @@ class MaskSetSource:
     """Masks from the pseudo-mask store (``wsss.masks.store.open_mask_set``; thresholds at read time).
 
     An image the set lacks (its labeler quarantined it) becomes all-ignore: it adds nothing
-    to the loss. ``missing`` lists such ids after ``targets``.
+    to the loss. ``missing`` lists such ids after ``targets``. A damaged file, or one the
+    manifest lists that is gone, is a ``MaskSetError``: never trained on, never all-ignore.
     """
 
-    mask_set: Any  # has .read(image_id) -> H x W uint8 {0, 1, 255}
+    mask_set: Any  # has .read(image_id) -> H x W uint8 {0, 1, 255}; a store's also .verify(ids)
     name: str
     missing: list[str] = field(default_factory=list)
+    verified: set[str] = field(default_factory=set, repr=False)  # ids whose files checked out
+
+    def verify(self, image_ids: Sequence[str]) -> None:
+        """Check every file of ``image_ids`` not checked yet, each read once
+        (``wsss.masks.store.MaskSet.verify``); MaskSetError listing the damaged or missing ones."""
+        unchecked = [image_id for image_id in image_ids if image_id not in self.verified]
+        check = getattr(self.mask_set, "verify", None)
+        if check is not None and unchecked:
+            check(unchecked)
+        self.verified.update(unchecked)
 
     @property
     def version(self) -> str:
@@ -82,7 +100,9 @@ class MaskSetSource:
                 f"/{getattr(self.mask_set, 'band', None)}")
 
     def absent(self, image_ids: Sequence[str]) -> list[str]:
-        """The ids among ``image_ids`` this set has no mask for (asked of the store's listing)."""
+        """The ids among ``image_ids`` this set has no mask for (asked of the store's listing),
+        once their files checked out (``verify``: the driver asks this before training)."""
+        self.verify(image_ids)
         ids = getattr(self.mask_set, "ids", None)
         if ids is None:
             return []
@@ -94,6 +114,8 @@ class MaskSetSource:
         for image_id in image_ids:
             try:
                 masks.append(resize_mask(np.asarray(self.mask_set.read(image_id), np.uint8), size))
+            except MaskSetError:
+                raise  # a damaged file: the run stops, naming it (a FileNotFoundError too)
             except (FileNotFoundError, KeyError):
                 self.missing.append(image_id)
                 masks.append(np.full((size, size), IGNORE, np.uint8))
@@ -107,7 +129,7 @@ class ReviewedSource:
     reaches it), every other image keeps ``base``'s target. With ``weight`` > 1 a reviewed
     pixel's loss counts ``weight`` times a pseudo-mask pixel's (``weights``)."""
 
-    reviewed: Any  # a MaskSet of wsss.masks.review
+    reviewed: Any  # a MaskSet of wsss.masks.reviewed
     base: LabelSource
     weight: float = 1.0
 
@@ -124,8 +146,11 @@ class ReviewedSource:
         return set(self.reviewed.manifest.get("images") or self.reviewed.ids())
 
     def absent(self, image_ids: Sequence[str]) -> list[str]:
-        """Ids neither the reviewed set nor the base holds (trained as all-ignore)."""
+        """Ids neither the reviewed set nor the base holds (trained as all-ignore), once the
+        files of both for ``image_ids`` checked out (MaskSetError naming any damaged one)."""
         held = self.held()
+        if hasattr(self.reviewed, "verify"):
+            self.reviewed.verify([image_id for image_id in image_ids if image_id in held])
         base = self.base.absent(image_ids) if hasattr(self.base, "absent") else []
         return [image_id for image_id in base if image_id not in held]
 
@@ -152,9 +177,10 @@ SELF_TRAINING_PREFIX = "model:"  # a self-training source's version: the model's
 @dataclass
 class SelfTrainingSource:
     """Self-training: the previous round's model's predictions on the training (and val) images
-    as the next round's labels. A pixel is foreground where the predicted probability is at
-    least ``band[1]``, background below ``band[0]``, and ignored in between: the model's own
-    doubt is not taught back to it (the ignore band of the CAM family, for predictions)."""
+    as the next round's labels (``banded_class_map``): a pixel takes its class where the
+    predicted probability is at least ``band[1]``, background where the class is below
+    ``band[0]``, and is ignored in between: the model's own doubt is not taught back to it (the
+    ignore band of the CAM family, for predictions). One class or several, the rule is one."""
 
     name: str
     model_file: str
@@ -170,15 +196,11 @@ class SelfTrainingSource:
         import torch
 
         model, _ = load_segmentation(fetch(self.model_file))
-        lo, hi = self.band
         out = []
         for start in range(0, len(image_ids), 32):
             batch = np.stack([self.images[i] for i in image_ids[start:start + 32]])
-            probability = torch.sigmoid(predict_logits(model, torch.as_tensor(batch), torch.device("cpu")))[:, 0]
-            labels = np.full(probability.shape, IGNORE, np.uint8)
-            labels[probability.numpy() >= hi] = 1
-            labels[probability.numpy() < lo] = 0
-            out.extend(resize_mask(mask, size) for mask in labels)
+            logits = predict_logits(model, torch.as_tensor(batch), torch.device("cpu"))
+            out.extend(resize_mask(mask, size) for mask in banded_class_map(logits, self.band))
         return _stack(out, size)
 
 
@@ -262,10 +284,13 @@ def open_source(key: str, *, trimaps: dict[str, np.ndarray], border_policy: str,
                 classmaps: Mapping[str, np.ndarray] | None = None) -> LabelSource:
     """``gt`` -> ground truth (class maps where given: several classes); any other key ->
     ``open_set(key, threshold)``: the study's mask set of that id
-    (``wsss.masks.pipeline.open_study_mask_set``)."""
+    (``wsss.masks.pipeline.open_study_mask_set``), its files checked for the images training
+    reads, which are the ones ``trimaps`` (or ``classmaps``) hold: train and val."""
     if key == GROUND_TRUTH:
         return ClassTruthSource(classmaps) if classmaps is not None else GroundTruthSource(trimaps, border_policy)
-    return MaskSetSource(open_set(key, threshold), key)
+    source = MaskSetSource(open_set(key, threshold), key)
+    source.verify(list(classmaps if classmaps is not None else trimaps))
+    return source
 
 
 def resolve_schedule(labels: Any, epochs: int, **open_kwargs: Any) -> Schedule:

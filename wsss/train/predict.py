@@ -26,9 +26,9 @@ from wsss.data.arrays import resize_image
 from wsss.data.decode import DecodeError, decode_image
 from wsss.data.imagefolder import IMAGE_EXTENSIONS, image_id_of, walk_images
 from wsss.data.records import DatasetMissingError, Record
-from wsss.figures import class_map_to_rgb
-from wsss.masks.export import voc_palette
+from wsss.formats.png import voc_palette
 from wsss.models.segmentation import load_segmentation
+from wsss.panels import class_map_to_rgb
 from wsss.storage import write_text, writing
 from wsss.train.steps import predict_logits
 
@@ -77,11 +77,11 @@ def _write_indexed_png(mask: np.ndarray, path: Path) -> None:
         indexed.save(temporary, format="PNG")
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, path: Path, semantic: bool = False) -> None:
+def _overlay(image: np.ndarray, mask: np.ndarray, path: Path, several: bool = False) -> None:
     from PIL import Image
 
     picture = image.astype(np.float32)
-    colour = class_map_to_rgb(mask)[mask > 0] if semantic else np.array([220.0, 0.0, 0.0])
+    colour = class_map_to_rgb(mask)[mask > 0] if several else np.array([220.0, 0.0, 0.0])
     picture[mask > 0] = 0.55 * picture[mask > 0] + 0.45 * colour
     with writing(path) as temporary:
         Image.fromarray(picture.clip(0, 255).astype(np.uint8)).save(temporary, quality=90)
@@ -95,7 +95,7 @@ def predict_masks(checkpoint: str | os.PathLike, records: list[Record], out_dir:
     import torch.nn.functional as F
 
     model, payload = load_segmentation(checkpoint, device)
-    semantic = payload.get("classes", 1) > 1  # C+1 channels: several classes per image
+    several = payload.get("classes", 1) > 1  # C+1 channels: several classes per image
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
@@ -111,18 +111,18 @@ def predict_masks(checkpoint: str | os.PathLike, records: list[Record], out_dir:
         for record, original, logit in zip(kept, originals, logits):
             full = F.interpolate(logit[None], size=original.shape[:2], mode="bilinear",
                                  align_corners=False)[0]
-            if semantic:
+            if several:
                 mask = full.argmax(0).cpu().numpy().astype(np.uint8)
                 _write_indexed_png(mask, out_dir / f"{record.image_id}.png")
             else:
                 mask = ((full[0] > 0).cpu().numpy() * 255).astype(np.uint8)
                 _write_png(mask, out_dir / f"{record.image_id}.png")
             if overlay:
-                _overlay(original, mask, out_dir / "overlays" / f"{record.image_id}.jpg", semantic)
+                _overlay(original, mask, out_dir / "overlays" / f"{record.image_id}.jpg", several)
             written += 1
     summary = {"written": written, "out": str(out_dir), "failed": failed,
                "model": payload["model_name"], "image_size": payload["image_size"]}
-    if semantic:
+    if several:
         names = payload.get("class_names") or [f"class-{k}" for k in range(payload["classes"] - 1)]
         legend = {"values": {"0": "background", **{str(k + 1): name for k, name in enumerate(names)}}}
         write_text(str(out_dir / "classes.json"), json.dumps(legend, indent=2))

@@ -5,7 +5,7 @@
   returns a ``TrainingOutcome``: test metrics of the checkpoint ``train.select`` chose, its path, an
   exported model file, a sample figure, the per-epoch history and the run's params. No MLflow,
   so a sweep can call it inside a trial and log child runs itself.
-- ``log_training(config, outcome)`` (``wsss.train.tracking``) writes one MLflow run.
+- ``log_training(config, outcome)`` (``wsss.train.train_log``) writes one MLflow run.
 - ``train_segmentation`` does both and returns a plain dict.
 
 The Train run is ``<train.storage>/<name>``; ``name`` defaults to the model plus a fingerprint
@@ -30,8 +30,8 @@ from wsss.data.arrays import RowsById, reference, split_rows
 from wsss.data.prepare import prepare_dataset
 from wsss.identity import stable_hash
 from wsss.masks.pipeline import labeler_context, open_study_mask_set
-from wsss.masks.review import import_reviewed
-from wsss.metrics import IGNORE, flat_metrics, scores
+from wsss.masks.reviewed import import_reviewed
+from wsss.metrics import BORDER_POLICIES, IGNORE, flat_metrics, scores
 from wsss.models.segmentation import (
     CHECKPOINT_FILE,
     NAMED_WEIGHTS,
@@ -51,12 +51,20 @@ from wsss.train.common import (
     scaling_config,
     shuffled_order,
 )
-from wsss.train.labels import (GROUND_TRUTH, MaskSetSource, ReviewedSource, Schedule, SelfTrainingSource,
-                               make_schedule, resolve_schedule)
+from wsss.train.labels import (
+    GROUND_TRUTH,
+    MaskSetSource,
+    ReviewedSource,
+    Schedule,
+    SelfTrainingSource,
+    make_schedule,
+    resolve_schedule,
+)
 from wsss.train.progress import epoch_progress
+from wsss.train.settings import FailOnce, TrainSettings
 from wsss.train.steps import ground_truth_targets
-from wsss.train.tracking import log_training, sample_figure
-from wsss.train.worker import BEST_CLASS_METRIC, BEST_METRIC, FAIL_ONCE_ENV, train_loop
+from wsss.train.train_log import log_training, sample_figure
+from wsss.train.worker import FAIL_ONCE_ENV, train_loop
 
 MODEL_FILE = "tested_model.pt"
 FIGURE_FILE = "sample.png"
@@ -90,9 +98,6 @@ class TrainingOutcome:
                 "figure": self.figure, "run_dir": self.run_dir}
 
 
-def semantic(config: StudyConfig) -> bool:
-    """Several classes per image (``data.task: semantic``): C+1 outputs and class metrics."""
-    return config.data.task == "semantic"
 
 
 def resolve_weights(config: StudyConfig, model: str) -> tuple[str, bool]:
@@ -131,17 +136,13 @@ def check_truth_for(config: StudyConfig, labels: Any, dataset: Any) -> None:
                           f"use auto, val_labels or last")
 
 
-def check_semantic(config: StudyConfig) -> None:
-    """Refuse, before any work, what several-class training does not do (yet): label sources
-    that are built for one class (agreement weights, reviewed masks, self-training rounds)."""
-    if not semantic(config):
-        return
-    refused = [(config.train.agreement, "train.agreement"), (config.train.reviewed, "train.reviewed"),
-               (config.train.rounds > 1, "train.rounds > 1 (self-training)")]
-    for value, name in refused:
-        if value:
-            raise ConfigError(f"{name} works with one class per image; with data.task: semantic "
-                              f"train on ground truth or on a CAM mask set")
+def check_classes(config: StudyConfig, dataset: Any) -> None:
+    """Refuse, before any work, what several-class training does not do yet: reviewed masks,
+    whose importers paint one foreground value, not each region's class."""
+    if dataset.pixel_classes and config.train.reviewed:
+        raise ConfigError("train.reviewed works with one class per image: wsss import paints every "
+                          "reviewed region as the one foreground; with several classes per image train on "
+                          "ground truth or on a mask set")
 
 
 def study_sets(config: StudyConfig, dataset: Any):
@@ -171,7 +172,7 @@ def label_schedule(config: StudyConfig, labels: Any, dataset: Any, splits: dict[
     check_truth_for(config, labels if labels is not None else config.train.labels, dataset)
     open_set = study_sets(config, dataset)
     trimaps = RowsById([splits["train"], splits["val"]], "trimaps")  # read where targets are made
-    classmaps = RowsById([splits["train"], splits["val"]], "classmaps") if semantic(config) else None
+    classmaps = RowsById([splits["train"], splits["val"]], "classmaps") if dataset.pixel_classes else None
     try:
         schedule = resolve_schedule(
             labels if labels is not None else config.train.labels, config.train.epochs,
@@ -281,17 +282,24 @@ def val_block(start: int, stop: int, **kwargs) -> dict:
     return val_columns(rows=slice(start, stop), **kwargs)
 
 
+def test_policies(border_policy: str, classes: bool) -> tuple[str, ...]:
+    """The border policies test is scored under, the configured one first: every policy for a
+    trimap's border, the configured one alone for class maps (their ignore is their own)."""
+    return (border_policy,) if classes else (border_policy, *(p for p in BORDER_POLICIES if p != border_policy))
+
+
 def test_columns(start: int, stop: int, *, test, border_policy: str, classes: bool = False) -> dict:
-    """Rows [start, stop) of test: image, ground-truth target, and the trimap and row index
-    (test is also scored under every border policy and per image); with ``classes`` the
-    class-indexed truth too (``classmap``)."""
+    """Rows [start, stop) of test: image, the row index (test is also scored per image) and the
+    ground-truth class map under each of ``test_policies`` (``truth__<policy>``); with
+    ``classes`` the class-indexed truth."""
     arrays = split_rows(test)
-    trimaps = np.asarray(arrays.trimaps[start:stop])
-    columns = {"image": np.asarray(arrays.images[start:stop]),
-               "target": ground_truth_targets(trimaps, border_policy), "trimap": trimaps,
-               "index": np.arange(start, stop, dtype=np.int64)}
+    columns = {"image": np.asarray(arrays.images[start:stop]), "index": np.arange(start, stop, dtype=np.int64)}
     if classes:
-        columns["classmap"] = np.asarray(arrays.classmaps[start:stop])
+        columns[f"truth__{border_policy}"] = np.asarray(arrays.classmaps[start:stop])
+        return columns
+    trimaps = np.asarray(arrays.trimaps[start:stop])
+    for policy in test_policies(border_policy, classes):
+        columns[f"truth__{policy}"] = ground_truth_targets(trimaps, policy)
     return columns
 
 
@@ -305,7 +313,7 @@ def warn_missing(sources, image_ids: list[str]) -> None:
                   f"mask and are ignored in training", file=sys.stderr)
 
 
-def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig,
+def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig, classes: bool,
                    voters: list[Any] = ()) -> dict:
     """Ray datasets built one block at a time (``built_dataset``): train (``train_columns``, in
     one seeded random order), val (``val_columns``) and test (``test_columns``). Pixels come
@@ -321,9 +329,9 @@ def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig,
                                voters=list(voters)),
         "val": built_dataset(len(val), val_block, val=reference(val), schedule=schedule,
                              selection=selection, border_policy=border_policy,
-                             gt_metrics=config.train.val_gt_metrics, classes=semantic(config)),
+                             gt_metrics=config.train.val_gt_metrics, classes=classes),
         "test": built_dataset(len(test), test_columns, test=reference(test), border_policy=border_policy,
-                              classes=semantic(config)),
+                              classes=classes),
     }
 
 
@@ -341,51 +349,49 @@ def run_name(config: StudyConfig, model: str, model_options: dict, schedule,
     return f"{model.replace('/', '_')}-{digest}"
 
 
-def _settings(config: StudyConfig, model: str, weights: str, model_options: dict,
-              schedule) -> dict[str, Any]:
+def _settings(config: StudyConfig, model: str, weights: str, model_options: dict, schedule,
+              class_names: tuple[str, ...] | None, test_images: int) -> TrainSettings:
     section = config.train
     workers = max(1, section.scaling.num_workers)
     selection = resolve_select(section.select, [source.name for source in schedule.sources])
-    settings = {"model": model, "weights": weights, "model_options": model_options,
-                "select": selection, "best_metric": "epoch" if selection == "last" else BEST_METRIC,
-                "val_columns": ["target"] + (["gt_target"] if section.val_gt_metrics and
-                                             selection != "val_gt" else []),
-                "lr": section.lr, "epochs": section.epochs,
-                # train.batch_size is the global batch (the study's 64 on one GPU): split it
-                "batch_size": max(2, math.ceil(section.batch_size / workers)),
-                "eval_batch_size": section.eval_batch_size, "seed": section.seed,
-                "bf16": section.bf16, "image_size": section.image_size,
-                "border_policy": config.data.border_policy, "labels": schedule.describe(),
-                "schedule": list(schedule.steps),
-                "source_names": [source.name for source in schedule.sources]}
     fail = os.environ.get(FAIL_ONCE_ENV)
-    if fail:
-        epoch, _, marker = fail.partition(":")
-        settings["fail_once"] = {"epoch": int(epoch), "marker": str(Path(marker).resolve())}
-    return settings
+    epoch, _, marker = (fail or "").partition(":")
+    return TrainSettings(
+        model=model, weights=weights, model_options=dict(model_options), select=selection,
+        val_columns=("target",) + (("gt_target",) if section.val_gt_metrics and selection != "val_gt" else ()),
+        lr=section.lr, epochs=section.epochs,
+        # train.batch_size is the global batch (the study's 64 on one GPU): split it
+        batch_size=max(2, math.ceil(section.batch_size / workers)),
+        eval_batch_size=section.eval_batch_size, seed=section.seed, bf16=section.bf16,
+        image_size=section.image_size, border_policy=config.data.border_policy,
+        labels=schedule.describe(), schedule=tuple(tuple(step) for step in schedule.steps),
+        source_names=tuple(source.name for source in schedule.sources), test_images=test_images,
+        test_policies=test_policies(config.data.border_policy, class_names is not None),
+        class_names=class_names,
+        fail_once=FailOnce(int(epoch), str(Path(marker).resolve())) if fail else None)
 
 
-def _schedule_steps(settings: dict) -> list[tuple[int, str]]:
+def _schedule_steps(settings: TrainSettings) -> list[tuple[int, str]]:
     """[(epochs, source name), ...] of the label schedule."""
     steps, previous = [], 0
-    for last, index in settings["schedule"]:
-        steps.append((last - previous, settings["source_names"][index]))
+    for last, index in settings.schedule:
+        steps.append((last - previous, settings.source_name(index)))
         previous = last
     return steps
 
 
-def _params(config: StudyConfig, settings: dict, splits: dict, dataset_fingerprint: str,
+def _params(config: StudyConfig, settings: TrainSettings, splits: dict, dataset_fingerprint: str,
             random_weights: bool, name: str) -> dict[str, Any]:
     keep = ("model", "model_options", "weights", "labels", "lr", "epochs", "eval_batch_size",
             "seed", "bf16", "image_size", "border_policy", "select")
-    return {**{key: settings[key] for key in keep}, "name": name,
-            "batch_size": config.train.batch_size, "worker_batch_size": settings["batch_size"],
+    return {**{key: getattr(settings, key) for key in keep}, "name": name,
+            "batch_size": config.train.batch_size, "worker_batch_size": settings.batch_size,
             "schedule": _schedule_steps(settings), "threshold": config.train.threshold,
             "scaling": config.train.scaling.model_dump(), "weights_policy": config.weights_policy,
             "random_weights": random_weights, "git_commit": git_commit(),
             "dataset_fingerprint": dataset_fingerprint,
-            "val_target": "ground truth" if settings["select"] == "val_gt" else
-            f"labels {settings['source_names'][settings['schedule'][-1][1]]}",
+            "val_target": "ground truth" if settings.select == "val_gt" else
+            f"labels {settings.source_name(settings.schedule[-1][1])}",
             "val_gt_metrics": config.train.val_gt_metrics,
             "reviewed": config.train.reviewed, "reviewed_weight": config.train.reviewed_weight,
             **{f"{split}_images": len(splits[split]) for split in ("train", "val", "test")}}
@@ -401,13 +407,11 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     (e.g. ``{"width": 0.25}`` for a narrow UNet); ``callbacks`` go to Train's RunConfig.
     """
     section = config.train
-    if model_options is None:  # train.model_options are options of train.model only
-        model_options = section.model_options if model in (None, section.model) else {}
-    model = model or section.model
+    model, model_options = section.model_and_options(model, model_options)
     weights, random_weights = resolve_weights(config, model)
     create_model(model, weights, **model_options)  # unknown options, missing weights: fail now
-    check_semantic(config)
     dataset = prepare_dataset(config.data)
+    check_classes(config, dataset)
     splits = decoded_splits(config, dataset, section.image_size, min_train=2)
     schedule = label_schedule(config, labels, dataset, splits)
     name = name or section.name or run_name(config, model, model_options, schedule,
@@ -432,18 +436,15 @@ def fit_round(config: StudyConfig, model: str, weights: str, model_options: dict
     from ray.train.torch import TorchTrainer
 
     section = config.train
-    settings = {**_settings(config, model, weights, model_options, schedule),
-                "test_images": len(splits["test"])}
-    if semantic(config):  # C+1 outputs, cross-entropy, kept by val mIoU
-        settings["class_names"] = list(dataset.classes)
-        if settings["best_metric"] == BEST_METRIC:
-            settings["best_metric"] = BEST_CLASS_METRIC
+    settings = _settings(config, model, weights, model_options, schedule, dataset.pixel_classes,
+                         len(splits["test"]))
     storage_root = storage.absolute(section.storage)  # a folder, or a URI such as s3://...
     trainer = TorchTrainer(
         train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),
-        run_config=run_config(storage_root, name, metric=settings["best_metric"],
+        run_config=run_config(storage_root, name, metric=settings.best_metric,
                               max_failures=section.max_failures, callbacks=callbacks),
-        datasets=build_datasets(schedule, splits, config, agreement_voters(config, dataset)),
+        datasets=build_datasets(schedule, splits, config, settings.class_names is not None,
+                                agreement_voters(config, dataset)),
         dataset_config=data_config(("train",)))
     returned = trainer.fit().return_value
     params = {**_params(config, settings, splits, dataset.fingerprint(), random_weights, name),

@@ -1,13 +1,11 @@
 """The numeric steps of segmentation training, shared by the Ray workers and single-process code.
 
-Inputs are N x S x S x 3 uint8 image tensors and N x S x S uint8 targets {0, 1, 255}. A pixel is
-predicted foreground when its logit is > 0 (probability > 0.5). Scoring the same checkpoint on
-the same arrays gives the same counts in a Train worker and in ``evaluate_checkpoint``.
-
-With several classes (``data.task: semantic``) targets are class maps {0 background, k class,
-255 ignore}, the model has C+1 output channels, the loss is cross-entropy and a pixel takes
-its highest-scoring class; scores are per-class IoU and mIoU (``class_metrics.ClassMeter``)
-plus the binary metrics of any class against background (a ``SegmentationMeter``).
+Inputs are N x S x S x 3 uint8 image tensors and N x S x S uint8 class-map targets (0
+background, k the k-th class, 255 ignore; the binary study is one class). A model of one class
+has one output channel (binary cross-entropy; a pixel is the class where its logit is > 0); a
+model of C > 1 classes has C+1 channels (cross-entropy; a pixel takes its highest-scoring
+class). One meter (``wsss.metrics.SegmentationMeter``) scores both. Scoring the same checkpoint
+on the same arrays gives the same counts in a Train worker and in ``evaluate_checkpoint``.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from wsss.class_metrics import ClassMeter
 from wsss.data.transforms import batch_to_input
 from wsss.metrics import IGNORE, SegmentationMeter, trimap_to_target
 from wsss.models.segmentation import load_segmentation
@@ -50,36 +47,54 @@ def masked_bce(logits, targets, weights=None):
     return (losses * valid).sum(), valid.sum()
 
 
-def masked_ce(logits, targets):
+def masked_ce(logits, targets, weights=None):
     """(sum of per-pixel cross-entropy over valid pixels, number of valid pixels) for
-    N x (C+1) x H x W logits and class-map targets (255 ignored)."""
+    N x (C+1) x H x W logits and class-map targets (255 ignored); ``weights`` as in
+    ``masked_bce``."""
     import torch.nn.functional as F
 
-    loss = F.cross_entropy(logits.float(), targets.long(), ignore_index=IGNORE, reduction="sum")
-    return loss, (targets != IGNORE).sum()
+    losses = F.cross_entropy(logits.float(), targets.long(), ignore_index=IGNORE, reduction="none")
+    if weights is not None:
+        losses = losses * (weights.float() / 255.0)
+    return losses.sum(), (targets != IGNORE).sum()
 
 
 def segmentation_loss(logits, targets, weights=None):
-    """``masked_bce`` for one output channel, ``masked_ce`` for several (no pixel weights)."""
+    """``masked_bce`` for one output channel, ``masked_ce`` for several."""
     if logits.shape[1] > 1:
-        return masked_ce(logits, targets)
+        return masked_ce(logits, targets, weights)
     return masked_bce(logits, targets, weights)
 
 
-def foreground_target(targets: np.ndarray) -> np.ndarray:
-    """Class maps -> {0, 1, 255}: any class against background, ignore kept."""
-    return np.where(targets == IGNORE, IGNORE, targets > 0).astype(np.uint8)
+def predicted_classes(logits):
+    """N x H x W class maps of a batch's logits: logit > 0 for one channel, else the argmax."""
+    import torch
+
+    if logits.shape[1] > 1:
+        return logits.argmax(1)
+    return (logits[:, 0] > 0).to(torch.uint8)
 
 
-def score_class_logits(logits, targets, meter: SegmentationMeter, classes: ClassMeter) -> tuple[float, int]:
-    """Add predictions (each pixel's highest class) to ``classes`` and their foreground to
-    ``meter``; returns (loss sum, valid pixels) against class-map targets."""
-    targets = targets.to(logits.device)
-    loss_sum, valid = masked_ce(logits, targets)
-    predictions, truth = logits.argmax(1).cpu().numpy(), targets.cpu().numpy()
-    classes.update(predictions, truth)
-    meter.update_batch(predictions > 0, foreground_target(truth))
-    return float(loss_sum), int(valid)
+def banded_class_map(logits, band: tuple[float, float]) -> np.ndarray:
+    """N x H x W uint8 class maps of the confident pixels of a batch's logits, 255 elsewhere:
+    a pixel takes its best class k >= 1 where that class's probability is at least ``band[1]``,
+    background where the background's probability passes 1 - ``band[0]``. With one output
+    channel (probability p of the class) that is: class where p >= hi, background where p < lo."""
+    import torch
+
+    lo, hi = band
+    if logits.shape[1] == 1:
+        probability = torch.sigmoid(logits[:, 0]).numpy()
+        sure_class, sure_background, best = probability >= hi, probability < lo, np.ones(probability.shape, np.uint8)
+    else:
+        probabilities = torch.softmax(logits, dim=1).numpy()
+        best = probabilities[:, 1:].argmax(1).astype(np.uint8) + 1
+        sure_class = np.take_along_axis(probabilities, best[:, None].astype(np.int64), 1)[:, 0] >= hi
+        sure_background = probabilities[:, 0] > 1 - lo
+    labels = np.full(best.shape, IGNORE, np.uint8)
+    labels[sure_class] = best[sure_class]
+    labels[sure_background & ~sure_class] = 0
+    return labels
 
 
 def predict_logits(model, images, device, bf16: bool = False, channels_last: bool = False):
@@ -97,10 +112,11 @@ def score_batch(model, images, targets, meter: SegmentationMeter, device,
 
 
 def score_logits(logits, targets, meter: SegmentationMeter) -> tuple[float, int]:
-    """Add predictions (logit > 0) to ``meter``; returns (loss sum, valid pixels) against targets."""
+    """Add a batch's predicted class maps to ``meter``; returns (loss sum, valid pixels)
+    against ``targets``."""
     targets = targets.to(logits.device)
-    loss_sum, valid = masked_bce(logits, targets)
-    meter.update_batch((logits[:, 0] > 0).cpu().numpy(), targets.cpu().numpy())
+    loss_sum, valid = segmentation_loss(logits, targets)
+    meter.update_batch(predicted_classes(logits).cpu().numpy(), targets.cpu().numpy())
     return float(loss_sum), int(valid)
 
 

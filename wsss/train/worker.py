@@ -2,13 +2,14 @@
 
 Each worker resumes from the run's latest checkpoint (a restarted worker group, or a rerun with
 the same name and storage), trains on its shard of the train set with the targets of the label
-schedule's step for the epoch, scores val (every epoch) and finally test on the best checkpoint
-by val micro Dice (``settings["select"]``: against the run's own labels for a weakly supervised
+schedule's step for the epoch, scores val (every epoch) and finally test on the checkpoint that
+``wsss.train.settings.best_metric`` names (against the run's own labels for a weakly supervised
 run, ground truth only for ``val_gt``; or simply the last epoch). The LR schedule steps on the
-same val loss. Test uses ground-truth trimaps; every image counts exactly once
-(``wsss.train.common.eval_batches``) and the counts merge across ranks in one all-reduce.
+same val loss. Test scores against ground truth; every image counts exactly once
+(``wsss.train.common.eval_batches``) and the counts merge across ranks in one all-reduce. One
+class or several, the loop is the same: class-map targets, one meter, two views of it.
 Rank 0 writes a checkpoint every epoch; ``Result.return_value`` carries the history and test.
-The driver side is ``wsss.train.segmentation``.
+The driver side is ``wsss.train.segmentation``; what it hands over is ``TrainSettings``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from wsss.data.transforms import paired_augment
-from wsss.metrics import BORDER_POLICIES, SegmentationMeter, flat_metrics
+from wsss.metrics import SegmentationMeter, flat_metrics
 from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model
 from wsss.train.common import (
     all_reduce_sums,
@@ -34,20 +35,11 @@ from wsss.train.common import (
     worker_device,
 )
 from wsss.train.labels import source_index
-from wsss.class_metrics import ClassMeter
-from wsss.train.steps import (
-    foreground_target,
-    ground_truth_targets,
-    predict_logits,
-    score_class_logits,
-    score_logits,
-    segmentation_loss,
-)
+from wsss.train.settings import TrainSettings
+from wsss.train.steps import predict_logits, predicted_classes, score_logits, segmentation_loss
 
 SHUFFLE_ROWS = 256  # local shuffle buffer per worker (rows)
 PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.1, 3  # ReduceLROnPlateau on val loss (the study's scheduler)
-BEST_METRIC = "val_micro_dice"
-BEST_CLASS_METRIC = "val_miou"  # several classes: mean IoU over the classes (and background)
 FAIL_ONCE_ENV = "WSSS_TRAIN_FAIL_ONCE"  # "EPOCH:MARKER_FILE": rank 0 raises once at EPOCH (tests)
 
 
@@ -55,20 +47,20 @@ class InjectedFailure(RuntimeError):
     """Raised on purpose (``WSSS_TRAIN_FAIL_ONCE``) to exercise recovery from a worker failure."""
 
 
-def _maybe_fail(settings: dict, epoch: int, rank: int) -> None:
-    fail = settings.get("fail_once")
-    if not fail or fail["epoch"] != epoch or rank != 0 or os.path.exists(fail["marker"]):
+def _maybe_fail(settings: TrainSettings, epoch: int, rank: int) -> None:
+    fail = settings.fail_once
+    if not fail or fail.epoch != epoch or rank != 0 or os.path.exists(fail.marker):
         return
-    Path(fail["marker"]).write_text(f"failed once at epoch {epoch}\n")
+    Path(fail.marker).write_text(f"failed once at epoch {epoch}\n")
     raise InjectedFailure(f"injected worker failure at epoch {epoch} ({FAIL_ONCE_ENV})")
 
 
-def _column(settings: dict, epoch: int) -> tuple[int, str]:
-    index = source_index(settings["schedule"], epoch)
+def _column(settings: TrainSettings, epoch: int) -> tuple[int, str]:
+    index = source_index(settings.schedule, epoch)
     return index, f"target_{index}"
 
 
-def train_epoch(model, optimizer, settings: dict, epoch: int, device) -> list[float]:
+def train_epoch(model, optimizer, settings: TrainSettings, epoch: int, device) -> list[float]:
     """One pass over this worker's shard: [loss sum, valid pixels, foreground pixels, images]."""
     import ray.train
     import torch
@@ -76,14 +68,14 @@ def train_epoch(model, optimizer, settings: dict, epoch: int, device) -> list[fl
     rank, _ = rank_and_world()
     _, column = _column(settings, epoch)
     generator = torch.Generator(device=device)
-    generator.manual_seed(settings["seed"] * 7919 + 1000 * epoch + rank)
+    generator.manual_seed(settings.seed * 7919 + 1000 * epoch + rank)
     channels_last = device.type == "cuda"
     model.train()
     totals = [0.0, 0.0, 0.0, 0.0]
     shard = ray.train.get_dataset_shard("train")
     for batch in shard.iter_torch_batches(
-            batch_size=settings["batch_size"], device=device, local_shuffle_buffer_size=SHUFFLE_ROWS,
-            local_shuffle_seed=settings["seed"] + 1000 * epoch + rank):
+            batch_size=settings.batch_size, device=device, local_shuffle_buffer_size=SHUFFLE_ROWS,
+            local_shuffle_seed=settings.seed + 1000 * epoch + rank):
         if len(batch["image"]) < 2:  # BatchNorm needs two samples; shards are equal: all skip
             continue
         weights = batch.get(column.replace("target_", "weight_"))
@@ -91,7 +83,7 @@ def train_epoch(model, optimizer, settings: dict, epoch: int, device) -> list[fl
                                                    extras=() if weights is None else (weights,))
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with autocast(device, settings["bf16"]):
+        with autocast(device, settings.bf16):
             logits = model(inputs)
         loss_sum, valid = segmentation_loss(logits, targets, flipped[0] if flipped else None)
         optimizer.zero_grad(set_to_none=True)
@@ -104,52 +96,52 @@ def train_epoch(model, optimizer, settings: dict, epoch: int, device) -> list[fl
     return totals
 
 
-def evaluate(module, dataset_name: str, settings: dict, device) -> tuple[dict, list]:
+def evaluate(module, dataset_name: str, settings: TrainSettings, device) -> tuple[dict, list]:
     """This rank's meters (one per target column: ``target``, and ``gt_target`` when the val
     set carries it) and [loss sum, valid pixels] against ``target``, on an unsharded eval set."""
     module.eval()
-    meters, sums = {column: SegmentationMeter() for column in settings["val_columns"]}, [0.0, 0.0]
-    classes = {column: ClassMeter(len(settings["class_names"])) for column in meters} \
-        if settings.get("class_names") else {}
-    for batch in eval_batches(dataset_name, settings["eval_batch_size"], device):
-        logits = predict_logits(module, batch["image"], device, settings["bf16"], device.type == "cuda")
+    meters = {column: SegmentationMeter(settings.num_classes) for column in settings.val_columns}
+    sums = [0.0, 0.0]
+    for batch in eval_batches(dataset_name, settings.eval_batch_size, device):
+        logits = predict_logits(module, batch["image"], device, settings.bf16, device.type == "cuda")
         for column, meter in meters.items():
-            if classes:
-                loss_sum, valid = score_class_logits(logits, batch[column], meter, classes[column])
-            else:
-                loss_sum, valid = score_logits(logits, batch[column], meter)
+            loss_sum, valid = score_logits(logits, batch[column], meter)
             if column == "target":
                 sums[0] += loss_sum
                 sums[1] += valid
-    return meters, sums, classes
+    return meters, sums
 
 
-def run_epoch(model, module, optimizer, settings: dict, epoch: int, device) -> dict[str, Any]:
+def val_scores(meter: SegmentationMeter, settings: TrainSettings, prefix: str) -> dict[str, float]:
+    """A val meter merged across ranks as metrics: the binary view, mIoU with several classes,
+    and the images scored."""
+    result = meter.reduce_from_all_processes().result(settings.class_names)
+    return {**flat_metrics(result, prefix), **({f"{prefix}miou": result["miou"]} if "miou" in result else {}),
+            f"{prefix}images": result["images"]}
+
+
+def run_epoch(model, module, optimizer, settings: TrainSettings, epoch: int, device) -> dict[str, Any]:
     """Train one epoch, score val; the epoch's metrics, identical on every rank."""
     started = time.perf_counter()
     index, _ = _column(settings, epoch)
     train = train_epoch(model, optimizer, settings, epoch, device)
     seconds = time.perf_counter() - started
-    meters, val_sums, classes = evaluate(module, "val", settings, device)
+    meters, val_sums = evaluate(module, "val", settings, device)
     loss, valid, foreground, images, val_loss, val_valid = all_reduce_sums(train + val_sums, device)
-    val = meters["target"].reduce_from_all_processes().result()
-    row = {"epoch": epoch, "label_source": settings["source_names"][index], "label_step": index,
+    row = {"epoch": epoch, "label_source": settings.source_name(index), "label_step": index,
            "train_loss": loss / max(valid, 1), "train_foreground_fraction": foreground / max(valid, 1),
            "train_images": int(images), "train_images_per_s": images / max(seconds, 1e-9),
            "lr": optimizer.param_groups[0]["lr"], "val_loss": val_loss / max(val_valid, 1),
-           **flat_metrics(val, "val_"), "val_images": val["images"]}
+           **val_scores(meters["target"], settings, "val_")}
     if "gt_target" in meters:  # diagnostics only: never chooses a checkpoint or steers the LR
-        row.update(flat_metrics(meters["gt_target"].reduce_from_all_processes().result(), "val_gt_"))
-    for column, prefix in (("target", "val_"), ("gt_target", "val_gt_")):
-        if column in classes:
-            result = classes[column].reduce_from_all_processes().result(settings["class_names"])
-            row[f"{prefix}miou"] = result["miou"]
+        row.update({k: v for k, v in val_scores(meters["gt_target"], settings, "val_gt_").items()
+                    if k != "val_gt_images"})
     return row
 
 
 def _best_reported(metric: str):
-    """The kept checkpoint with the highest ``metric`` (val micro Dice, or the epoch for
-    ``select: last``); the latest among ties, as Train keeps them."""
+    """The kept checkpoint with the highest ``metric`` (``TrainSettings.best_metric``); the
+    latest among ties, as Train keeps them."""
     import ray.train
 
     def key(reported):
@@ -159,22 +151,23 @@ def _best_reported(metric: str):
     return max(ray.train.get_all_reported_checkpoints(), key=key)
 
 
-def evaluate_test(module, settings: dict, device) -> tuple[dict[str, SegmentationMeter], Any]:
-    """Score each test prediction once per border policy (one meter each) and keep the
-    configured policy's per-image [tp, fp, fn, tn] by test row; both merged across ranks."""
+def evaluate_test(module, settings: TrainSettings, device) -> tuple[dict[str, SegmentationMeter], Any]:
+    """Score each test prediction once per border policy the truth has (one meter each; class
+    maps without a trimap border have one) and keep the configured policy's per-image
+    [tp, fp, fn, tn] by test row; both merged across ranks."""
     import numpy as np
 
     module.eval()
-    meters = {policy: SegmentationMeter() for policy in BORDER_POLICIES}
-    per_image = np.zeros((settings["test_images"], 4), np.int64)
-    for batch in eval_batches("test", settings["eval_batch_size"], device):
-        logits = predict_logits(module, batch["image"], device, settings["bf16"], device.type == "cuda")
-        predictions = (logits[:, 0] > 0).cpu().numpy()
-        trimaps, rows = batch["trimap"].cpu().numpy(), batch["index"].cpu().numpy()
+    meters = {policy: SegmentationMeter(settings.num_classes) for policy in settings.test_policies}
+    per_image = np.zeros((settings.test_images, 4), np.int64)
+    for batch in eval_batches("test", settings.eval_batch_size, device):
+        logits = predict_logits(module, batch["image"], device, settings.bf16, device.type == "cuda")
+        predictions, rows = predicted_classes(logits).cpu().numpy(), batch["index"].cpu().numpy()
         for policy, meter in meters.items():
-            for row, prediction, target in zip(rows, predictions, ground_truth_targets(trimaps, policy)):
+            truth = batch[f"truth__{policy}"].cpu().numpy()
+            for row, prediction, target in zip(rows, predictions, truth):
                 counts = meter.update(prediction, target)
-                if policy == settings["border_policy"]:
+                if policy == settings.border_policy:
                     per_image[row] = counts
     merged = {policy: meter.reduce_from_all_processes() for policy, meter in meters.items()}
     # each row is scored on exactly one rank, so a sum across ranks fills in every row
@@ -182,59 +175,31 @@ def evaluate_test(module, settings: dict, device) -> tuple[dict[str, Segmentatio
     return merged, np.rint(np.asarray(totals)).astype(np.int64).reshape(per_image.shape)
 
 
-def evaluate_class_test(module, settings: dict, device) -> tuple[dict, Any, dict]:
-    """Several classes: score each test prediction against the class-indexed truth (per-class
-    IoU, mIoU) and its foreground (the binary metrics, one meter under the truth's own ignore);
-    per-image foreground [tp, fp, fn, tn] by test row; all merged across ranks."""
-    import numpy as np
-
-    module.eval()
-    meter, classes = SegmentationMeter(), ClassMeter(len(settings["class_names"]))
-    per_image = np.zeros((settings["test_images"], 4), np.int64)
-    for batch in eval_batches("test", settings["eval_batch_size"], device):
-        logits = predict_logits(module, batch["image"], device, settings["bf16"], device.type == "cuda")
-        predictions = logits.argmax(1).cpu().numpy()
-        truth, rows = batch["classmap"].cpu().numpy(), batch["index"].cpu().numpy()
-        classes.update(predictions, truth)
-        for row, prediction, target in zip(rows, predictions, foreground_target(truth)):
-            per_image[row] = meter.update(prediction > 0, target)
-    totals = all_reduce_sums(per_image.reshape(-1).astype(np.float64).tolist(), device)
-    merged = {settings["border_policy"]: meter.reduce_from_all_processes()}
-    result = classes.reduce_from_all_processes().result(settings["class_names"])
-    return merged, np.rint(np.asarray(totals)).astype(np.int64).reshape(per_image.shape), result
-
-
-def test_best(module, settings: dict, device) -> dict[str, Any]:
+def test_best(module, settings: TrainSettings, device) -> dict[str, Any]:
     """Load the best checkpoint on every rank and score the test set with it (every border
     policy, plus per-image counts under the configured one; with several classes, per-class
     IoU and mIoU too)."""
-    best = _best_reported(settings["best_metric"])
+    best = _best_reported(settings.best_metric)
     state = load_state(best.checkpoint)
     module.load_state_dict(state["model"])
-    if settings.get("class_names"):
-        meters, per_image, classes = evaluate_class_test(module, settings, device)
-        test = meters[settings["border_policy"]].result()
-        return {"test": {**test, "miou": classes["miou"], "class_iou": classes["iou"]},
-                "test_by_policy": {settings["border_policy"]: test}, "test_per_image": per_image.tolist(),
-                "tested_checkpoint": best.checkpoint.path, "tested_epoch": state["epoch"]}
     meters, per_image = evaluate_test(module, settings, device)
     by_policy = {policy: meter.result() for policy, meter in meters.items()}
-    return {"test": by_policy[settings["border_policy"]], "test_by_policy": by_policy,
-            "test_per_image": per_image.tolist(), "tested_checkpoint": best.checkpoint.path,
-            "tested_epoch": state["epoch"]}
+    test = meters[settings.border_policy].result(settings.class_names)
+    return {"test": test, "test_by_policy": by_policy, "test_per_image": per_image.tolist(),
+            "tested_checkpoint": best.checkpoint.path, "tested_epoch": state["epoch"]}
 
 
-def _payload(module, optimizer, scheduler, settings: dict, history: list[dict]) -> dict[str, Any]:
-    return {"format": CHECKPOINT_FORMAT, "model_name": settings["model"],
-            "model_options": settings["model_options"], "image_size": settings["image_size"],
-            "border_policy": settings["border_policy"], "labels": settings["labels"],
-            "classes": len(settings.get("class_names") or ()) + 1 if settings.get("class_names") else 1,
-            "class_names": settings.get("class_names"),
+def _payload(module, optimizer, scheduler, settings: TrainSettings, history: list[dict]) -> dict[str, Any]:
+    return {"format": CHECKPOINT_FORMAT, "model_name": settings.model,
+            "model_options": settings.model_options, "image_size": settings.image_size,
+            "border_policy": settings.border_policy, "labels": settings.labels,
+            "classes": settings.outputs,
+            "class_names": list(settings.class_names) if settings.class_names else None,
             "epoch": history[-1]["epoch"], "history": history, "model": module.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
 
 
-def train_loop(settings: dict) -> dict[str, Any]:
+def train_loop(settings: TrainSettings) -> dict[str, Any]:
     """Per-worker loop: resume, train and report every epoch, then test the best checkpoint."""
     import ray.train.torch
     import torch
@@ -242,9 +207,8 @@ def train_loop(settings: dict) -> dict[str, Any]:
     started = time.perf_counter()
     rank, _ = rank_and_world()
     device = worker_device()
-    seed_everything(settings["seed"])  # same init everywhere (DDP also broadcasts rank 0's)
-    classes = len(settings["class_names"]) + 1 if settings.get("class_names") else 1
-    model = create_model(settings["model"], settings["weights"], classes, **settings["model_options"])
+    seed_everything(settings.seed)  # same init everywhere (DDP also broadcasts rank 0's)
+    model = create_model(settings.model, settings.weights, settings.outputs, **settings.model_options)
     state = restore_state()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -252,7 +216,7 @@ def train_loop(settings: dict) -> dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     module = getattr(model, "module", model)  # evaluation bypasses DDP: ranks differ in batches
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE)
     history: list[dict] = []
@@ -262,7 +226,7 @@ def train_loop(settings: dict) -> dict[str, Any]:
         history = state["history"]
     started_at = len(history) + 1
     timings = {"setup_seconds": time.perf_counter() - started}
-    for epoch in range(started_at, settings["epochs"] + 1):
+    for epoch in range(started_at, settings.epochs + 1):
         _maybe_fail(settings, epoch, rank)
         epoch_started = time.perf_counter()
         row = run_epoch(model, module, optimizer, settings, epoch, device)
@@ -273,7 +237,7 @@ def train_loop(settings: dict) -> dict[str, Any]:
         timings[f"epoch_{epoch}_seconds"] = time.perf_counter() - epoch_started
     test_started = time.perf_counter()
     outcome = test_best(module, settings, device)
-    report({"epoch": settings["epochs"], "tested_epoch": outcome["tested_epoch"],
+    report({"epoch": settings.epochs, "tested_epoch": outcome["tested_epoch"],
             **flat_metrics(outcome["test"], "test_"), "test_images": outcome["test"]["images"],
             **({"test_miou": outcome["test"]["miou"]} if "miou" in outcome["test"] else {})})
     timings["test_seconds"] = time.perf_counter() - test_started

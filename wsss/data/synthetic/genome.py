@@ -94,7 +94,9 @@ def breed_genome(class_index: int) -> Genome:
     base, sec, pattern, ears, build, extra = _TRAITS[name]
     body_h, leg_len, head_r, muzzle, tail_len, tail_w, tail_curl, fluff = build
     g = np.random.default_rng(np.random.SeedSequence([0x9E7, class_index]))
-    j = lambda x, r=0.06: float(x * (1.0 + g.uniform(-r, r)))
+    def j(x: float, r: float = 0.06) -> float:
+        return float(x * (1.0 + g.uniform(-r, r)))
+
     cat = species_of(name) == "cat"
     return Genome(
         base=tuple(float(c) for c in base),

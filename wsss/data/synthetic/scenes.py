@@ -13,9 +13,9 @@ background, k for ``classes[k-1]``, occlusion applied.
 * ``csv``: ``images/scene_0001.jpg`` ..., ``labels.csv`` with the columns
   ``image,label,labels,boxes[,mask]``: ``label`` is the class with the largest visible area
   (for readers that take one class per image), ``labels`` every present class (largest
-  visible area first, so the first is ``label``) joined by ``;``, ``boxes`` one ``name:x0 y0 x1 y1`` per present class (same
-  order, visible pixels, exclusive ends) joined by ``;`` and, with ``masks``,
-  ``masks/scene_0001.png``: a single-channel class map;
+  visible area first, so the first is ``label``) joined by ``;``, ``boxes`` one
+  ``name:x0 y0 x1 y1`` per present class (same order, visible pixels, exclusive ends) joined
+  by ``;`` and, with ``masks``, ``masks/scene_0001.png``: a single-channel class map;
 * ``coco``: ``images/`` and ``annotations.json`` (COCO instances): one annotation per animal,
   back to front (painting them in order reproduces the occlusion), with the ``bbox`` and
   ``area`` of its visible pixels and, with ``masks``, their outline as polygons (along pixel

@@ -13,11 +13,11 @@ import json
 from typing import Any
 
 from wsss import tracking
-from wsss.masks.quality import mask_quality
+from wsss.masks.scoring import mask_quality
 from wsss.metrics import flat_metrics
 from wsss.paper import paper_row
 from wsss.train.labels import GROUND_TRUTH
-from wsss.train.tracking import MODEL_VERSION_TAG
+from wsss.train.train_log import MODEL_VERSION_TAG
 
 KEY_TAG = "wsss.key"
 SUMMARY_COLUMNS = ("table", "run", "stage", "method", "labels", "model", "threshold", "epochs", "select",
@@ -193,8 +193,8 @@ def set_best_alias(experiment_id: str, parent_id: str, model_name: str) -> dict[
             if run.data.tags.get("stage") == "train" and run.data.tags.get(MODEL_VERSION_TAG)]
     if not runs:
         return None
-    metric = next((name for name in ("test_miou", "test_micro_dice", "val_miou", "val_micro_dice")
-                   if any(name in r.data.metrics for r in runs)))
+    metric = next(name for name in ("test_miou", "test_micro_dice", "val_miou", "val_micro_dice")
+                   if any(name in r.data.metrics for r in runs))
     scored = [r for r in runs if metric in r.data.metrics]
     if not scored:
         return None

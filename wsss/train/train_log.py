@@ -1,7 +1,7 @@
 """MLflow for segmentation training (driver only) and the study's sample figure.
 
 The figure shows a fixed sample (the first test images in index order), one row each:
-input | ground truth | prediction | overlay (``wsss.figures``: ground truth green, prediction red).
+input | ground truth | prediction | overlay (``wsss.panels``: ground truth green, prediction red).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from wsss import tracking
-from wsss.figures import class_map_to_rgb, mask_to_rgb, overlay, save_grid
 from wsss.metrics import flat_metrics, trimap_to_target
 from wsss.models.segmentation import load_segmentation, mask_predictor
+from wsss.panels import class_map_to_rgb, mask_to_rgb, overlay, save_grid
 from wsss.storage import fetch
 from wsss.train.labels import SELF_TRAINING_PREFIX
 from wsss.train.steps import predict_logits

@@ -11,12 +11,12 @@ from wsss import tracking
 from wsss.config import StudyConfig
 from wsss.data.arrays import resize_image, resize_mask
 from wsss.data.decode import decode_image, record_class_truth, record_truth
-from wsss.data.pets import Record
 from wsss.data.prepare import prepare_dataset
-from wsss.figures import class_map_to_rgb, heatmap_to_rgb, mask_to_rgb, sample_ids, save_grid
-from wsss.masks.quality import mask_quality
+from wsss.data.records import Record
+from wsss.masks.scoring import mask_quality
 from wsss.masks.store import MaskSet, read_manifest
 from wsss.metrics import flat_metrics, trimap_to_target
+from wsss.panels import class_map_to_rgb, heatmap_to_rgb, mask_to_rgb, sample_ids, save_grid
 
 
 def gallery(mask_set: Any, records: list[Record], config: StudyConfig, path: Path,
@@ -34,7 +34,7 @@ def gallery(mask_set: Any, records: list[Record], config: StudyConfig, path: Pat
     for image_id in ids:
         mask, extras = mask_set.read_with_extras(image_id)
         image = resize_image(decode_image(by_id[image_id].image_path), mask.shape[0])
-        semantic = bool(by_id[image_id].labels)  # class maps: each class its colour
+        several = bool(by_id[image_id].labels)  # class maps: each class its colour
         if heatmap_set is not None and image_id in heatmap_set.ids():
             heatmap = heatmap_set.read_heatmap(image_id)
             middle = heatmap_to_rgb(heatmap.max(axis=0) if heatmap.ndim == 3 else heatmap, image)
@@ -43,8 +43,8 @@ def gallery(mask_set: Any, records: list[Record], config: StudyConfig, path: Pat
             if "box" in extras:
                 x0, y0, x1, y1 = extras["box"]
                 cv2.rectangle(middle, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0), 1)
-        rows.append([image, middle, class_map_to_rgb(mask) if semantic else mask_to_rgb(mask)])
-        if with_truth and semantic:
+        rows.append([image, middle, class_map_to_rgb(mask) if several else mask_to_rgb(mask)])
+        if with_truth and several:
             rows[-1].append(class_map_to_rgb(resize_mask(record_class_truth(by_id[image_id]), mask.shape)))
         elif with_truth:
             rows[-1].append(mask_to_rgb(trimap_to_target(resize_mask(record_truth(by_id[image_id]),
@@ -75,9 +75,10 @@ def made_on_random_weights(plan: Any, plans: list[Any]) -> bool:
     return any(made_on_random_weights(by_key[key], plans) for key in labeler.source_ids() if key in by_key)
 
 
-def semantic_classes(config: StudyConfig) -> list[str]:
-    """The class list a several-class study's masks are indexed by (the dataset's)."""
-    return list(prepare_dataset(config.data).classes)
+def pixel_classes(config: StudyConfig) -> list[str] | None:
+    """The classes a study's class maps are indexed by (None: one class per image)."""
+    classes = prepare_dataset(config.data).pixel_classes
+    return list(classes) if classes else None
 
 
 def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
@@ -90,7 +91,7 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
 
     manifest = read_manifest(plan.uri)
     mask_set = MaskSet(plan.uri, manifest)
-    classes = semantic_classes(config) if config.data.task == "semantic" else None
+    classes = pixel_classes(config)
     quality = mask_quality(mask_set, records, classes=classes)
     main = quality[config.data.border_policy]
     params = {"labeler": plan.spec.name, "labeler_id": plan.spec.key, "params": plan.spec.params,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from wsss.report.figures import _pyplot, save_figure
+from wsss.report.plots import _pyplot, save_figure
 from wsss.sweep.review_curve import REVIEW_TABLE
 
 REVIEW_TEXT = ("Test Dice of a model trained on the pseudo-masks with K % of the training images "

@@ -14,9 +14,8 @@ import numpy as np
 from PIL import Image
 
 from wsss.data.arrays import decode_records, resize_mask, working_box, working_class_boxes
-from wsss.class_metrics import ClassMeter
 from wsss.data.decode import DecodeError, record_class_truth, record_truth
-from wsss.data.pets import Record
+from wsss.data.records import Record
 from wsss.metrics import BORDER_POLICIES, SegmentationMeter, binarize_prediction, trimap_to_target
 
 
@@ -120,7 +119,7 @@ def evaluate_class_folder(pred_dir: str | Path, records: list[Record], classes: 
         for key, name in named.items():
             if key != "255":
                 values[int(key)] = order.index(name)
-    meter = ClassMeter(len(classes))
+    meter = SegmentationMeter(len(classes))
 
     def score(record: Record, path: Path) -> tuple:
         prediction, target = read_class_prediction(path, values), record_class_truth(record)
@@ -138,7 +137,7 @@ def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES,
     With ``classes`` (several classes per image: class maps) the foreground is any class,
     and each result also carries ``miou`` and ``class_iou`` against the class-indexed truth."""
     meters = {policy: SegmentationMeter() for policy in policies}
-    by_class = ClassMeter(len(classes)) if classes else None
+    by_class = SegmentationMeter(len(classes)) if classes else None
     present = mask_set.ids()
     ignored = total = 0
     for record in records:
@@ -156,7 +155,7 @@ def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES,
     extra = {}
     if by_class is not None and by_class.images:
         scored = by_class.result(classes)
-        extra = {"miou": scored["miou"], "class_iou": scored["iou"]}
+        extra = {"miou": scored["miou"], "class_iou": scored["class_iou"]}
     for result in results.values():
         result["ignored_fraction"] = ignored / max(total, 1)
         result.update(extra)
@@ -168,7 +167,7 @@ def pseudo_eval(labeler: Any, records: list[Record], size: int, border_policy: s
     """Score one labeler's masks against the trimaps, in this process (no Ray, no store). With
     ``classes`` (several classes per image) the labeler gets each image's classes and the data's
     box per class, and its class maps are scored by mIoU against the class-indexed truth."""
-    meter = ClassMeter(len(classes)) if classes else SegmentationMeter()
+    meter = SegmentationMeter(len(classes) if classes else 1)
     quarantined = []
     for start in range(0, len(records), batch_size):
         arrays = decode_records(records[start:start + batch_size], size)
@@ -187,11 +186,11 @@ def pseudo_eval(labeler: Any, records: list[Record], size: int, border_policy: s
             batch["given_box"] = np.stack([working_box(by_id[i], size) for i in arrays.image_ids])
         masks = labeler(batch)["mask"]
         if classes:
-            meter.update(np.where(masks == 255, 0, masks), arrays.classmaps)
+            meter.update_batch(np.where(masks == 255, 0, masks), arrays.classmaps)
             continue
         for mask, trimap in zip(masks, arrays.trimaps):
             meter.update(mask == 1, trimap_to_target(trimap, border_policy))
-    result = meter.result(classes) if classes else meter.result()
+    result = meter.result(classes)
     result.update({"border_policy": border_policy, "labeler": labeler.name,
                    "params": labeler.params.model_dump(mode="json"), "quarantine": quarantined})
     return result
