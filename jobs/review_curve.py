@@ -24,7 +24,8 @@ import mlflow
 from wsss import console, tracking
 from wsss.cli.common import add_config_arguments, study_config
 from wsss.data.prepare import prepare_dataset
-from wsss.masks.pipeline import generate_masks, labeler_context
+from wsss.masks.pipeline import generate_masks
+from wsss.masks.plan import labeler_context
 from wsss.raycluster import ensure_ray
 from wsss.report.review_gain import curve_markdown, curve_rows, plot_curve
 from wsss.sweep.review_curve import (

@@ -252,13 +252,9 @@ def test_gpu_stages_share_one_gpu_and_both_run_end_to_end(nodes, tmp_path):
 
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
-    from wsss.masks.pipeline import (
-        actor_resources,
-        build_dataset,
-        cluster_resources,
-        generate_masks,
-        make_plans,
-    )
+    from wsss.masks.graph import actor_resources, build_dataset, cluster_resources
+    from wsss.masks.pipeline import generate_masks
+    from wsss.masks.plan import make_plans
 
     gpu_node = nodes.cluster.add_node(num_cpus=1, num_gpus=1)
     nodes.cluster.wait_for_nodes()

@@ -27,7 +27,8 @@ def test_heatmap_actors_as_many_as_the_cores_leave_room_for_cpu_tasks(ray_local,
     from wsss.config import parse_config
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
-    from wsss.masks.pipeline import actor_resources, cluster_resources, generate_masks
+    from wsss.masks.graph import actor_resources, cluster_resources
+    from wsss.masks.pipeline import generate_masks
 
     cpus, gpus = cluster_resources()
     assert gpus == 0

@@ -18,7 +18,7 @@ from wsss.config import load_config
 from wsss.data.prepare import prepare_dataset
 from wsss.data.synthetic import synthesize
 from wsss.masks.export import export_mask_set, foreground_iou, image_size, score_images
-from wsss.masks.pipeline import labeler_context, study_identities
+from wsss.masks.plan import labeler_context, study_identities
 from wsss.masks.store import MaskSet, MaskSetWriter, set_fingerprint, set_folder_name
 
 WORKING = 48  # the study's working size; the images are 64 px, one is 80 x 56

@@ -257,7 +257,8 @@ def test_the_box_region_keeps_slic_and_the_mix_inside_the_box(pets):
 def test_a_failing_slic_quarantines_its_image_not_the_batch(pets, monkeypatch):
     from wsss.labelers import mix as mix_module
     from wsss.labelers.base import LabelerContext
-    from wsss.masks.stages import StageSpec, cpu_stage
+    from wsss.masks.specs import StageSpec
+    from wsss.masks.stages import cpu_stage
 
     batch, _ = pets
     real = mix_module.superpixels

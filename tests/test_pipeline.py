@@ -9,9 +9,9 @@ from badfiles import write_broken
 from wsss.config import parse_config
 from wsss.data.pets import index
 from wsss.labelers.base import LabelerContext
+from wsss.masks.files import present_ids
 from wsss.masks.pipeline import generate_masks
 from wsss.masks.stages import FAULT_ENV
-from wsss.masks.store import present_ids
 from wsss.models.classifier import build_classifier, save_classifier
 
 pytestmark = pytest.mark.slow
@@ -132,7 +132,7 @@ def test_sets_built_on_other_sets_run_after_them_and_carry_their_identity(ray_lo
                                                                            tmp_path, classifier):
     """CRF of GrabCut, agreement of GrabCut and mix, SAM2 refinement of mix (after the CPU pass),
     a CRF of SAM2 masks (a CPU pass after SAM2), CAM-guided SAM2 selection: one job."""
-    from wsss.masks.pipeline import make_plans
+    from wsss.masks.plan import make_plans
 
     labelers = CPU_LABELERS[:3] + [
         {"name": "gradcam", "params": {"threshold": 0.3}},
@@ -169,7 +169,7 @@ def test_sets_built_on_other_sets_run_after_them_and_carry_their_identity(ray_lo
 
 
 def test_cpu_tasks_take_several_blocks_only_where_every_worker_keeps_several_tasks():
-    from wsss.masks.pipeline import CPU_BUNDLE, cpu_batch_size
+    from wsss.masks.graph import CPU_BUNDLE, cpu_batch_size
 
     assert cpu_batch_size(60, 16, 2) == 16  # a small set: one block per task, both cores busy
     assert cpu_batch_size(7000, 16, 2) == CPU_BUNDLE * 16  # a full set: four blocks a task
@@ -183,7 +183,8 @@ def test_cpu_tasks_take_several_blocks_only_where_every_worker_keeps_several_tas
 def test_pipeline_input_comes_in_blocks_as_large_as_a_cpu_task(ray_local, synthetic_root, tmp_path):
     # Ray Data keeps a schema and metadata per input block for the whole run (~30 KB of the
     # driver's memory each): a block per batch made the driver grow ~2 KB per image
-    from wsss.masks.pipeline import build_dataset, cluster_resources, cpu_batch_size, make_plans
+    from wsss.masks.graph import build_dataset, cluster_resources, cpu_batch_size
+    from wsss.masks.plan import make_plans
 
     config = study(synthetic_root, tmp_path / "store", [{"name": "ellipse"}, {"name": "grabcut"}])
     dataset = index(synthetic_root)

@@ -18,7 +18,8 @@ import pytest
 from wsss.config import parse_config
 from wsss.data.decode import decode_image
 from wsss.data.pets import index
-from wsss.masks.pipeline import generate_masks, labeler_context
+from wsss.masks.pipeline import generate_masks
+from wsss.masks.plan import labeler_context
 from wsss.masks.scoring import mask_quality
 from wsss.train.classifier import run_classifier
 

@@ -15,8 +15,9 @@ from test_export import at_size, exported_mask, own_size, study  # noqa: F401  (
 from wsss.cli.main import main
 from wsss.config import load_config
 from wsss.masks.export import export_mask_set, score_images, select_images
+from wsss.masks.files import read_manifest
 from wsss.masks.reviewed import import_reviewed
-from wsss.masks.store import MaskSet, read_manifest
+from wsss.masks.store import MaskSet
 from wsss.train.labels import MaskSetSource, ReviewedSource
 
 WORKING = 48
@@ -243,7 +244,7 @@ def test_a_folder_moved_elsewhere_is_the_same_review(study, tmp_path):  # noqa: 
 def test_balanced_weight_gives_the_reviewed_images_half_the_loss(study, tmp_path):  # noqa: F811
     from wsss.config import ConfigError
     from wsss.train.labels import GroundTruthSource, make_schedule
-    from wsss.train.segmentation import reviewed_weight, with_reviewed
+    from wsss.train.study_labels import reviewed_weight, with_reviewed
 
     ids = [f"image{i}" for i in range(10)]
     assert reviewed_weight("balanced", {"image1", "image2", "other"}, ids) == 4.0  # 8 others / 2

@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from wsss.models.checkpoints import export_model, load_segmentation
 from wsss.models.classifier import WeightsMissingError
-from wsss.models.segmentation import (
-    CHECKPOINT_FORMAT,
-    create_model,
-    export_model,
-    list_models,
-    load_segmentation,
-    uses_random_weights,
-)
+from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model, list_models, uses_random_weights
 
 ARCHITECTURES = [("unet", {"width": 0.125}), ("unet_timm/resnet18", {}), ("deeplabv3", {}),
                  ("fcn", {})]

@@ -104,8 +104,8 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
 
     import mlflow
     from wsss.masks.pipeline import generate_masks
+    from wsss.models.checkpoints import load_segmentation
     from wsss.models.classifier import load_classifier
-    from wsss.models.segmentation import load_segmentation
     from wsss.train.classifier import resolve_classifier, run_classifier
     from wsss.train.segmentation import train_segmentation
 

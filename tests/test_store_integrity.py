@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from wsss.masks.store import (
-    STORE_FORMAT,
-    MaskSet,
-    MaskSetError,
-    MaskSetWriter,
-    file_digest,
-    open_mask_set,
-    set_fingerprint,
-    set_folder_name,
-)
+from wsss.masks.files import file_digest
+from wsss.masks.integrity import MaskSetError
+from wsss.masks.store import STORE_FORMAT, MaskSet, MaskSetWriter, open_mask_set, set_fingerprint, set_folder_name
 
 IDENTITY = {"labeler_fingerprint": "box", "dataset_index": "data-1", "image_size": 8}
 
@@ -238,7 +231,8 @@ def test_a_deleted_mask_is_named_missing_and_remade(ray_local, synthetic_root, t
 @pytest.mark.slow
 def test_an_older_set_is_refused_and_pseudo_regenerates_it(ray_local, synthetic_root, tmp_path, capsys):
     from wsss.labelers.base import LabelerContext
-    from wsss.masks.pipeline import generate_masks, open_study_mask_set
+    from wsss.masks.pipeline import generate_masks
+    from wsss.masks.plan import open_study_mask_set
 
     config, dataset, mask_set = generated(tmp_path, synthetic_root)
     manifest_file = Path(mask_set.uri) / "manifest.json"

@@ -119,7 +119,8 @@ def test_mask_sets_from_the_store_threshold_heatmaps_at_read_time(tmp_path):
 
 
 def test_a_mask_set_of_other_data_or_size_is_an_error_naming_both(tmp_path):
-    from wsss.masks.store import MaskSetError, MaskSetWriter, open_mask_set, set_fingerprint
+    from wsss.masks.integrity import MaskSetError
+    from wsss.masks.store import MaskSetWriter, open_mask_set, set_fingerprint
 
     store = str(tmp_path / "masks")
     made = _identity("box", dataset="0123456789abcdef", size=96)
@@ -154,7 +155,7 @@ class UnreadableTrimaps:
 
 def test_weak_runs_validate_on_their_own_labels_and_never_read_val_ground_truth():
     from wsss.data.arrays import SplitArrays
-    from wsss.train.segmentation import val_columns
+    from wsss.train.datasets import val_columns
 
     ids = ["a", "b"]
     val = SplitArrays(np.zeros((2, 4, 4, 3), np.uint8), UnreadableTrimaps(), np.zeros(2), ids)
@@ -209,7 +210,8 @@ def test_predict_writes_masks_at_the_original_size(synthetic_root, tmp_path):
     from PIL import Image
 
     from wsss.data.pets import index
-    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model, export_model
+    from wsss.models.checkpoints import export_model
+    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model
     from wsss.train.predict import predict_masks
 
     model = create_model("unet", "none", width=0.125)
@@ -429,7 +431,8 @@ def test_a_weak_run_without_val_ground_truth_selects_and_steers_on_its_own_label
 
 
 def test_self_training_labels_are_the_models_confident_predictions(tmp_path):
-    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model, export_model
+    from wsss.models.checkpoints import export_model
+    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model
     from wsss.train.labels import SelfTrainingSource
 
     torch.manual_seed(0)
@@ -502,7 +505,7 @@ def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, wri
 
 
 def test_agreement_weights_count_the_voters_that_agree_and_let_ignore_abstain():
-    from wsss.train.segmentation import agreement_weights
+    from wsss.train.datasets import agreement_weights
 
     targets = np.array([[[1, 1, 0, 0, 1]]], np.uint8)
     voters = [np.array([[[1, 0, 0, 1, IGNORE]]], np.uint8), np.array([[[1, 1, 1, 1, IGNORE]]], np.uint8)]

@@ -34,7 +34,7 @@ from wsss.labelers.geometry import boxes_from_heatmaps, crop_around, has_box
 from wsss.labelers.grabcut import GrabCutParams, frame_mask, grabcut_masks
 from wsss.labelers.mix import MixParams, superpixel_vote, superpixels
 from wsss.labelers.registry import get_labeler_class, validate_params
-from wsss.masks.pipeline import cpu_batch_size
+from wsss.masks.graph import cpu_batch_size
 from wsss.masks.stages import cpu_stage, decode_stage
 from wsss.raycluster import ensure_ray
 from wsss.train.common import arrays_dataset

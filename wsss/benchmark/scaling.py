@@ -1,6 +1,6 @@
 """The scaling run (``wsss benchmark --scaling 1000,4000,16000``): how cost grows with work.
 
-The product's mask pipeline (``run_pseudo``, what ``wsss pseudo`` runs: index, decode, the CAM
+The product's mask pipeline (``generate_masks``, what ``wsss pseudo`` runs: index, decode, the CAM
 family, boxes, GrabCut, the mix with its SLIC superpixels, the baselines, the store) runs on
 synthetic sets of each size, and the segmentation trainer (``fit_segmentation``, one epoch of a
 narrow UNet) on two of them. Per row: wall seconds, milliseconds per image, the driver's peak
@@ -27,8 +27,10 @@ from wsss.benchmark.common import Settings
 from wsss.benchmark.memory import MB, MemorySampler, folder_bytes, spilled_bytes
 from wsss.benchmark.models import classifier_checkpoint
 from wsss.config import StudyConfig, parse_config
+from wsss.data.prepare import prepare_dataset
 from wsss.data.synthetic import synthesize
-from wsss.masks.pipeline import run_pseudo
+from wsss.masks.pipeline import generate_masks
+from wsss.masks.plan import labeler_context
 from wsss.raycluster import ensure_ray
 from wsss.sweep.run import run_sweep
 from wsss.train.segmentation import fit_segmentation
@@ -87,14 +89,19 @@ def measured(run: Any) -> tuple[Any, float, dict[str, Any]]:
     return result, seconds, memory
 
 
+def pseudo_masks(config: Any, checkpoint: str) -> Any:
+    """What ``wsss pseudo`` runs, without its MLflow runs: index, plan, the pipeline, manifests."""
+    return generate_masks(config, prepare_dataset(config.data), labeler_context(config, checkpoint))
+
+
 def pipeline_row(images: int, root: Path, work: Path, settings: Settings, size: int,
                  checkpoint: Path) -> dict[str, Any]:
     """The mask pipeline on one set: a fresh store, every set made from scratch."""
     store = work / f"masks-{images}"
     shutil.rmtree(store, ignore_errors=True)
     config = pipeline_config(root, store, settings, size)
-    outcome, seconds, memory = measured(lambda: run_pseudo(config, str(checkpoint), log=False))
-    summary = outcome["summary"]
+    outcome, seconds, memory = measured(lambda: pseudo_masks(config, str(checkpoint)))
+    summary = outcome
     row = {"stage": "pseudo", "images": images, "size": size, "seconds": seconds,
            "ms_per_image": 1000 * seconds / images, "pipeline_seconds": summary.wall_seconds,
            "images_run": summary.images, "store_mb": folder_bytes(store) / MB,

@@ -10,7 +10,7 @@ from wsss.cli.common import EXIT_OK, UsageError, add_config_arguments, study_con
 from wsss.data.prepare import prepare_dataset
 from wsss.formats.labelstudio import LOCAL_FILES_ROOT
 from wsss.masks.export import FORMATS, SELECT_BY, SORTS, export_mask_set
-from wsss.masks.pipeline import agreement_sets, labeler_context, open_study_mask_set
+from wsss.masks.plan import agreement_sets, labeler_context, open_study_mask_set
 from wsss.train.classifier import find_classifier
 
 SPLITS = {"trainval": ("trainval",), "test": ("test",), "all": ("trainval", "test")}

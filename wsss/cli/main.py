@@ -21,9 +21,9 @@ from wsss.config import ConfigError
 from wsss.data.imagefolder import DatasetFormatError
 from wsss.data.quarantine import ErrorBudgetExceeded
 from wsss.data.records import DatasetMissingError
+from wsss.masks.integrity import MaskSetError
 from wsss.masks.reviewed import ReviewFileError
 from wsss.masks.scoring import PredictionError
-from wsss.masks.store import MaskSetError
 from wsss.models.classifier import WeightsMissingError
 
 VERB_GROUPS = (config, data, evaluate, classify, pseudo, train, predict, sweep, report, benchmark, export,

@@ -5,22 +5,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
+from wsss import console, tracking
 from wsss.cli.common import EXIT_OK, UsageError, add_config_arguments, add_format, class_scores_lines, study_config
 from wsss.config import StudyConfig, load_config, parse_overrides
 from wsss.data.index import index
+from wsss.data.prepare import describe_data, prepare_dataset
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.registry import get_labeler_class, list_labelers
-from wsss.masks.pipeline import run_pseudo
+from wsss.masks.pipeline import generate_masks
+from wsss.masks.plan import labeler_context
 from wsss.masks.scoring import pseudo_eval
+from wsss.masks.set_log import log_mask_set
 from wsss.metrics import BORDER_POLICIES
+from wsss.raycluster import ensure_ray
 from wsss.train.classifier import resolve_classifier
 
 
 def cmd_pseudo(args: argparse.Namespace) -> int:
+    """Generate (or finish, or mend) the selected mask sets, then score, log and print each."""
     config = study_config(args)
     labeler_ids = args.labeler or None
-    run_pseudo(config, resolve_classifier(config, labeler_ids), labeler_ids)
+    checkpoint = resolve_classifier(config, labeler_ids)  # None when no selected set reads a CAM
+    dataset = prepare_dataset(config.data)
+    console.say(describe_data(dataset))
+    ensure_ray()
+    summary = generate_masks(config, dataset, labeler_context(config, checkpoint), labeler_ids)
+    logging.getLogger(__name__).info("%s", summary.format())
+    tracking.configure(config.tracking)
+    records = dataset.split("trainval", "test")
+    for plan in summary.plans:
+        result = log_mask_set(plan, summary.plans, summary, config, records)
+        quality = result["quality"]
+        scored = (f"pseudo-mask Dice {quality['micro']['dice']:.4f}  IoU {quality['micro']['iou']:.4f}"
+                  if quality["images"] else "no ground truth to score against")
+        console.echo(f"  {result['labeler_id']:<24} {scored}")
     return EXIT_OK
 
 

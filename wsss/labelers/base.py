@@ -224,7 +224,7 @@ class Labeler(ABC):
 
     def source_ids(self) -> list[str]:
         """The study's labeler ids whose masks it reads (``source_masks``), in order; [] for none.
-        Their identities join this set's (``wsss.masks.pipeline.set_identity``)."""
+        Their identities join this set's (``wsss.masks.plan.set_identity``)."""
         return list(getattr(self.params, "sources", None) or [])
 
     # -- shared behaviour --------------------------------------------------------------------

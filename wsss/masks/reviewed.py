@@ -55,7 +55,9 @@ from wsss.data.records import DatasetIndex, Record
 from wsss.formats import EntryError, coco, labelstudio, png
 from wsss.labelers.base import MASK_FOREGROUND, MASK_IGNORE
 from wsss.masks.export import image_size, selection_path
-from wsss.masks.store import MaskSet, MaskSetError, MaskSetWriter, read_manifest, set_fingerprint, set_folder_name
+from wsss.masks.files import read_manifest
+from wsss.masks.integrity import MaskSetError
+from wsss.masks.store import MaskSet, MaskSetWriter, set_fingerprint, set_folder_name
 
 FORMATS = ("auto", "labelstudio", "coco", "png")
 KIND = "reviewed"

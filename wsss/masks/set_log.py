@@ -13,8 +13,9 @@ from wsss.data.arrays import resize_image, resize_mask
 from wsss.data.decode import decode_image, record_class_truth, record_truth
 from wsss.data.prepare import prepare_dataset
 from wsss.data.records import Record
+from wsss.masks.files import read_manifest
 from wsss.masks.scoring import mask_quality
-from wsss.masks.store import MaskSet, read_manifest
+from wsss.masks.store import MaskSet
 from wsss.metrics import flat_metrics, trimap_to_target
 from wsss.panels import class_map_to_rgb, heatmap_to_rgb, mask_to_rgb, sample_ids, save_grid
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from wsss.data.arrays import resize_image, scale_box
 from wsss.data.decode import DecodeError, decode_image
-from wsss.labelers.base import HeatmapRef, LabelerContext, ThresholdParams, cut_heatmaps
+from wsss.labelers.base import HeatmapRef, LabelerContext, cut_heatmaps
 from wsss.labelers.heatmap import share_heatmaps
 from wsss.labelers.registry import get_labeler_class
+from wsss.masks.specs import SourceRef, StageSpec
 from wsss.masks.store import MaskSetWriter
 
 FAULT_ENV = "WSSS_INJECT_FAULT"  # testing hook: "<stage>:<marker file>" kills one attempt
@@ -113,33 +114,6 @@ def _ragged(images: list[np.ndarray]) -> np.ndarray:
     column = np.empty(len(images), dtype=object)
     column[:] = images
     return column
-
-
-@dataclass(frozen=True)
-class SourceRef:
-    """How a labeler that reads another mask set finds that set's masks in a batch: a mask
-    column, or a heatmap column cut with the set's own threshold or band (as reading it would)."""
-
-    id: str
-    column: str
-    cut: ThresholdParams | None = None  # heatmap sets only
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """What a pipeline task needs of one mask set (``MaskSetPlan.to_stage``), pickled as is.
-    Which images the set misses travels with each row (``todo``), not here: every task
-    unpickles its stage's specs, so ids of the whole dataset in them made each batch's cost,
-    and so the cost per image, grow with the set."""
-
-    id: str
-    name: str
-    params: dict
-    fingerprint: str
-    uri: str
-    kind: str  # "heatmaps" or "masks"
-    heatmap_column: str | None = None
-    sources: tuple[SourceRef, ...] = ()
 
 
 def source_masks(batch: dict[str, np.ndarray], sources: tuple[SourceRef, ...], rows: np.ndarray) -> np.ndarray:

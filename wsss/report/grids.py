@@ -22,9 +22,10 @@ from wsss.data.arrays import resize_image, resize_mask
 from wsss.data.decode import decode_image, record_truth
 from wsss.data.index import index
 from wsss.data.records import DatasetMissingError
-from wsss.masks.store import MaskSet, read_manifest
+from wsss.masks.files import read_manifest
+from wsss.masks.store import MaskSet
 from wsss.metrics import confusion, scores, trimap_to_target
-from wsss.models.segmentation import load_segmentation
+from wsss.models.checkpoints import load_segmentation
 from wsss.panels import mask_to_rgb, overlay, sample_ids, save_grid
 from wsss.report.runs import SweepRuns, is_random_init, metric
 from wsss.train.steps import predict_logits

@@ -21,7 +21,8 @@ from wsss.data.imagefolder import DatasetFormatError
 from wsss.data.index import index
 from wsss.data.records import DatasetMissingError
 from wsss.labelers.base import ThresholdParams, apply_threshold, class_map
-from wsss.masks.store import MaskSet, read_manifest
+from wsss.masks.files import read_manifest
+from wsss.masks.store import MaskSet
 from wsss.metrics import SegmentationMeter, trimap_to_target
 from wsss.report.runs import SweepRuns, is_random_init, label_keys, metric, threshold_of
 

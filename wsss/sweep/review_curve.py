@@ -22,7 +22,7 @@ from wsss.data.arrays import resize_mask
 from wsss.data.decode import record_truth
 from wsss.data.records import DatasetIndex
 from wsss.masks.export import ExportImage, score_images, select_count, select_images, selection_path, selection_record
-from wsss.masks.pipeline import agreement_sets, labeler_context, open_study_mask_set
+from wsss.masks.plan import agreement_sets, labeler_context, open_study_mask_set
 from wsss.metrics import SegmentationMeter, trimap_to_target
 
 REVIEW_TABLE = "review"

@@ -21,7 +21,9 @@ from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, TrainConfig, optio
 from wsss.data.prepare import describe_data, prepare_dataset
 from wsss.identity import file_hash, stable_hash
 from wsss.labelers.registry import get_labeler_class
-from wsss.masks.pipeline import cluster_resources, generate_masks, labeler_context
+from wsss.masks.graph import cluster_resources
+from wsss.masks.pipeline import generate_masks
+from wsss.masks.plan import labeler_context
 from wsss.masks.reviewed import detect_format, import_reviewed, source_hash
 from wsss.masks.set_log import log_mask_set, made_on_random_weights
 from wsss.metrics import flat_metrics
@@ -39,7 +41,8 @@ from wsss.sweep.sweep_log import (
     to_markdown,
 )
 from wsss.train.classifier import resolve_classifier
-from wsss.train.segmentation import TrainingOutcome, check_truth_for, fit_segmentation
+from wsss.train.segmentation import TrainingOutcome, fit_segmentation
+from wsss.train.study_labels import check_truth_for
 from wsss.train.train_log import log_training
 
 TRIAL_METRIC = "val_micro_dice"

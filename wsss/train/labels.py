@@ -25,9 +25,9 @@ import numpy as np
 
 from wsss.data.arrays import resize_mask
 from wsss.identity import file_hash
-from wsss.masks.store import MaskSetError
+from wsss.masks.integrity import MaskSetError
 from wsss.metrics import IGNORE, trimap_to_target
-from wsss.models.segmentation import load_segmentation
+from wsss.models.checkpoints import load_segmentation
 from wsss.storage import fetch
 from wsss.train.steps import banded_class_map, predict_logits
 
@@ -284,7 +284,7 @@ def open_source(key: str, *, trimaps: dict[str, np.ndarray], border_policy: str,
                 classmaps: Mapping[str, np.ndarray] | None = None) -> LabelSource:
     """``gt`` -> ground truth (class maps where given: several classes); any other key ->
     ``open_set(key, threshold)``: the study's mask set of that id
-    (``wsss.masks.pipeline.open_study_mask_set``), its files checked for the images training
+    (``wsss.masks.plan.open_study_mask_set``), its files checked for the images training
     reads, which are the ones ``trimaps`` (or ``classmaps``) hold: train and val."""
     if key == GROUND_TRUTH:
         return ClassTruthSource(classmaps) if classmaps is not None else GroundTruthSource(trimaps, border_policy)

@@ -27,7 +27,7 @@ from wsss.data.decode import DecodeError, decode_image
 from wsss.data.imagefolder import IMAGE_EXTENSIONS, image_id_of, walk_images
 from wsss.data.records import DatasetMissingError, Record
 from wsss.formats.png import voc_palette
-from wsss.models.segmentation import load_segmentation
+from wsss.models.checkpoints import load_segmentation
 from wsss.panels import class_map_to_rgb
 from wsss.storage import write_text, writing
 from wsss.train.steps import predict_logits

@@ -16,7 +16,7 @@ import numpy as np
 
 from wsss.data.transforms import batch_to_input
 from wsss.metrics import IGNORE, SegmentationMeter, trimap_to_target
-from wsss.models.segmentation import load_segmentation
+from wsss.models.checkpoints import load_segmentation
 from wsss.train.common import autocast
 
 

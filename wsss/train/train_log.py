@@ -15,7 +15,7 @@ import numpy as np
 
 from wsss import tracking
 from wsss.metrics import flat_metrics, trimap_to_target
-from wsss.models.segmentation import load_segmentation, mask_predictor
+from wsss.models.checkpoints import load_segmentation, mask_predictor
 from wsss.panels import class_map_to_rgb, mask_to_rgb, overlay, save_grid
 from wsss.storage import fetch
 from wsss.train.labels import SELF_TRAINING_PREFIX
