@@ -45,6 +45,42 @@ def test_generators_without_class_masks_are_refused_naming_the_ones_that_work(sc
         parse_config({"data": {"format": "oxford-pets", "synthetic": {"scenes": True}}})
 
 
+@pytest.mark.parametrize("format", ["png", "coco", "labelstudio"])
+def test_reviewed_class_maps_come_back_with_each_regions_class(scenes_root, tmp_path, format):
+    """A class-map set exported for review and imported back: each pixel keeps its class
+    (PNG values, COCO categories and Label Studio labels name the classes), ignore stays ignore."""
+    import json
+
+    from wsss.data.decode import record_class_truth
+    from wsss.masks.export import export_mask_set
+    from wsss.masks.reviewed import import_reviewed
+    from wsss.masks.store import MaskSet, MaskSetWriter
+
+    dataset = index(scenes_root, format="csv", task="semantic")
+    records = dataset.split("trainval")
+    writer = MaskSetWriter(str(tmp_path / "store" / "truth-0"))
+    truth = {}
+    for number, record in enumerate(records):
+        truth[record.image_id] = record_class_truth(record).copy()
+        truth[record.image_id][:2, :2 + number % 3] = 255  # a corner a reviewer left unsure
+        writer.write_mask(record.image_id, truth[record.image_id])
+    manifest = writer.write_manifest({"labeler_id": "truth", "kind": "masks", "complete": True})
+    out = tmp_path / ("review" if format == "png" else "review.json")
+    export_mask_set(MaskSet(writer.uri, manifest), dataset, records, format, str(out))
+    if format == "labelstudio":  # a reviewer accepted every prediction
+        tasks = json.loads(out.read_text())
+        out.write_text(json.dumps([{"id": n, "data": t["data"], "annotations": [
+            {"id": 100 + n, "result": t["predictions"][0]["result"], "was_cancelled": False}]}
+            for n, t in enumerate(tasks, start=1)]))
+    result = import_reviewed(str(tmp_path / "store"), str(out), dataset, 48)
+    assert not result.problems and len(result.imported) == len(records)
+    several = 0
+    for record in records:
+        assert np.array_equal(result.mask_set.read(record.image_id), truth[record.image_id]), record.image_id
+        several += len(set(np.unique(truth[record.image_id]).tolist()) - {0, 255}) > 1
+    assert several > 0  # scenes of two or three classes came back with each class
+
+
 def test_class_map_takes_the_strongest_present_class_above_the_background_threshold():
     rng = np.random.default_rng(0)
     heatmaps = rng.random((3, 8, 8)).astype(np.float32)
@@ -191,17 +227,23 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, len(dataset.classes) + 1, 48, 48)
     predicted_class_maps_score_as_the_run_did(trained["model_file"], scenes_root, metrics, tmp_path / "pred",
                                               capsys)
-    self_trained_with_agreement(config, dataset)
+    self_trained_with_agreement_and_review(config, dataset, result.open("grabcut"), tmp_path / "review")
 
 
-def self_trained_with_agreement(config, dataset) -> None:
-    """Agreement weights and self-training rounds run on class maps as on one class: round 2
-    trains on round 1's confident class maps, its loss weighted by another set's agreement."""
+def self_trained_with_agreement_and_review(config, dataset, reviewed_set, folder: Path) -> None:
+    """Agreement weights, reviewed class maps and self-training rounds run on class maps as on
+    one class: round 2 trains on round 1's confident class maps, reviewed images keep their
+    reviewed map, the loss weighted by another set's agreement."""
+    from wsss.masks.export import export_mask_set
     from wsss.train.segmentation import fit_segmentation
 
-    config.train = config.train.model_copy(update={"epochs": 1, "rounds": 2, "agreement": ["grabcut"]})
+    chosen = dataset.split("train")[:5]
+    export_mask_set(reviewed_set, dataset, chosen, "png", str(folder))
+    config.train = config.train.model_copy(update={"epochs": 1, "rounds": 2, "agreement": ["grabcut"],
+                                                   "reviewed": str(folder)})
     outcome = fit_segmentation(config, labels="gradcam")
-    assert [row["label_source"] for row in outcome.history] == ["gradcam", "round1"]
+    assert [row["label_source"] for row in outcome.history] == ["gradcam+reviewed-review", "round1+reviewed-review"]
+    assert outcome.params["reviewed_images"] == 5
     assert 0.0 <= outcome.test["miou"] <= 1.0 and set(outcome.test["class_iou"]) == {"background", *dataset.classes}
 
 

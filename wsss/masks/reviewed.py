@@ -2,7 +2,7 @@
 
 People correct pseudo-masks in the tools they review in (``wsss export``) and hand back what
 they reviewed. ``import_reviewed`` reads that file, brings each mask from its image's own size
-to the working size (nearest neighbour: values stay 0 background, 1 foreground, 255 ignore)
+to the working size (nearest neighbour: values stay 0 background, k a class, 255 ignore)
 and stores it as a mask set like any other (``wsss.masks.store``), under
 ``reviewed-<name>-<fingerprint>``.
 
@@ -15,13 +15,17 @@ What counts as reviewed:
 
 - Label Studio JSON export (a list of tasks): a task with at least one annotation that was not
   cancelled; the latest one counts. Brush regions (RLE) and polygons (points in percent of the
-  image) of any class paint foreground, regions labelled ``ignore`` paint 255. A task without an
+  image) paint their class, regions labelled ``ignore`` paint 255. A task without an
   annotation was not reviewed and is skipped quietly.
-- COCO: every image with annotations; a region of any category is foreground, an ``iscrowd``
+- COCO: every image with annotations; a region paints its category's class, an ``iscrowd``
   region is ignore (how ``wsss export --format coco`` writes the ignore band). Segmentations
   are RLE (compressed or not) or polygons. An image listed without annotations is not reviewed.
 - PNG folder: ``<image_id>.png`` as ``wsss export --format png`` writes them: 0 background,
-  255 ignore, any other value foreground. Other files (``classes.json``...) are left alone.
+  255 ignore, k class k. Other files (``classes.json``...) are left alone.
+
+A class paints the value the data's class maps give it (``class_values``): k + 1 for the k-th
+class where images carry several classes each, the one foreground (1) where each image is one
+class against background (the binary study), so a review of either kind is read the same way.
 
 The image a task or file stands for is found by ``data.image_id`` / ``wsss_image_id`` (what
 ``wsss export`` writes), else by its path under the dataset root, else by its file name. A task
@@ -177,29 +181,40 @@ class ImageLookup:
 
 # -- Label Studio --------------------------------------------------------------------------------
 
-def region_value(labels: list[str], classes: set[str], where: str) -> int:
-    """255 for a region labelled ``ignore``, 1 for a class of the dataset; an EntryError otherwise."""
+def class_values(dataset: DatasetIndex) -> dict[str, int]:
+    """The value a region of each class paints: its class (k + 1) where images carry several
+    classes each, the one foreground (1) where each image is one class against background."""
+    several = dataset.pixel_classes is not None
+    return {name: k + 1 if several else MASK_FOREGROUND for k, name in enumerate(dataset.classes)}
+
+
+def region_value(labels: list[str], values: dict[str, int], where: str) -> int:
+    """255 for a region labelled ``ignore``, its class's value (``class_values``) for a class of
+    the dataset; an EntryError otherwise."""
     if not labels:
         raise EntryError(f"{where}: a region without a label")
     if labels[0] == labelstudio.IGNORE_LABEL:
         return MASK_IGNORE
-    if labels[0] not in classes:
+    if labels[0] not in values:
         raise EntryError(f"{where}: label {labels[0]!r} is neither a class of the dataset nor "
                          f"{labelstudio.IGNORE_LABEL!r}")
-    return MASK_FOREGROUND
+    return values[labels[0]]
 
 
 def paint(regions: list[tuple[np.ndarray, int]], width: int, height: int) -> np.ndarray:
-    """Foreground regions first, ignore over them: a reviewer's "unsure" wins."""
+    """Class regions first, in their order, then ignore over them: a reviewer's "unsure" wins."""
     mask = np.zeros((height, width), np.uint8)
-    for value in (MASK_FOREGROUND, MASK_IGNORE):
-        for region, region_value_ in regions:
-            if region_value_ == value:
-                mask[region] = value
+    for region, value in regions:
+        if value != MASK_IGNORE:
+            mask[region] = value
+    for region, value in regions:
+        if value == MASK_IGNORE:
+            mask[region] = MASK_IGNORE
     return mask
 
 
-def labelstudio_mask(task: dict[str, Any], lookup: ImageLookup, classes: set[str]) -> tuple[Record, np.ndarray] | None:
+def labelstudio_mask(task: dict[str, Any], lookup: ImageLookup,
+                     values: dict[str, int]) -> tuple[Record, np.ndarray] | None:
     """(record, mask at the image's own size) of one task; None when it was not reviewed."""
     annotation = labelstudio.latest_annotation(task)
     if annotation is None:
@@ -212,7 +227,7 @@ def labelstudio_mask(task: dict[str, Any], lookup: ImageLookup, classes: set[str
         if drawn_on is not None:
             lookup.check_size(record, *drawn_on, f"{where}'s image")
         regions.append((labelstudio.region_pixels(result, width, height),
-                        region_value(labelstudio.region_labels(result), classes, where)))
+                        region_value(labelstudio.region_labels(result), values, where)))
     if not regions or not any(region.any() for region, _ in regions):
         raise EntryError("empty annotation (no painted region)")
     return record, paint(regions, width, height)
@@ -223,13 +238,13 @@ def read_labelstudio(path: str, lookup: ImageLookup) -> Iterator[tuple[str, Call
     tasks = load_json(path)
     if not isinstance(tasks, list):
         raise ReviewFileError(f"{path}: a Label Studio export is a JSON list of tasks")
-    classes = set(lookup.dataset.classes)
+    values = class_values(lookup.dataset)
     for number, task in enumerate(tasks):
         name = f"task {task.get('id', f'#{number}')}" if isinstance(task, dict) else f"task #{number}"
         if not isinstance(task, dict):
             yield name, _raise(EntryError("not a JSON object"))
             continue
-        yield name, lambda task=task: labelstudio_mask(task, lookup, classes)
+        yield name, lambda task=task: labelstudio_mask(task, lookup, values)
 
 
 def _raise(error: Exception) -> Callable[[], Any]:
@@ -242,8 +257,9 @@ def _raise(error: Exception) -> Callable[[], Any]:
 
 def coco_image_mask(entry: dict[str, Any], annotations: list[dict[str, Any]], lookup: ImageLookup,
                     categories: dict[int, str]) -> tuple[Record, np.ndarray]:
-    """(record, mask at the image's own size) of one COCO image: any category foreground,
-    ``iscrowd`` regions ignore."""
+    """(record, mask at the image's own size) of one COCO image: ``iscrowd`` regions ignore, the
+    others their category's class value (``class_values``; with one class per image any
+    category is the foreground)."""
     record = lookup.find(entry.get("wsss_image_id"), entry.get("file_name"))
     width, height = lookup.size(record)
     if "width" in entry and "height" in entry:
@@ -253,11 +269,23 @@ def coco_image_mask(entry: dict[str, Any], annotations: list[dict[str, Any]], lo
         if annotation.get("category_id") not in categories:
             raise EntryError(f"annotation {annotation.get('id')}: category {annotation.get('category_id')} "
                              f"is not in the file's categories")
-        value = MASK_IGNORE if annotation.get("iscrowd") else MASK_FOREGROUND
+        value = MASK_IGNORE if annotation.get("iscrowd") else category_value(
+            categories[annotation["category_id"]], lookup.dataset, f"annotation {annotation.get('id')}")
         regions.append((coco.decode_segmentation(annotation.get("segmentation"), height, width), value))
     if not any(region.any() for region, _ in regions):
         raise EntryError("empty annotation (no pixel in any region)")
     return record, paint(regions, width, height)
+
+
+def category_value(name: str, dataset: DatasetIndex, where: str) -> int:
+    """The value a COCO category paints: its class's (``class_values``), or the foreground for
+    any category where each image is one class."""
+    if dataset.pixel_classes is None:
+        return MASK_FOREGROUND
+    values = class_values(dataset)
+    if name not in values:
+        raise EntryError(f"{where}: category {name!r} is not a class of the dataset ({', '.join(values)})")
+    return values[name]
 
 
 def read_coco(path: str, lookup: ImageLookup) -> Iterator[tuple[str, Callable[[], Any]]]:
@@ -280,11 +308,18 @@ def read_coco(path: str, lookup: ImageLookup) -> Iterator[tuple[str, Callable[[]
 # -- a folder of PNGs ----------------------------------------------------------------------------
 
 def png_mask(file: Path, lookup: ImageLookup) -> tuple[Record, np.ndarray]:
-    """(record, mask) of one ``<image_id>.png``: 255 ignore, any other value but 0 foreground."""
+    """(record, mask) of one ``<image_id>.png``: 255 ignore; with one class per image any other
+    value but 0 is the foreground, with several each value is its class (1..C, as exported)."""
     record = lookup.find(file.stem, None)
     values = png.read_class_map(file)
     lookup.check_size(record, values.shape[1], values.shape[0], "the mask")
-    return record, np.where(values == MASK_IGNORE, MASK_IGNORE, (values > 0).astype(np.uint8)).astype(np.uint8)
+    classes = lookup.dataset.pixel_classes
+    if classes is None:
+        return record, np.where(values == MASK_IGNORE, MASK_IGNORE, (values > 0).astype(np.uint8)).astype(np.uint8)
+    unknown = sorted(set(np.unique(values).tolist()) - {MASK_IGNORE, *range(len(classes) + 1)})
+    if unknown:
+        raise EntryError(f"values {unknown} are no class of the dataset (0 background, 1..{len(classes)}, 255 ignore)")
+    return record, values.astype(np.uint8)
 
 
 def read_png_folder(path: str, lookup: ImageLookup) -> Iterator[tuple[str, Callable[[], Any]]]:

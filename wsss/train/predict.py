@@ -26,7 +26,7 @@ from wsss.data.arrays import resize_image
 from wsss.data.decode import DecodeError, decode_image
 from wsss.data.imagefolder import IMAGE_EXTENSIONS, image_id_of, walk_images
 from wsss.data.records import DatasetMissingError, Record
-from wsss.formats.png import voc_palette
+from wsss.formats import png
 from wsss.models.checkpoints import load_segmentation
 from wsss.panels import class_map_to_rgb
 from wsss.storage import write_text, writing
@@ -68,15 +68,6 @@ def image_records(folder: str | os.PathLike) -> list[Record]:
             for path in paths]
 
 
-def _write_indexed_png(mask: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    indexed = Image.fromarray(mask, mode="P")
-    indexed.putpalette(voc_palette())
-    with writing(path) as temporary:
-        indexed.save(temporary, format="PNG")
-
-
 def _overlay(image: np.ndarray, mask: np.ndarray, path: Path, several: bool = False) -> None:
     from PIL import Image
 
@@ -113,7 +104,7 @@ def predict_masks(checkpoint: str | os.PathLike, records: list[Record], out_dir:
                                  align_corners=False)[0]
             if several:
                 mask = full.argmax(0).cpu().numpy().astype(np.uint8)
-                _write_indexed_png(mask, out_dir / f"{record.image_id}.png")
+                png.write_class_map(str(out_dir / f"{record.image_id}.png"), mask)
             else:
                 mask = ((full[0] > 0).cpu().numpy() * 255).astype(np.uint8)
                 _write_png(mask, out_dir / f"{record.image_id}.png")

@@ -45,7 +45,7 @@ from wsss.train.labels import (
 )
 from wsss.train.progress import epoch_progress
 from wsss.train.settings import FailOnce, TrainSettings
-from wsss.train.study_labels import agreement_voters, check_classes, label_schedule, reviewed_params, with_reviewed
+from wsss.train.study_labels import agreement_voters, label_schedule, reviewed_params, with_reviewed
 from wsss.train.train_log import log_training, sample_figure
 from wsss.train.worker import FAIL_ONCE_ENV, train_loop
 
@@ -180,7 +180,6 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     weights, random_weights = resolve_weights(config, model)
     create_model(model, weights, **model_options)  # unknown options, missing weights: fail now
     dataset = prepare_dataset(config.data)
-    check_classes(config, dataset)
     splits = decoded_splits(config, dataset, section.image_size, min_train=2)
     schedule = label_schedule(config, labels, dataset, splits)
     name = name or section.name or run_name(config, model, model_options, schedule,

@@ -36,15 +36,6 @@ def check_truth_for(config: StudyConfig, labels: Any, dataset: Any) -> None:
                           f"use auto, val_labels or last")
 
 
-def check_classes(config: StudyConfig, dataset: Any) -> None:
-    """Refuse, before any work, what several-class training does not do yet: reviewed masks,
-    whose importers paint one foreground value, not each region's class."""
-    if dataset.pixel_classes and config.train.reviewed:
-        raise ConfigError("train.reviewed works with one class per image: wsss import paints every "
-                          "reviewed region as the one foreground; with several classes per image train on "
-                          "ground truth or on a mask set")
-
-
 def study_sets(config: StudyConfig, dataset: Any):
     """``open_set(key, threshold)``: this study's mask set of a labeler id, as it was made."""
     context = labeler_context(config, find_classifier(config, dataset))
