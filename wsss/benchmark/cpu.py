@@ -35,6 +35,7 @@ from wsss.labelers.grabcut import GrabCutParams, frame_mask, grabcut_masks
 from wsss.labelers.mix import MixParams, superpixel_vote, superpixels
 from wsss.labelers.registry import get_labeler_class, validate_params
 from wsss.masks.graph import cpu_batch_size
+from wsss.masks.specs import StageSpec
 from wsss.masks.stages import cpu_stage, decode_stage
 from wsss.raycluster import ensure_ray
 from wsss.train.common import arrays_dataset
@@ -119,11 +120,10 @@ def _summed(runs: list[dict]) -> dict[str, Any]:
             "rounds_images_per_s": [run["images_per_s"] for run in runs]}
 
 
-def cpu_spec(name: str, params: dict | None = None) -> dict[str, Any]:
+def cpu_spec(name: str, params: dict | None = None) -> StageSpec:
     """A ``cpu_stage`` spec for one labeler reading the oracle heatmap."""
-    return {"id": name, "name": name, "params": validate_params(name, params or {}),
-            "fingerprint": "benchmark", "uri": "", "kind": "masks",
-            "heatmap_column": ORACLE_HEATMAP}
+    return StageSpec(id=name, name=name, params=validate_params(name, params or {}), fingerprint="benchmark",
+                     uri="", kind="masks", heatmap_column=ORACLE_HEATMAP)
 
 
 def _pipeline_result(stage: str, path: str, reference: str, reference_seconds: float,
@@ -286,11 +286,11 @@ def bare_references(function: Callable, args: tuple, processes: int) -> dict[str
 def grabcut_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     """The GrabCut labeler (crop + margin) in the pipeline's CPU stage against the study's loop."""
     spec = cpu_spec("grabcut")
-    params = GrabCutParams(**spec["params"])
+    params = GrabCutParams(**spec.params)
     boxes = _boxes(work, params.threshold)
     reference = timed(lambda: [study_grabcut(i, b, params.iterations) for i, b in zip(work.images, boxes)])
     crops = _crops(work, params)
-    details: dict[str, Any] = {"params": spec["params"]}
+    details: dict[str, Any] = {"params": spec.params}
     variants = {}
     for name, change in (("full", {"margin": None}), ("crop", {}),
                          ("half_side", {"max_side": settings.size // 2})):
@@ -369,7 +369,7 @@ def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     """The mix labeler (GrabCut ∩ SLIC on the crop) in the CPU stage against the study's loop;
     fast path: the mix reusing the GrabCut set's masks (one GrabCut per image for both)."""
     spec = cpu_spec("mix")
-    mix = get_labeler_class("mix")(spec["params"])
+    mix = get_labeler_class("mix")(spec.params)
     p = mix.params
     boxes = _boxes(work, p.threshold)
 
@@ -386,7 +386,7 @@ def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     shared = timed(lambda: mix.mix_from_grabcut(work.images, boxes, grabcut(batch)["mask"]))
     fast = [fast_path("mix reusing the GrabCut set's masks vs its own GrabCut", 1.7, separate / shared,
                       "GrabCut is ~80% of the mix: grabcut + mix sets pay one GrabCut, not two")]
-    details = {"params": spec["params"], "mix_dice": dice(mix(batch)["mask"], work.trimaps)}
+    details = {"params": spec.params, "mix_dice": dice(mix(batch)["mask"], work.trimaps)}
     if not settings.ray:
         seconds = timed(lambda: mix(batch))
         floor = timed(lambda: bare_mix(crops, p.iterations, p.n_segments, p.compactness))

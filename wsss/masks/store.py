@@ -161,8 +161,8 @@ class MaskSet:
         return self._read(f"masks/{image_id}.png")
 
     def read(self, image_id: str) -> np.ndarray:
-        """H x W uint8 mask {0, 1, 255} of one image; for a several-class set (``data.task:
-        semantic``) a class map: 0 background, k + 1 for class index k, 255 ignore."""
+        """H x W uint8 class map of one image: 0 background, k + 1 for class index k (1 for the
+        one foreground of a one-class set), 255 ignore."""
         return self.read_with_extras(image_id)[0]
 
 

@@ -2,7 +2,7 @@
 
 Every model maps N x 3 x H x W (ImageNet-normalised) to N x 1 x H x W logits (pet vs
 background), or N x (C+1) x H x W with ``classes=C+1`` (background and C classes, for
-``data.task: semantic``).
+images of several classes each).
 
 Weights (``create_model(name, weights)``):
 

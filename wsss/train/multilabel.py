@@ -1,4 +1,4 @@
-"""The classifier for several classes per image (``data.task: semantic``): a sigmoid per class.
+"""The classifier for several classes per image: a sigmoid per class.
 
 The same Ray Train loop as the one-class classifier (``wsss.train.classifier``) with binary
 cross-entropy against each image's class set, and per-class metrics merged across ranks with
