@@ -341,7 +341,7 @@ def slic_stage(batch: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarr
 
 def slic_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     """SLIC on the GrabCut crop in Ray tasks against whole-image SLIC, serial."""
-    params = cpu_spec("mix")["params"]
+    params = cpu_spec("mix").params
     mix = MixParams(**params)
     reference = timed(lambda: [study_slic(i, mix.n_segments, mix.compactness) for i in work.images])
     crops = [crop for crop, _ in _crops(work, mix)]
@@ -381,7 +381,7 @@ def mix_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     reference = timed(study)
     crops = _crops(work, p)
     batch = {"image": work.images, "label": work.labels, "heatmap": work.heatmaps}
-    grabcut = get_labeler_class("grabcut")(cpu_spec("grabcut")["params"])
+    grabcut = get_labeler_class("grabcut")(cpu_spec("grabcut").params)
     separate = timed(lambda: (grabcut(batch), mix(batch)))
     shared = timed(lambda: mix.mix_from_grabcut(work.images, boxes, grabcut(batch)["mask"]))
     fast = [fast_path("mix reusing the GrabCut set's masks vs its own GrabCut", 1.7, separate / shared,
