@@ -1,8 +1,11 @@
+import dataclasses
+import pickle
 from pathlib import Path
 
 import pytest
 
 from wsss.config import ConfigError, load_config, parse_config
+from wsss.models.segmentation import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,3 +116,54 @@ def test_a_trial_weighting_by_agreement_is_its_own_trial():
     study = config.model_dump(mode="json")
     assert trial_config(study, weighted["overrides"]).train.agreement == ["grabcut", "crf"]
     assert trial_config(study, plain["overrides"]).train.agreement == []
+
+
+def test_the_config_package_exports_every_name_it_lists():
+    import wsss.config
+
+    assert all(getattr(wsss.config, name, None) is not None for name in wsss.config.__all__)
+
+
+@pytest.mark.parametrize("model, options, expected", [
+    (None, None, ModelSpec("unet", {"width": 0.5})),
+    ("unet", None, ModelSpec("unet", {"width": 0.5})),
+    ("fcn", None, ModelSpec("fcn")),  # options belong to the model they were set for
+    (None, {"width": 0.25}, ModelSpec("unet", {"width": 0.25})),
+    ("unet_timm/resnet18", {}, ModelSpec("unet_timm/resnet18")),
+])
+def test_a_run_keeps_the_configured_options_only_for_the_configured_model(model, options, expected):
+    train = parse_config({"train": {"model": "unet", "model_options": {"width": 0.5}}}).train
+    assert train.model_spec(model, options) == expected
+
+
+def test_a_model_spec_is_one_frozen_value_from_config_to_worker():
+    import torch
+
+    options = {"width": 0.125}
+    spec = ModelSpec("unet", options)
+    options["width"] = 1.0  # the spec holds its own copy
+    assert pickle.loads(pickle.dumps(spec)) == spec  # Ray pickles it to every worker
+    assert spec.as_dict() == {"model": "unet", "options": {"width": 0.125}}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "fcn"
+    assert spec.create("none", classes=3)(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_run_names_stay_what_they_were():
+    """A run's name is its identity (a rerun resumes it): these digests were computed before the
+    model and its options became one value; a change here renames every existing run."""
+    from wsss.train.segmentation import run_name
+
+    class Schedule:
+        def describe(self):
+            return "gt"
+
+        def versions(self):
+            return {"gt": "v1"}
+
+    config = parse_config({"weights_policy": "random",
+                           "train": {"model": "unet", "weights": "none", "model_options": {"width": 0.125}}})
+    assert run_name(config, config.train.model_spec(), Schedule(), "fp123") == "unet-897bd8492f4c"
+    assert run_name(config, config.train.model_spec("fcn"), Schedule(), "fp123") == "fcn-83f7e4fe9ded"
+    spec = config.train.model_spec("unet_timm/resnet18", {})
+    assert run_name(config, spec, Schedule(), "fp123") == "unet_timm_resnet18-a75d8ca65b66"

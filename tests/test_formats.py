@@ -190,7 +190,8 @@ def test_predict_on_any_folder_of_images_of_any_size(tmp_path, source, capsys):
     from PIL import Image
 
     from wsss.models.checkpoints import export_model
-    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model
+    from wsss.models.segmentation import create_model
+    from wsss.models.weights_files import CHECKPOINT_FORMAT
 
     torch.manual_seed(0)
     model = create_model("unet", "none", width=0.125)

@@ -8,7 +8,8 @@ import torch
 
 from wsss.models.checkpoints import export_model, load_segmentation
 from wsss.models.classifier import WeightsMissingError
-from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model, list_models, uses_random_weights
+from wsss.models.segmentation import create_model, list_models, uses_random_weights
+from wsss.models.weights_files import CHECKPOINT_FORMAT
 
 ARCHITECTURES = [("unet", {"width": 0.125}), ("unet_timm/resnet18", {}), ("deeplabv3", {}),
                  ("fcn", {})]

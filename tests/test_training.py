@@ -211,7 +211,8 @@ def test_predict_writes_masks_at_the_original_size(synthetic_root, tmp_path):
 
     from wsss.data.pets import index
     from wsss.models.checkpoints import export_model
-    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model
+    from wsss.models.segmentation import create_model
+    from wsss.models.weights_files import CHECKPOINT_FORMAT
     from wsss.train.predict import predict_masks
 
     model = create_model("unet", "none", width=0.125)
@@ -432,7 +433,8 @@ def test_a_weak_run_without_val_ground_truth_selects_and_steers_on_its_own_label
 
 def test_self_training_labels_are_the_models_confident_predictions(tmp_path):
     from wsss.models.checkpoints import export_model
-    from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model
+    from wsss.models.segmentation import create_model
+    from wsss.models.weights_files import CHECKPOINT_FORMAT
     from wsss.train.labels import SelfTrainingSource
 
     torch.manual_seed(0)

@@ -26,7 +26,8 @@ from wsss import console
 from wsss.benchmark.common import Settings
 from wsss.benchmark.memory import MB, MemorySampler, folder_bytes, spilled_bytes
 from wsss.benchmark.models import classifier_checkpoint
-from wsss.config import StudyConfig, parse_config
+from wsss.config.loading import parse_config
+from wsss.config.study import StudyConfig
 from wsss.data.prepare import prepare_dataset
 from wsss.data.synthetic import synthesize
 from wsss.masks.pipeline import generate_masks
@@ -116,9 +117,9 @@ def train_config(root: Path, work: Path, settings: Settings, size: int) -> Study
         "weights_policy": "random",
         "data": {"root": str(root), "image_size": size, "error_budget": 0.5},
         "pipeline": {"store": str(work / "masks")},
-        "train": {"model": "unet", "weights": "none", "epochs": 1, "batch_size": settings.train_batch,
-                  "eval_batch_size": settings.train_batch, "image_size": size,
-                  "storage": str(work), "max_failures": 0,
+        "train": {"model": "unet", "weights": "none", "model_options": TRAIN_OPTIONS, "epochs": 1,
+                  "batch_size": settings.train_batch, "eval_batch_size": settings.train_batch,
+                  "image_size": size, "storage": str(work), "max_failures": 0,
                   "scaling": {"num_workers": settings.workers, "use_gpu": settings.device.startswith("cuda")}},
     }, "benchmark scaling train")
 
@@ -129,7 +130,7 @@ def train_row(images: int, root: Path, work: Path, settings: Settings, size: int
     shutil.rmtree(folder, ignore_errors=True)
     config = train_config(root, folder, settings, size)
     outcome, seconds, memory = measured(
-        lambda: fit_segmentation(config, model_options=TRAIN_OPTIONS, name=f"scaling-{images}"))
+        lambda: fit_segmentation(config, name=f"scaling-{images}"))
     epoch = outcome.history[0]
     epoch_seconds = outcome.timings.get("epoch_1_seconds", float("nan"))
     row = {"stage": "train", "images": images, "size": size, "seconds": seconds,

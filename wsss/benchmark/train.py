@@ -17,16 +17,21 @@ from typing import Any
 import numpy as np
 
 from wsss.benchmark.common import Settings, Workload, fast_path, rate, stage_result, synchronize
-from wsss.config import parse_config
+from wsss.config.loading import parse_config
 from wsss.data.arrays import resize_image, resize_mask
 from wsss.data.transforms import paired_augment
 from wsss.metrics import trimap_to_target
-from wsss.models.segmentation import create_model
+from wsss.models.segmentation import ModelSpec
 from wsss.train.common import autocast
 from wsss.train.segmentation import fit_segmentation
 from wsss.train.steps import masked_bce
 
 RAY_TRAIN_EPOCHS = 3
+
+
+def _model(settings: Settings) -> ModelSpec:
+    """The network every training measurement runs."""
+    return ModelSpec(settings.train_model, settings.train_options)
 
 
 def train_arrays(work: Workload, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +53,7 @@ def plain_train(images: np.ndarray, targets: np.ndarray, settings: Settings, *, 
 
     device, batch = torch.device(settings.device), settings.train_batch
     torch.manual_seed(settings.seed)
-    model = create_model(settings.train_model, "none", **settings.train_options).to(device).train()
+    model = _model(settings).create("none").to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -90,8 +95,7 @@ def train_stage(work: Workload, settings: Settings) -> dict[str, Any]:
     images, targets = train_arrays(work, settings)
     cuda = settings.device.startswith("cuda")
     reference = plain_train(images, targets, settings, bf16=False, channels_last=False, resident=cuda)
-    details = {"model": settings.train_model, "options": settings.train_options,
-               "image_size": settings.train_size, "batch": settings.train_batch,
+    details = {**_model(settings).as_dict(), "image_size": settings.train_size, "batch": settings.train_batch,
                "steps": settings.train_steps, "plain_fp32": reference}
     if cuda:
         return _gpu_train(images, targets, settings, reference, details)
@@ -138,13 +142,13 @@ def ray_train_rate(work: Workload, settings: Settings, workers: int) -> float:
         "weights_policy": "random",
         "data": {"root": str(work.root), "image_size": settings.train_size, "error_budget": 0.5},
         "pipeline": {"store": str(work.scratch / "stores" / "masks")},
-        "train": {"model": settings.train_model, "weights": "none", "epochs": RAY_TRAIN_EPOCHS,
+        "train": {"model": settings.train_model, "model_options": settings.train_options,
+                  "weights": "none", "epochs": RAY_TRAIN_EPOCHS,
                   "batch_size": settings.train_batch, "eval_batch_size": settings.train_batch,
                   "image_size": settings.train_size, "storage": str(work.scratch / "ray-train"),
                   "scaling": {"num_workers": workers, "use_gpu": settings.device.startswith("cuda")},
                   "max_failures": 0},
     }, "benchmark train")
-    outcome = fit_segmentation(config, model_options=settings.train_options,
-                               name=f"benchmark-{workers}-workers")
+    outcome = fit_segmentation(config, name=f"benchmark-{workers}-workers")
     rates = [row["train_images_per_s"] for row in outcome.history if row["epoch"] > 1]
     return float(np.mean(rates))

@@ -45,8 +45,9 @@ def load_train_config(args: argparse.Namespace) -> StudyConfig:
     if args.model or args.model_option:
         configured = load_config(args.config, overrides).train
         options = parse_overrides(args.model_option, "--model-option") if args.model_option else None
-        overrides["train.model"], overrides["train.model_options"] = configured.model_and_options(
-            args.model, options if options is not None else overrides.get("train.model_options"))
+        model = configured.model_spec(args.model, options if options is not None
+                                      else overrides.get("train.model_options"))
+        overrides["train.model"], overrides["train.model_options"] = model.name, dict(model.options)
     return load_config(args.config, overrides)
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models.classifier import WeightsMissingError
-from wsss.models.segmentation import CHECKPOINT_FORMAT, checkpoint_file, create_model
+from wsss.models.segmentation import create_model
+from wsss.models.weights_files import CHECKPOINT_FORMAT, checkpoint_file
 from wsss.storage import writing
 
 

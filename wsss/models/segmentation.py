@@ -21,16 +21,15 @@ Weights (``create_model(name, weights)``):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from wsss.models.classifier import WeightsMissingError
 from wsss.models.packaged import load_packaged, match_input_normalisation
+from wsss.models.weights_files import load_weights_file
 
-CHECKPOINT_FORMAT = "wsss-segmentation-v1"
-CHECKPOINT_FILE = "state.pt"  # as wsss.train.common.STATE_FILE: a Train checkpoint dir works too
 DEFAULT_TIMM_ENCODER = "resnet34"
 
 
@@ -38,7 +37,9 @@ NAMED_WEIGHTS = ("imagenet", "coco_voc")  # weights by name; anything else is a 
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class Architecture:
+    """A registry entry: how an architecture is built and what it can start from."""
+
     build: Callable[..., Any]  # (weights: "none" or one of ``weights``, **options) -> nn.Module
     pretrained_backbone: bool  # False: the study trains it from scratch
     description: str
@@ -55,22 +56,22 @@ class ModelSpec:
                              f"path; set train.weights accordingly")
 
 
-def _spec_table() -> dict[str, ModelSpec]:
+def _architectures() -> dict[str, Architecture]:
     return {
-        "unet": ModelSpec(_build_unet, False, "classic 4-level UNet from scratch (width: multiplier)"),
-        "unet_timm": ModelSpec(_build_timm_unet, True,
-                               f"UNet decoder on a timm encoder (unet_timm/<encoder>, "
-                               f"default {DEFAULT_TIMM_ENCODER})", ("imagenet",)),
-        "deeplabv3": ModelSpec(_build_deeplabv3, True, "torchvision DeepLabV3-ResNet50 (deeplabv3/"
-                               "<timm encoder>: its ASPP head on that encoder)", ("imagenet", "coco_voc")),
-        "fcn": ModelSpec(_build_fcn, True, "torchvision FCN-ResNet50 (fcn/<timm encoder>: its head "
-                         "on that encoder)", ("imagenet", "coco_voc")),
+        "unet": Architecture(_build_unet, False, "classic 4-level UNet from scratch (width: multiplier)"),
+        "unet_timm": Architecture(_build_timm_unet, True,
+                                  f"UNet decoder on a timm encoder (unet_timm/<encoder>, "
+                                  f"default {DEFAULT_TIMM_ENCODER})", ("imagenet",)),
+        "deeplabv3": Architecture(_build_deeplabv3, True, "torchvision DeepLabV3-ResNet50 (deeplabv3/"
+                                  "<timm encoder>: its ASPP head on that encoder)", ("imagenet", "coco_voc")),
+        "fcn": Architecture(_build_fcn, True, "torchvision FCN-ResNet50 (fcn/<timm encoder>: its head "
+                            "on that encoder)", ("imagenet", "coco_voc")),
     }
 
 
 def list_models() -> list[str]:
     """Names ``create_model`` accepts (``unet_timm`` also as ``unet_timm/<timm encoder>``)."""
-    return list(_spec_table())
+    return list(_architectures())
 
 
 ENCODER_MODELS = ("unet_timm", "deeplabv3", "fcn")  # "<model>/<timm encoder>" names an encoder
@@ -82,10 +83,10 @@ def split_name(name: str) -> tuple[str, str | None]:
     return base, encoder or None
 
 
-def model_spec(name: str) -> ModelSpec:
+def architecture(name: str) -> Architecture:
     """The registry entry of ``name``; unknown names raise listing the known ones."""
     base, encoder = split_name(name)
-    table = _spec_table()
+    table = _architectures()
     if base not in table or (encoder is not None and base not in ENCODER_MODELS):
         raise ValueError(f"unknown segmentation model {name!r}; known: {', '.join(table)} "
                          f"(or {' | '.join(ENCODER_MODELS)}/<timm encoder>)")
@@ -96,7 +97,7 @@ def check_model_options(name: str, options: dict[str, Any]) -> None:
     """Refuse options the model's builder does not take, naming them and the ones it does."""
     import inspect
 
-    accepted = [p for p in inspect.signature(model_spec(name).build).parameters
+    accepted = [p for p in inspect.signature(architecture(name).build).parameters
                 if p not in ("weights", "encoder", "classes")]  # encoder: by the name; classes: by the data
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -106,25 +107,54 @@ def check_model_options(name: str, options: dict[str, Any]) -> None:
 
 def uses_random_weights(name: str, weights: str) -> bool:
     """True when a pretrained-backbone architecture would start from random weights."""
-    return model_spec(name).pretrained_backbone and weights == "none"
+    return architecture(name).pretrained_backbone and weights == "none"
 
 
 def create_model(name: str, weights: str = "none", classes: int = 1, **options: Any):
     """Build a registered model with ``classes`` output channels (1: pet vs background; C+1
     for C classes and background); ``weights``: none | imagenet | path (see the module doc)."""
-    spec = model_spec(name)
+    entry = architecture(name)
     check_model_options(name, options)
     encoder = split_name(name)[1]
     if encoder is not None:
         options = {"encoder": encoder, **options}
     if classes != 1:
         options = {**options, "classes": classes}
-    spec.check_weights(name, weights)
+    entry.check_weights(name, weights)
     if weights == "none" or weights in NAMED_WEIGHTS:
-        return spec.build(weights, **options)
-    model = spec.build("none", **options)
+        return entry.build(weights, **options)
+    model = entry.build("none", **options)
     load_weights_file(model, weights)
     return model
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model a run trains: a registered name (``unet``, ``deeplabv3/<timm encoder>``) and
+    its builder options (``{"width": 0.25}``), one value from the config to the workers."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", dict(self.options))  # a copy: the caller's dict may change
+
+    def override(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> ModelSpec:
+        """The one rule of model options: options given are used as they are; otherwise a run
+        of this model keeps these options and a run of another model starts from none
+        (options belong to the model they were set for)."""
+        if options is not None:
+            return ModelSpec(model or self.name, options)
+        return ModelSpec(model or self.name, self.options if model in (None, self.name) else {})
+
+    def create(self, weights: str = "none", classes: int = 1):
+        """``create_model`` of this name with these options."""
+        return create_model(self.name, weights, classes, **self.options)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable dict form, ``{"model": name, "options": {...}}`` (benchmark details); run
+        names hash exactly these keys, so renaming one would rename every existing run."""
+        return {"model": self.name, "options": dict(self.options)}
 
 
 # ---- UNet from scratch ----------------------------------------------------------------------
@@ -345,46 +375,3 @@ def _build_fcn(weights: str, encoder: str | None = None, classes: int = 1):
         return _timm_head("fcn", weights, encoder, classes)
     return _torchvision_segmentation(fcn_resnet50, FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
                                      512, weights, classes)
-
-
-# ---- weights files and checkpoints ----------------------------------------------------------
-
-
-def checkpoint_file(path: str | os.PathLike) -> Path:
-    """The model file of a checkpoint given as its directory or as the file itself."""
-    path = Path(path)
-    return path / CHECKPOINT_FILE if path.is_dir() else path
-
-
-def _backbone_module(model):
-    """The module a backbone state dict loads into (None for the from-scratch UNet)."""
-    inner = getattr(model, "network", None)
-    if inner is not None:
-        return inner.backbone
-    return getattr(model, "encoder", None)
-
-
-def load_weights_file(model, path: str | os.PathLike) -> None:
-    """Load a ``wsss train`` checkpoint (whole model) or a backbone state dict into ``model``."""
-    import torch
-
-    file = checkpoint_file(path)
-    if not file.is_file():
-        raise WeightsMissingError(f"weights file {file} not found; give a checkpoint written by "
-                                  f"`wsss train`, a backbone state dict, or weights: none|imagenet")
-    payload = torch.load(file, map_location="cpu", weights_only=False)
-    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
-        model.load_state_dict(payload["model"])
-        return
-    target = _backbone_module(model)
-    if target is None or not isinstance(payload, dict):
-        raise ValueError(f"{file} is neither a wsss segmentation checkpoint nor a backbone "
-                         f"state dict this model can use")
-    state = payload.get("state_dict", payload)
-    result = target.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")},
-                                    strict=False)
-    if result.missing_keys:
-        raise ValueError(f"{file}: backbone state dict lacks {len(result.missing_keys)} keys "
-                         f"(e.g. {result.missing_keys[:3]})")
-
-

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from wsss import console, storage, tracking
-from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, TrainConfig, options_for, parse_config
+from wsss.config import SPACE_KEYS, ConfigError, StudyConfig, TrainConfig, parse_config
 from wsss.data.prepare import describe_data, prepare_dataset
 from wsss.identity import file_hash, stable_hash
 from wsss.labelers.registry import get_labeler_class
@@ -27,6 +27,7 @@ from wsss.masks.plan import labeler_context
 from wsss.masks.reviewed import detect_format, import_reviewed, source_hash
 from wsss.masks.set_log import log_mask_set, made_on_random_weights
 from wsss.metrics import flat_metrics
+from wsss.models.segmentation import ModelSpec
 from wsss.raycluster import ensure_ray
 from wsss.sweep.progress import StageClock, trial_progress
 from wsss.sweep.sweep_log import (
@@ -120,10 +121,9 @@ def expand_trials(config: StudyConfig) -> list[dict[str, Any]]:
 def trial_config(study: dict[str, Any], overrides: dict[str, Any], name: str = "") -> StudyConfig:
     """The study config with one trial's ``train`` overrides applied (and re-validated)."""
     train = study.get("train", {})
-    defaults = TrainConfig()
-    merged = {**train, **overrides,
-              "model_options": options_for(train.get("model", defaults.model), train.get("model_options", {}),
-                                           overrides.get("model"), overrides.get("model_options"))}
+    configured = ModelSpec(train.get("model", TrainConfig().model), train.get("model_options", {}))
+    model = configured.override(overrides.get("model"), overrides.get("model_options"))
+    merged = {**train, **overrides, "model_options": dict(model.options)}
     if "threshold" not in overrides and not parse_config(study).heatmap_label(merged.get("labels", "gt")):
         merged["threshold"] = None  # the study's threshold cuts heatmaps; this trial has none
     return parse_config({**study, "train": merged}, f"sweep trial {name}".strip())
@@ -259,7 +259,7 @@ def log_direct_evals(config: StudyConfig, summary: Any, dataset: Any, parent_id:
                      done: set[str]) -> None:
     for entry in config.sweep.direct_eval:
         mask_set = summary.open(entry.labeler)
-        key = f"direct:{entry.labeler}:{mask_set.manifest['fingerprint']}"
+        key = f"direct:{entry.labeler}:{mask_set.manifest.fingerprint}"
         if key not in done:
             plan = next(p for p in summary.plans if p.spec.key == entry.labeler)
             log_direct_eval(entry, mask_set, dataset.split("test"), config, parent_id, key,

@@ -24,13 +24,16 @@ from typing import Any
 import numpy as np
 
 from wsss import console, storage
-from wsss.config import ConfigError, StudyConfig, resolve_select
+from wsss.config.base import ConfigError
+from wsss.config.sections import resolve_select
+from wsss.config.study import StudyConfig
 from wsss.data.arrays import RowsById
 from wsss.data.prepare import prepare_dataset
 from wsss.identity import stable_hash
 from wsss.metrics import flat_metrics, scores
 from wsss.models.checkpoints import export_model, read_checkpoint
-from wsss.models.segmentation import CHECKPOINT_FILE, NAMED_WEIGHTS, create_model, model_spec, uses_random_weights
+from wsss.models.segmentation import NAMED_WEIGHTS, ModelSpec, architecture, uses_random_weights
+from wsss.models.weights_files import CHECKPOINT_FILE
 from wsss.tracking import git_commit
 from wsss.train.common import (
     data_config,
@@ -87,11 +90,11 @@ def resolve_weights(config: StudyConfig, model: str) -> tuple[str, bool]:
     """(weights as the workers need them, random-init flag); refuses before any work."""
     weights = config.train.weights
     try:
-        spec = model_spec(model)
+        entry = architecture(model)
     except ValueError as error:
         raise ConfigError(f"train.model: {error}") from None
     try:
-        spec.check_weights(model, weights)
+        entry.check_weights(model, weights)
     except ValueError as error:
         raise ConfigError(f"train.weights: {error}") from None
     random = uses_random_weights(model, weights)
@@ -104,21 +107,20 @@ def resolve_weights(config: StudyConfig, model: str) -> tuple[str, bool]:
     return weights, random
 
 
-def run_name(config: StudyConfig, model: str, model_options: dict, schedule,
-             dataset_fingerprint: str) -> str:
+def run_name(config: StudyConfig, model: ModelSpec, schedule, dataset_fingerprint: str) -> str:
     """``<model>-<fingerprint>`` of the train section, labels (mask-set fingerprints included),
     model options and dataset: a changed input never resumes a stale run."""
     section = config.train.model_dump(mode="json", exclude={"storage", "name", "max_failures",
                                                               "labels", "model"})
     data = config.data.model_dump(mode="json", include={"image_size", "border_policy",
                                                         "val_fraction", "split_seed", "limit"})
-    digest = stable_hash({"train": section, "data": data, "model": model, "options": model_options,
+    digest = stable_hash({"train": section, "data": data, **model.as_dict(),
                           "labels": schedule.describe(), "sources": schedule.versions(),
                           "dataset": dataset_fingerprint, "threshold": config.train.threshold})
-    return f"{model.replace('/', '_')}-{digest}"
+    return f"{model.name.replace('/', '_')}-{digest}"
 
 
-def _settings(config: StudyConfig, model: str, weights: str, model_options: dict, schedule,
+def _settings(config: StudyConfig, model: ModelSpec, weights: str, schedule,
               class_names: tuple[str, ...] | None, test_images: int) -> TrainSettings:
     section = config.train
     workers = max(1, section.scaling.num_workers)
@@ -126,7 +128,7 @@ def _settings(config: StudyConfig, model: str, weights: str, model_options: dict
     fail = os.environ.get(FAIL_ONCE_ENV)
     epoch, _, marker = (fail or "").partition(":")
     return TrainSettings(
-        model=model, weights=weights, model_options=dict(model_options), select=selection,
+        model=model, weights=weights, select=selection,
         val_columns=("target",) + (("gt_target",) if section.val_gt_metrics and selection != "val_gt" else ()),
         lr=section.lr, epochs=section.epochs,
         # train.batch_size is the global batch (the study's 64 on one GPU): split it
@@ -151,9 +153,10 @@ def _schedule_steps(settings: TrainSettings) -> list[tuple[int, str]]:
 
 def _params(config: StudyConfig, settings: TrainSettings, splits: dict, dataset_fingerprint: str,
             random_weights: bool, name: str) -> dict[str, Any]:
-    keep = ("model", "model_options", "weights", "labels", "lr", "epochs", "eval_batch_size",
-            "seed", "bf16", "image_size", "border_policy", "select")
-    return {**{key: getattr(settings, key) for key in keep}, "name": name,
+    keep = ("weights", "labels", "lr", "epochs", "eval_batch_size", "seed", "bf16", "image_size",
+            "border_policy", "select")
+    return {"model": settings.model.name, "model_options": dict(settings.model.options),
+            **{key: getattr(settings, key) for key in keep}, "name": name,
             "batch_size": config.train.batch_size, "worker_batch_size": settings.batch_size,
             "schedule": _schedule_steps(settings), "threshold": config.train.threshold,
             "scaling": config.train.scaling.model_dump(), "weights_policy": config.weights_policy,
@@ -172,19 +175,19 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     """Train on Ray Train and test the best checkpoint; see the module docstring.
 
     ``labels`` overrides ``train.labels`` (a key, a schedule, or ``wsss.train.labels``
-    objects); ``model`` overrides ``train.model``; ``model_options`` go to ``create_model``
-    (e.g. ``{"width": 0.25}`` for a narrow UNet); ``callbacks`` go to Train's RunConfig.
+    objects); ``model`` and ``model_options`` (e.g. ``{"width": 0.25}`` for a narrow UNet)
+    override ``train.model`` and its options as ``TrainConfig.model_spec`` says; ``callbacks``
+    go to Train's RunConfig.
     """
     section = config.train
-    model, model_options = section.model_and_options(model, model_options)
-    weights, random_weights = resolve_weights(config, model)
-    create_model(model, weights, **model_options)  # unknown options, missing weights: fail now
+    spec = section.model_spec(model, model_options)
+    weights, random_weights = resolve_weights(config, spec.name)
+    spec.create(weights)  # unknown options, missing weights: fail now
     dataset = prepare_dataset(config.data)
     splits = decoded_splits(config, dataset, section.image_size, min_train=2)
     schedule = label_schedule(config, labels, dataset, splits)
-    name = name or section.name or run_name(config, model, model_options, schedule,
-                                            dataset.fingerprint())
-    run = RunInputs(config, model, weights, model_options, splits, dataset, random_weights, callbacks)
+    name = name or section.name or run_name(config, spec, schedule, dataset.fingerprint())
+    run = RunInputs(config, spec, weights, splits, dataset, random_weights, callbacks)
     outcome = fit_round(run, schedule, name if section.rounds == 1 else f"{name}-round1")
     for round_number in range(2, section.rounds + 1):  # self-training: the last model's labels
         images = RowsById([splits["train"], splits["val"]], "images")
@@ -199,13 +202,12 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
 
 @dataclass(frozen=True)
 class RunInputs:
-    """What every round of a run trains with: the study, the model and its weights, the decoded
-    splits and the dataset they came from."""
+    """What every round of a run trains with: the study, the model (with its options) and its
+    weights, the decoded splits and the dataset they came from."""
 
     config: StudyConfig
-    model: str
+    model: ModelSpec
     weights: str
-    model_options: dict
     splits: dict
     dataset: Any
     random_weights: bool
@@ -217,8 +219,7 @@ def fit_round(run: RunInputs, schedule: Any, name: str, previous: TrainingOutcom
     from ray.train.torch import TorchTrainer
 
     config, splits, dataset, section = run.config, run.splits, run.dataset, run.config.train
-    settings = _settings(config, run.model, run.weights, run.model_options, schedule, dataset.pixel_classes,
-                         len(splits["test"]))
+    settings = _settings(config, run.model, run.weights, schedule, dataset.pixel_classes, len(splits["test"]))
     storage_root = storage.absolute(section.storage)  # a folder, or a URI such as s3://...
     trainer = TorchTrainer(
         train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wsss.models.segmentation import ModelSpec
+
 BEST_METRIC = "val_micro_dice"  # one class: Dice of the class against the rest
 BEST_CLASS_METRIC = "val_miou"  # several classes: mean IoU over the classes (and background)
 
@@ -33,9 +35,8 @@ class FailOnce:
 class TrainSettings:
     """A segmentation run as the workers see it (built by ``wsss.train.segmentation``)."""
 
-    model: str
+    model: ModelSpec  # name and builder options
     weights: str
-    model_options: dict
     select: str  # ``train.select`` resolved: last | val_labels | val_gt
     val_columns: tuple[str, ...]  # "target" (what selection reads), and "gt_target" if asked
     lr: float

@@ -22,7 +22,7 @@ from typing import Any
 
 from wsss.data.transforms import paired_augment
 from wsss.metrics import SegmentationMeter, flat_metrics
-from wsss.models.segmentation import CHECKPOINT_FORMAT, create_model
+from wsss.models.weights_files import CHECKPOINT_FORMAT
 from wsss.train.common import (
     all_reduce_sums,
     autocast,
@@ -190,8 +190,8 @@ def test_best(module, settings: TrainSettings, device) -> dict[str, Any]:
 
 
 def _payload(module, optimizer, scheduler, settings: TrainSettings, history: list[dict]) -> dict[str, Any]:
-    return {"format": CHECKPOINT_FORMAT, "model_name": settings.model,
-            "model_options": settings.model_options, "image_size": settings.image_size,
+    return {"format": CHECKPOINT_FORMAT, "model_name": settings.model.name,
+            "model_options": dict(settings.model.options), "image_size": settings.image_size,
             "border_policy": settings.border_policy, "labels": settings.labels,
             "classes": settings.outputs,
             "class_names": list(settings.class_names) if settings.class_names else None,
@@ -208,7 +208,7 @@ def train_loop(settings: TrainSettings) -> dict[str, Any]:
     rank, _ = rank_and_world()
     device = worker_device()
     seed_everything(settings.seed)  # same init everywhere (DDP also broadcasts rank 0's)
-    model = create_model(settings.model, settings.weights, settings.outputs, **settings.model_options)
+    model = settings.model.create(settings.weights, settings.outputs)
     state = restore_state()
     if state is not None:
         model.load_state_dict(state["model"])
