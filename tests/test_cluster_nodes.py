@@ -147,8 +147,8 @@ def test_masks_spread_over_nodes_and_survive_losing_one(nodes, monkeypatch):
     for key in ("ellipse", "all_foreground"):
         mask_set = result["summary"].open(key)
         assert mask_set.uri.startswith(f"s3://{BUCKET}/masks/")
-        assert mask_set.ids() == expected and mask_set.manifest["complete"]
-        assert mask_set.manifest["images_present"] == len(expected)
+        assert mask_set.ids() == expected and mask_set.manifest.complete
+        assert mask_set.manifest.images_present == len(expected)
     ellipse = result["summary"].open("ellipse")
     masks = [ellipse.read(image_id) for image_id in sorted(expected)]
     assert all(m.shape == (64, 64) and set(np.unique(m)) <= {0, 1} for m in masks)

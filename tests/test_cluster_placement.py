@@ -46,4 +46,4 @@ def test_heatmap_actors_as_many_as_the_cores_leave_room_for_cpu_tasks(ray_local,
     expected = {r.image_id for r in dataset.split("trainval", "test")}
     for key in ("cam", "box", "grabcut"):
         assert summary.per_set[key]["written"] == len(expected), key
-        assert summary.open(key).manifest["complete"]
+        assert summary.open(key).manifest.complete

@@ -52,9 +52,7 @@ def write_set(uri: str, masks: dict[str, np.ndarray], manifest: dict) -> MaskSet
     writer = MaskSetWriter(uri)
     for image_id, mask in masks.items():
         writer.write_mask(image_id, mask)
-    manifest = {"complete": True, "kind": "masks", **manifest}
-    writer.write_manifest(manifest)
-    return MaskSet(uri, manifest)
+    return MaskSet(uri, writer.write_manifest({"complete": True, "kind": "masks", **manifest}))
 
 
 def at_size(mask: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -100,7 +100,7 @@ def test_worker_killed_on_first_attempt_still_completes(ray_local, synthetic_roo
     expected = {r.image_id for r in dataset.split("trainval", "test")}
     for key in ("ellipse", "all_foreground"):
         mask_set = summary.open(key)
-        assert mask_set.ids() == expected and mask_set.manifest["complete"]
+        assert mask_set.ids() == expected and mask_set.manifest.complete
     assert summary.per_set["ellipse"]["written"] == len(expected)
 
 
@@ -112,8 +112,8 @@ def test_corrupt_image_is_quarantined(ray_local, writable_root, tmp_path):
     assert [e["image_id"] for e in summary.quarantine.entries] == [victim]
     mask_set = summary.open("ellipse")
     assert victim not in mask_set.ids() and len(mask_set.ids()) == 73
-    assert mask_set.manifest["quarantine"][0]["reason"] == "truncated file"
-    assert mask_set.manifest["complete"]
+    assert mask_set.manifest.quarantine[0].reason == "truncated file"
+    assert mask_set.manifest.complete
 
 
 def test_unloadable_model_fails_the_job(ray_local, synthetic_root, tmp_path):

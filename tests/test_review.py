@@ -61,14 +61,14 @@ def test_an_export_comes_back_as_the_same_masks_at_the_working_size(study, tmp_p
     # position 0's mask is empty: COCO lists it without annotations (not reviewed), Label
     # Studio has an empty annotation (named), a PNG of zeros is a reviewed empty mask
     expected = records if format == "png" else records[1:]
-    assert sorted(mask_set.ids()) == sorted(mask_set.manifest["images"]) == sorted(r.image_id for r in expected)
+    assert sorted(mask_set.ids()) == sorted(mask_set.manifest.images) == sorted(r.image_id for r in expected)
     for position, record in enumerate(records):
         if record in expected:
             assert np.array_equal(mask_set.read(record.image_id), back_at_working_size(position, record))
     if format == "labelstudio":
-        assert mask_set.manifest["problems"] == ["task 1: empty annotation (no painted region)"]
+        assert mask_set.manifest.problems == ["task 1: empty annotation (no painted region)"]
         assert "left out: task 1: empty annotation" in printed.err
-    assert f"reviewed-{out.stem}" in printed.out and mask_set.manifest["image_size"] == WORKING
+    assert f"reviewed-{out.stem}" in printed.out and mask_set.manifest.image_size == WORKING
 
 
 def test_each_bad_task_is_named_and_the_rest_imported(study, tmp_path, capsys):  # noqa: F811
@@ -98,13 +98,13 @@ def test_each_bad_task_is_named_and_the_rest_imported(study, tmp_path, capsys): 
     assert run_import(study, exported) == 0
     err = capsys.readouterr().err
     manifest = imported_set(study, exported).manifest
-    problems = manifest["problems"]
+    problems = manifest.problems
     assert [line.split(":")[0] for line in problems] == [f"task {n}" for n in (11, 12, 13, 14, 15)]
     assert "'no_such_image' is not in the dataset" in problems[0]
     assert "999x" in problems[1] and "malformed" in problems[2] and "'zebra'" in problems[3]
     assert "empty annotation" in problems[4]
-    assert manifest["images"] == sorted(r.image_id for r in records[1:4])
-    assert manifest["not_reviewed"] == 2
+    assert manifest.images == sorted(r.image_id for r in records[1:4])
+    assert manifest.not_reviewed == 2
     assert "3 reviewed masks" in err and "5 left out, 2 not reviewed" in err
     for line in problems:
         assert f"left out: {line}" in err
@@ -219,7 +219,7 @@ def test_select_writes_only_the_chosen_images_and_records_the_choice(study, tmp_
         draws.append([i["image_id"] for i in json.loads((tmp_path / folder / "selection.json").read_text())["images"]])
     assert draws[0] == draws[1] != draws[2] and len(set(draws[0])) == 4
     imported = imported_set(study, tmp_path / "a")
-    assert imported.manifest["selection"]["by"] == "random" and imported.manifest["selection"]["seed"] == 1
+    assert imported.manifest.selection.by == "random" and imported.manifest.selection.seed == 1
 
 
 def test_select_refuses_what_it_cannot_do_before_writing(study, tmp_path, capsys):  # noqa: F811
@@ -238,7 +238,7 @@ def test_a_folder_moved_elsewhere_is_the_same_review(study, tmp_path):  # noqa: 
     export_mask_set(study["sets"]["ellipse"], study["dataset"], study["records"], "png", str(out))
     first = imported_set(study, out)
     shutil.copytree(out, tmp_path / "copy")
-    assert read_manifest(imported_set(study, tmp_path / "copy").uri)["fingerprint"] == first.manifest["fingerprint"]
+    assert read_manifest(imported_set(study, tmp_path / "copy").uri)["fingerprint"] == first.manifest.fingerprint
 
 
 def test_balanced_weight_gives_the_reviewed_images_half_the_loss(study, tmp_path):  # noqa: F811

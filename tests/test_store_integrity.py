@@ -12,7 +12,16 @@ import yaml
 
 from wsss.masks.files import file_digest
 from wsss.masks.integrity import MaskSetError
-from wsss.masks.store import STORE_FORMAT, MaskSet, MaskSetWriter, open_mask_set, set_fingerprint, set_folder_name
+from wsss.masks.manifest import Manifest
+from wsss.masks.store import (
+    STORE_FORMAT,
+    MaskSet,
+    MaskSetWriter,
+    load_manifest,
+    open_mask_set,
+    set_fingerprint,
+    set_folder_name,
+)
 
 IDENTITY = {"labeler_fingerprint": "box", "dataset_index": "data-1", "image_size": 8}
 
@@ -61,10 +70,9 @@ def test_a_set_opened_from_the_manifest_just_written_checks_reads_too(tmp_path):
     """How ``wsss import`` (``wsss.masks.reviewed``) writes a set and opens it in one go."""
     writer = MaskSetWriter(str(tmp_path / "reviewed-x-1"))
     writer.write_mask("a", np.ones((8, 8), np.uint8))
-    manifest = {"labeler_id": "reviewed-x", "name": "reviewed", "kind": "masks", "complete": True,
-                "params": {"source": "review.json"}}
-    writer.write_manifest(manifest)
-    assert manifest["store_format"] == STORE_FORMAT and set(manifest["files"]) == {"masks/a.png"}
+    manifest = writer.write_manifest(Manifest(labeler_id="reviewed-x", name="reviewed", kind="masks", complete=True,
+                                              params={"source": "review.json"}))
+    assert manifest.store_format == STORE_FORMAT and set(manifest.files) == {"masks/a.png"}
     truncate(tmp_path / "reviewed-x-1" / "masks" / "a.png")
     with pytest.raises(MaskSetError, match="import the reviewed file again with `wsss import --config C --from "
                                            "review.json`"):
@@ -117,6 +125,57 @@ def test_an_older_stores_manifest_is_refused_with_how_to_regenerate(tmp_path):
         open_mask_set(str(tmp_path), "box", IDENTITY)
     assert "written by an older wsss" in str(error.value)
     assert "regenerate it with `wsss pseudo --config C --labeler box`" in str(error.value)
+
+
+PIPELINE_MANIFEST = {  # every key ``wsss.masks.pipeline.write_manifests`` writes
+    "labeler_id": "box", "labeler": "raw_box", "params": {"band": [0.3, 0.6]}, "fingerprint": "f1",
+    "kind": "masks", **IDENTITY, "sources": {"cam": "c1"}, "dataset_root": "/data", "images_expected": 2,
+    "images_present": 1, "complete": True, "quarantine": [{"image_id": "b", "reason": "truncated file"}],
+    "created": 1.5, "updated": 2.5,
+    "last_run": {"written": 1, "skipped": 0, "wall_seconds": 0.25, "stage_seconds": {"decode": 0.125}}}
+
+
+def test_the_typed_manifest_writes_the_keys_it_was_given_and_reads_them_back(tmp_path):
+    uri = tmp_path / set_folder_name("box", set_fingerprint(IDENTITY))
+    writer = MaskSetWriter(str(uri))
+    writer.write_mask("a", np.ones((8, 8), np.uint8))
+    written = writer.write_manifest(dict(PIPELINE_MANIFEST))
+    on_disk = json.loads((uri / "manifest.json").read_text())
+    assert on_disk == {**PIPELINE_MANIFEST, "files": dict(writer.files), "store_format": STORE_FORMAT}
+    assert (uri / "manifest.json").read_text() == json.dumps(on_disk, indent=2, sort_keys=True)
+    assert load_manifest(str(uri)) == written and written.to_dict() == on_disk
+    assert written.last_run.written == 1 and written.quarantine[0].image_id == "b" and written.selection is None
+    reviewed = MaskSetWriter(str(tmp_path / "reviewed-x-1")).write_manifest(
+        Manifest(labeler_id="reviewed-x", name="reviewed", selection=None, images=["a"]))
+    assert set(json.loads((tmp_path / "reviewed-x-1" / "manifest.json").read_text())) == {
+        "labeler_id", "name", "selection", "images", "files", "store_format"}  # what was set, no more
+    assert reviewed.kind == "masks" and reviewed.params == {} and not reviewed.complete
+
+
+@pytest.mark.parametrize("text, why", [("{not json", "not JSON"),
+                                       ('{"store_format": 2, "labeler_id": "box", "image_size": "big"}',
+                                        "image_size: Input should be a valid integer"),
+                                       ('{"store_format": 2, "labeler_id": "box", "colour": 1}', "colour: Extra"),
+                                       ("[1, 2]", "not a JSON object")])
+def test_a_broken_manifest_is_refused_naming_the_file_and_how_to_remake_the_set(tmp_path, text, why):
+    mask_set = small_set(tmp_path, ["a"])
+    manifest_file = Path(mask_set.uri) / "manifest.json"
+    manifest_file.write_text(text)
+    for read in (lambda: open_mask_set(str(tmp_path), "box", IDENTITY), lambda: load_manifest(mask_set.uri)):
+        with pytest.raises(MaskSetError) as error:
+            read()
+        message = str(error.value)
+        assert f"its manifest {manifest_file} cannot be read" in message and why in message
+        assert f"delete {mask_set.uri} and regenerate it with `wsss pseudo --config C --labeler box`" in message
+
+
+def test_an_older_manifest_that_does_not_read_as_this_format_is_still_refused_as_older(tmp_path):
+    mask_set = small_set(tmp_path, ["a"])
+    (Path(mask_set.uri) / "manifest.json").write_text(json.dumps({"labeler_id": "box", "labels": [1], "complete": 1}))
+    assert load_manifest(mask_set.uri) == Manifest(labeler_id="box")  # its format (none: 1) and id, no more
+    with pytest.raises(MaskSetError, match="written by an older wsss .store format 1.*regenerate it with "
+                                           "`wsss pseudo --config C --labeler box`"):
+        open_mask_set(str(tmp_path), "box", IDENTITY)
 
 
 def test_a_training_source_refuses_damaged_files_and_still_ignores_quarantined_images(tmp_path):
@@ -246,4 +305,4 @@ def test_an_older_set_is_refused_and_pseudo_regenerates_it(ray_local, synthetic_
     again = generate_masks(config, dataset, context)
     assert "regenerate ellipse-" in capsys.readouterr().err
     assert again.per_set["ellipse"]["written"] == len(dataset.split("trainval", "test"))
-    assert open_study_mask_set(config, dataset, context, "ellipse").manifest["store_format"] == STORE_FORMAT
+    assert open_study_mask_set(config, dataset, context, "ellipse").manifest.store_format == STORE_FORMAT

@@ -215,8 +215,8 @@ def selection_record(mask_set: MaskSet, chosen: list[ExportImage], by: str, requ
     """What was chosen and how, so a review can be traced and a random draw repeated."""
     return {"by": by, "select": str(requested), "seed": seed if by == "random" else None,
             "candidates": candidates, "chosen": len(chosen),
-            "labeler_id": mask_set.manifest.get("labeler_id"),
-            "fingerprint": mask_set.manifest.get("fingerprint"),
+            "labeler_id": mask_set.manifest.labeler_id,
+            "fingerprint": mask_set.manifest.fingerprint,
             "images": [{"image_id": image.record.image_id, "confidence": round(image.confidence, 6),
                         **({"disagreement": round(disagreement(image), 6)} if image.agreement else {})}
                        for image in chosen]}
@@ -268,7 +268,7 @@ def write_png_folder(mask_set: MaskSet, images: list[ExportImage], classes: list
     for image in images:
         png.write_class_map(storage.join(out, f"{image.record.image_id}.png"),
                             class_map_at_image_size(mask_set, image), palette)
-    return [png.write_legend(out, classes, mask_set.manifest.get("labeler_id")),
+    return [png.write_legend(out, classes, mask_set.manifest.labeler_id),
             storage.write_text(storage.join(out, "confidence.csv"), confidence_csv(images))]
 
 
@@ -285,8 +285,8 @@ def coco_document(mask_set: MaskSet, images: list[ExportImage], dataset: Dataset
         annotations += coco.class_map_annotations(class_map_at_image_size(mask_set, image), number,
                                                   len(annotations) + 1, image.confidence,
                                                   image.record.label + 1, split_instances)
-    info = {"description": f"wsss mask set {mask_set.manifest.get('labeler_id')}",
-            "version": str(mask_set.manifest.get("fingerprint", ""))}
+    info = {"description": f"wsss mask set {mask_set.manifest.labeler_id}",
+            "version": mask_set.manifest.fingerprint or ""}
     return coco.document(entries, annotations, dataset.classes, info)
 
 
@@ -294,7 +294,7 @@ def write_labelstudio(mask_set: MaskSet, images: list[ExportImage], dataset: Dat
                       image_root: str = labelstudio.LOCAL_FILES_ROOT) -> list[str]:
     """The tasks JSON at ``out`` and its labeling config beside it; returns the config's path."""
     manifest = mask_set.manifest
-    model_version = f"{manifest.get('labeler_id')}-{str(manifest.get('fingerprint', ''))[:12]}".rstrip("-")
+    model_version = f"{manifest.labeler_id}-{(manifest.fingerprint or '')[:12]}".rstrip("-")
     tasks = []
     for image in images:
         data = {"image": image_root + quote(relative_image_path(image.record, dataset.root), safe="/"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsss.masks.files import decode_stored, file_digest, file_image_id, filesystem, image_files, join_path, stored_files
+from wsss.masks.manifest import Manifest
 
 LISTED_PROBLEMS = 10  # damaged files an error names one by one; the rest are counted
 
@@ -95,22 +96,22 @@ def check_files(uri: str, kind: str, image_ids: Iterable[str], digests: dict[str
     return check
 
 
-def mend_advice(uri: str, manifest: dict[str, Any]) -> str:
+def mend_advice(uri: str, manifest: Manifest) -> str:
     """How to remake a set's damaged files. A reviewed set (``wsss.masks.reviewed``) is reused
     whole by an import of the same file, so its folder has to go first."""
-    if manifest.get("name") == "reviewed":
-        source = manifest.get("params", {}).get("source", "FILE")
+    if manifest.name == "reviewed":
+        source = manifest.params.get("source", "FILE")
         return f"delete {uri} and import the reviewed file again with `wsss import --config C --from {source}`"
-    return (f"mend it with `wsss pseudo --config C --labeler {manifest.get('labeler_id')}` "
+    return (f"mend it with `wsss pseudo --config C --labeler {manifest.labeler_id}` "
             f"(it remakes just the damaged images)")
 
 
-def damaged_files_error(uri: str, manifest: dict[str, Any], problems: dict[str, str]) -> MaskSetError:
+def damaged_files_error(uri: str, manifest: Manifest, problems: dict[str, str]) -> MaskSetError:
     """A MaskSetError naming the set, each damaged or missing file (the first LISTED_PROBLEMS,
     then how many more) and the command that mends them."""
     listed = [f"  {join_path(uri, relative)}: {why}" for relative, why in sorted(problems.items())[:LISTED_PROBLEMS]]
     if len(problems) > LISTED_PROBLEMS:
         listed.append(f"  and {len(problems) - LISTED_PROBLEMS} more")
-    head = (f"mask set {manifest.get('labeler_id')!r} at {uri}: {len(problems)} damaged or missing "
+    head = (f"mask set {manifest.labeler_id!r} at {uri}: {len(problems)} damaged or missing "
             f"file{'' if len(problems) == 1 else 's'} (as a failed copy or sync leaves them)")
     return MaskSetError("\n".join([head, *listed, mend_advice(uri, manifest)]))

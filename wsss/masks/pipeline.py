@@ -25,6 +25,7 @@ from wsss.labelers.base import LabelerContext
 from wsss.masks.files import file_image_id, present_ids, read_manifest
 from wsss.masks.graph import build_dataset
 from wsss.masks.integrity import FileCheck, check_files
+from wsss.masks.manifest import Manifest
 from wsss.masks.plan import MaskSetPlan, make_plans
 from wsss.masks.stages import decode_digests
 from wsss.masks.store import MaskSet, MaskSetWriter, open_mask_set
@@ -122,19 +123,18 @@ def write_manifests(summary: PipelineSummary, config: StudyConfig, dataset: Data
         present = FileCheck(plan.kind, digests=files).sound_ids()
         previous = read_manifest(plan.uri) or {}
         quarantined = [{"image_id": i, "reason": r} for i, r in sorted(bad.items()) if i not in present]
-        manifest = {
-            "labeler_id": plan.spec.key, "labeler": plan.spec.name, "params": plan.spec.params,
-            "fingerprint": plan.fingerprint, "kind": plan.kind, **plan.identity,
-            "dataset_root": dataset.root, "files": files,
-            "images_expected": len(expected), "images_present": len(present),
-            "complete": len(present) + len(quarantined) >= len(expected),
-            "quarantine": quarantined, "created": previous.get("created", time.time()),
-            "updated": time.time(),
-            "last_run": {"written": summary.per_set[plan.spec.key]["written"],
-                         "skipped": summary.per_set[plan.spec.key]["skipped"],
-                         "wall_seconds": round(summary.wall_seconds, 3),
-                         "stage_seconds": {k: round(v, 3) for k, v in summary.stage_seconds.items()}},
-        }
+        manifest = Manifest(
+            labeler_id=plan.spec.key, labeler=plan.spec.name, params=plan.spec.params,
+            fingerprint=plan.fingerprint, kind=plan.kind, **plan.identity,
+            dataset_root=dataset.root, files=files,
+            images_expected=len(expected), images_present=len(present),
+            complete=len(present) + len(quarantined) >= len(expected),
+            quarantine=quarantined, created=previous.get("created", time.time()),
+            updated=time.time(),
+            last_run={"written": summary.per_set[plan.spec.key]["written"],
+                      "skipped": summary.per_set[plan.spec.key]["skipped"],
+                      "wall_seconds": round(summary.wall_seconds, 3),
+                      "stage_seconds": {k: round(v, 3) for k, v in summary.stage_seconds.items()}})
         MaskSetWriter(plan.uri).write_manifest(manifest)
 
 

@@ -18,7 +18,6 @@ from wsss.config import ConfigError, LabelerSpec, StudyConfig
 from wsss.data.records import DatasetIndex, Record
 from wsss.labelers.base import LabelerContext, ThresholdParams
 from wsss.labelers.registry import get_labeler_class
-from wsss.masks.files import read_manifest
 from wsss.masks.integrity import FileCheck, MaskSetError, check_files
 from wsss.masks.specs import SourceRef, StageSpec
 from wsss.masks.store import (
@@ -26,6 +25,7 @@ from wsss.masks.store import (
     MaskSet,
     identity_differences,
     list_mask_sets,
+    load_manifest,
     open_mask_set,
     set_fingerprint,
     set_folder_name,
@@ -70,7 +70,7 @@ class MaskSetPlan:
         if self.present:
             return (f"  {self.spec.key:<18} finish {folder}: {self.present} images there, "
                     f"{len(self.missing)} to make")
-        others = [m for m in list_mask_sets(store) if m.get("labeler_id") == self.spec.key]
+        others = [m for _, m in list_mask_sets(store) if m.labeler_id == self.spec.key]
         why = "; ".join(sorted({identity_differences(m, self.identity) for m in others})) or "none made yet"
         return f"  {self.spec.key:<18} new {folder}: {len(self.missing)} images (older sets differ in: {why})"
 
@@ -126,10 +126,10 @@ def stored_state(uri: str, kind: str, wanted: set[str]) -> tuple[FileCheck, bool
     """(the check of every file of ``wanted`` a set folder holds, whether the set is of an older
     store format). An older set's files are not read: with no digests to check them against,
     the set is remade rather than reused blindly."""
-    manifest = read_manifest(uri)
-    if manifest is not None and manifest.get("store_format") != STORE_FORMAT:
+    manifest = load_manifest(uri)
+    if manifest is not None and manifest.store_format != STORE_FORMAT:
         return FileCheck(kind), True
-    return check_files(uri, kind, sorted(wanted), (manifest or {}).get("files") or {}), False
+    return check_files(uri, kind, sorted(wanted), manifest.files if manifest else {}), False
 
 
 def make_plans(config: StudyConfig, dataset: DatasetIndex, records: list[Record],

@@ -59,9 +59,9 @@ from wsss.data.records import DatasetIndex, Record
 from wsss.formats import EntryError, coco, labelstudio, png
 from wsss.labelers.base import MASK_FOREGROUND, MASK_IGNORE
 from wsss.masks.export import image_size, selection_path
-from wsss.masks.files import read_manifest
 from wsss.masks.integrity import MaskSetError
-from wsss.masks.store import MaskSet, MaskSetWriter, set_fingerprint, set_folder_name
+from wsss.masks.manifest import Manifest, ReviewSelection
+from wsss.masks.store import MaskSet, MaskSetWriter, load_manifest, set_fingerprint, set_folder_name
 
 FORMATS = ("auto", "labelstudio", "coco", "png")
 KIND = "reviewed"
@@ -331,16 +331,16 @@ def read_png_folder(path: str, lookup: ImageLookup) -> Iterator[tuple[str, Calla
 READERS = {"labelstudio": read_labelstudio, "coco": read_coco, "png": read_png_folder}
 
 
-def recorded_selection(path: str, format: str) -> dict[str, Any] | None:
+def recorded_selection(path: str, format: str) -> ReviewSelection | None:
     """How the reviewed images were chosen, where ``wsss export --select`` recorded it (in the
-    PNG folder, or beside the JSON): by, share, seed; None when there is no record."""
+    PNG folder, or beside the JSON): by, share, seed; None when there is no readable record."""
     target = selection_path(path, format)
     if not storage.exists(target):
         return None
     try:
         record = json.loads(storage.read_text(target))
-        return {key: record.get(key) for key in ("by", "select", "seed", "labeler_id", "fingerprint")}
-    except (json.JSONDecodeError, AttributeError):
+        return ReviewSelection(**{key: record.get(key) for key in ReviewSelection.model_fields})
+    except (ValueError, AttributeError):  # not JSON, not an object, or not the fields export writes
         return None
 
 
@@ -365,10 +365,10 @@ def import_reviewed(store: str, path: str, dataset: DatasetIndex, size: int, *, 
     identity = reviewed_identity(source, format, dataset, size)
     fingerprint = set_fingerprint(identity)
     uri = storage.join(store, set_folder_name(key, fingerprint))
-    manifest = read_manifest(uri)
-    if manifest is not None and manifest.get("complete"):
-        return ImportResult(MaskSet(uri, manifest), key, True, list(manifest["images"]),
-                            list(manifest.get("problems", [])), manifest.get("not_reviewed", 0),
+    manifest = load_manifest(uri)
+    if manifest is not None and manifest.complete:
+        return ImportResult(MaskSet(uri, manifest), key, True, list(manifest.images),
+                            list(manifest.problems or []), manifest.not_reviewed or 0,
                             time.perf_counter() - start)
     lookup, writer = ImageLookup(dataset), MaskSetWriter(uri)
     imported, problems, not_reviewed, seen = [], [], 0, {}
@@ -398,12 +398,11 @@ def import_reviewed(store: str, path: str, dataset: DatasetIndex, size: int, *, 
     if not imported:
         raise MaskSetError(f"{path}: no reviewed mask to import ({len(problems)} problems, "
                            f"{not_reviewed} not reviewed){''.join(chr(10) + '  ' + p for p in problems[:20])}")
-    manifest = {"labeler_id": key, "name": KIND, "kind": "masks", "fingerprint": fingerprint,
-                **identity, "params": {"source": str(path), "format": format, "source_hash": source},
-                "selection": recorded_selection(path, format),
-                "images": sorted(imported), "images_present": len(imported),
-                "images_expected": len(imported), "problems": problems, "not_reviewed": not_reviewed,
-                "complete": True, "updated": time.time()}
-    writer.write_manifest(manifest)
+    manifest = writer.write_manifest(Manifest(
+        labeler_id=key, name=KIND, kind="masks", fingerprint=fingerprint, **identity,
+        params={"source": str(path), "format": format, "source_hash": source},
+        selection=recorded_selection(path, format), images=sorted(imported), images_present=len(imported),
+        images_expected=len(imported), problems=problems, not_reviewed=not_reviewed, complete=True,
+        updated=time.time()))
     return ImportResult(MaskSet(uri, manifest), key, False, sorted(imported), problems, not_reviewed,
                         time.perf_counter() - start)

@@ -3,7 +3,6 @@ gallery of input | heatmap or box | pseudo-mask | ground truth."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,8 @@ from wsss.data.arrays import resize_image, resize_mask
 from wsss.data.decode import decode_image, record_class_truth, record_truth
 from wsss.data.prepare import prepare_dataset
 from wsss.data.records import Record
-from wsss.masks.files import read_manifest
 from wsss.masks.scoring import mask_quality
-from wsss.masks.store import MaskSet
+from wsss.masks.store import MaskSet, load_manifest
 from wsss.metrics import flat_metrics, trimap_to_target
 from wsss.panels import class_map_to_rgb, heatmap_to_rgb, mask_to_rgb, sample_ids, save_grid
 
@@ -58,8 +56,8 @@ def heatmap_set_for(plan: Any, plans: list[Any]) -> Any | None:
     """The stored heatmaps a plan's gallery can show: its own, or a configured CAM set's."""
     for other in [plan] + plans:
         if other.kind == "heatmaps" and other.heatmap_key == plan.heatmap_key:
-            manifest = read_manifest(other.uri)
-            return MaskSet(other.uri, manifest) if manifest else None
+            manifest = load_manifest(other.uri)
+            return MaskSet(other.uri, manifest) if manifest is not None else None
     return None
 
 
@@ -90,14 +88,14 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
 
     import mlflow
 
-    manifest = read_manifest(plan.uri)
+    manifest = load_manifest(plan.uri)
     mask_set = MaskSet(plan.uri, manifest)
     classes = pixel_classes(config)
     quality = mask_quality(mask_set, records, classes=classes)
     main = quality[config.data.border_policy]
     params = {"labeler": plan.spec.name, "labeler_id": plan.spec.key, "params": plan.spec.params,
               "fingerprint": plan.fingerprint, "kind": plan.kind, "image_size": config.data.image_size,
-              "border_policy": config.data.border_policy, "dataset_index": manifest["dataset_index"],
+              "border_policy": config.data.border_policy, "dataset_index": manifest.dataset_index,
               "store": plan.uri}
     tags = {"stage": "pseudo_masks", "method": plan.spec.name, "labeler_id": plan.spec.key,
             **(extra_tags or {})}
@@ -111,9 +109,9 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
             if "miou" in main:
                 metrics["pseudo_miou"] = main["miou"]
         metrics.update({"pseudo_images": main["images"], "pseudo_ignored_fraction": main["ignored_fraction"],
-                        "images_present": manifest["images_present"],
-                        "images_quarantined": len(manifest["quarantine"]),
-                        "written_last_run": manifest["last_run"]["written"]})
+                        "images_present": manifest.images_present,
+                        "images_quarantined": len(manifest.quarantine),
+                        "written_last_run": manifest.last_run.written})
         for stage, rate in summary.stage_rates().items():
             metrics[f"images_per_second_{stage}"] = rate
         mlflow.log_metrics(metrics)
@@ -123,7 +121,7 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
                              heatmap_set_for(plan, plans))
             if figure is not None:
                 mlflow.log_artifact(str(figure))
-            (Path(scratch) / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+            (Path(scratch) / "manifest.json").write_text(manifest.to_json())
             mlflow.log_artifact(str(Path(scratch) / "manifest.json"))
     return {"labeler_id": plan.spec.key, "run_id": active.info.run_id, "quality": main,
             "uri": plan.uri, "fingerprint": plan.fingerprint}

@@ -10,7 +10,7 @@ A set knows what it was made from: its folder's fingerprint hashes the labeler's
 fingerprint (name, params, weights), the dataset's fingerprint (every file's identity) and the
 image size, and the manifest records each. Readers ask for the set of an exact identity, so a
 changed dataset, size or labeler never reads another's masks. Manifests of an older store (no
-``store_format``) are refused on open.
+``store_format``) are refused on open. What a manifest holds is ``wsss.masks.manifest.Manifest``.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from wsss.masks.files import (
     read_manifest,
 )
 from wsss.masks.integrity import MaskSetError, check_files, damaged_files_error, file_problem
-
-STORE_FORMAT = 2  # 2: the manifest holds every file's digest (``files``); 1 (unmarked) did not
+from wsss.masks.manifest import STORE_FORMAT, Manifest
 
 
 @dataclass
@@ -73,14 +72,16 @@ class MaskSetWriter:
         written[relative] = self.put(relative, encode_heatmap(heatmap))
         return written
 
-    def write_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Write ``manifest`` with ``store_format`` and the digests of the files this writer
-        wrote added to its ``files`` (in place, so the caller's MaskSet checks reads too)."""
-        manifest["files"] = {**manifest.get("files", {}), **self.files}
-        manifest["store_format"] = STORE_FORMAT
-        text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
-        storage.write_bytes(storage.join(self.uri, MANIFEST), text.encode())  # not a file of ``files``
-        return manifest
+    def write_manifest(self, manifest: Manifest | dict[str, Any]) -> Manifest:
+        """Write ``manifest`` (a dict is validated into one) with ``store_format`` and the
+        digests of the files this writer wrote added to its ``files``; returns the manifest as a
+        reader will get it back."""
+        record = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
+        record.update(files={**record.get("files", {}), **self.files}, store_format=STORE_FORMAT)
+        # through JSON first, so what is validated is what is written (``default=str`` as ever)
+        written = Manifest.model_validate(json.loads(json.dumps(record, default=str)))
+        storage.write_bytes(storage.join(self.uri, MANIFEST), written.to_json().encode())  # not in ``files``
+        return written
 
 
 def set_folder_name(labeler_id: str, fingerprint: str) -> str:
@@ -92,7 +93,7 @@ class MaskSet:
     """Read access to a finished (or partial) mask set; heatmap sets threshold on read."""
 
     uri: str
-    manifest: dict[str, Any]
+    manifest: Manifest  # a dict is validated into one
     threshold: float | None = None
     band: tuple[float, float] | None = None
     _fs: Any = field(default=None, repr=False)
@@ -100,7 +101,11 @@ class MaskSet:
 
     def __post_init__(self) -> None:
         self._fs, self._path = filesystem(self.uri)
-        params = self.manifest.get("params", {})
+        try:
+            self.manifest = Manifest.of(self.manifest)
+        except ValueError as error:
+            raise broken_manifest_error(self.uri, self.manifest, str(error)) from None
+        params = self.manifest.params
         if self.kind != "heatmaps" or (self.threshold is None and self.band is None):
             # masks are stored cut already: a read-time threshold would change nothing
             self.threshold = params.get("threshold")
@@ -108,7 +113,7 @@ class MaskSet:
 
     @property
     def kind(self) -> str:
-        return self.manifest.get("kind", "masks")
+        return self.manifest.kind
 
     def ids(self) -> set[str]:
         return present_ids(self.uri, self.kind)
@@ -116,7 +121,7 @@ class MaskSet:
     @property
     def files(self) -> dict[str, str]:
         """The manifest's digest of each stored file (none in an older store's manifest)."""
-        return self.manifest.get("files") or {}
+        return self.manifest.files
 
     def verify(self, image_ids: Iterable[str]) -> None:
         """Read every file of ``image_ids`` once (``check_files``); MaskSetError listing each
@@ -166,18 +171,44 @@ class MaskSet:
         return self.read_with_extras(image_id)[0]
 
 
-def list_mask_sets(store: str) -> list[dict[str, Any]]:
-    """Manifests of every mask set in a store (with ``uri`` added), newest first."""
+def load_manifest(uri: str) -> Manifest | None:
+    """The manifest of the set folder ``uri`` (None where it has none); MaskSetError naming the
+    file and how to remake the set where it is not a manifest (``Manifest.parse``)."""
+    try:
+        record = read_manifest(uri)
+    except ValueError as error:  # not JSON (a UnicodeDecodeError is a ValueError too)
+        raise broken_manifest_error(uri, None, f"not JSON: {error}") from None
+    if record is None:
+        return None
+    try:
+        return Manifest.parse(record)
+    except ValueError as error:
+        raise broken_manifest_error(uri, record, str(error)) from None
+
+
+def broken_manifest_error(uri: str, record: Any, why: str) -> MaskSetError:
+    """A manifest that does not read: its set is remade, the folder deleted first (``wsss
+    pseudo`` reads every manifest it would reuse, so it stops at this one too)."""
+    key = record.get("labeler_id") if isinstance(record, dict) else None
+    key = key if isinstance(key, str) else os.path.basename(uri.rstrip("/")).rsplit("-", 1)[0]
+    how = ("import the reviewed file again with `wsss import --config C --from FILE`" if key.startswith("reviewed-")
+           else f"regenerate it with `wsss pseudo --config C --labeler {key}`")
+    return MaskSetError(f"mask set {key!r}: its manifest {join_path(uri, MANIFEST)} cannot be read ({why}); "
+                        f"delete {uri} and {how}")
+
+
+def list_mask_sets(store: str) -> list[tuple[str, Manifest]]:
+    """(uri, manifest) of every mask set in a store, newest first."""
     fs, path = filesystem(store)
     if not fs.exists(path):
         return []
-    manifests = []
+    found = []
     for folder in fs.ls(path, detail=False):
         uri = join_path(store, os.path.basename(folder.rstrip("/")))
-        manifest = read_manifest(uri)
+        manifest = load_manifest(uri)
         if manifest is not None:
-            manifests.append({**manifest, "uri": uri})
-    return sorted(manifests, key=lambda m: m.get("updated", 0), reverse=True)
+            found.append((uri, manifest))
+    return sorted(found, key=lambda pair: pair[1].updated or 0, reverse=True)
 
 
 IDENTITY_FIELDS = {"dataset_index": "dataset", "image_size": "image size",
@@ -190,9 +221,9 @@ def set_fingerprint(identity: dict[str, Any]) -> str:
     return stable_hash(identity)
 
 
-def identity_differences(manifest: dict[str, Any], identity: dict[str, Any]) -> str:
-    changed = [f"{label} {manifest.get(key)!s:.16} (this study: {identity[key]!s:.16})"
-               for key, label in IDENTITY_FIELDS.items() if manifest.get(key) != identity.get(key)]
+def identity_differences(manifest: Manifest, identity: dict[str, Any]) -> str:
+    changed = [f"{label} {getattr(manifest, key)!s:.16} (this study: {identity[key]!s:.16})"
+               for key, label in IDENTITY_FIELDS.items() if getattr(manifest, key) != identity.get(key)]
     return "; ".join(changed) or "same identity"
 
 
@@ -201,19 +232,19 @@ def open_mask_set(store: str, set_key: str, identity: dict[str, Any], *,
     """The complete mask set of labeler id ``set_key`` made from exactly ``identity`` (see
     ``set_fingerprint``); MaskSetError naming what differs and how to regenerate otherwise."""
     uri = join_path(store, set_folder_name(set_key, set_fingerprint(identity)))
-    manifest = read_manifest(uri)
+    manifest = load_manifest(uri)
     regenerate = f"generate it with `wsss pseudo --config C --labeler {set_key}`"
     if manifest is None:
-        others = [m for m in list_mask_sets(store) if m.get("labeler_id") == set_key]
-        found = "".join(f"\n  {m['uri']}: made from another {identity_differences(m, identity)}" for m in others)
+        others = [(other, m) for other, m in list_mask_sets(store) if m.labeler_id == set_key]
+        found = "".join(f"\n  {other}: made from another {identity_differences(m, identity)}" for other, m in others)
         raise MaskSetError(f"no mask set {set_key!r} in {store} made from this study's dataset "
                            f"{identity['dataset_index']} at {identity['image_size']} px"
                            f"{' (present: none)' if not others else ':'}{found}\n{regenerate}")
-    if manifest.get("store_format") != STORE_FORMAT:
-        raise outdated_error(set_key, uri, manifest.get("store_format"))
-    if not manifest.get("complete"):
-        raise MaskSetError(f"mask set {set_key!r} at {uri} is incomplete ({manifest.get('images_present')} "
-                           f"of {manifest.get('images_expected')} images); {regenerate} to finish it")
+    if manifest.store_format != STORE_FORMAT:
+        raise outdated_error(set_key, uri, manifest.store_format)
+    if not manifest.complete:
+        raise MaskSetError(f"mask set {set_key!r} at {uri} is incomplete ({manifest.images_present} "
+                           f"of {manifest.images_expected} images); {regenerate} to finish it")
     return MaskSet(uri, manifest, threshold=threshold, band=band)
 
 

@@ -63,10 +63,10 @@ def log_direct_eval(entry: Any, mask_set: Any, records: list, config: Any, paren
 
     quality = mask_quality(mask_set, records)
     main = quality[config.data.border_policy]
-    tags = {"stage": "direct_eval", "method": mask_set.manifest["labeler"], KEY_TAG: key,
+    tags = {"stage": "direct_eval", "method": mask_set.manifest.labeler, KEY_TAG: key,
             "labels": entry.labeler, "table": entry.table, "paper_row": entry.paper_row}
-    params = {"labeler_id": entry.labeler, "fingerprint": mask_set.manifest["fingerprint"],
-              "params": mask_set.manifest["params"], "border_policy": config.data.border_policy,
+    params = {"labeler_id": entry.labeler, "fingerprint": mask_set.manifest.fingerprint,
+              "params": mask_set.manifest.params, "border_policy": config.data.border_policy,
               "split": "test"}
     with tracking.run(entry.name or f"direct-{entry.labeler}", tags={k: str(v) for k, v in tags.items() if v},
                       params=params, parent_run_id=parent_id,

@@ -95,8 +95,9 @@ class MaskSetSource:
     @property
     def version(self) -> str:
         """What identifies these masks: the set's fingerprint and the read-time threshold."""
-        manifest = getattr(self.mask_set, "manifest", {}) or {}
-        return (f"{manifest.get('fingerprint', '')}@{getattr(self.mask_set, 'threshold', None)}"
+        manifest = getattr(self.mask_set, "manifest", None)  # a store's set has one; an in-memory one not
+        fingerprint = manifest.fingerprint if manifest is not None else None
+        return (f"{fingerprint or ''}@{getattr(self.mask_set, 'threshold', None)}"
                 f"/{getattr(self.mask_set, 'band', None)}")
 
     def absent(self, image_ids: Sequence[str]) -> list[str]:
@@ -135,15 +136,15 @@ class ReviewedSource:
 
     @property
     def name(self) -> str:
-        return f"{self.base.name}+{self.reviewed.manifest.get('labeler_id', 'reviewed')}"
+        return f"{self.base.name}+{self.reviewed.manifest.labeler_id or 'reviewed'}"
 
     @property
     def version(self) -> str:
-        return (f"{getattr(self.base, 'version', '')}+{self.reviewed.manifest.get('fingerprint', '')}"
+        return (f"{getattr(self.base, 'version', '')}+{self.reviewed.manifest.fingerprint or ''}"
                 f"x{self.weight:g}")
 
     def held(self) -> set[str]:
-        return set(self.reviewed.manifest.get("images") or self.reviewed.ids())
+        return set(self.reviewed.manifest.images or self.reviewed.ids())
 
     def absent(self, image_ids: Sequence[str]) -> list[str]:
         """Ids neither the reviewed set nor the base holds (trained as all-ignore), once the

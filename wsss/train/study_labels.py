@@ -9,6 +9,7 @@ from typing import Any
 
 from wsss.config import ConfigError, StudyConfig, label_keys
 from wsss.data.arrays import RowsById
+from wsss.masks.manifest import ReviewSelection
 from wsss.masks.plan import labeler_context, open_study_mask_set
 from wsss.masks.reviewed import import_reviewed
 from wsss.train.classifier import find_classifier
@@ -81,10 +82,10 @@ def reviewed_params(schedule: Any) -> dict[str, Any]:
     if not reviewed:
         return {"reviewed_images": 0}
     manifest = reviewed[0].reviewed.manifest
-    selection = manifest.get("selection") or {}
-    return {"reviewed_images": len(reviewed[0].held()), "reviewed_set": manifest.get("fingerprint"),
+    selection = manifest.selection or ReviewSelection()
+    return {"reviewed_images": len(reviewed[0].held()), "reviewed_set": manifest.fingerprint,
             "reviewed_loss_weight": reviewed[0].weight,
-            "reviewed_by": selection.get("by"), "reviewed_select": selection.get("select")}
+            "reviewed_by": selection.by, "reviewed_select": selection.select}
 
 
 def reviewed_weight(setting: float | str, reviewed: set[str], train_ids: list[str]) -> float:
@@ -109,7 +110,7 @@ def with_reviewed(config: StudyConfig, schedule: Any, dataset: Any, train_ids: l
                                    config.data.image_size).mask_set
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"train.reviewed: {error}") from None
-    weight = reviewed_weight(config.train.reviewed_weight, set(reviewed.manifest["images"]), list(train_ids))
+    weight = reviewed_weight(config.train.reviewed_weight, set(reviewed.manifest.images), list(train_ids))
     sources = tuple(source if source.name == GROUND_TRUTH else ReviewedSource(reviewed, source, weight)
                     for source in schedule.sources)
     return Schedule(sources, schedule.steps)
