@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from wsss.labelers import entries
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.fastcam import TARGETS, CamEngine
 from wsss.labelers.heatmap import share_heatmaps
@@ -123,11 +124,12 @@ def test_heatmap_stage_runs_one_pass_and_stores_each_labelers_maps(batch):
     from wsss.masks.stages import HeatmapStage
 
     stage = HeatmapStage([{"method": m, "target": "labelled"} for m in METHODS], random_context())
-    out = stage({**batch, "error": np.array([""] * 4, dtype=object)})
+    one, _ = entries.as_entries(batch)  # the pipeline's one form: a map per entry
+    out = stage({**one, "error": np.array([""] * 4, dtype=object)})
     assert next(iter(stage.labelers.values()))._cam.passes == 1
     for method in METHODS:
         alone = get_labeler_class(method)({"target": "labelled"}, random_context())(batch)["heatmap"]
-        np.testing.assert_array_equal(out[f"heatmap__{method}-labelled"], alone.astype(np.float16))
+        np.testing.assert_array_equal(out[f"heatmap__{method}-labelled"][:, 0], alone.astype(np.float16))
     assert (out["error"] == "").all()
 
 
@@ -160,9 +162,9 @@ def test_heatmap_stage_makes_a_views_column_under_its_key(batch):
 
     ref = HeatmapRef(method="cam", scales=[0.5, 1.0], flip=True)
     stage = HeatmapStage([ref.model_dump()], random_context())
-    out = stage({**batch, "error": np.array([""] * 4, dtype=object)})
+    out = stage({**entries.as_entries(batch)[0], "error": np.array([""] * 4, dtype=object)})
     labeler = get_labeler_class("cam")(ref.labeler_params(), random_context())
-    np.testing.assert_array_equal(out[f"heatmap__{ref.key()}"],
+    np.testing.assert_array_equal(out[f"heatmap__{ref.key()}"][:, 0],
                                   labeler.heatmaps(batch["image"], batch["label"]).astype(np.float16))
 
 

@@ -13,6 +13,7 @@ import pytest
 from wsss.data.decode import decode_image, read_trimap
 from wsss.data.pets import index
 from wsss.data.synthetic import synthesize
+from wsss.labelers import entries
 from wsss.labelers.base import MASK_IGNORE, NO_BOX
 from wsss.labelers.grabcut import GrabCutParams, grabcut_masks
 from wsss.labelers.registry import get_labeler_class, list_labelers, validate_params
@@ -225,13 +226,14 @@ def test_mix_is_inside_grabcut_and_reuses_a_given_grabcut(pets):
     grabcut = make("grabcut")(batch)["mask"]
     labeler = make("mix")
     mix = labeler(batch)
-    np.testing.assert_array_equal(mix["grabcut_mask"], grabcut)
+    np.testing.assert_array_equal(mix["class_masks"], grabcut)
     assert not (mix["mask"] & (1 - grabcut)).any() and mix["mask"].any()
     np.testing.assert_array_equal(
         labeler.mix_from_grabcut(batch["image"], mix["box"], grabcut), mix["mask"])
-    everything = np.ones_like(grabcut)  # a different GrabCut mask changes the mix
-    direct = labeler.label_batch({**batch, "grabcut_mask": everything})
-    assert direct["grabcut_mask"] is everything and direct["mask"].sum() > mix["mask"].sum()
+    everything = np.ones_like(grabcut)[:, None]  # a different GrabCut mask changes the mix
+    one, _ = entries.as_entries(batch)
+    direct = labeler.label_batch({**one, "class_masks": everything})
+    assert direct["class_masks"] is everything and direct["mask"].sum() > mix["mask"].sum()
 
 
 def test_mix_ratio_is_monotone(pets):
@@ -275,8 +277,10 @@ def test_a_failing_slic_quarantines_its_image_not_the_batch(pets, monkeypatch):
                        uri="unused", kind="masks", heatmap_column="heatmap__h"),
              StageSpec(id="mix", name="mix", params=validate_params("mix", params), fingerprint="m",
                        uri="unused", kind="masks", heatmap_column="heatmap__h")]
-    rows = {"image": batch["image"], "label": batch["label"], "image_id": batch["image_id"],
-            "error": np.array([""] * 8, dtype=object), "heatmap__h": batch["heatmap"]}
+    one, _ = entries.as_entries(batch)  # the pipeline's one form: K = 1 entry per image
+    rows = {"image": batch["image"], "labels": one["labels"], "classes": one["classes"],
+            "image_id": batch["image_id"], "error": np.array([""] * 8, dtype=object),
+            "heatmap__h": one["heatmap"]}
     out = cpu_stage(rows, specs, LabelerContext())
     assert out["error__mix"][3] == "mix: ValueError: SLIC failed"
     assert (out["error__mix"][[0, 1, 2, 4, 5, 6, 7]] == "").all() and out["mask__mix"][0].any()

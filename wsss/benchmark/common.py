@@ -84,12 +84,15 @@ class Workload:
     decode_seconds: float
 
     def rows(self, count: int | None = None) -> dict[str, np.ndarray]:
-        """The first ``count`` images as a pipeline batch (image, label, id, error, heatmap)."""
+        """The first ``count`` images as a pipeline batch in its one form (one entry each:
+        ``labels``, ``classes``, a map per entry), with each image's ``label`` for the engines."""
         count = len(self.image_ids) if count is None else min(count, len(self.image_ids))
-        return {"image": self.images[:count], "label": self.labels[:count],
+        labels = np.asarray(self.labels[:count], np.int64)
+        return {"image": self.images[:count], "label": labels, "labels": labels[:, None],
+                "classes": np.zeros((count, 1), np.int64),
                 "image_id": np.asarray(self.image_ids[:count], dtype=object),
                 "error": np.asarray([""] * count, dtype=object),
-                ORACLE_HEATMAP: self.heatmaps[:count]}
+                ORACLE_HEATMAP: self.heatmaps[:count, None]}
 
 
 def oracle_heatmaps(trimaps: np.ndarray) -> np.ndarray:

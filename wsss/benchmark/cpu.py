@@ -180,7 +180,9 @@ def decode_stage_bench(work: Workload, settings: Settings) -> dict[str, Any]:
     if settings.ray:
         columns = {"image_id": np.asarray(work.image_ids, dtype=object),
                    "image_path": np.asarray([r.image_path for r in records], dtype=object),
-                   "label": work.labels}
+                   "labels": np.asarray(work.labels, np.int64)[:, None],
+                   "classes": np.zeros((len(records), 1), np.int64),
+                   "boxes": np.full((len(records), 4), -1, np.int64)}
         runs, _ = scaled(decode_stage, {"size": size}, columns, settings)
         details["ray_decode"] = {str(k): v for k, v in runs.items()}
         workers, scaling = settings.workers, runs[settings.workers]["images_per_s"] / runs[1]["images_per_s"]
@@ -331,7 +333,7 @@ def _context() -> Any:
 def slic_stage(batch: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
     """SLIC as the mix runs it (on the crop around the box); a batch function for Ray Data."""
     mix = MixParams(**params)
-    boxes = boxes_from_heatmaps(batch[ORACLE_HEATMAP], mix.threshold, mix.component)
+    boxes = boxes_from_heatmaps(batch[ORACLE_HEATMAP][:, 0], mix.threshold, mix.component)
     for image, box in zip(batch["image"], boxes):
         if has_box(box):
             x0, y0, x1, y1 = crop_around(box, *image.shape[:2], mix.margin, mix.margin_px)

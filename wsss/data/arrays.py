@@ -60,32 +60,26 @@ def scale_box(box, shape: tuple[int, ...], size: int) -> np.ndarray:
                     np.int32).clip(0, size)
 
 
-def working_class_boxes(record: Record, size: int, width: int) -> np.ndarray:
-    """A record's given box per class (``class_boxes``) on the working image, ``width`` x 4,
-    -1s where it gives none; the image's own size comes from its file header."""
+def working_boxes(record: Record, size: int, width: int) -> np.ndarray:
+    """A record's given box per entry (``entry_boxes``) on the ``size`` x ``size`` working image,
+    ``width`` x 4, -1s where it gives none; the image's own size comes from its file header,
+    nothing is decoded."""
     from PIL import Image
 
     boxes = np.full((width, 4), -1, np.int32)
-    if not any(box is not None for box in record.class_boxes):
+    if not any(box is not None for box in record.entry_boxes):
         return boxes
     with Image.open(record.image_path) as image:
         width_px, height_px = image.size
-    for k, box in enumerate(record.class_boxes[:width]):
+    for k, box in enumerate(record.entry_boxes[:width]):
         if box is not None:
             boxes[k] = scale_box(box, (height_px, width_px), size)
     return boxes
 
 
 def working_box(record: Record, size: int) -> np.ndarray:
-    """A record's given box on the ``size`` x ``size`` working image (-1s when it has none);
-    the image's own size comes from its file header, nothing is decoded."""
-    from PIL import Image
-
-    if record.box is None:
-        return np.full(4, -1, np.int32)
-    with Image.open(record.image_path) as image:
-        width, height = image.size
-    return scale_box(record.box, (height, width), size)
+    """A one-class record's given box on the working image (``working_boxes``' one entry)."""
+    return working_boxes(record, size, 1)[0]
 
 
 @dataclass

@@ -54,6 +54,17 @@ class Record:
         return self.labels or (self.label,)
 
     @property
+    def mask_classes(self) -> tuple[int, ...]:
+        """The pixel classes its mask paints, one per entry of ``present`` (value k + 1 for class
+        k): its classes, or class 0 (value 1, the one foreground) for one class per image."""
+        return self.labels or (0,)
+
+    @property
+    def entry_boxes(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        """The given box of each entry of ``present`` (None where the data gives none)."""
+        return self.class_boxes or (self.box,)
+
+    @property
     def breed(self) -> str:
         """The class name under the Oxford-IIIT Pet dataset's word for it."""
         return self.class_name

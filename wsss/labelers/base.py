@@ -32,11 +32,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from wsss.identity import stable_hash
+from wsss.labelers import entries
 from wsss.labelers.registry import cam_methods, get_labeler_class
 
 MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE = 0, 1, 255
-INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "labels", "image_id", "heatmap", "original",
-                                        "given_box", "source_masks"})
+INPUT_KEYS: frozenset[str] = frozenset({"image", "label", "labels", "classes", "image_id", "heatmap",
+                                        "original", "given_box", "source_masks"})
 NO_BOX = np.array([-1, -1, -1, -1], dtype=np.int32)
 
 
@@ -176,15 +177,12 @@ def class_map(heatmaps: np.ndarray, labels: list[int], params: ThresholdParams) 
     return cut_heatmap(heatmaps.max(axis=0), classes, params)
 
 
-def cut_heatmaps(heatmaps: np.ndarray, labels: np.ndarray | None, params: ThresholdParams) -> np.ndarray:
-    """A batch's heatmaps -> masks by the one rule: N x H x W maps of one class each
-    (``apply_threshold``), or N x K x H x W maps of each image's classes (``labels``: N x K class
-    indices, -1 padded) -> N x H x W class maps (``class_map``)."""
+def cut_heatmaps(heatmaps: np.ndarray, classes: np.ndarray, params: ThresholdParams) -> np.ndarray:
+    """A batch's N x K x H x W heatmaps -> N x H x W class maps by the one rule (``class_map``
+    of each image's maps; ``classes``: N x K pixel classes, -1 padded)."""
     heatmaps = np.asarray(heatmaps, np.float32)
-    if heatmaps.ndim == 3:
-        return apply_threshold(heatmaps, params)
     return np.stack([class_map(maps[:int((present >= 0).sum())], [int(k) for k in present if k >= 0], params)
-                     for maps, present in zip(heatmaps, labels)])
+                     for maps, present in zip(heatmaps, classes)]).reshape(len(heatmaps), *heatmaps.shape[2:])
 
 
 class Labeler(ABC):
@@ -248,15 +246,24 @@ class Labeler(ABC):
         return self._heatmap_source
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        visible = {key: batch[key] for key in INPUT_KEYS if key in batch}
+        """Masks and by-products of a batch in the one form (``entries.as_entries``), or in
+        the short form of one-class batches, answered in the form it came in."""
+        named = "label" in batch or "labels" in batch
+        if not named and (self.stage == "heatmap" or (self.heatmap_ref() is not None and "heatmap" not in batch)):
+            raise ValueError(f"labeler {self.name!r} takes the map of each image's class: the batch "
+                             f"needs 'label' (one class per image) or 'labels'")
+        visible, short = entries.as_entries({key: batch[key] for key in INPUT_KEYS if key in batch})
         if self.source_ids() and "source_masks" not in visible:
             raise ValueError(f"labeler {self.name!r} reads the masks of {self.source_ids()} "
                              f"(source_masks), and the batch carries none")
         if self.heatmap_ref() is not None and "heatmap" not in visible:
             visible["heatmap"] = self.heatmap_source()(visible)["heatmap"]
-        output = self.label_batch(visible)
-        check_masks(output.get("mask"), visible["image"], self.name, several="labels" in visible)
-        return output
+        if self.per_class:
+            output = self.label_batch(visible)
+        else:
+            output = entries.entry_outputs(self.label_batch(entries.one_class_view(visible, self.name)))
+        check_masks(output.get("mask"), visible["image"], self.name, visible["classes"])
+        return entries.short_form(output) if short else output
 
     def close(self) -> None:
         """Release models and hooks (called once per worker at the end)."""
@@ -270,14 +277,15 @@ class Labeler(ABC):
         self.close()
 
 
-def check_masks(masks: np.ndarray | None, images: np.ndarray, name: str, several: bool = False) -> None:
-    """Raise when a labeler's masks are not N x H x W uint8 with values in {0, 1, 255} (any
-    class value, for several classes per image)."""
+def check_masks(masks: np.ndarray | None, images: np.ndarray, name: str, classes: np.ndarray) -> None:
+    """Raise when a labeler's masks are not N x H x W uint8 with values in {0, 255} and the
+    values k + 1 of the batch's pixel classes ``classes`` (N x K, -1 padded)."""
     if masks is None:
         raise ValueError(f"labeler {name!r} returned no 'mask'")
     expected = tuple(images.shape[:3])
     if masks.shape != expected or masks.dtype != np.uint8:
         raise ValueError(f"labeler {name!r}: masks {masks.shape} {masks.dtype}, expected {expected} uint8")
-    extra = set(np.unique(masks).tolist()) - {MASK_BACKGROUND, MASK_FOREGROUND, MASK_IGNORE}
-    if extra and not several:
-        raise ValueError(f"labeler {name!r}: mask values {sorted(extra)} outside {{0, 1, 255}}")
+    allowed = {MASK_BACKGROUND, MASK_IGNORE} | {int(k) + 1 for k in np.unique(classes) if k >= 0}
+    extra = set(np.unique(masks).tolist()) - allowed
+    if extra:
+        raise ValueError(f"labeler {name!r}: mask values {sorted(extra)} outside {sorted(allowed)}")

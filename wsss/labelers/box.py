@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from wsss.labelers import classwise
 from wsss.labelers.base import MASK_IGNORE, HeatmapRef, Labeler, ThresholdParams
-from wsss.labelers.geometry import Component, box_masks, boxes_from_heatmaps
+from wsss.labelers.geometry import Component, box_masks
 from wsss.labelers.registry import register
 
 
@@ -70,21 +70,12 @@ class BoxLabeler(Labeler):
         return None if self.params.box_source == "dataset" else super().heatmap_ref()
 
     def boxes(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """N x 4 int32 boxes (x0, y0, x1, y1; exclusive ends; -1 when empty) of the heatmaps, or
-        the dataset's given ones; N x K x 4, a box per class, for several classes per image."""
-        if classwise.several_classes(batch):
-            if self.params.box_source == "dataset":
-                return classwise.given_class_boxes(batch, self.name)
-            return classwise.boxes_of_class_heatmaps(classwise.class_heatmaps(batch, self.name),
-                                                     np.asarray(batch["labels"]), self.params.threshold,
-                                                     self.params.component)
+        """N x K x 4 int32 boxes, one per entry (x0, y0, x1, y1; exclusive ends; -1 when empty):
+        of each entry's heatmap, or the data's given ones."""
         if self.params.box_source == "dataset":
-            return given_boxes(batch, self.name)
-        heatmaps, images = batch["heatmap"], batch["image"]
-        if heatmaps.shape != images.shape[:3]:
-            raise ValueError(f"labeler {self.name!r}: heatmap {heatmaps.shape} does not match "
-                             f"images {images.shape[:3]}")
-        return boxes_from_heatmaps(heatmaps, self.params.threshold, self.params.component)
+            return classwise.given_class_boxes(batch, self.name)
+        return classwise.boxes_of_class_heatmaps(classwise.class_heatmaps(batch, self.name), batch["labels"],
+                                                 self.params.threshold, self.params.component)
 
     def class_scores(self, batch: dict[str, np.ndarray]) -> np.ndarray | None:
         """What settles a pixel several classes claim: their heatmaps, or (data boxes) None."""
@@ -92,16 +83,13 @@ class BoxLabeler(Labeler):
 
     def paint_classes(self, batch: dict[str, np.ndarray], class_masks: np.ndarray,
                       boxes: np.ndarray) -> np.ndarray:
-        """One class map per image from N x K x H x W per-class masks (``classwise.paint``)."""
+        """One class map per image from N x K x H x W per-entry masks (``classwise.paint``)."""
         empty = classwise.no_box_anywhere(boxes) if self.params.empty == "ignore" else None
-        return classwise.paint(class_masks, np.asarray(batch["labels"]), self.class_scores(batch), empty)
+        return classwise.paint(class_masks, batch["classes"], self.class_scores(batch), empty)
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
-        if classwise.several_classes(batch):
-            count, width = boxes.shape[:2]
-            masks = box_masks((count * width, *batch["image"].shape[1:3]), boxes.reshape(-1, 4))
-            masks = masks.reshape(count, width, *masks.shape[1:])
-            return {"mask": self.paint_classes(batch, masks, boxes), "box": boxes}
-        masks = box_masks(batch["image"].shape[:3], boxes)
-        return {"mask": apply_empty_policy(masks, boxes, self.params.empty), "box": boxes}
+        count, width = boxes.shape[:2]
+        masks = box_masks((count * width, *batch["image"].shape[1:3]), boxes.reshape(-1, 4))
+        masks = masks.reshape(count, width, *masks.shape[1:])
+        return {"mask": self.paint_classes(batch, masks, boxes), "box": boxes}

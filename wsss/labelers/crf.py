@@ -290,21 +290,30 @@ def refine_class_chunk(images: np.ndarray, masks: np.ndarray, labels: np.ndarray
 
 
 def dense_crf(images: np.ndarray, masks: np.ndarray, params: CrfParams,
-              labels: np.ndarray | None = None) -> np.ndarray:
-    """N x H x W {0, 1} masks: ``masks`` ({0, 1, 255}) refined on ``images`` (N x H x W x 3); with
-    ``labels`` (N x K, -1 padded) class maps refined over each image's own classes."""
+              classes: np.ndarray | None = None) -> np.ndarray:
+    """N x H x W class maps: ``masks`` (class maps, 255 ignore) refined on ``images`` (N x H x W
+    x 3) over each image's own labels, background and its pixel classes ``classes`` (N x K, -1
+    padded; default one class, value 1). With one class an image's two labels take the Potts
+    model's two-label form (one logit per pixel, half the work of the general one)."""
     import torch
 
     count, height, width = masks.shape
+    classes = np.zeros((count, 1), np.int64) if classes is None else np.asarray(classes, np.int64)
     small_h, small_w = grid_size(height, width, params.scale)
     chunk = max(1, KERNEL_BUDGET // (params.window**2 * small_h * small_w))
     refined = np.zeros((count, height, width), np.uint8)
+    two_labels = classes.shape[1] == 1
     with torch.no_grad():
         for start in range(0, count, chunk):
             stop = start + chunk
-            refined[start:stop] = (refine_chunk(images[start:stop], masks[start:stop], params) if labels is None
-                                   else refine_class_chunk(images[start:stop], masks[start:stop],
-                                                           labels[start:stop], params))
+            if two_labels:
+                value = (classes[start:stop, 0] + 1).astype(np.uint8)[:, None, None]
+                binary = np.where(masks[start:stop] == MASK_IGNORE, MASK_IGNORE,
+                                  masks[start:stop] == value).astype(np.uint8)
+                refined[start:stop] = refine_chunk(images[start:stop], binary, params) * value
+            else:
+                refined[start:stop] = refine_class_chunk(images[start:stop], masks[start:stop],
+                                                         classes[start:stop], params)
     return refined
 
 
@@ -321,6 +330,4 @@ class CrfLabeler(Labeler):
         expected = (len(images), 1, *images.shape[1:3])
         if sources.shape != expected:
             raise ValueError(f"labeler {self.name!r}: source_masks {sources.shape}, expected {expected}")
-        if "labels" in batch:
-            return {"mask": dense_crf(images, sources[:, 0], self.params, np.asarray(batch["labels"]))}
-        return {"mask": dense_crf(images, sources[:, 0], self.params)}
+        return {"mask": dense_crf(images, sources[:, 0], self.params, batch["classes"])}

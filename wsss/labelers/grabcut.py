@@ -36,11 +36,11 @@ Degenerate inputs never raise; each has one defined outcome (``grabcut_masks`` r
 of a rectangle: ``seed_labels`` and ``seeded_grabcut_into`` say how, and why real photos need
 it (outcome ``seeds``; degenerate seeds fall back to the box path above).
 
-Several classes per image: GrabCut runs once per class the image
-carries, in that class's box (or from that class's seeds, where another class's sure seeds,
-higher than this class's map, count as sure background), and the per-class masks are merged
-by ``wsss.labelers.classwise.paint``; the labeler also returns them (``class_masks``) so the
-mix reuses them.
+GrabCut runs once per class the image carries (one, for one class per image), in that class's
+box (or from that class's seeds, where another class's sure seeds, higher than this class's
+map, count as sure background), and the per-class masks are merged by
+``wsss.labelers.classwise.paint``; the labeler also returns them (``class_masks``) so the mix
+reuses them.
 """
 
 from __future__ import annotations
@@ -273,10 +273,5 @@ class GrabCutLabeler(BoxLabeler):
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
-        if classwise.several_classes(batch):
-            class_masks = class_grabcut_masks(batch["image"], boxes, np.asarray(batch["labels"]), self.params,
-                                              batch.get("heatmap"))
-            return {"mask": self.paint_classes(batch, class_masks, boxes), "box": boxes,
-                    "class_masks": class_masks}
-        masks, _ = grabcut_masks(batch["image"], boxes, self.params, batch.get("heatmap"))
-        return {"mask": masks, "box": boxes}
+        class_masks = class_grabcut_masks(batch["image"], boxes, batch["labels"], self.params, batch.get("heatmap"))
+        return {"mask": self.paint_classes(batch, class_masks, boxes), "box": boxes, "class_masks": class_masks}

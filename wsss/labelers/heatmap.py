@@ -137,16 +137,15 @@ class HeatmapLabeler(Labeler):
         maps = np.zeros((len(images), labels.shape[1], *images.shape[1:3]), np.float32)
         for k in range(labels.shape[1]):
             rows = np.flatnonzero(labels[:, k] >= 0)
-            if len(rows):
+            if len(rows) == len(images):  # every image has this entry (one class each: K = 1)
+                maps[:, k] = self.heatmaps(images, labels[:, k])
+            elif len(rows):
                 maps[rows, k] = self.heatmaps(images[rows], labels[rows, k])
         return maps
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if "labels" in batch:  # several classes: a class-indexed mask per image
-            heatmaps = self.class_heatmaps(batch["image"], batch["labels"])
-            return {"heatmap": heatmaps, "mask": cut_heatmaps(heatmaps, batch["labels"], self.params)}
-        heatmap = self.heatmaps(batch["image"], batch["label"])
-        return {"heatmap": heatmap, "mask": cut_heatmaps(heatmap, None, self.params)}
+        heatmaps = self.class_heatmaps(batch["image"], batch["labels"])
+        return {"heatmap": heatmaps, "mask": cut_heatmaps(heatmaps, batch["classes"], self.params)}
 
     def close(self) -> None:
         if self._cam is not None:

@@ -16,13 +16,11 @@ without a box keep their GrabCut mask (the ``empty`` policy). When the mix keeps
 image that has a box, the raw box is the mask, as for GrabCut's empty result (a box-sized guess
 beats an empty mask for an image known to hold a pet).
 
-Computing GrabCut once for both labelers: ``Labeler.__call__`` passes only INPUT_KEYS on, so a
-pipeline that already holds GrabCut masks made with the same params calls
-``MixLabeler.mix_from_grabcut(images, boxes, grabcut_masks)`` directly (``label_batch`` also
-takes a ``grabcut_mask`` column when called directly).
-
-Several classes per image: the mix of each class's GrabCut mask in
-that class's box, merged by ``wsss.labelers.classwise.paint``.
+Each class the image carries (one, for one class per image) gets the mix of its GrabCut mask
+in its box, merged by ``wsss.labelers.classwise.paint``. Computing GrabCut once for both
+labelers: a pipeline that already holds GrabCut's per-class masks made with the same params
+mixes them (``mix_classes``) instead of running GrabCut again
+(``wsss.masks.stages.mix_from_donor``); ``mix_from_grabcut`` does the same for one-class masks.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from pydantic import Field
 
 from wsss.labelers import classwise
 from wsss.labelers.geometry import crop_around, has_box
-from wsss.labelers.grabcut import GrabCutLabeler, GrabCutParams, class_grabcut_masks, grabcut_masks, shrink_to
+from wsss.labelers.grabcut import GrabCutLabeler, GrabCutParams, class_grabcut_masks, shrink_to
 from wsss.labelers.registry import register
 
 
@@ -112,15 +110,9 @@ class MixLabeler(GrabCutLabeler):
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)
-        if classwise.several_classes(batch):
-            labels = np.asarray(batch["labels"])
-            class_masks = batch.get("grabcut_class_masks")
-            if class_masks is None:
-                class_masks = class_grabcut_masks(batch["image"], boxes, labels, self.params, batch.get("heatmap"))
-            mixed = self.mix_classes(batch["image"], boxes, labels, class_masks)
-            return {"mask": self.paint_classes(batch, mixed, boxes), "box": boxes}
-        grabcut = batch.get("grabcut_mask")
-        if grabcut is None:
-            grabcut, _ = grabcut_masks(batch["image"], boxes, self.params, batch.get("heatmap"))
-        mixed = self.mix_from_grabcut(batch["image"], boxes, grabcut)
-        return {"mask": mixed, "box": boxes, "grabcut_mask": grabcut}
+        class_masks = batch.get("class_masks")  # GrabCut's, given when called directly
+        if class_masks is None:
+            class_masks = class_grabcut_masks(batch["image"], boxes, batch["labels"], self.params,
+                                              batch.get("heatmap"))
+        mixed = self.mix_classes(batch["image"], boxes, batch["labels"], class_masks)
+        return {"mask": self.paint_classes(batch, mixed, boxes), "box": boxes, "class_masks": class_masks}

@@ -197,10 +197,10 @@ class Sam2Labeler(Labeler):
         size = images.shape[1:3]
         return np.stack([resize_mask(self.select(m, s).astype(np.uint8), size) for m, s in zip(masks, scores)])
 
-    def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def label_entries(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One prompt set per image (the short form: ``heatmap`` N x H x W, ``given_box`` N x 4):
+        its mask, prompts and (box prompts) boxes."""
         images = batch["image"]
-        if classwise.several_classes(batch):
-            return self.label_classes(batch)
         if self.heatmap_ref() is not None and batch["heatmap"].shape != images.shape[:3]:
             raise ValueError(f"labeler {self.name!r}: heatmap {batch['heatmap'].shape} does not "
                              f"match images {images.shape[:3]}")
@@ -210,28 +210,27 @@ class Sam2Labeler(Labeler):
             output["box"] = np.stack([NO_BOX if b is None else b.astype(np.int32) for b in boxes])
         return output
 
-    def label_classes(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Several classes per image: SAM2 prompted per class (that class's heatmap or box), the
-        per-class masks merged by ``classwise.paint`` (contested pixels to the higher CAM, or the
-        smaller mask). One embedding per image serves every class."""
-        labels = np.asarray(batch["labels"])
+    def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """SAM2 prompted per entry (that class's heatmap or box), the per-entry masks merged by
+        ``classwise.paint`` (contested pixels to the higher CAM, or the smaller mask). One
+        embedding per image serves every class."""
+        labels = batch["labels"]
         heatmaps = classwise.class_heatmaps(batch, self.name) if self.heatmap_ref() is not None else None
-        class_masks = np.zeros((*labels.shape, *batch["image"].shape[1:3]), np.uint8)
-        class_boxes, boxed = np.full((*labels.shape, 4), -1, np.int32), False
+        entries = []
         for k in range(labels.shape[1]):
-            view = dict(batch)
+            view = {key: value for key, value in batch.items() if key not in ("labels", "classes")}
+            view["label"] = labels[:, k]
             if heatmaps is not None:
                 view["heatmap"] = heatmaps[:, k]
             if "given_box" in batch:
                 view["given_box"] = np.asarray(batch["given_box"])[:, k]
-            points, boxes = self.prompts(view)
-            class_masks[:, k] = self.decode(view, points, boxes)
-            if boxes is not None:
-                boxed = True
-                class_boxes[:, k] = [NO_BOX if b is None else b.astype(np.int32) for b in boxes]
-        output = {"mask": classwise.paint(class_masks, labels, heatmaps)}
-        if boxed:
-            output["box"] = np.where(labels[..., None] >= 0, class_boxes, -1).astype(np.int32)
+            entries.append(self.label_entries(view))
+        output = {"mask": classwise.paint(np.stack([e["mask"] for e in entries], axis=1), batch["classes"],
+                                          heatmaps),
+                  "prompts": np.stack([e["prompts"] for e in entries], axis=1)}
+        if "box" in entries[0]:
+            boxes = np.stack([e["box"] for e in entries], axis=1)
+            output["box"] = np.where(labels[..., None] >= 0, boxes, -1).astype(np.int32)
         return output
 
 
@@ -243,6 +242,9 @@ class Sam2Center(Sam2Labeler):
     def prompts(self, batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray | None], None]:
         height, width = batch["image"].shape[1:3]
         return [centre_point(height, width) for _ in range(len(batch["image"]))], None
+
+    def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.label_entries(batch)  # one-class masks: the image's centre names no class
 
 
 @register

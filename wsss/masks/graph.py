@@ -15,6 +15,7 @@ from typing import Any
 from wsss.config import StudyConfig
 from wsss.data.records import Record
 from wsss.labelers.base import HeatmapRef, LabelerContext
+from wsss.labelers.entries import padded
 from wsss.masks.plan import MaskSetPlan
 from wsss.masks.stages import FAULT_ENV, TODO_SEPARATOR, HeatmapStage, Sam2Stage, cpu_stage, decode_stage, write_stage
 
@@ -51,8 +52,8 @@ def cpu_batch_size(images: int, batch_size: int, workers: int) -> int:
 
 
 def class_box_row(record: Record, width: int) -> list[int]:
-    """A record's box per class (``class_boxes``), flattened and -1 padded to ``width`` classes."""
-    boxes = list(record.class_boxes)[:width]
+    """A record's given box per entry (``entry_boxes``), flattened and -1 padded to ``width``."""
+    boxes = list(record.entry_boxes)[:width]
     boxes += [None] * (width - len(boxes))
     return [int(v) for box in boxes for v in (box if box is not None else (-1, -1, -1, -1))]
 
@@ -65,19 +66,16 @@ def row_blocks(plans: list[MaskSetPlan], records: list[Record], batch_size: int)
     import ray
 
     refs = []
-    width = max((len(r.labels) for r in records), default=0)  # several classes: a padded column
+    width = max((len(r.present) for r in records), default=1)  # entries per image, -1 padded
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         columns = {
             "image_id": [r.image_id for r in chunk], "image_path": [r.image_path for r in chunk],
-            "label": pa.array([r.label for r in chunk], pa.int64()),
-            "box": pa.array([list(r.box) if r.box else [-1, -1, -1, -1] for r in chunk],
-                            pa.list_(pa.int64(), 4)),
+            "labels": pa.array(padded([r.present for r in chunk], width).tolist(), pa.list_(pa.int64(), width)),
+            "classes": pa.array(padded([r.mask_classes for r in chunk], width).tolist(),
+                                pa.list_(pa.int64(), width)),
+            "boxes": pa.array([class_box_row(r, width) for r in chunk], pa.list_(pa.int64(), 4 * width)),
             "todo": [todo_column(plans, r.image_id) for r in chunk]}
-        if width:
-            columns["labels"] = pa.array([list(r.labels) + [-1] * (width - len(r.labels)) for r in chunk],
-                                         pa.list_(pa.int64(), width))
-            columns["boxes"] = pa.array([class_box_row(r, width) for r in chunk], pa.list_(pa.int64(), 4 * width))
         refs.append(ray.put(pa.table(columns)))
     return refs
 
@@ -133,7 +131,8 @@ def build_dataset(plans: list[MaskSetPlan], records: list[Record], config: Study
             cpu_stage, fn_kwargs={"specs": post_specs, "context": context, "fault": fault},
             compute=tasks, batch_size=cpu_batch, num_cpus=1)
     return dataset.map_batches(
-        write_stage, fn_kwargs={"plans": [plan.to_stage() for plan in plans], "fault": fault},
+        write_stage, fn_kwargs={"plans": [plan.to_stage() for plan in plans], "fault": fault,
+                                "one_class": not any(r.labels for r in records)},
         compute=tasks, batch_size=batch_size, num_cpus=1)
 
 

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wsss.data.arrays import decode_records, resize_mask, working_box, working_class_boxes
+from wsss.data.arrays import decode_records, resize_mask, working_boxes
 from wsss.data.decode import DecodeError, record_class_truth, record_truth
 from wsss.data.records import Record
+from wsss.labelers.entries import padded
 from wsss.metrics import BORDER_POLICIES, SegmentationMeter, binarize_prediction, trimap_to_target
 
 
@@ -175,15 +176,12 @@ def pseudo_eval(labeler: Any, records: list[Record], size: int, border_policy: s
         if not len(arrays):
             continue
         by_id = {record.image_id: record for record in records[start:start + batch_size]}
-        batch = {"image": arrays.images, "label": arrays.labels,
-                 "image_id": np.asarray(arrays.image_ids, dtype=object)}
-        if classes:
-            width = max(len(by_id[i].labels) for i in arrays.image_ids)
-            batch["labels"] = np.array([list(by_id[i].labels) + [-1] * (width - len(by_id[i].labels))
-                                        for i in arrays.image_ids])
-            batch["given_box"] = np.stack([working_class_boxes(by_id[i], size, width) for i in arrays.image_ids])
-        else:
-            batch["given_box"] = np.stack([working_box(by_id[i], size) for i in arrays.image_ids])
+        chunk = [by_id[i] for i in arrays.image_ids]
+        width = max(len(r.present) for r in chunk)
+        batch = {"image": arrays.images, "image_id": np.asarray(arrays.image_ids, dtype=object),
+                 "labels": padded([r.present for r in chunk], width),
+                 "classes": padded([r.mask_classes for r in chunk], width),
+                 "given_box": np.stack([working_boxes(r, size, width) for r in chunk])}
         masks = labeler(batch)["mask"]
         if classes:
             meter.update_batch(np.where(masks == 255, 0, masks), arrays.classmaps)

@@ -1,10 +1,11 @@
 """The stages Ray Data maps over batches: decode, heatmaps, CPU labelers, SAM2, write.
 
-Column names: ``image``, ``label``, ``image_id``, ``error`` (decode failure reason, '' if
-none), ``todo`` (the ids of the mask sets that miss the row), ``heatmap__<method>-<target>``
-(one per distinct heatmap), and per labeler id ``mask__<id>``, ``box__<id>``, ``prompts__<id>``,
-``error__<id>``. Each stage also adds ``seconds__<stage>``: its busy time spread over the
-batch's rows, for the summary.
+Column names: ``image``, ``image_id``, the one form of labels (``wsss.labelers.classwise``:
+``labels`` and ``classes`` N x K, ``given_box`` N x K x 4), ``error`` (decode failure reason,
+'' if none), ``todo`` (the ids of the mask sets that miss the row), ``heatmap__<method>-<target>``
+(one per distinct heatmap, N x K x H x W), and per labeler id ``mask__<id>``, ``box__<id>``
+(N x K x 4), ``prompts__<id>``, ``error__<id>``. Each stage also adds ``seconds__<stage>``: its
+busy time spread over the batch's rows, for the summary.
 """
 
 from __future__ import annotations
@@ -69,25 +70,23 @@ def decode_stage(batch: dict[str, np.ndarray], size: int, fault: str | None = No
     task_threads()
     maybe_inject_fault("decode", fault)
     images = np.zeros((len(batch["image_id"]), size, size, 3), np.uint8)
-    boxes = np.full((len(images), 4), -1, np.int32)
     errors, kept = [], []
     for row, path in enumerate(batch["image_path"]):
         try:
             decoded = decode_image(str(path))
             images[row] = resize_image(decoded, size)
-            boxes[row] = scale_box(batch["box"][row], decoded.shape, size) if "box" in batch else -1
             errors.append("")
         except DecodeError as error:
             decoded = images[row]
             errors.append(error.reason)
         kept.append(decoded)
-    out = {"image_id": batch["image_id"], "label": batch["label"], "image": images,
-           "given_box": boxes, "error": np.asarray(errors, dtype=object)}
+    labels = np.stack([np.asarray(row, np.int64) for row in batch["labels"]])
+    out = {"image_id": batch["image_id"], "image": images, "labels": labels,
+           "classes": np.stack([np.asarray(row, np.int64) for row in batch["classes"]]),
+           "given_box": _class_boxes(batch, kept, errors, size, labels.shape[1]),
+           "error": np.asarray(errors, dtype=object)}
     if "todo" in batch:
         out["todo"] = batch["todo"]
-    if "labels" in batch:  # several classes per image, -1 padded
-        out["labels"] = np.stack([np.asarray(row, np.int64) for row in batch["labels"]])
-        out["given_box"] = _class_boxes(batch, kept, errors, size, out["labels"].shape[1])
     if originals:
         out["original"] = _ragged(kept)
     return _timed(out, "decode", started)
@@ -95,11 +94,9 @@ def decode_stage(batch: dict[str, np.ndarray], size: int, fault: str | None = No
 
 def _class_boxes(batch: dict[str, np.ndarray], decoded: list[np.ndarray], errors: list[str], size: int,
                  width: int) -> np.ndarray:
-    """N x K x 4 boxes the data gives per class (``boxes``, flattened K x 4 in each image's own
+    """N x K x 4 boxes the data gives per entry (``boxes``, flattened K x 4 in each image's own
     pixels) on the working image; -1s where it gives none (and for images that failed)."""
     boxes = np.full((len(decoded), width, 4), -1, np.int32)
-    if "boxes" not in batch:
-        return boxes
     for row, image in enumerate(decoded):
         if errors[row]:
             continue
@@ -123,7 +120,7 @@ def source_masks(batch: dict[str, np.ndarray], sources: tuple[SourceRef, ...], r
     for source in sources:
         values = batch[source.column][rows]
         if source.cut is not None:
-            values = cut_heatmaps(values, batch["labels"][rows] if values.ndim == 4 else None, source.cut)
+            values = cut_heatmaps(values, batch["classes"][rows], source.cut)
         stacked.append(np.asarray(values, np.uint8))
     return np.stack(stacked, axis=1)
 
@@ -140,10 +137,8 @@ def usable_rows(batch: dict[str, np.ndarray], sources: tuple[SourceRef, ...] | N
 
 def _visible(batch: dict[str, np.ndarray], rows: np.ndarray, heatmap_column: str | None,
              sources: tuple[SourceRef, ...] | None = None) -> dict:
-    visible = {"image": batch["image"][rows], "label": batch["label"][rows],
-               "image_id": batch["image_id"][rows]}
-    if "labels" in batch:
-        visible["labels"] = batch["labels"][rows]
+    visible = {"image": batch["image"][rows], "labels": batch["labels"][rows],
+               "classes": batch["classes"][rows], "image_id": batch["image_id"][rows]}
     if sources:
         visible["source_masks"] = source_masks(batch, sources, rows)
     if "original" in batch:
@@ -201,10 +196,7 @@ class HeatmapOnly:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        if "labels" in batch:  # several classes: one map per class the image carries
-            maps = self.labeler.class_heatmaps(batch["image"], batch["labels"])
-        else:
-            maps = self.labeler.heatmaps(batch["image"], batch["label"])
+        maps = self.labeler.class_heatmaps(batch["image"], batch["labels"])  # one map per entry
         return {"heatmap": torch.from_numpy(np.ascontiguousarray(maps)).half().numpy()}
 
 
@@ -243,8 +235,7 @@ class HeatmapStage:
         for key, labeler in self.labelers.items():
             run_labeler(HeatmapOnly(labeler), batch, key)
             batch.pop(f"mask__{key}")
-            shape = batch["image"].shape[:1] + batch["labels"].shape[1:] + batch["image"].shape[1:3] \
-                if "labels" in batch else batch["image"].shape[:3]
+            shape = batch["labels"].shape + batch["image"].shape[1:3]
             batch.setdefault(f"heatmap__{key}", np.zeros(shape, np.float16))
             failed = batch.pop(f"error__{key}")
             batch["error"] = np.where(failed != "", failed, batch["error"])
@@ -300,18 +291,14 @@ def cpu_stage(batch: dict[str, np.ndarray], specs: list[StageSpec], context: Lab
 def mix_from_donor(labeler: Any, batch: dict[str, np.ndarray], key: str, donor: str,
                    heatmap_column: str | None = None) -> None:
     """The mix columns from the GrabCut set ``donor`` of this batch, image by image, so that an
-    image SLIC fails on is quarantined with its reason and the rest of the batch is kept.
-    Several classes per image: from the donor's per-class masks, merged as the mix merges them."""
-    boxes, grabcut = batch[f"box__{donor}"], batch[f"mask__{donor}"]
-    class_masks = batch.get(f"class_masks__{donor}")
+    image SLIC fails on is quarantined with its reason and the rest of the batch is kept: the
+    donor's per-class masks, merged as the mix merges them."""
+    boxes, class_masks = batch[f"box__{donor}"], batch[f"class_masks__{donor}"]
     errors = batch[f"error__{donor}"].copy()
-    masks = np.zeros_like(grabcut)
+    masks = np.zeros_like(batch[f"mask__{donor}"])
     for row in np.flatnonzero((batch["error"] == "") & (errors == "")):
         try:
-            if class_masks is None:
-                masks[row] = labeler.mix_one(batch["image"][row], boxes[row], grabcut[row])
-                continue
-            one = {"labels": batch["labels"][row:row + 1]}
+            one = {"labels": batch["labels"][row:row + 1], "classes": batch["classes"][row:row + 1]}
             if heatmap_column is not None:
                 one["heatmap"] = batch[heatmap_column][row:row + 1].astype(np.float32)
             mixed = labeler.mix_classes(batch["image"][row:row + 1], boxes[row:row + 1], one["labels"],
@@ -346,10 +333,11 @@ class Sam2Stage:
         return _timed(batch, "sam2", started)
 
 
-def write_stage(batch: dict[str, np.ndarray], plans: list[StageSpec],
+def write_stage(batch: dict[str, np.ndarray], plans: list[StageSpec], one_class: bool,
                 fault: str | None = None) -> dict[str, np.ndarray]:
     """Write each labeler's outputs for the rows it still misses (the row's ``todo``); return one
-    status row each, with the digests of the files it wrote (``files``: see ``encode_digests``)."""
+    status row each, with the digests of the files it wrote (``files``: see ``encode_digests``).
+    ``one_class``: the images carry one class each, stored in the one-class layout (``_write_row``)."""
     started = time.perf_counter()
     task_threads()
     maybe_inject_fault("write", fault)
@@ -360,7 +348,7 @@ def write_stage(batch: dict[str, np.ndarray], plans: list[StageSpec],
         for row, image_id in enumerate(batch["image_id"]):
             reason = batch["error"][row] or batch.get(f"error__{plan.id}", batch["error"])[row]
             status = "quarantined" if reason else ("written" if plan.id in todo[row] else "skipped")
-            written = _write_row(writer, plan, batch, row, str(image_id)) if status == "written" else {}
+            written = _write_row(writer, plan, batch, row, str(image_id), one_class) if status == "written" else {}
             ids.append(str(image_id)), keys.append(plan.id), statuses.append(status)
             reasons.append(str(reason)), files.append(encode_digests(written))
     rows = len(ids)
@@ -384,25 +372,27 @@ def decode_digests(text: str) -> dict[str, str]:
     return dict(line.rpartition("=")[::2] for line in text.split("\n") if line)
 
 
-def _write_row(writer: Any, plan: StageSpec, batch: dict[str, np.ndarray], row: int,
-               image_id: str) -> dict[str, str]:
-    """Store one row's output for one set; {relative path: digest} of the files written."""
+def _write_row(writer: Any, plan: StageSpec, batch: dict[str, np.ndarray], row: int, image_id: str,
+               one_class: bool) -> dict[str, str]:
+    """Store one row's output for one set; {relative path: digest} of the files written. The
+    store keeps one class per image in its own layout (the map alone, a ``box``, the
+    ``prompts``) and images of several classes with the classes their maps and boxes are of."""
     if plan.kind == "heatmaps":
         heatmap = batch[plan.heatmap_column][row]
-        if "labels" in batch:  # one map per class the image carries, and which classes they are
-            present = [int(k) for k in batch["labels"][row] if k >= 0]
-            return writer.write_heatmap(image_id, heatmap[:len(present)], {"labels": present})
-        return writer.write_heatmap(image_id, heatmap)
+        if one_class:
+            return writer.write_heatmap(image_id, heatmap[0])
+        present = [int(k) for k in batch["classes"][row] if k >= 0]
+        return writer.write_heatmap(image_id, heatmap[:len(present)], {"labels": present})
     extras = {}
     box = batch.get(f"box__{plan.id}")
-    if box is not None and box.ndim == 3:  # a box per class the image carries
-        classes = batch["labels"][row]
+    if box is not None and one_class and box[row][0][0] >= 0:
+        extras["box"] = [int(v) for v in box[row][0]]
+    elif box is not None and not one_class:
+        classes = batch["classes"][row]
         found = {str(int(k)): [int(v) for v in b] for k, b in zip(classes, box[row]) if k >= 0 and b[0] >= 0}
         if found:
             extras["class_boxes"] = found
-    elif box is not None and box[row][0] >= 0:
-        extras["box"] = [int(v) for v in box[row]]
     prompts = batch.get(f"prompts__{plan.id}")
-    if prompts is not None:
-        extras["prompts"] = [p for p in np.asarray(prompts[row], np.float64).round(2).tolist() if p[-1] >= 0]
+    if prompts is not None and one_class:
+        extras["prompts"] = [p for p in np.asarray(prompts[row][0], np.float64).round(2).tolist() if p[-1] >= 0]
     return writer.write_mask(image_id, batch[f"mask__{plan.id}"][row], extras or None)
