@@ -42,7 +42,7 @@ def add_root(parser: argparse.ArgumentParser) -> None:
 def add_format(parser: argparse.ArgumentParser) -> None:
     """``--format`` and ``--manifest``: how a ``--root`` is laid out (as data.format)."""
     parser.add_argument("--format", default="oxford-pets", choices=FORMATS,
-                        help="oxford-pets (default), imagefolder, csv or coco")
+                        help="oxford-pets (default), imagefolder, csv, coco or voc")
     parser.add_argument("--manifest", help="csv: labels.csv, coco: annotations.json by default")
 
 

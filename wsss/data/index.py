@@ -1,7 +1,8 @@
 """One entry point for every dataset format: ``index(root, format=...)`` -> ``DatasetIndex``.
 
 Formats (``data.format``): ``oxford-pets`` (the study's layout, ``wsss.data.pets``),
-``imagefolder`` (class folders), ``csv`` (a manifest) and ``coco`` (an instances JSON). Every
+``imagefolder`` (class folders), ``csv`` (a manifest), ``coco`` (an instances JSON) and ``voc``
+(a PASCAL VOC segmentation tree, CVAT's export too; its labels are read from its masks). Every
 reader lists files, image-level classes, given splits and boxes, and ground truth where the
 dataset has it; decoding problems surface later, in a quarantine under the error budget.
 """
@@ -16,10 +17,12 @@ from wsss.data.coco import read_coco
 from wsss.data.csvfile import read_csv_manifest
 from wsss.data.imagefolder import DatasetFormatError, read_imagefolder
 from wsss.data.records import TASKS, DatasetIndex, build_index
+from wsss.data.voc import read_voc
 
-FORMATS = ("oxford-pets", "imagefolder", "csv", "coco")
+FORMATS = ("oxford-pets", "imagefolder", "csv", "coco", "voc")
 READERS = {"imagefolder": lambda root, manifest, classes, task: read_imagefolder(root, classes),
-           "csv": read_csv_manifest, "coco": read_coco}
+           "csv": read_csv_manifest, "coco": read_coco,
+           "voc": lambda root, manifest, classes, task: read_voc(root, classes, task)}
 
 
 def index(root: str | os.PathLike, *, format: str = "oxford-pets", manifest: str | None = None,
@@ -38,6 +41,8 @@ def index(root: str | os.PathLike, *, format: str = "oxford-pets", manifest: str
     if format not in READERS:
         raise DatasetFormatError(f"unknown dataset format {format!r}; known: {', '.join(FORMATS)}")
     entries, names, quarantine, no_truth = READERS[format](root, manifest, classes, task)
+    if format == "voc" and any(entry.split == "val" for entry in entries):
+        val_fraction = 0.0  # VOC's val.txt is the val split; train.txt gives test only (read_voc)
     result = build_index(str(root), entries, names, quarantine, val_fraction=val_fraction,
                          test_fraction=test_fraction, split_seed=split_seed, limit=limit, format=format,
                          task=task)

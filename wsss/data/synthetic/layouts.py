@@ -1,11 +1,14 @@
-"""The synthetic pets in a user's layouts: class folders, a CSV manifest, a COCO JSON.
+"""The synthetic pets in a user's layouts: class folders, a CSV manifest, a COCO JSON, a VOC tree.
 
 ``write_layout(source, root, layout)`` copies a synthetic Oxford-layout set (``synthesize``)
 into ``imagefolder`` (``ROOT/<breed>/<id>.jpg``, nothing else: a user's images with cheap
 labels and no masks), ``csv`` (``images/``, ``labels.csv`` with image, label, box and, with
 ``masks``, a binary mask per image) or ``coco`` (``images/``, ``annotations.json`` with one
 annotation per image: its box and, with ``masks``, its segmentation as polygons, or as RLE
-with ``rle``). Boxes are the pet's bounding box from the trimap (x0 y0 x1 y1, exclusive ends).
+with ``rle``) or ``voc`` (``JPEGImages/``, palette ``SegmentationClass/`` PNGs: the breed's value
+on the pet, 255 void on the trimap's border band; ``ImageSets/Segmentation/train.txt`` and
+``val.txt``, val the source's val split; a CVAT ``labelmap.txt`` naming the breeds). Boxes are
+the pet's bounding box from the trimap (x0 y0 x1 y1, exclusive ends).
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from wsss.data import voc
 from wsss.data.decode import read_trimap
 from wsss.data.pets import index
 from wsss.data.synthetic.writer import synthesize
 from wsss.storage import write_text
 
-LAYOUTS = ("imagefolder", "csv", "coco")
+LAYOUTS = ("imagefolder", "csv", "coco", "voc")
 
 
 def pet_box(trimap: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -102,17 +106,34 @@ def _coco(records, root: Path, masks: bool, rle: bool) -> None:
         {"images": images, "annotations": annotations, "categories": categories}))
 
 
+def _voc(records, root: Path) -> None:
+    classes = sorted({r.class_name for r in records})
+
+    def samples():
+        for record in records:
+            _copy(record, root / voc.IMAGES / f"{record.image_id}.jpg")
+            trimap = read_trimap(record.trimap_path)
+            class_map = np.select([trimap == 1, trimap == 3], [classes.index(record.class_name) + 1, voc.VOID], 0)
+            yield record.image_id, class_map.astype(np.uint8), "val" if record.split == "val" else "train"
+
+    voc.write_annotations(root, samples(), classes)
+
+
 def write_layout(source: str | Path, root: str | Path, layout: str, *, masks: bool = True,
                  rle: bool = False) -> dict:
     """Copy the synthetic set at ``source`` into ``root`` in ``layout``; a summary."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    if layout == "voc" and not masks:
+        raise ValueError("the voc layout reads each image's classes from its mask: it cannot go without masks")
     records = index(source).records
     root = Path(root)
     if layout == "imagefolder":
         _imagefolder(records, root)
     elif layout == "csv":
         _csv(records, root, masks)
+    elif layout == "voc":
+        _voc(records, root)
     else:
         _coco(records, root, masks, rle)
     return {"root": str(root), "layout": layout, "images": len(records), "masks": masks and layout != "imagefolder"}
@@ -138,6 +159,8 @@ def layout_present(root: str | Path, layout: str, manifest: str | None = None) -
     root = Path(root)
     if layout == "oxford-pets":
         return (root / "annotations" / "trainval.txt").is_file()
+    if layout == "voc":
+        return (root / voc.IMAGES).is_dir()
     if layout == "imagefolder":
         return root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
     default = "labels.csv" if layout == "csv" else "annotations.json"

@@ -19,7 +19,10 @@ background, k for ``classes[k-1]``, occlusion applied.
 * ``coco``: ``images/`` and ``annotations.json`` (COCO instances): one annotation per animal,
   back to front (painting them in order reproduces the occlusion), with the ``bbox`` and
   ``area`` of its visible pixels and, with ``masks``, their outline as polygons (along pixel
-  edges, so pycocotools rasterises them back to the same pixels).
+  edges, so pycocotools rasterises them back to the same pixels);
+* ``voc``: ``JPEGImages/``, ``SegmentationClass/scene_0001.png`` (palette PNGs: the class map),
+  ``ImageSets/Segmentation/train.txt`` and ``val.txt`` (every fifth scene) and a CVAT
+  ``labelmap.txt``; its labels are the masks', so it always has them.
 
 On disk, class ids follow ``sorted(classes)`` (mask value k and COCO category id k are the
 k-th sorted name), because a reader without a class list orders the classes by name; only
@@ -41,6 +44,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from wsss.data import voc
 from wsss.data.breeds import BREEDS
 from wsss.data.synthetic.anatomy import POSE_WEIGHTS, POSES, build_parts
 from wsss.data.synthetic.coat import PetFrame, paint_coat
@@ -54,7 +58,7 @@ from wsss.storage import write_bytes, write_text
 # cat with dark rosettes, a black plain cat, a blue-grey plain cat, a tan-and-white patched
 # hound with long ears and short legs, and a white fluffy dog with a curled tail.
 SCENE_CLASSES: tuple[str, ...] = ("basset_hound", "Bengal", "Bombay", "Russian_Blue", "samoyed")
-SCENE_LAYOUTS = ("csv", "coco")
+SCENE_LAYOUTS = ("csv", "coco", "voc")
 
 COUNT_WEIGHTS = (0.40, 0.35, 0.25)  # P(1, 2, 3 animals)
 AREA_RANGE = (0.04, 0.30)  # animal area / frame area, log-uniform
@@ -193,12 +197,12 @@ def _encode(extension: str, array: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def _scenes(root: Path, images: int, size: int, seed: int, classes):
-    """Render every scene, write its JPEG; yield ``(image id, class map, animals)``."""
+def _scenes(root: Path, images: int, size: int, seed: int, classes, folder: str = "images"):
+    """Render every scene, write its JPEG into ``folder``; yield ``(image id, class map, animals)``."""
     for n in range(1, images + 1):
         image_id = f"scene_{n:04d}"
         rgb, class_map, animals = render_scene(seed, n - 1, size, classes)
-        write_bytes(root / "images" / f"{image_id}.jpg", _encode(".jpg", rgb[..., ::-1]))
+        write_bytes(root / folder / f"{image_id}.jpg", _encode(".jpg", rgb[..., ::-1]))
         yield image_id, class_map, animals
 
 
@@ -252,9 +256,16 @@ def _write_coco(root: Path, scenes, classes, masks: bool) -> None:
         {"images": images, "annotations": annotations, "categories": categories}))
 
 
+def _write_voc(root: Path, scenes, classes, masks: bool) -> None:
+    lut = _sorted_ids(classes)
+    samples = ((image_id, lut[class_map], "val" if n % 5 == 4 else "train")
+               for n, (image_id, class_map, _) in enumerate(scenes))
+    voc.write_annotations(root, samples, sorted(classes))
+
+
 def write_scenes(root: str | os.PathLike, layout: str, images: int, size: int = 128, seed: int = 0,
                  classes: tuple[str, ...] = SCENE_CLASSES, masks: bool = True) -> dict:
-    """Write ``images`` scenes at ``root`` in ``layout`` (``csv`` or ``coco``), whole or not at all.
+    """Write ``images`` scenes at ``root`` in ``layout`` (``csv``, ``coco``, ``voc``), whole or not at all.
 
     Rendered into a scratch folder beside ``root`` and renamed into place at the end, so a
     failure part-way leaves ``root`` as it was. Returns ``{"root", "layout", "images",
@@ -262,6 +273,8 @@ def write_scenes(root: str | os.PathLike, layout: str, images: int, size: int = 
     """
     if layout not in SCENE_LAYOUTS:
         raise ValueError(f"layout {layout!r}; known: {', '.join(SCENE_LAYOUTS)}")
+    if layout == "voc" and not masks:
+        raise ValueError("the voc layout reads each image's classes from its mask: it cannot go without masks")
     classes, images, size = tuple(classes), int(images), int(size)
     _genomes_of(classes)  # fail before any rendering
     if images < 0 or size < 16:
@@ -271,8 +284,9 @@ def write_scenes(root: str | os.PathLike, layout: str, images: int, size: int = 
     with tempfile.TemporaryDirectory(prefix=f".{root.name}-", dir=root.parent) as scratch:
         out = Path(scratch) / "out"
         out.mkdir()
-        write = _write_csv if layout == "csv" else _write_coco
-        write(out, _scenes(out, images, size, seed, classes), classes, masks)
+        write = {"csv": _write_csv, "coco": _write_coco, "voc": _write_voc}[layout]
+        folder = voc.IMAGES if layout == "voc" else "images"
+        write(out, _scenes(out, images, size, seed, classes, folder), classes, masks)
         if root.exists():  # an earlier set at root: replaced whole
             shutil.rmtree(root)
         os.replace(out, root)
