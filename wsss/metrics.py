@@ -182,10 +182,9 @@ class SegmentationMeter:
         dist.all_reduce(tensor)
         return self.from_vector(tensor.cpu().numpy(), self.num_classes)
 
-    def result(self, classes: list[str] | None = None) -> dict:
+    def result(self, classes: list[str] | None = None, background: bool = True) -> dict:
         """The binary view ``{"micro": {...}, "per_image": {...}, "images": n, "images_ignored":
-        m}``; with ``classes`` (the names of classes 1..C) the class view too: ``miou``,
-        ``class_iou`` ({name: IoU}, background first) and ``pixel_accuracy``."""
+        m}``; with ``classes`` (the names of classes 1..C) the class view too (``class_view``)."""
         per_image = (
             {name: float(s / self.images) for name, s in zip(METRIC_NAMES, self.score_sums)}
             if self.images
@@ -193,17 +192,27 @@ class SegmentationMeter:
         )
         result = {"micro": scores(self.counts) if self.images else dict(per_image),
                   "per_image": per_image, "images": self.images, "images_ignored": self.images_ignored}
-        return {**result, **self.class_view(classes)} if classes is not None else result
+        return {**result, **self.class_view(classes, background)} if classes is not None else result
 
-    def class_view(self, classes: list[str]) -> dict:
-        """``miou``, ``class_iou`` and ``pixel_accuracy`` of the summed matrix."""
+    def class_view(self, classes: list[str], background: bool = True) -> dict:
+        """Of the summed matrix: ``miou`` (mean IoU over the classes the data has: background
+        and 1..C, or 1..C alone for data without a background, classes absent from truth and
+        prediction left out), ``class_iou`` ({name: IoU}), ``pixel_accuracy`` (global) and
+        ``class_accuracy`` (the mean over the classes in the truth of each one's pixels
+        predicted right: the two accuracies the MSRC literature reports)."""
         if len(classes) != self.num_classes:
             raise ValueError(f"{len(classes)} class names for a {self.num_classes}-class meter")
-        iou = class_iou(self.matrix)
+        first = 0 if background else 1
+        iou = class_iou(self.matrix)[first:]
+        truth = self.matrix.sum(1)[first:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = np.where(truth > 0, np.diag(self.matrix)[first:] / np.maximum(truth, 1), np.nan)
         total = self.matrix.sum()
+        names = ["background", *classes][first:]
         return {"miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
-                "class_iou": {name: float(value) for name, value in zip(["background", *classes], iou)},
-                "pixel_accuracy": float(np.trace(self.matrix) / total) if total else float("nan")}
+                "class_iou": {name: float(value) for name, value in zip(names, iou)},
+                "pixel_accuracy": float(np.trace(self.matrix) / total) if total else float("nan"),
+                "class_accuracy": float(np.nanmean(recall)) if np.isfinite(recall).any() else float("nan")}
 
 
 def flat_metrics(result: dict, prefix: str = "") -> dict[str, float]:

@@ -38,8 +38,13 @@ def cmd_pseudo(args: argparse.Namespace) -> int:
     for plan in summary.plans:
         result = log_mask_set(plan, summary.plans, summary, config, records)
         quality = result["quality"]
-        scored = (f"pseudo-mask Dice {quality['micro']['dice']:.4f}  IoU {quality['micro']['iou']:.4f}"
-                  if quality["images"] else "no ground truth to score against")
+        if not quality["images"]:
+            scored = "no ground truth to score against"
+        elif "miou" in quality:  # class maps: the class view
+            scored = (f"pseudo-mask mIoU {quality['miou']:.4f}  pixel accuracy {quality['pixel_accuracy']:.4f}  "
+                      f"class accuracy {quality['class_accuracy']:.4f}")
+        else:
+            scored = f"pseudo-mask Dice {quality['micro']['dice']:.4f}  IoU {quality['micro']['iou']:.4f}"
         console.echo(f"  {result['labeler_id']:<24} {scored}")
     return EXIT_OK
 

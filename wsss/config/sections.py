@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, field_validator, model_validator
 
 from wsss.config.base import StrictModel
 from wsss.config.paths import LocalPath
@@ -37,17 +37,18 @@ class SynthConfig(StrictModel):
     size: int = Field(128, ge=32, le=2048)
     seed: int = 0
     masks: bool = Field(True, description="write ground truth where the layout can hold it (csv, "
-                                          "coco); an imagefolder never has masks")
-    scenes: bool = Field(False, description="csv/coco: scenes of one to three animals of different "
+                                          "coco, voc); an imagefolder never has masks")
+    scenes: bool = Field(False, description="csv/coco/voc: scenes of one to three animals of different "
                                             "classes with class-indexed masks (for data.task: "
                                             "semantic) instead of one pet per image")
 
 
 class DataConfig(StrictModel):
     root: LocalPath = "data/synthetic-pets"
-    format: Literal["oxford-pets", "imagefolder", "csv", "coco"] = Field(
+    format: Literal["oxford-pets", "imagefolder", "csv", "coco", "voc"] = Field(
         "oxford-pets", description="how root is laid out: the study's dataset, class folders, a "
-                                   "CSV manifest or a COCO JSON (see the README: Your own data)")
+                                   "CSV manifest, a COCO JSON or a PASCAL VOC tree (see the README: "
+                                   "Your own data)")
     manifest: str | None = Field(None, description="csv: labels.csv, coco: annotations.json by "
                                                    "default; a path relative to root")
     classes: list[str] | None = Field(None, description="the class names and their order; default: "
@@ -66,11 +67,23 @@ class DataConfig(StrictModel):
     error_budget: Fraction = 0.01
     border_policy: BorderPolicy = "ignore"
     limit: int | None = Field(None, ge=1, description="use at most this many images per split")
+    background: bool = Field(True, description=(
+        "whether pixels may belong to no class of the image: false for scenes whose every pixel is "
+        "one of the image's classes (stuff such as grass, sky, road around the objects: MSRC); "
+        "class maps then take the best of the image's own classes or ignore, never a background, "
+        "and mIoU is over the data's classes (`wsss data check` shows the truth's background share)"))
+
+    @model_validator(mode="after")
+    def _background_needs_classes(self) -> DataConfig:
+        if not self.background and self.task != "semantic":
+            raise ValueError("data.background: false needs data.task: semantic (one class per image "
+                             "is a foreground against its background)")
+        return self
 
     @model_validator(mode="after")
     def _scenes_layout(self) -> DataConfig:
-        if self.synthetic is not None and self.synthetic.scenes and self.format not in ("csv", "coco"):
-            raise ValueError(f"data.synthetic.scenes writes a csv or coco dataset; data.format is "
+        if self.synthetic is not None and self.synthetic.scenes and self.format not in ("csv", "coco", "voc"):
+            raise ValueError(f"data.synthetic.scenes writes a csv, coco or voc dataset; data.format is "
                              f"{self.format!r}")
         return self
 
@@ -117,9 +130,11 @@ class LabelerSpec(StrictModel):
     name: str
     id: str | None = Field(None, description="name of this mask set in the study; default: name")
     params: dict[str, Any] = {}
+    _given: frozenset[str] = PrivateAttr(frozenset())  # the params the config names
 
     @model_validator(mode="after")
     def _validate_params(self) -> LabelerSpec:
+        self._given = frozenset(self.params)
         self.params = validate_params(self.name, self.params)
         if self.id is None:
             self.id = self.name
@@ -128,6 +143,11 @@ class LabelerSpec(StrictModel):
     @property
     def key(self) -> str:
         return self.id or self.name
+
+    @property
+    def given(self) -> frozenset[str]:
+        """The params the config names (the rest are the labeler's defaults)."""
+        return self._given
 
     @property
     def sources(self) -> list[str]:

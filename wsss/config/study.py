@@ -72,6 +72,19 @@ class StudyConfig(StrictModel):
         return ordered
 
     @model_validator(mode="after")
+    def _labelers_follow_the_background(self) -> StudyConfig:
+        """``data.background`` reaches every labeler that cuts or paints class maps (its
+        ``background`` param, so a set's identity follows it); a labeler set otherwise is an error."""
+        for spec in self.labelers:
+            if "background" not in get_labeler_class(spec.name).Params.model_fields:
+                continue
+            if spec.params.get("background", True) != self.data.background and "background" in spec.given:
+                raise ValueError(f"labeler {spec.key!r} sets background: {spec.params['background']} but "
+                                 f"data.background is {self.data.background}; set it once, in data")
+            spec.params["background"] = self.data.background
+        return self
+
+    @model_validator(mode="after")
     def _per_class_generators(self) -> StudyConfig:
         """With several classes per image only generators that make class-indexed masks run."""
         if self.data.task != "semantic":

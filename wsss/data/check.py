@@ -6,7 +6,7 @@ import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from wsss.data.decode import DecodeError, check_trimap, decode_image, record_truth
+from wsss.data.decode import DecodeError, check_trimap, decode_image, record_class_truth, record_truth
 from wsss.data.quarantine import Quarantine
 from wsss.data.records import DatasetIndex, Record
 
@@ -62,6 +62,7 @@ def check_report(dataset: DatasetIndex, error_budget: float, progress: bool = Fa
         "root": dataset.root,
         "format": dataset.format,
         "task": dataset.task,
+        "truth_background": truth_background(usable) if dataset.task != "binary" else None,
         "splits": {name: splits.get(name, 0) for name in ("train", "val", "test")},
         "classes": per_class,
         **({"breeds": per_class} if dataset.format == "oxford-pets" else {}),
@@ -76,11 +77,31 @@ def check_report(dataset: DatasetIndex, error_budget: float, progress: bool = Fa
     }
 
 
+def truth_background(records: list[Record], most: int = 500) -> float | None:
+    """The share of labelled ground-truth pixels that are background, over up to ``most``
+    class-indexed masks: near 0 for scenes whose every pixel is one of the image's classes
+    (set data.background: false); shown to the user, never read by a run."""
+    background = labelled = 0
+    for record in [r for r in records if r.trimap_path][:most]:
+        try:
+            truth = record_class_truth(record)
+        except Exception:  # noqa: BLE001 - a bad truth file is the quarantine's business, not this share's
+            continue
+        valid = truth != 255
+        background, labelled = background + int((truth[valid] == 0).sum()), labelled + int(valid.sum())
+    return background / labelled if labelled else None
+
+
 def format_report(report: dict) -> str:
     """Human-readable form of ``check_report``."""
     task = "" if report.get("task", "binary") == "binary" else f", {report['task']}: several classes per image"
     lines = [f"root: {report['root']} ({report['format']}{task})"]
     lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
+    share = report.get("truth_background")
+    if share is not None:
+        hint = ("every labelled pixel is one of the image's classes: set data.background: false"
+                if share < 0.01 else "objects on a background: data.background: true (the default)")
+        lines.append(f"background in the ground truth: {100 * share:.1f}% of labelled pixels ({hint})")
     word = "breeds" if report["format"] == "oxford-pets" else "classes"
     lines.append(f"{word}: {len(report['classes'])} ("
                  + ", ".join(f"{k} {v}" for k, v in report["classes"].items()) + ")")

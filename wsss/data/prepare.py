@@ -38,10 +38,12 @@ def ensure_synthetic(data) -> bool:
 def prepare_dataset(data) -> DatasetIndex:
     """The study's dataset index, generating or downloading the data first where configured."""
     ensure_synthetic(data)
-    return index(data.root, format=data.format, manifest=data.manifest, classes=data.classes,
-                 val_fraction=data.val_fraction, test_fraction=data.test_fraction,
-                 split_seed=data.split_seed, limit=data.limit, download_if_missing=data.download,
-                 task=data.task)
+    dataset = index(data.root, format=data.format, manifest=data.manifest, classes=data.classes,
+                    val_fraction=data.val_fraction, test_fraction=data.test_fraction,
+                    split_seed=data.split_seed, limit=data.limit, download_if_missing=data.download,
+                    task=data.task)
+    dataset.background = data.background
+    return dataset
 
 
 def describe_data(dataset: DatasetIndex) -> str:

@@ -103,6 +103,7 @@ class DatasetIndex:
     format: str = "oxford-pets"
     skipped: list[str] = field(default_factory=list)  # files a reader passed over (not images)
     task: str = "binary"
+    background: bool = True  # whether a pixel may belong to none of its image's classes (data.background)
 
     def split(self, *names: str) -> list[Record]:
         """Records of the named splits ('trainval' means train and val)."""
@@ -133,6 +134,8 @@ class DatasetIndex:
         digest = hashlib.sha256("|".join(self.classes).encode())
         if self.task != "binary":  # binary indexes hash as they always did
             digest.update(f"task={self.task}".encode())
+        if not self.background:  # so do indexes with a background
+            digest.update(b"background=no")
         for record in sorted(self.records, key=lambda r: r.image_id):
             files = [os.path.relpath(p, self.root) if p else "-" for p in (record.image_path, record.trimap_path)]
             digest.update(f"{record.image_id}|{record.split}|{record.label}|{files[0]}|{files[1]}|"

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -47,13 +47,26 @@ class LabelerParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Fields added after sets were stored: at their default they hash as before (``Labeler.fingerprint``)
+HASHED_ONLY_WHEN_SET: dict[str, Any] = {"background": True}
+
+
+class BackgroundParams(LabelerParams):
+    """Whether the data has a background: set from ``data.background`` by the study config."""
+
+    background: bool = Field(True, description=(
+        "false for data whose every pixel belongs to one of the image's classes (scenes of stuff "
+        "and things, MSRC): a pixel no class clearly claims is ignored (255), never background; "
+        "set from data.background"))
+
+
 class DerivedParams(LabelerParams):
     """Params of a labeler built on other mask sets of the study (their labeler ids)."""
 
     sources: list[str] = Field(min_length=1, description="labeler ids whose masks this one reads")
 
 
-class ThresholdParams(LabelerParams):
+class ThresholdParams(BackgroundParams):
     """Cut a heatmap into a mask: ``>= threshold``, or a band with an ignore zone."""
 
     threshold: float = Field(0.5, ge=0.0, le=1.0)
@@ -145,14 +158,16 @@ class LabelerContext:
 def cut_heatmap(best: np.ndarray, classes: np.ndarray | int, params: ThresholdParams) -> np.ndarray:
     """The one threshold rule: where the best map reaches the threshold the pixel takes its
     class (``classes``: per pixel, or one value), else background; with a band, maps between
-    t_lo and t_hi leave the pixel ignored (255)."""
+    t_lo and t_hi leave the pixel ignored (255). Without a background (``params.background``
+    false) what would be background is ignored: no class claims the pixel clearly."""
     classes = np.broadcast_to(np.asarray(classes, np.uint8), best.shape)
+    below = MASK_BACKGROUND if params.background else MASK_IGNORE
     if params.band is None:
-        return np.where(best >= params.threshold, classes, MASK_BACKGROUND).astype(np.uint8)
+        return np.where(best >= params.threshold, classes, below).astype(np.uint8)
     lo, hi = params.band
     out = np.full(best.shape, MASK_IGNORE, np.uint8)
     out[best >= hi] = classes[best >= hi]
-    out[best < lo] = MASK_BACKGROUND
+    out[best < lo] = below
     return out
 
 
@@ -230,10 +245,9 @@ class Labeler(ABC):
     def fingerprint(self) -> str:
         """Hash of name, params and weights: equal fingerprints give identical masks."""
         upstream = self.heatmap_source().fingerprint() if self.heatmap_ref() else ""
-        return stable_hash(
-            {"name": self.name, "params": self.params.model_dump(mode="json"),
-             "weights": self.weights_id(), "heatmap": upstream}
-        )
+        params = {key: value for key, value in self.params.model_dump(mode="json").items()
+                  if not (key in HASHED_ONLY_WHEN_SET and value == HASHED_ONLY_WHEN_SET[key])}
+        return stable_hash({"name": self.name, "params": params, "weights": self.weights_id(), "heatmap": upstream})
 
     def heatmap_source(self) -> Labeler:
         """The heatmap labeler for ``heatmap_ref()``, built once (used when called standalone)."""

@@ -85,7 +85,7 @@ class BoxLabeler(Labeler):
                       boxes: np.ndarray) -> np.ndarray:
         """One class map per image from N x K x H x W per-entry masks (``classwise.paint``)."""
         empty = classwise.no_box_anywhere(boxes) if self.params.empty == "ignore" else None
-        return classwise.paint(class_masks, batch["classes"], self.class_scores(batch), empty)
+        return classwise.paint(class_masks, batch["classes"], self.class_scores(batch), empty, self.params.background)
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         boxes = self.boxes(batch)

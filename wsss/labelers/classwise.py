@@ -55,11 +55,12 @@ def boxes_of_class_heatmaps(heatmaps: np.ndarray, labels: np.ndarray, threshold:
 
 
 def paint(class_masks: np.ndarray, labels: np.ndarray, scores: np.ndarray | None = None,
-          empty_ignore: np.ndarray | None = None) -> np.ndarray:
+          empty_ignore: np.ndarray | None = None, background: bool = True) -> np.ndarray:
     """N x H x W uint8 class maps from N x K x H x W per-class masks (1 where pixel class
     ``labels[n, k]`` is claimed: the batch's ``classes``): contested pixels go to the highest
     ``scores`` (N x K x H x W heatmaps) or, without them, to the smallest claimed region;
-    ``empty_ignore`` (N bool) marks images whose map is all ignore."""
+    ``empty_ignore`` (N bool) marks images whose map is all ignore. Without a background a
+    pixel no entry claims is ignored (255), not background."""
     class_masks, labels = np.asarray(class_masks), np.asarray(labels, np.int64)
     claimed = (class_masks == 1) & (labels >= 0)[:, :, None, None]
     if scores is None:
@@ -69,7 +70,7 @@ def paint(class_masks: np.ndarray, labels: np.ndarray, scores: np.ndarray | None
     winner = ranked.argmax(axis=1)
     flat = winner.reshape(len(labels), int(np.prod(winner.shape[1:])))
     values = np.take_along_axis(np.where(labels >= 0, labels + 1, 0), flat, axis=1).reshape(winner.shape)
-    out = np.where(claimed.any(axis=1), values, MASK_BACKGROUND).astype(np.uint8)
+    out = np.where(claimed.any(axis=1), values, MASK_BACKGROUND if background else MASK_IGNORE).astype(np.uint8)
     if empty_ignore is not None:
         out[np.asarray(empty_ignore, bool)] = MASK_IGNORE
     return out

@@ -31,7 +31,7 @@ from pydantic import Field
 
 from wsss.data.arrays import resize_mask
 from wsss.labelers import classwise
-from wsss.labelers.base import INPUT_KEYS, NO_BOX, HeatmapRef, Labeler, LabelerParams
+from wsss.labelers.base import INPUT_KEYS, NO_BOX, BackgroundParams, HeatmapRef, Labeler
 from wsss.labelers.box import given_boxes
 from wsss.labelers.geometry import boxes_from_heatmaps, has_box
 from wsss.labelers.registry import register
@@ -40,7 +40,7 @@ from wsss.labelers.sam2_engine import EngineKey, Sam2Engine, checkpoint_hash, ge
 POSITIVE, NEGATIVE, PADDING = 1.0, 0.0, -1.0
 
 
-class Sam2Params(LabelerParams):
+class Sam2Params(BackgroundParams):
     model: Literal["tiny", "small", "base_plus", "large"] = "small"
     checkpoint: str | None = Field(None, description="default: <models_dir>/sam2.1_hiera_<model>.pt")
     output: Literal["single", "multimask"] = "multimask"
@@ -226,7 +226,7 @@ class Sam2Labeler(Labeler):
                 view["given_box"] = np.asarray(batch["given_box"])[:, k]
             entries.append(self.label_entries(view))
         output = {"mask": classwise.paint(np.stack([e["mask"] for e in entries], axis=1), batch["classes"],
-                                          heatmaps),
+                                          heatmaps, background=self.params.background),
                   "prompts": np.stack([e["prompts"] for e in entries], axis=1)}
         if "box" in entries[0]:
             boxes = np.stack([e["box"] for e in entries], axis=1)

@@ -86,7 +86,8 @@ class MaskSetPlan:
         heatmap column cut with this set's own threshold (as reading the set would cut it)."""
         if self.kind == "heatmaps":
             cut = ThresholdParams(threshold=self.spec.params.get("threshold", 0.5),
-                                  band=self.spec.params.get("band"))
+                                  band=self.spec.params.get("band"),
+                                  background=self.spec.params.get("background", True))
             return SourceRef(self.spec.key, f"heatmap__{self.heatmap_key}", cut)
         return SourceRef(self.spec.key, f"mask__{self.spec.key}")
 

@@ -133,10 +133,11 @@ def evaluate_class_folder(pred_dir: str | Path, records: list[Record], classes: 
 
 
 def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES,
-                 classes: list[str] | None = None) -> dict[str, dict]:
+                 classes: list[str] | None = None, background: bool = True) -> dict[str, dict]:
     """Pseudo-mask metrics per border policy at the mask set's resolution (255 counts as 0).
     With ``classes`` (several classes per image: class maps) the foreground is any class,
-    and each result also carries ``miou`` and ``class_iou`` against the class-indexed truth."""
+    and each result also carries the class view (``SegmentationMeter.class_view``: over the
+    data's classes, ``background`` or not) against the class-indexed truth."""
     meters = {policy: SegmentationMeter() for policy in policies}
     by_class = SegmentationMeter(len(classes)) if classes else None
     present = mask_set.ids()
@@ -155,8 +156,8 @@ def mask_quality(mask_set: Any, records: list[Record], policies=BORDER_POLICIES,
     results = {policy: meter.result() for policy, meter in meters.items()}
     extra = {}
     if by_class is not None and by_class.images:
-        scored = by_class.result(classes)
-        extra = {"miou": scored["miou"], "class_iou": scored["class_iou"]}
+        scored = by_class.result(classes, background)
+        extra = {key: scored[key] for key in ("miou", "class_iou", "pixel_accuracy", "class_accuracy")}
     for result in results.values():
         result["ignored_fraction"] = ignored / max(total, 1)
         result.update(extra)
@@ -188,7 +189,7 @@ def pseudo_eval(labeler: Any, records: list[Record], size: int, border_policy: s
             continue
         for mask, trimap in zip(masks, arrays.trimaps):
             meter.update(mask == 1, trimap_to_target(trimap, border_policy))
-    result = meter.result(classes)
+    result = meter.result(classes, getattr(labeler.params, "background", True))
     result.update({"border_policy": border_policy, "labeler": labeler.name,
                    "params": labeler.params.model_dump(mode="json"), "quarantine": quarantined})
     return result

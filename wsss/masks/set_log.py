@@ -91,7 +91,7 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
     manifest = load_manifest(plan.uri)
     mask_set = MaskSet(plan.uri, manifest)
     classes = pixel_classes(config)
-    quality = mask_quality(mask_set, records, classes=classes)
+    quality = mask_quality(mask_set, records, classes=classes, background=config.data.background)
     main = quality[config.data.border_policy]
     params = {"labeler": plan.spec.name, "labeler_id": plan.spec.key, "params": plan.spec.params,
               "fingerprint": plan.fingerprint, "kind": plan.kind, "image_size": config.data.image_size,
@@ -107,7 +107,7 @@ def log_mask_set(plan: Any, plans: list[Any], summary: Any, config: StudyConfig,
             for policy, result in quality.items():
                 metrics.update(flat_metrics(result, prefix=f"pseudo_{policy}_"))
             if "miou" in main:
-                metrics["pseudo_miou"] = main["miou"]
+                metrics.update({f"pseudo_{key}": main[key] for key in ("miou", "pixel_accuracy", "class_accuracy")})
         metrics.update({"pseudo_images": main["images"], "pseudo_ignored_fraction": main["ignored_fraction"],
                         "images_present": manifest.images_present,
                         "images_quarantined": len(manifest.quarantine),

@@ -25,7 +25,7 @@ import numpy as np
 
 from wsss import storage
 from wsss.identity import stable_hash
-from wsss.labelers.base import ThresholdParams, apply_threshold, class_map
+from wsss.labelers.base import ThresholdParams, class_map
 from wsss.masks.files import (
     MANIFEST,
     decode_stored,
@@ -158,11 +158,11 @@ class MaskSet:
     def read_with_extras(self, image_id: str) -> tuple[np.ndarray, dict[str, Any]]:
         if self.kind == "heatmaps":
             params = ThresholdParams(threshold=self.threshold if self.threshold is not None else 0.5,
-                                     band=self.band)
+                                     band=self.band, background=self.manifest.params.get("background", True))
             heatmap = self.read_heatmap(image_id)
-            if heatmap.ndim == 3:  # a map per class the image carries: a class-indexed mask
-                return class_map(heatmap, self.read_heatmap_classes(image_id), params), {}
-            return apply_threshold(heatmap, params), {}
+            if heatmap.ndim == 2:  # one class per image: the map alone, painting class 0 (value 1)
+                return class_map(heatmap[None], [0], params), {}
+            return class_map(heatmap, self.read_heatmap_classes(image_id), params), {}
         return self._read(f"masks/{image_id}.png")
 
     def read(self, image_id: str) -> np.ndarray:

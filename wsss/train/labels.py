@@ -187,11 +187,13 @@ class SelfTrainingSource:
     model_file: str
     band: tuple[float, float]
     images: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)  # id -> S x S x 3
+    background: bool = True  # False: no pixel is taken for background (data.background)
 
     @property
     def version(self) -> str:
         """The previous model's content hash and the band (the file's path is in its run)."""
-        return f"{SELF_TRAINING_PREFIX}{file_hash(str(fetch(self.model_file)))}@{self.band[0]},{self.band[1]}"
+        band = f"@{self.band[0]},{self.band[1]}" + ("" if self.background else ",no-background")
+        return f"{SELF_TRAINING_PREFIX}{file_hash(str(fetch(self.model_file)))}{band}"
 
     def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
         import torch
@@ -201,7 +203,7 @@ class SelfTrainingSource:
         for start in range(0, len(image_ids), 32):
             batch = np.stack([self.images[i] for i in image_ids[start:start + 32]])
             logits = predict_logits(model, torch.as_tensor(batch), torch.device("cpu"))
-            out.extend(resize_mask(mask, size) for mask in banded_class_map(logits, self.band))
+            out.extend(resize_mask(mask, size) for mask in banded_class_map(logits, self.band, self.background))
         return _stack(out, size)
 
 

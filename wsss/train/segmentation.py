@@ -138,7 +138,7 @@ def _settings(config: StudyConfig, model: ModelSpec, weights: str, schedule,
         labels=schedule.describe(), schedule=tuple(tuple(step) for step in schedule.steps),
         source_names=tuple(source.name for source in schedule.sources), test_images=test_images,
         test_policies=test_policies(config.data.border_policy, class_names is not None),
-        class_names=class_names,
+        class_names=class_names, background=config.data.background,
         fail_once=FailOnce(int(epoch), str(Path(marker).resolve())) if fail else None)
 
 
@@ -192,7 +192,7 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     for round_number in range(2, section.rounds + 1):  # self-training: the last model's labels
         images = RowsById([splits["train"], splits["val"]], "images")
         source = SelfTrainingSource(f"round{round_number - 1}", outcome.model_file,
-                                    tuple(section.self_training_band), images)
+                                    tuple(section.self_training_band), images, config.data.background)
         schedule = with_reviewed(config, make_schedule([(section.epochs, source)]), dataset,
                                  splits["train"].image_ids)
         outcome = fit_round(run, schedule, name if round_number == section.rounds else f"{name}-round{round_number}",

@@ -53,6 +53,7 @@ class TrainSettings:
     test_images: int
     test_policies: tuple[str, ...]  # the border policies test is scored under (configured first)
     class_names: tuple[str, ...] | None = None  # several classes: C+1 outputs, class view
+    background: bool = True  # False: every pixel is one of its image's classes (data.background)
     fail_once: FailOnce | None = None
 
     @property

@@ -66,20 +66,22 @@ def segmentation_loss(logits, targets, weights=None):
     return masked_bce(logits, targets, weights)
 
 
-def predicted_classes(logits):
-    """N x H x W class maps of a batch's logits: logit > 0 for one channel, else the argmax."""
+def predicted_classes(logits, background: bool = True):
+    """N x H x W class maps of a batch's logits: logit > 0 for one channel, else the argmax
+    (over the classes alone for data without a background)."""
     import torch
 
     if logits.shape[1] > 1:
-        return logits.argmax(1)
+        return logits.argmax(1) if background else logits[:, 1:].argmax(1) + 1
     return (logits[:, 0] > 0).to(torch.uint8)
 
 
-def banded_class_map(logits, band: tuple[float, float]) -> np.ndarray:
+def banded_class_map(logits, band: tuple[float, float], background: bool = True) -> np.ndarray:
     """N x H x W uint8 class maps of the confident pixels of a batch's logits, 255 elsewhere:
     a pixel takes its best class k >= 1 where that class's probability is at least ``band[1]``,
-    background where the background's probability passes 1 - ``band[0]``. With one output
-    channel (probability p of the class) that is: class where p >= hi, background where p < lo."""
+    background where the background's probability passes 1 - ``band[0]`` (never, for data
+    without a background). With one output channel (probability p of the class) that is: class
+    where p >= hi, background where p < lo."""
     import torch
 
     lo, hi = band
@@ -90,7 +92,7 @@ def banded_class_map(logits, band: tuple[float, float]) -> np.ndarray:
         probabilities = torch.softmax(logits, dim=1).numpy()
         best = probabilities[:, 1:].argmax(1).astype(np.uint8) + 1
         sure_class = np.take_along_axis(probabilities, best[:, None].astype(np.int64), 1)[:, 0] >= hi
-        sure_background = probabilities[:, 0] > 1 - lo
+        sure_background = probabilities[:, 0] > 1 - lo if background else np.zeros(best.shape, bool)
     labels = np.full(best.shape, IGNORE, np.uint8)
     labels[sure_class] = best[sure_class]
     labels[sure_background & ~sure_class] = 0
@@ -111,12 +113,12 @@ def score_batch(model, images, targets, meter: SegmentationMeter, device,
     return score_logits(predict_logits(model, images, device, bf16, channels_last), targets, meter)
 
 
-def score_logits(logits, targets, meter: SegmentationMeter) -> tuple[float, int]:
+def score_logits(logits, targets, meter: SegmentationMeter, background: bool = True) -> tuple[float, int]:
     """Add a batch's predicted class maps to ``meter``; returns (loss sum, valid pixels)
     against ``targets``."""
     targets = targets.to(logits.device)
     loss_sum, valid = segmentation_loss(logits, targets)
-    meter.update_batch(predicted_classes(logits).cpu().numpy(), targets.cpu().numpy())
+    meter.update_batch(predicted_classes(logits, background).cpu().numpy(), targets.cpu().numpy())
     return float(loss_sum), int(valid)
 
 

@@ -96,12 +96,13 @@ def log_training(config: Any, outcome: Any, parent_run_id: str | None = None,
 
 
 def class_metrics(test: dict[str, Any]) -> dict[str, float]:
-    """``test_miou`` and ``test_iou_<class>`` of a several-class run ({} for a binary one);
-    a class the test set neither has nor got predicted has no IoU and is left out."""
+    """``test_miou``, ``test_iou_<class>`` and the two accuracies of a several-class run ({} for
+    a binary one); a class the test set neither has nor got predicted has no IoU and is left out."""
     if "miou" not in test:
         return {}
     per_class = {f"test_iou_{name}": value for name, value in test["class_iou"].items() if value == value}
-    return {"test_miou": test["miou"], **per_class}
+    return {"test_miou": test["miou"], "test_pixel_accuracy": test["pixel_accuracy"],
+            "test_class_accuracy": test["class_accuracy"], **per_class}
 
 
 def log_lineage(config: Any, params: dict[str, Any]) -> None:

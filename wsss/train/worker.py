@@ -105,7 +105,7 @@ def evaluate(module, dataset_name: str, settings: TrainSettings, device) -> tupl
     for batch in eval_batches(dataset_name, settings.eval_batch_size, device):
         logits = predict_logits(module, batch["image"], device, settings.bf16, device.type == "cuda")
         for column, meter in meters.items():
-            loss_sum, valid = score_logits(logits, batch[column], meter)
+            loss_sum, valid = score_logits(logits, batch[column], meter, settings.background)
             if column == "target":
                 sums[0] += loss_sum
                 sums[1] += valid
@@ -115,7 +115,7 @@ def evaluate(module, dataset_name: str, settings: TrainSettings, device) -> tupl
 def val_scores(meter: SegmentationMeter, settings: TrainSettings, prefix: str) -> dict[str, float]:
     """A val meter merged across ranks as metrics: the binary view, mIoU with several classes,
     and the images scored."""
-    result = meter.reduce_from_all_processes().result(settings.class_names)
+    result = meter.reduce_from_all_processes().result(settings.class_names, settings.background)
     return {**flat_metrics(result, prefix), **({f"{prefix}miou": result["miou"]} if "miou" in result else {}),
             f"{prefix}images": result["images"]}
 
@@ -162,7 +162,7 @@ def evaluate_test(module, settings: TrainSettings, device) -> tuple[dict[str, Se
     per_image = np.zeros((settings.test_images, 4), np.int64)
     for batch in eval_batches("test", settings.eval_batch_size, device):
         logits = predict_logits(module, batch["image"], device, settings.bf16, device.type == "cuda")
-        predictions, rows = predicted_classes(logits).cpu().numpy(), batch["index"].cpu().numpy()
+        predictions, rows = predicted_classes(logits, settings.background).cpu().numpy(), batch["index"].cpu().numpy()
         for policy, meter in meters.items():
             truth = batch[f"truth__{policy}"].cpu().numpy()
             for row, prediction, target in zip(rows, predictions, truth):
@@ -184,7 +184,7 @@ def test_best(module, settings: TrainSettings, device) -> dict[str, Any]:
     module.load_state_dict(state["model"])
     meters, per_image = evaluate_test(module, settings, device)
     by_policy = {policy: meter.result() for policy, meter in meters.items()}
-    test = meters[settings.border_policy].result(settings.class_names)
+    test = meters[settings.border_policy].result(settings.class_names, settings.background)
     return {"test": test, "test_by_policy": by_policy, "test_per_image": per_image.tolist(),
             "tested_checkpoint": best.checkpoint.path, "tested_epoch": state["epoch"]}
 
