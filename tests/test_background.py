@@ -100,3 +100,29 @@ def test_a_stored_heatmap_set_is_cut_without_background_as_its_params_say(tmp_pa
         manifest = writer.write_manifest({"labeler_id": "cam", "kind": "heatmaps", "complete": True,
                                           "params": {"threshold": 0.5, "background": background}})
         assert MaskSet(writer.uri, manifest, threshold=0.5).read("a").tolist() == expected
+
+
+def _two_region_scene():
+    """A 40 x 60 image, red left of column 30 and blue right of it (noisy), and two CAM-like
+    blobs that miss the edge: class 0's centred at column 20 and wide, class 3's at column 48."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 60, 3), np.float64)
+    image[:, :30] = (200, 40, 40)
+    image[:, 30:] = (40, 40, 200)
+    image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+    columns = np.arange(60)[None, :].repeat(40, 0)
+    maps = np.stack([np.exp(-((columns - 20) / 16.0) ** 2), np.exp(-((columns - 48) / 8.0) ** 2)]).astype(np.float32)
+    truth = np.where(columns < 30, 1, 4).astype(np.uint8)
+    return image, maps / maps.max(axis=(1, 2), keepdims=True), truth
+
+
+def test_pamr_moves_the_class_boundary_onto_the_colour_edge():
+    image, maps, truth = _two_region_scene()
+    plain = class_map(maps, [0, 3], ThresholdParams(threshold=0.0, background=False))
+    assert (plain[:, 30:36] == 1).all()  # the wide blob takes the blue side's first columns
+    labeler = get_labeler_class("pamr")({"threshold": 0.0, "background": False})
+    batch = {"image": image[None], "labels": np.array([[0, 3]]), "heatmap": maps[None]}
+    refined = labeler(batch)["mask"][0]
+    assert (refined == truth).mean() > 0.98 > (plain == truth).mean()
+    meanwise = get_labeler_class("pamr")({"threshold": 0.0, "background": False, "compete": "mean"})
+    assert (meanwise(batch)["mask"][0] == truth).mean() > 0.98

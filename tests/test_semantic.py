@@ -152,7 +152,9 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
                                            {"name": "box", "id": "given", "params": {"box_source": "dataset"}},
                                            {"name": "grabcut", "params": seeds},
                                            {"name": "mix", "params": {**seeds, "n_segments": 20}},
-                                           {"name": "agree", "params": {"sources": ["gradcam", "grabcut"]}}])
+                                           {"name": "agree", "params": {"sources": ["gradcam", "grabcut"]}},
+                                           {"name": "pamr", "params": {"heatmap": {"method": "gradcam"},
+                                                                       "iterations": 3}}])
     summary = run_classifier(config)
     _, meta = load_classifier(summary["checkpoint"])
     assert meta["multi_label"] is True and 0.0 <= meta["test_map"] <= 1.0 and 0.0 <= meta["best_val_map"] <= 1.0
@@ -169,7 +171,7 @@ def test_scenes_classifier_cam_per_class_crf_then_training_on_class_maps(ray_loc
                                                             allow_random_weights=True))
     records = {r.image_id: r for r in dataset.records}
     several = 0
-    for key in ("gradcam", "cam-band", "crf", "given", "grabcut", "mix", "agree"):
+    for key in ("gradcam", "cam-band", "crf", "given", "grabcut", "mix", "agree", "pamr"):
         assert result.per_set[key]["written"] == len(records)
         mask_set = result.open(key)
         loose = result.open(key, threshold=0.0) if key == "gradcam" else None

@@ -11,6 +11,7 @@ from wsss.labelers import (  # noqa: F401
     gradcam,
     gradcampp,
     mix,
+    pamr,
     sam2,
     sam2_refine,
 )
