@@ -23,6 +23,10 @@ KEY_TAG = "wsss.key"
 SUMMARY_COLUMNS = ("table", "run", "stage", "method", "labels", "model", "threshold", "epochs", "select",
                    "dice", "iou", "accuracy", "precision", "recall", "per_image_dice",
                    "labels_dice", "paper_dice", "paper_iou", "val_dice", "weights")
+# Several classes per image: the class view (mIoU, mean class and global pixel accuracy, the
+# labels' own mIoU) in place of one class against the rest, which is 1 where nothing is background.
+CLASS_COLUMNS = ("table", "run", "stage", "method", "labels", "model", "threshold", "epochs", "select",
+                 "miou", "class_accuracy", "pixel_accuracy", "labels_miou", "val_miou", "weights")
 
 
 def find_parent(experiment_id: str, fingerprint: str) -> str | None:
@@ -78,12 +82,13 @@ def log_direct_eval(entry: Any, mask_set: Any, records: list, config: Any, paren
     return active.info.run_id
 
 
-def labels_quality(runs: list[Any]) -> dict[str, tuple[str | None, float]]:
-    """Each mask set's threshold (None for sets stored as masks) and Dice against ground
-    truth, from its run under the sweep: what a trial trained on, beside what it learned."""
+def labels_quality(runs: list[Any], metric: str = "pseudo_micro_dice") -> dict[str, tuple[str | None, float]]:
+    """Each mask set's threshold (None for sets stored as masks) and Dice (or ``metric``)
+    against ground truth, from its run under the sweep: what a trial trained on, beside what it
+    learned."""
     quality = {}
     for run in runs:
-        dice = run.data.metrics.get("pseudo_micro_dice")
+        dice = run.data.metrics.get(metric)
         if run.data.tags.get("stage") == "pseudo_masks" and dice is not None:
             params = run.data.params
             threshold = params.get("params.threshold") if params.get("kind") == "heatmaps" else None
@@ -109,7 +114,7 @@ def summary_rows(experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
     """One row per direct evaluation and trial, with the study's numbers beside ours."""
     rows = []
     runs = children(experiment_id, parent_id)
-    quality = labels_quality(runs)
+    quality, class_quality = labels_quality(runs), labels_quality(runs, "pseudo_miou")
     for run in runs:
         tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
         scored = "test_micro_dice" in metrics
@@ -124,6 +129,10 @@ def summary_rows(experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
             **{name: metrics.get(f"test_micro_{name}") for name in
                ("dice", "iou", "accuracy", "precision", "recall")},
             "per_image_dice": metrics.get("test_per_image_dice"), "miou": metrics.get("test_miou"),
+            "class_accuracy": metrics.get("test_class_accuracy"), "pixel_accuracy": metrics.get("test_pixel_accuracy"),
+            "labels_miou": labels_dice(tags.get("labels", params.get("labels", "")), params.get("threshold", "-"),
+                                       class_quality) if "test_miou" in metrics else None,
+            "val_miou": metrics.get("val_miou"),
             "labels_dice": labels_dice(tags.get("labels", params.get("labels", "")),
                                        params.get("threshold", "-"), quality),
             "paper_dice": paper.dice if paper else None, "paper_iou": paper.iou if paper else None,
@@ -141,11 +150,8 @@ def _cell(value: Any) -> str:
 
 
 def summary_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-    """SUMMARY_COLUMNS, with mIoU before Dice where a row has one (several classes per image)."""
-    if not any(row.get("miou") is not None for row in rows):
-        return SUMMARY_COLUMNS
-    at = SUMMARY_COLUMNS.index("dice")
-    return SUMMARY_COLUMNS[:at] + ("miou",) + SUMMARY_COLUMNS[at:]
+    """SUMMARY_COLUMNS, or CLASS_COLUMNS where rows have an mIoU (several classes per image)."""
+    return CLASS_COLUMNS if any(row.get("miou") is not None for row in rows) else SUMMARY_COLUMNS
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
