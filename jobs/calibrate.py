@@ -8,6 +8,12 @@ trimaps: the CAM family at several thresholds, one view and averaged over scales
 image; the CAM box, GrabCut in it, and GrabCut seeded by the CAM, over their thresholds and
 seeds; the centred ellipse. Runs in this process (no Ray): ~4 minutes for 150 photos on 2 cores.
 Prints a table (pseudo-mask micro Dice, border ignored) and writes it as JSON with ``--out``.
+
+With several classes per image (``data.task: semantic``) it compares the class-map cut rules
+instead, by mIoU over the data's classes: a CAM per class each image carries, cut against a
+background threshold, with every pixel the best of its image's classes above a threshold
+(``data.background: false``), and after PAMR with the maps competing at their peaks or by their
+means. On MSRC-v2's 237 train and val photos: ~2 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 
 from wsss import console
 from wsss.cli.common import add_config_arguments, study_config
-from wsss.data.arrays import decode_records
+from wsss.data.arrays import decode_records, resize_mask
 from wsss.data.prepare import prepare_dataset
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.registry import get_labeler_class
@@ -65,6 +71,57 @@ def labeled(name: str, params: dict, arrays, maps: np.ndarray) -> np.ndarray:
                  "image_id": np.asarray(arrays.image_ids[rows]), "heatmap": maps[rows]}
         masks.append(labeler(batch)["mask"])
     return np.concatenate(masks)
+
+
+CLASS_CUTS = (0.0, 0.1, 0.2, 0.3)
+
+
+def calibrate_classes(config, checkpoint: str, records, dataset) -> list[dict]:
+    """Class-map cut rules of the CAM on the dev images, by mIoU (module doc)."""
+    from wsss.data.decode import record_class_truth
+    from wsss.labelers.base import ThresholdParams, cut_heatmaps
+    from wsss.labelers.entries import padded
+    from wsss.labelers.pamr import PamrParams, competing, refine_maps
+
+    with console.Stage("decode dev images", total=len(records), unit="images") as stage:
+        arrays = decode_records(records, config.data.image_size, progress=stage)
+        stage.done(f"{len(arrays)} images at {config.data.image_size} px")
+    by_id = {record.image_id: record for record in records}
+    chosen = [by_id[image_id] for image_id in arrays.image_ids]
+    labels = padded([record.present for record in chosen])
+    cam = get_labeler_class("cam")({}, LabelerContext(classifier_checkpoint=checkpoint))
+    with cam, console.Stage("CAM per class", total=len(arrays), unit="images") as stage:
+        maps = []
+        for start in range(0, len(arrays), BATCH):
+            maps.append(cam.class_heatmaps(arrays.images[start:start + BATCH], labels[start:start + BATCH]))
+            stage.advance(len(maps[-1]))
+        stage.done(f"{len(arrays)} images")
+    maps = np.concatenate(maps)
+    truth = [record_class_truth(record) for record in chosen]
+
+    def miou(cut: np.ndarray) -> float:
+        meter = SegmentationMeter(len(dataset.classes))
+        for mask, target in zip(cut, truth):
+            meter.update(np.where(mask == 255, 0, mask), resize_mask(target, mask.shape))
+        return meter.result(dataset.classes, background=config.data.background)["miou"]
+
+    rows = []
+    # against a background at each threshold; without one, every pixel its image's best class (a
+    # threshold above 0 only ignores what the background cut would call background: scored alike)
+    cuts = [(threshold, True) for threshold in CLASS_CUTS[1:]] + ([] if config.data.background else [(0.0, False)])
+    for threshold, background in cuts:
+        params = ThresholdParams(threshold=threshold, background=background)
+        name = f"cam @ {threshold}, else background" if background else "cam, every pixel its best class"
+        rows.append({"view": "one view", "method": name, "miou": miou(cut_heatmaps(maps, labels, params))})
+    for compete in ("peak", "mean"):
+        params = PamrParams(threshold=0.0, iterations=20, dilations=(1, 2, 4, 8, 16, 32), compete=compete,
+                            background=config.data.background)
+        refined = np.concatenate([refine_maps(arrays.images[start:start + BATCH],
+                                              competing(maps[start:start + BATCH], compete), params)
+                                  for start in range(0, len(arrays), BATCH)])
+        rows.append({"view": "one view", "method": f"pamr ({compete}) @ 0.0",
+                     "miou": miou(cut_heatmaps(refined, labels, params))})
+    return rows
 
 
 def candidates(view: str):
@@ -120,9 +177,11 @@ def run(args: argparse.Namespace) -> int:
                     "(with the same --set options) first")
         return 2
     records = dataset.split("trainval")  # the development half: never the test split
-    rows = calibrate(config, checkpoint, records)
-    lines = ["| view | method | dev Dice |", "|---|---|---|"]
-    lines += [f"| {r['view']} | {r['method']} | {r['dice']:.3f} |" for r in rows]
+    metric = "miou" if dataset.pixel_classes else "dice"
+    rows = calibrate_classes(config, checkpoint, records, dataset) if dataset.pixel_classes else \
+        calibrate(config, checkpoint, records)
+    lines = [f"| view | method | dev {'mIoU' if metric == 'miou' else 'Dice'} |", "|---|---|---|"]
+    lines += [f"| {r['view']} | {r['method']} | {r[metric]:.3f} |" for r in rows]
     console.echo("\n".join(lines))
     if args.out:
         args.out.write_text(json.dumps({"images": len(records), "split": "trainval", "rows": rows}, indent=2))

@@ -266,9 +266,9 @@ def class_table(runs: SweepRuns) -> Table | None:
              ("miou", "mIoU"), *((f"iou_{name}", name) for name in classes))
     return Table("classes", "Per-class IoU on test (several classes per image)",
                  ("run", "run_id", "labels", "model", "weights", "miou", *(f"iou_{n}" for n in classes)),
-                 shown, rows, ["mIoU averages the IoU of background and every class the test set "
-                               "holds or a run predicted (PASCAL VOC's definition); '-' where a class "
-                               "is in neither."])
+                 shown, rows, ["mIoU averages the IoU of background (where the data has one) and every "
+                               "class the test set holds or a run predicted (PASCAL VOC's definition); "
+                               "'-' where a class is in neither."])
 
 
 def all_tables(runs: SweepRuns) -> list[Table]:
