@@ -150,8 +150,13 @@ def _cell(value: Any) -> str:
 
 
 def summary_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-    """SUMMARY_COLUMNS, or CLASS_COLUMNS where rows have an mIoU (several classes per image)."""
-    return CLASS_COLUMNS if any(row.get("miou") is not None for row in rows) else SUMMARY_COLUMNS
+    """SUMMARY_COLUMNS, or CLASS_COLUMNS where rows have an mIoU (several classes per image), with
+    any class's Dice against background beside them where the data has a background (without
+    one, every labelled pixel is some class and that Dice is 1)."""
+    if not any(row.get("miou") is not None for row in rows):
+        return SUMMARY_COLUMNS
+    against_background = any(row.get("dice") is not None and row["dice"] < 1.0 for row in rows)
+    return CLASS_COLUMNS[:-1] + (("dice", "labels_dice") if against_background else ()) + CLASS_COLUMNS[-1:]
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
