@@ -4,8 +4,9 @@
 
 Reads the study's ``trainval`` images (train + val; never ``test``, whose figures the tables
 report) and the classifier the study trained (``wsss classify`` first), and scores against the
-trimaps: the CAM family at several thresholds, one view and averaged over scales and the mirror
-image; the CAM box, GrabCut in it, and GrabCut seeded by the CAM, over their thresholds and
+trimaps: the CAM (of the study's classifier, and of the ImageNet classifier that saw none of the
+data: ``imagenet_cam``) at several thresholds, one view and averaged over scales and the mirror
+image; the box of each, GrabCut in it, and GrabCut seeded by each, over their thresholds and
 seeds; the centred ellipse. Runs in this process (no Ray): ~4 minutes for 150 photos on 2 cores.
 Prints a table (pseudo-mask micro Dice, border ignored) and writes it as JSON with ``--out``.
 
@@ -19,6 +20,7 @@ means. On MSRC-v2's 237 train and val photos: ~2 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -39,13 +41,15 @@ VIEWS = {"one view": {"scales": [1.0], "flip": False},
 CAM_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 BOX_THRESHOLDS = (0.1, 0.2, 0.3)
 SEEDS = ((0.2, 0.5), (0.3, 0.7), (0.3, 0.9))
+# the study's classifier's CAM, and the ImageNet classifier's own (trained on nothing of the data)
+HEATMAP_METHODS = ("cam", "imagenet_cam")
 BATCH = 16
 
 
-def heatmaps(arrays, checkpoint: str, views: dict) -> np.ndarray:
-    """The CAM of every dev image under one view setting."""
-    cam = get_labeler_class("cam")(views, LabelerContext(classifier_checkpoint=checkpoint))
-    with cam, console.Stage(f"CAM, {len(views['scales'])} scale(s)", total=len(arrays), unit="images") as stage:
+def heatmaps(arrays, checkpoint: str, views: dict, method: str = "cam") -> np.ndarray:
+    """The CAM (or another heatmap method's map) of every dev image under one view setting."""
+    cam = get_labeler_class(method)(views, LabelerContext(classifier_checkpoint=checkpoint))
+    with cam, console.Stage(f"{method}, {len(views['scales'])} scale(s)", total=len(arrays), unit="images") as stage:
         maps = []
         for start in range(0, len(arrays), BATCH):
             maps.append(cam.heatmaps(arrays.images[start:start + BATCH], arrays.labels[start:start + BATCH]))
@@ -124,17 +128,17 @@ def calibrate_classes(config, checkpoint: str, records, dataset) -> list[dict]:
     return rows
 
 
-def candidates(view: str):
+def candidates(view: str, method: str = "cam"):
     """(row name, labeler, params) of every setting tried under one view setting."""
-    ref = {"method": "cam", **VIEWS[view]}
+    ref = {"method": method, **VIEWS[view]}
     for threshold in CAM_THRESHOLDS:
-        yield f"cam @ {threshold}", "cam", None, threshold
+        yield f"{method} @ {threshold}", method, None, threshold
     for threshold in BOX_THRESHOLDS:
-        yield f"box @ {threshold}", "box", {"threshold": threshold, "heatmap": ref}, None
-        yield f"grabcut (box) @ {threshold}", "grabcut", {"threshold": threshold, "heatmap": ref}, None
+        yield f"box ({method}) @ {threshold}", "box", {"threshold": threshold, "heatmap": ref}, None
+        yield f"grabcut (box, {method}) @ {threshold}", "grabcut", {"threshold": threshold, "heatmap": ref}, None
     for lo, hi in SEEDS:
         params = {"init": "seeds", "seeds": [lo, hi], "threshold": 0.2, "heatmap": ref}
-        yield f"grabcut (seeds {lo}/{hi})", "grabcut", params, None
+        yield f"grabcut (seeds {lo}/{hi}, {method})", "grabcut", params, None
 
 
 def calibrate(config, checkpoint: str, records) -> list[dict]:
@@ -144,10 +148,10 @@ def calibrate(config, checkpoint: str, records) -> list[dict]:
     policy = config.data.border_policy
     rows = [{"view": "-", "method": "ellipse",
              "dice": dice(labeled("ellipse", {}, arrays, np.zeros(arrays.images.shape[:3])), arrays, policy)}]
-    for view, settings in VIEWS.items():
-        maps = heatmaps(arrays, checkpoint, settings)
-        with console.Stage(f"score ({view})", total=None) as stage:
-            for row, name, params, threshold in candidates(view):
+    for (view, settings), method in itertools.product(VIEWS.items(), HEATMAP_METHODS):
+        maps = heatmaps(arrays, checkpoint, settings, method)
+        with console.Stage(f"score ({method}, {view})", total=None) as stage:
+            for row, name, params, threshold in candidates(view, method):
                 masks = (maps >= threshold).astype(np.uint8) if threshold is not None else \
                     labeled(name, params, arrays, maps)
                 rows.append({"view": view, "method": row, "dice": dice(masks, arrays, policy)})

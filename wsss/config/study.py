@@ -95,6 +95,11 @@ class StudyConfig(StrictModel):
                 raise ValueError(f"labeler {spec.key!r} ({spec.name}) makes one-class masks only; with "
                                  f"data.task: semantic use {', '.join(able)} (each class the image "
                                  f"carries gets its own heatmap, box or prompt)")
+            heatmap = spec.params.get("heatmap")
+            method = heatmap.get("method") if isinstance(heatmap, dict) else None
+            if method and not get_labeler_class(method).per_class:
+                raise ValueError(f"labeler {spec.key!r} builds on heatmap {method!r}, one map for every "
+                                 f"class; with data.task: semantic use a class's own map (cam, gradcam, ...)")
         return self
 
     @model_validator(mode="after")

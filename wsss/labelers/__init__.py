@@ -10,6 +10,7 @@ from wsss.labelers import (  # noqa: F401
     grabcut,
     gradcam,
     gradcampp,
+    imagenet_cam,
     mix,
     pamr,
     sam2,

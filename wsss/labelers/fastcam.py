@@ -139,10 +139,14 @@ class CamEngine:
         out = {}
         with torch.no_grad():
             for key, (method, target) in zip(keys, kinds):
-                rows = self.head_weight.to(features.device)[targets[target]]
+                rows = self.target_rows(logits, targets[target])
                 weights = channel_weights(method, features, grads.get(target), rows)
                 out[key] = cam_maps(weights, features, size).cpu().numpy()  # float32 already
         return out
+
+    def target_rows(self, logits, indices):
+        """N x C head rows of each image's target class (``indices``: N class indices)."""
+        return self.head_weight.to(logits.device)[indices]
 
     def _to_tensor(self, inputs):
         if isinstance(inputs, np.ndarray):

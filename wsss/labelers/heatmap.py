@@ -83,9 +83,13 @@ class HeatmapLabeler(Labeler):
             self._model, self._layer = model, get_module(model, spec.target_layer)
             self._head = get_module(model, spec.head)
             bf16 = BF16_ON_CUDA and self.context.device.startswith("cuda")
-            engine = CamEngine(model, self._layer, self._head, self.context.device, bf16=bf16)
+            engine = self._engine(model, self._layer, self._head, bf16)
             self._cam = SharedCams(engine, [(self.name, self.params.target)])
         return self._cam
+
+    def _engine(self, model: Any, layer: Any, head: Any, bf16: bool) -> CamEngine:
+        """The fast engine for this method (one whose target rows differ overrides it)."""
+        return CamEngine(model, layer, head, self.context.device, bf16=bf16)
 
     def reference_cam(self) -> Any:
         """pytorch-grad-cam's object for this method on a copy of the classifier: the reference

@@ -27,8 +27,7 @@ TIMM_PREFIX = "timm/"
 # timm models whose pooled, classified features are not their last feature stage: CAM reads the
 # layer the head pools (EfficientNet: conv_head + bn2, 1280 channels, not blocks.6 with 320).
 TIMM_SPECS: dict[str, BackboneSpec] = {
-    "efficientnet_lite0": BackboneSpec("bn2", "classifier"),
-    "tf_efficientnet_lite0": BackboneSpec("bn2", "classifier"),
+    f"{prefix}efficientnet_lite{n}": BackboneSpec("bn2", "classifier") for prefix in ("", "tf_") for n in (0, 1, 2)
 }
 
 

