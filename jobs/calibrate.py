@@ -129,16 +129,18 @@ def calibrate_classes(config, checkpoint: str, records, dataset) -> list[dict]:
 
 
 def candidates(view: str, method: str = "cam"):
-    """(row name, labeler, params) of every setting tried under one view setting."""
+    """(row name, labeler, params) of every setting tried under one view setting; rows on
+    another map than the study's CAM name it."""
     ref = {"method": method, **VIEWS[view]}
+    on = "" if method == "cam" else f" on {method}"
     for threshold in CAM_THRESHOLDS:
         yield f"{method} @ {threshold}", method, None, threshold
     for threshold in BOX_THRESHOLDS:
-        yield f"box ({method}) @ {threshold}", "box", {"threshold": threshold, "heatmap": ref}, None
-        yield f"grabcut (box, {method}) @ {threshold}", "grabcut", {"threshold": threshold, "heatmap": ref}, None
+        yield f"box{on} @ {threshold}", "box", {"threshold": threshold, "heatmap": ref}, None
+        yield f"grabcut (box){on} @ {threshold}", "grabcut", {"threshold": threshold, "heatmap": ref}, None
     for lo, hi in SEEDS:
         params = {"init": "seeds", "seeds": [lo, hi], "threshold": 0.2, "heatmap": ref}
-        yield f"grabcut (seeds {lo}/{hi}, {method})", "grabcut", params, None
+        yield f"grabcut (seeds {lo}/{hi}){on}", "grabcut", params, None
 
 
 def calibrate(config, checkpoint: str, records) -> list[dict]:

@@ -28,6 +28,8 @@ def test_every_setting_is_scored_on_trainval_and_never_on_test(synthetic_root, t
     for view in calibrate.VIEWS:
         assert (view, "cam @ 0.5") in methods and (view, "grabcut (seeds 0.3/0.7)") in methods
         assert (view, "grabcut (box) @ 0.2") in methods and (view, "box @ 0.3") in methods
+        assert (view, "imagenet_cam @ 0.3") in methods  # the ImageNet classifier's own map
+        assert (view, "grabcut (seeds 0.3/0.7) on imagenet_cam") in methods
     assert ("-", "ellipse") in methods
     assert all(0.0 <= row["dice"] <= 1.0 for row in rows)
 

@@ -13,8 +13,7 @@ from wsss.labelers.fastcam import CamEngine
 from wsss.labelers.imagenet_cam import IMAGENET_BACKBONE, TopClassesEngine
 from wsss.labelers.registry import get_labeler_class
 from wsss.masks.pipeline import generate_masks
-from wsss.models.classifier import build_classifier, get_module, save_classifier
-from wsss.models.packaged import imagenet_classifier
+from wsss.models.classifier import build_classifier, get_module, imagenet_classifier, save_classifier
 
 VIEWS = {"scales": [0.6, 1.0], "flip": True}
 

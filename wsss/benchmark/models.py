@@ -18,7 +18,7 @@ from wsss.benchmark.train import train_arrays
 from wsss.data.transforms import to_input_tensor
 from wsss.labelers.base import LabelerContext
 from wsss.labelers.fastcam import BF16_ON_CUDA, CamEngine
-from wsss.labelers.registry import cam_methods
+from wsss.labelers.registry import reference_cam_methods
 from wsss.labelers.sam2 import centre_point
 from wsss.labelers.sam2_engine import EngineKey, Sam2Engine
 from wsss.masks.stages import HeatmapStage
@@ -133,11 +133,11 @@ def cam_fast_paths(work: Workload, settings: Settings, results: dict[str, dict])
     device, context = settings.device, classifier_context(work, settings)
     batches = _batches(work, settings.model_images, settings.cam_batch)
     count = sum(len(b["image"]) for b in batches)
-    stage = _heatmap_stage(cam_methods(), context)
+    stage = _heatmap_stage(reference_cam_methods(), context)
     stage(_noise_like(batches[0]))  # warm-up
     shared = timed(lambda: [stage(b) for b in batches], device)
-    single = sum(count / results[m]["path_images_per_s"] for m in cam_methods())
-    reference = sum(count / results[m]["reference_images_per_s"] for m in cam_methods())
+    single = sum(count / results[m]["path_images_per_s"] for m in reference_cam_methods())
+    reference = sum(count / results[m]["reference_images_per_s"] for m in reference_cam_methods())
     gpu = device.startswith("cuda")
     out = [
         fast_path("three CAM kinds in one pass vs three single-kind passes", 1.5 if gpu else 2.5,
@@ -156,7 +156,7 @@ def cam_fast_paths(work: Workload, settings: Settings, results: dict[str, dict])
 
 def _bf16_cams(labeler: Any, batches: list[dict], device: str) -> dict[str, Any]:
     """The engine in bf16 autocast against fp32 on the same batches (all three kinds)."""
-    kinds = [(method, "labelled") for method in cam_methods()] + [("gradcam", "predicted")]
+    kinds = [(method, "labelled") for method in reference_cam_methods()] + [("gradcam", "predicted")]
     results, seconds = {}, {}
     for bf16 in (False, True):
         engine = CamEngine(labeler._model, labeler._layer, labeler._head, device, bf16=bf16)

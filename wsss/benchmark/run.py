@@ -30,9 +30,9 @@ from wsss.benchmark import train as train_bench
 from wsss.benchmark.common import Settings, prepare_workload
 from wsss.benchmark.models import cam_fast_paths
 from wsss.benchmark.report import machine_info
-from wsss.labelers.registry import cam_methods
+from wsss.labelers.registry import reference_cam_methods
 
-CAM_STAGES = cam_methods()
+CAM_STAGES = reference_cam_methods()
 STAGES = ("decode", *CAM_STAGES, "grabcut", "slic", "mix", "sam2", "train", "infer", "pseudo", "import")
 RAY_ONLY = ("pseudo",)
 

@@ -40,6 +40,7 @@ class HeatmapLabeler(Labeler):
     stage: ClassVar[str] = "heatmap"
     per_class: ClassVar[bool] = True  # a map per class the image carries (masks.stages.class_heatmaps)
     uses_gradients: ClassVar[bool] = True  # False: the formula reads no gradient (no backward)
+    has_reference: ClassVar[bool] = True  # pytorch-grad-cam has this method (``cam_factory``)
 
     @staticmethod
     def channel_weights(activations, grads, head_rows):

