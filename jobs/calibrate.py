@@ -7,7 +7,7 @@ report) and the classifier the study trained (``wsss classify`` first), and scor
 trimaps: the CAM (of the study's classifier, and of the ImageNet classifier that saw none of the
 data: ``imagenet_cam``) at several thresholds, one view and averaged over scales and the mirror
 image; the box of each, GrabCut in it, and GrabCut seeded by each, over their thresholds and
-seeds; the centred ellipse. Runs in this process (no Ray): ~4 minutes for 150 photos on 2 cores.
+seeds; the centred ellipse. Runs in this process (no Ray): ~8 minutes for 150 photos on 2 cores (two maps).
 Prints a table (pseudo-mask micro Dice, border ignored) and writes it as JSON with ``--out``.
 
 With several classes per image (``data.task: semantic``) it compares the class-map cut rules
