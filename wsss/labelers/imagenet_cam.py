@@ -16,6 +16,7 @@ and GrabCut seeded by it beside the study's classifier's CAM.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +32,12 @@ from wsss.models.packaged import packaged_file
 IMAGENET_BACKBONE = "tf_efficientnet_lite0"
 INPUT_SIZE = 320  # the classifier's side at scale 1.0 (a 10 x 10 last feature map)
 TOP_K = 5
+
+
+@functools.cache
+def _weights_id(backbone: str) -> str:
+    """The packaged weights' identity, hashed once per process (a fingerprint asks often)."""
+    return f"imagenet-{backbone}-{file_hash(packaged_file(backbone))}"
 
 
 class TopClassesEngine(CamEngine):
@@ -61,7 +68,7 @@ class ImagenetCAM(HeatmapLabeler):
         return head_rows
 
     def weights_id(self) -> str:
-        return f"imagenet-{IMAGENET_BACKBONE}-{file_hash(packaged_file(IMAGENET_BACKBONE))}"
+        return _weights_id(IMAGENET_BACKBONE)
 
     def _load_model(self) -> tuple[Any, str, int | None]:
         model = imagenet_classifier(IMAGENET_BACKBONE).to(self.context.device)
