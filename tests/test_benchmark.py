@@ -96,7 +96,7 @@ def test_quick_run_in_process_writes_json_and_one_mlflow_run(tmp_path, capsys):
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"bench.json", "benchmark.md"} <= artifacts
 
-    # --show prints the saved run's tables again, as the README's performance section does
+    # --show prints the saved run's tables again, as docs/performance.md does
     assert main(["--show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert format_table(payload) in shown and "--quick" in shown

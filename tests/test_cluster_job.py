@@ -1,7 +1,7 @@
-"""The README's cluster path on this machine: `ray start --head` with token auth, an MLflow
-tracking server from mlflow/serve.sh with its artifacts in S3, `ray job submit --working-dir .`
-of a scaled-down smoke sweep whose every storage field is an s3:// URI (a local S3: moto), the
-runs in MLflow; the job server refuses a request without the token.
+"""The cluster walk-through (docs/cluster.md) on this machine: `ray start --head` with token auth,
+an MLflow tracking server from mlflow/serve.sh with its artifacts in S3, `ray job submit
+--working-dir .` of a scaled-down smoke sweep whose every storage field is an s3:// URI (a local
+S3: moto), the runs in MLflow; the job server refuses a request without the token.
 
 The cluster is ours alone: its own ports, token and temp dir, stopped by the pids we started
 (`ray stop` would stop every Ray instance of this user on the machine)."""

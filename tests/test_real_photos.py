@@ -4,7 +4,7 @@ beat the centred ellipse and reach a floor.
 
 The floors sit under what this exact setup measured (see ``FLOORS``); the run trains a small
 classifier on 40 training photos, so it measures the product's path end to end, not the
-pets preset's full figures (README, "Real photographs").
+pets preset's full figures (docs/real-photos.md).
 """
 
 from __future__ import annotations
