@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -381,19 +382,56 @@ def test_schedule_switches_source_and_a_failed_worker_resumes_from_its_checkpoin
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["auto", "ray_train"])  # one worker: in a Ray task, in Train
 def test_rerun_with_the_same_name_resumes_a_crashed_run(ray_quiet, synthetic_root, tmp_path,
-                                                       monkeypatch):
+                                                       monkeypatch, trainer):
     from ray.train import TrainingFailedError
 
-    from wsss.train.segmentation import fit_segmentation
-    from wsss.train.worker import FAIL_ONCE_ENV
+    from wsss.train.segmentation import fit_segmentation, trains_in_process
+    from wsss.train.worker import FAIL_ONCE_ENV, InjectedFailure
 
     monkeypatch.setenv(FAIL_ONCE_ENV, f"2:{tmp_path / 'failed-once'}")
-    config = study(synthetic_root, tmp_path, workers=1, epochs=2, limit=6)
-    with pytest.raises(TrainingFailedError):
+    config = study(synthetic_root, tmp_path, workers=1, epochs=2, limit=6,
+                   scaling={"num_workers": 1, "trainer": trainer})
+    assert trains_in_process(config) == (trainer == "auto")
+    with pytest.raises(InjectedFailure if trainer == "auto" else TrainingFailedError):
         fit_segmentation(config, name="crashy", model_options={"width": 0.125})
     outcome = fit_segmentation(config, name="crashy", model_options={"width": 0.125})
     assert [row["attempt_started_at"] for row in outcome.history] == [1, 2]
+    assert [row["epoch"] for row in outcome.history] == [1, 2]
+
+
+@pytest.mark.slow
+def test_one_worker_in_this_process_restarts_from_its_checkpoint_and_keeps_the_best(
+        ray_quiet, synthetic_root, tmp_path, monkeypatch):
+    """The in-process worker (what a sweep trial runs) recovers as Ray Train does: a failure
+    at epoch 2 restarts the loop from epoch 1's checkpoint within the same call; the tested
+    checkpoint is the best by val Dice, and only it and the latest stay on disk."""
+    from wsss.train.local import INDEX_FILE
+    from wsss.train.segmentation import fit_segmentation
+    from wsss.train.worker import FAIL_ONCE_ENV
+
+    marker = tmp_path / "failed-once"
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"2:{marker}")
+    config = study(synthetic_root, tmp_path, workers=1, epochs=3, max_failures=1, limit=8)
+    reports = []
+
+    class Seen:
+        def after_report(self, run_context, metrics, checkpoint):
+            reports.append((metrics[0].get("epoch"), checkpoint is not None))
+
+    outcome = fit_segmentation(config, name="here", model_options={"width": 0.125}, here=True,
+                               callbacks=[Seen()])
+    assert marker.is_file()
+    assert [row["attempt_started_at"] for row in outcome.history] == [1, 2, 2]
+    assert reports == [(1, True), (2, True), (3, True), (3, False)]  # epochs, then the test
+    best = max(outcome.history, key=lambda row: (row["val_micro_dice"], row["epoch"]))
+    assert outcome.tested_epoch == best["epoch"]
+    run_dir = tmp_path / "results" / "here"
+    kept = sorted(p.name for p in run_dir.glob("checkpoint_*"))
+    assert kept == sorted({"checkpoint_000003", f"checkpoint_{best['epoch']:06d}"})
+    assert json.loads((run_dir / INDEX_FILE).read_text())[-1]["metrics"]["epoch"] == 3
+    assert Path(outcome.checkpoint).name == f"checkpoint_{best['epoch']:06d}"
 
 
 @pytest.mark.slow

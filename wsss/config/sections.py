@@ -47,8 +47,8 @@ class DataConfig(StrictModel):
     root: LocalPath = "data/synthetic-pets"
     format: Literal["oxford-pets", "imagefolder", "csv", "coco", "voc"] = Field(
         "oxford-pets", description="how root is laid out: the study's dataset, class folders, a "
-                                   "CSV manifest, a COCO JSON or a PASCAL VOC tree (see the README: "
-                                   "Your own data)")
+                                   "CSV manifest, a COCO JSON or a PASCAL VOC tree (docs/guide.md: "
+                                   "your own images)")
     manifest: str | None = Field(None, description="csv: labels.csv, coco: annotations.json by "
                                                    "default; a path relative to root")
     classes: list[str] | None = Field(None, description="the class names and their order; default: "
@@ -102,6 +102,11 @@ class ScalingSection(StrictModel):
     num_workers: int = Field(1, ge=0)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    trainer: Literal["auto", "ray_train"] = Field(
+        "auto", description="segmentation training with one worker: auto runs the loop in the "
+        "process that holds the worker's resources (a sweep trial's own, or one Ray task), "
+        "without Ray Train's controller and worker group; ray_train always starts Ray Train. "
+        "Several workers always train in Ray Train (DDP)")
 
 
 class ClassifierConfig(StrictModel):

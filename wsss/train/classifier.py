@@ -95,7 +95,7 @@ def check_classifier_config(config: StudyConfig) -> None:
 def classifier_fingerprint(config: StudyConfig, dataset_fingerprint: str) -> str:
     """Hash of what decides the trained weights: the classifier section and the dataset."""
     ignored = {"storage": True, "checkpoint": True, "eval_batch_size": True,
-               "max_failures": True, "scaling": {"cpus_per_worker"}}  # where/how fast, not what
+               "max_failures": True, "scaling": {"cpus_per_worker", "trainer"}}  # where/how fast, not what
     section = config.classifier.model_dump(mode="json", exclude=ignored)
     synth = config.data.synthetic.model_dump() if config.data.synthetic else None
     return stable_hash({"classifier": section, "dataset": dataset_fingerprint, "synthetic": synth})

@@ -21,6 +21,7 @@ from wsss import console, storage
 from wsss.config import ConfigError
 from wsss.data.arrays import load_arrays
 from wsss.storage import absolute
+from wsss.train import local
 
 if TYPE_CHECKING:
     from wsss.config import ScalingSection
@@ -114,14 +115,18 @@ def arrays_dataset(columns: dict[str, np.ndarray], order: np.ndarray | None = No
 
 
 def built_dataset(count: int, build: Callable[..., dict[str, np.ndarray]], rows_per_block: int = ROWS_PER_BLOCK,
-                  **kwargs: Any):
+                  *, here: bool = False, **kwargs: Any):
     """A materialized Ray dataset of ``count`` rows built one block at a time:
     ``build(start, stop, **kwargs)`` returns rows [start, stop) as numpy columns, each block is
     put in the object store and let go, so the driver holds one block however large the set
-    (the decode cache is memory-mapped, targets are made per block)."""
+    (the decode cache is memory-mapped, targets are made per block). ``here``: the blocks
+    joined for the in-process worker (``wsss.train.local.BlockDataset``), no Ray Data."""
     import ray
     import ray.data
 
+    if here:
+        return local.BlockDataset([build(start, min(start + rows_per_block, count), **kwargs)
+                                   for start in range(0, max(count, 1), rows_per_block)])
     refs = [ray.put(arrow_table(build(start, min(start + rows_per_block, count), **kwargs)))
             for start in range(0, max(count, 1), rows_per_block)]
     dataset = ray.data.from_arrow_refs(refs)
@@ -175,9 +180,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rank_and_world() -> tuple[int, int]:
-    """(world rank, world size) of this Train worker."""
+    """(world rank, world size) of this Train worker ((0, 1) for the one in-process worker)."""
     import ray.train
 
+    if local.current() is not None:
+        return 0, 1
     context = ray.train.get_context()
     return context.get_world_rank(), context.get_world_size()
 
@@ -186,7 +193,33 @@ def worker_device():
     """The torch device Train assigned to this worker (cuda:<i> with use_gpu, else cpu)."""
     import ray.train.torch
 
-    return ray.train.torch.get_device()
+    session = local.current()
+    return session.device if session is not None else ray.train.torch.get_device()
+
+
+def dataset_shard(name: str) -> Any:
+    """This worker's iterator of the run's dataset ``name`` (whole for the in-process worker)."""
+    import ray.train
+
+    session = local.current()
+    return session.dataset(name) if session is not None else ray.train.get_dataset_shard(name)
+
+
+def reported_checkpoints() -> list[Any]:
+    """The run's kept checkpoints, each with ``.metrics`` and ``.checkpoint``."""
+    import ray.train
+
+    session = local.current()
+    return session.reported() if session is not None else ray.train.get_all_reported_checkpoints()
+
+
+def prepare_model(model: Any) -> Any:
+    """The model on this worker's device, wrapped in DDP by Train when there are several."""
+    import ray.train.torch
+
+    if local.current() is not None:
+        return model.to(worker_device())
+    return ray.train.torch.prepare_model(model)
 
 
 def all_reduce_sums(values: list[float], device: Any) -> list[float]:
@@ -206,10 +239,9 @@ def eval_batches(dataset_name: str, batch_size: int, device: Any) -> Iterator[di
     Each rank reads the whole set (cheap: it is in the object store) but computes on its
     own batches only, so the ranks together see every row exactly once.
     """
-    import ray.train
 
     rank, world = rank_and_world()
-    iterator = ray.train.get_dataset_shard(dataset_name)
+    iterator = dataset_shard(dataset_name)
     for index, batch in enumerate(iterator.iter_torch_batches(batch_size=batch_size,
                                                               device="cpu")):
         if index % world == rank:
@@ -222,12 +254,19 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None
     import torch
 
     rank, _ = rank_and_world()
+    session = local.current()
     if state is None or rank != 0:
-        ray.train.report(metrics, checkpoint=None)
+        if session is not None:
+            session.report(metrics)
+        else:
+            ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory(prefix="wsss-ckpt-") as directory:
         torch.save(state, Path(directory) / STATE_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        if session is not None:
+            session.report(metrics, directory)
+        else:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def load_state(checkpoint: Any, mmap: bool = False) -> dict[str, Any]:
@@ -257,7 +296,8 @@ def restore_state() -> dict[str, Any] | None:
     """The state of the run's latest checkpoint when resuming, else None."""
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
+    session = local.current()
+    checkpoint = session.resumed_from if session is not None else ray.train.get_checkpoint()
     return None if checkpoint is None else load_state(checkpoint)
 
 

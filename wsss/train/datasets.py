@@ -118,22 +118,23 @@ def warn_missing(sources, image_ids: list[str]) -> None:
 
 
 def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig, classes: bool,
-                   voters: list[Any] = ()) -> dict:
+                   voters: list[Any] = (), here: bool = False) -> dict:
     """Ray datasets built one block at a time (``built_dataset``): train (``train_columns``, in
     one seeded random order), val (``val_columns``) and test (``test_columns``). Pixels come
     from the memory-mapped decode cache and targets are made per block, so the driver never
-    holds a split's pixels or targets."""
+    holds a split's pixels or targets. ``here``: for the in-process worker, the same blocks
+    held in this process (``wsss.train.local.BlockDataset``)."""
     border_policy, seed = config.data.border_policy, config.train.seed
     train, val, test = splits["train"], splits["val"], splits["test"]
     warn_missing([*schedule.sources, *voters], train.image_ids)
     selection = resolve_select(config.train.select, [source.name for source in schedule.sources])
     return {
-        "train": built_dataset(len(train), train_columns, train=reference(train),
+        "train": built_dataset(len(train), train_columns, here=here, train=reference(train),
                                order=shuffled_order(len(train), seed), sources=schedule.sources,
                                voters=list(voters)),
-        "val": built_dataset(len(val), val_block, val=reference(val), schedule=schedule,
+        "val": built_dataset(len(val), val_block, here=here, val=reference(val), schedule=schedule,
                              selection=selection, border_policy=border_policy,
                              gt_metrics=config.train.val_gt_metrics, classes=classes),
-        "test": built_dataset(len(test), test_columns, test=reference(test), border_policy=border_policy,
+        "test": built_dataset(len(test), test_columns, here=here, test=reference(test), border_policy=border_policy,
                               classes=classes),
     }

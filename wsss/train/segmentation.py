@@ -1,7 +1,8 @@
-"""Train a segmentation network (UNet, DeepLabV3, FCN) on Ray Train from a study config.
+"""Train a segmentation network (UNet, DeepLabV3, FCN) from a study config.
 
 - ``fit_segmentation(config, labels=..., model=...)`` decodes the splits once (cached), builds
-  the label schedule's targets, fits a ``TorchTrainer`` (loop: ``wsss.train.worker``) and
+  the label schedule's targets, fits the loop (``wsss.train.worker``): on one worker in the
+  process that holds it (``wsss.train.local``), on several in a Ray Train ``TorchTrainer``; and
   returns a ``TrainingOutcome``: test metrics of the checkpoint ``train.select`` chose, its path, an
   exported model file, a sample figure, the per-epoch history and the run's params. No MLflow,
   so a sweep can call it inside a trial and log child runs itself.
@@ -46,6 +47,7 @@ from wsss.train.labels import (
     SelfTrainingSource,
     make_schedule,
 )
+from wsss.train.local import fit_here, fit_in_task
 from wsss.train.progress import epoch_progress
 from wsss.train.settings import FailOnce, TrainSettings
 from wsss.train.study_labels import agreement_voters, label_schedule, reviewed_params, with_reviewed
@@ -72,7 +74,8 @@ class TrainingOutcome:
     history: list[dict[str, Any]]
     params: dict[str, Any]
     random_weights: bool
-    timings: dict[str, float]  # rank 0's setup, per-epoch (train + val + checkpoint), test
+    timings: dict[str, float]  # rank 0's setup, per-epoch (train + val + checkpoint), test;
+    # work_seconds: epochs and tests of every round (the rest of a trial is its overhead)
     # the same test predictions scored under every border policy (``test`` is one of them)
     test_by_policy: dict[str, Any] = field(default_factory=dict)
     per_image_file: str | None = None  # PER_IMAGE_FILE: per-image test scores, configured policy
@@ -169,15 +172,25 @@ def _params(config: StudyConfig, settings: TrainSettings, splits: dict, dataset_
             **{f"{split}_images": len(splits[split]) for split in ("train", "val", "test")}}
 
 
+def trains_in_process(config: StudyConfig) -> bool:
+    """Whether this run's one worker trains without Ray Train (``wsss.train.local``): one
+    worker, ``trainer: auto`` and checkpoints in a folder (Train uploads to object stores)."""
+    scaling = config.train.scaling
+    return (scaling.num_workers == 1 and scaling.trainer == "auto"
+            and not storage.is_remote(config.train.storage))
+
+
 def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | None = None,
                      model_options: dict[str, Any] | None = None, name: str | None = None,
-                     callbacks: list | None = None) -> TrainingOutcome:
-    """Train on Ray Train and test the best checkpoint; see the module docstring.
+                     callbacks: list | None = None, here: bool = False) -> TrainingOutcome:
+    """Train and test the best checkpoint; see the module docstring.
 
     ``labels`` overrides ``train.labels`` (a key, a schedule, or ``wsss.train.labels``
     objects); ``model`` and ``model_options`` (e.g. ``{"width": 0.25}`` for a narrow UNet)
     override ``train.model`` and its options as ``TrainConfig.model_spec`` says; ``callbacks``
-    go to Train's RunConfig.
+    (``ray.train.UserCallback``s) see every report. Where ``trains_in_process``, the one
+    worker runs in this process with ``here`` (a sweep trial, which holds the worker's
+    resources) or else in one Ray task; otherwise Ray Train runs it.
     """
     section = config.train
     spec = section.model_spec(model, model_options)
@@ -187,7 +200,7 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     splits = decoded_splits(config, dataset, section.image_size, min_train=2)
     schedule = label_schedule(config, labels, dataset, splits)
     name = name or section.name or run_name(config, spec, schedule, dataset.fingerprint())
-    run = RunInputs(config, spec, weights, splits, dataset, random_weights, callbacks)
+    run = RunInputs(config, spec, weights, splits, dataset, random_weights, callbacks, here)
     outcome = fit_round(run, schedule, name if section.rounds == 1 else f"{name}-round1")
     for round_number in range(2, section.rounds + 1):  # self-training: the last model's labels
         images = RowsById([splits["train"], splits["val"]], "images")
@@ -212,27 +225,41 @@ class RunInputs:
     dataset: Any
     random_weights: bool
     callbacks: list | None = None
+    here: bool = False  # in-process training runs in this very process (``fit_segmentation``)
 
 
 def fit_round(run: RunInputs, schedule: Any, name: str, previous: TrainingOutcome | None = None) -> TrainingOutcome:
-    """One Ray Train run on ``schedule``, tested; ``previous`` is the round it learnt from."""
+    """One training run on ``schedule``, tested; ``previous`` is the round it learnt from."""
     from ray.train.torch import TorchTrainer
 
     config, splits, dataset, section = run.config, run.splits, run.dataset, run.config.train
     settings = _settings(config, run.model, run.weights, schedule, dataset.pixel_classes, len(splits["test"]))
     storage_root = storage.absolute(section.storage)  # a folder, or a URI such as s3://...
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),
-        run_config=run_config(storage_root, name, metric=settings.best_metric,
-                              max_failures=section.max_failures, callbacks=run.callbacks),
-        datasets=build_datasets(schedule, splits, config, settings.class_names is not None,
-                                agreement_voters(config, dataset)),
-        dataset_config=data_config(("train",)))
-    returned = trainer.fit().return_value
+    here = trains_in_process(config)
+    datasets = build_datasets(schedule, splits, config, settings.class_names is not None,
+                              agreement_voters(config, dataset), here=here)
+    if here:
+        options = {"use_gpu": section.scaling.use_gpu, "metric": settings.best_metric,
+                   "max_failures": section.max_failures, "callbacks": run.callbacks or []}
+        run_dir = storage.join(storage_root, name)
+        returned = (fit_here(train_loop, settings, run_dir, datasets, **options) if run.here else
+                    fit_in_task(train_loop, settings, run_dir, datasets,
+                                cpus=section.scaling.cpus_per_worker, **options))
+    else:
+        trainer = TorchTrainer(
+            train_loop, train_loop_config=settings, scaling_config=scaling_config(section.scaling),
+            run_config=run_config(storage_root, name, metric=settings.best_metric,
+                                  max_failures=section.max_failures, callbacks=run.callbacks),
+            datasets=datasets, dataset_config=data_config(("train",)))
+        returned = trainer.fit().return_value
     params = {**_params(config, settings, splits, dataset.fingerprint(), run.random_weights, name),
               "label_versions": schedule.versions(), "rounds": section.rounds,
               **reviewed_params(schedule),
               "round": 1 if previous is None else previous.params["round"] + 1}
+    timings = returned.setdefault("timings", {})
+    timings["work_seconds"] = sum(value for key, value in timings.items()  # every round's
+                                  if key.startswith("epoch_") or key == "test_seconds"
+                                  ) + (previous.timings.get("work_seconds", 0.0) if previous else 0.0)
     if previous is not None:  # the whole self-training run's history, round by round
         returned["history"] = previous.history + [{**row, "epoch": row["epoch"] + len(previous.history)}
                                                   for row in returned["history"]]
@@ -311,4 +338,5 @@ def epoch_note(metrics: dict[str, Any]) -> str:
     return f"train loss {metrics['train_loss']:.3f}, val Dice {metrics.get('val_micro_dice', float('nan')):.3f}"
 
 
-__all__ = ["TrainingOutcome", "fit_segmentation", "train_segmentation", "resolve_weights"]
+__all__ = ["TrainingOutcome", "fit_segmentation", "train_segmentation", "resolve_weights",
+           "trains_in_process"]

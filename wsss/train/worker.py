@@ -26,10 +26,13 @@ from wsss.models.weights_files import CHECKPOINT_FORMAT
 from wsss.train.common import (
     all_reduce_sums,
     autocast,
+    dataset_shard,
     eval_batches,
     load_state,
+    prepare_model,
     rank_and_world,
     report,
+    reported_checkpoints,
     restore_state,
     seed_everything,
     worker_device,
@@ -62,7 +65,6 @@ def _column(settings: TrainSettings, epoch: int) -> tuple[int, str]:
 
 def train_epoch(model, optimizer, settings: TrainSettings, epoch: int, device) -> list[float]:
     """One pass over this worker's shard: [loss sum, valid pixels, foreground pixels, images]."""
-    import ray.train
     import torch
 
     rank, _ = rank_and_world()
@@ -72,7 +74,7 @@ def train_epoch(model, optimizer, settings: TrainSettings, epoch: int, device) -
     channels_last = device.type == "cuda"
     model.train()
     totals = [0.0, 0.0, 0.0, 0.0]
-    shard = ray.train.get_dataset_shard("train")
+    shard = dataset_shard("train")
     for batch in shard.iter_torch_batches(
             batch_size=settings.batch_size, device=device, local_shuffle_buffer_size=SHUFFLE_ROWS,
             local_shuffle_seed=settings.seed + 1000 * epoch + rank):
@@ -142,13 +144,12 @@ def run_epoch(model, module, optimizer, settings: TrainSettings, epoch: int, dev
 def _best_reported(metric: str):
     """The kept checkpoint with the highest ``metric`` (``TrainSettings.best_metric``); the
     latest among ties, as Train keeps them."""
-    import ray.train
 
     def key(reported):
         score = reported.metrics.get(metric, float("nan"))
         return (-math.inf if math.isnan(score) else score, reported.metrics.get("epoch", 0))
 
-    return max(ray.train.get_all_reported_checkpoints(), key=key)
+    return max(reported_checkpoints(), key=key)
 
 
 def evaluate_test(module, settings: TrainSettings, device) -> tuple[dict[str, SegmentationMeter], Any]:
@@ -201,7 +202,6 @@ def _payload(module, optimizer, scheduler, settings: TrainSettings, history: lis
 
 def train_loop(settings: TrainSettings) -> dict[str, Any]:
     """Per-worker loop: resume, train and report every epoch, then test the best checkpoint."""
-    import ray.train.torch
     import torch
 
     started = time.perf_counter()
@@ -214,7 +214,7 @@ def train_loop(settings: TrainSettings) -> dict[str, Any]:
         model.load_state_dict(state["model"])
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
+    model = prepare_model(model)
     module = getattr(model, "module", model)  # evaluation bypasses DDP: ranks differ in batches
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
