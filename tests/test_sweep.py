@@ -49,6 +49,10 @@ def test_sweep_logs_parent_and_children(finished_sweep):
     assert list(result["stage_seconds"]) == SWEEP_STAGES
     assert {f"stage_seconds_{stage.replace(' ', '_')}" for stage in SWEEP_STAGES} <= set(parent.data.metrics)
     assert parent.data.metrics["stage_seconds_total"] >= parent.data.metrics["stage_seconds_trials"] > 0
+    # each trial's seconds beyond its epochs and test: one a trial, their mean on the parent
+    assert len(result["trial_overheads"]) == len(KEPT_TRIALS) and min(result["trial_overheads"]) > 0
+    assert parent.data.metrics["trial_overhead_seconds"] == pytest.approx(
+        sum(result["trial_overheads"]) / len(KEPT_TRIALS))
     children = [run for stage, runs in stages.items() if stage != "sweep" for run in runs]
     assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id for run in children)
     assert len(stages["classifier"]) == 1
@@ -101,9 +105,38 @@ def test_rerun_is_a_no_op(finished_sweep, capsys):
     assert {stage: len(runs) for stage, runs in runs_by_stage(config).items()} == before
     assert again["parent_run_id"] == result["parent_run_id"]
     assert again["rows"] == result["rows"]
+    capsys.readouterr()
     show_result(config, again)  # what `wsss sweep` prints at the end
-    stages_line = "stages: " + " · ".join(rf"{stage} \d+ s" for stage in SWEEP_STAGES)
-    assert re.search(f"^{stages_line}$", capsys.readouterr().out, re.MULTILINE)
+    shown = capsys.readouterr().out
+    stages_line = r"stages \(s\): " + " · ".join(rf"{stage} \d+" for stage in SWEEP_STAGES)
+    assert re.search(f"^{stages_line}$", shown, re.MULTILINE)
+    assert [line for line in shown.splitlines() if len(line) > 100] == []  # a terminal
+    for row in again["rows"]:  # each run on a line: its test Dice, its labels' Dice
+        line = next(line for line in shown.splitlines() if f"  {row['run']}  " in line)
+        assert f"{row['dice']:.3f}" in line
+        if row["labels_dice"] is not None:
+            assert f"{row['labels_dice']:.3f}" in line.split(f"{row['dice']:.3f}", 1)[1]
+
+
+def test_console_summary_fits_100_columns_and_cuts_long_names():
+    from wsss.sweep.sweep_log import console_table
+
+    rows = [{"table": "beyond", "run": "grabcut-seeds-self-trained-lr=0.001-model=deeplabv3-" + "x" * 40,
+             "labels": "grabcut_imagenet_with_a_long_name_" + "y" * 30, "dice": 0.87654, "labels_dice": 0.81,
+             "paper_dice": None},
+            {"table": "1", "run": "dlv3-gt", "labels": "gt", "dice": 0.9234, "labels_dice": 1.0,
+             "paper_dice": 0.9577}]
+    text = console_table(rows)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100 and len(lines) == 4
+    assert lines[0].split() == ["table", "run", "labels", "test", "Dice", "labels'", "study"]
+    assert "…" in lines[2] and lines[2].split()[-3:] == ["0.877", "0.810", "-"]
+    assert lines[3].split() == ["1", "dlv3-gt", "gt", "0.923", "1.000", "0.958"]
+    several = console_table([{"table": "", "run": "cam", "labels": "cam", "miou": 0.31, "labels_miou": 0.37,
+                              "dice": 1.0}])
+    assert "test mIoU" in several and several.splitlines()[2].split()[-3:] == ["0.310", "0.370", "-"]
+    unscored = console_table([{"table": "", "run": "mix", "labels": "mix", "val_dice": 0.5}])
+    assert "val Dice*" in unscored and "no ground truth" in unscored
 
 
 def test_killed_sweep_finishes_when_started_again(ray_local, tmp_path):
@@ -178,35 +211,41 @@ def test_more_gpus_than_the_cluster_has(ray_local, tmp_path):
     assert not (tmp_path / "pets").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_concurrent_trials_each_get_their_worker_group(ray_local, tmp_path):
-    """As many trials as ``concurrency`` allows hold their Train workers' resources at once: the
-    trial drivers themselves hold no CPU (a CPU share per driver left the last worker group
-    waiting for another trial to end)."""
+@pytest.mark.parametrize("trainer", ["auto", "ray_train"])
+def test_concurrent_trials_each_get_their_worker_group(ray_local, tmp_path, trainer):
+    """As many trials as ``concurrency`` allows hold their workers' resources at once. A trial
+    that trains its one worker itself holds that worker's CPU; one that starts Ray Train holds
+    none (a CPU share per driver left the last worker group waiting for another trial)."""
     from ray import tune
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    from wsss.sweep.run import TRIAL_DRIVER_RESOURCES, concurrency
+    from wsss.sweep.run import TRIAL_DRIVER_RESOURCES, concurrency, trial_resources
 
-    config = parse_config(scaled_down_smoke(tmp_path))  # 1 worker x 1 CPU per trial
+    data = scaled_down_smoke(tmp_path)  # 1 worker x 1 CPU per trial
+    data["train"]["scaling"] = {"num_workers": 1, "trainer": trainer}
+    config = parse_config(data)
+    resources = trial_resources(config)
+    assert resources == ({"cpu": 1.0, "gpu": 0} if trainer == "auto" else TRIAL_DRIVER_RESOURCES)
     cpus = int(ray_local.cluster_resources()["CPU"])
     trials = concurrency(config, cpus, 0)
     assert trials == cpus
     marks = tmp_path / "held"
     marks.mkdir()
 
-    def trial(params):  # a worker group's placement group, held until every trial holds one
-        group = placement_group([{"CPU": config.train.scaling.cpus_per_worker}])
-        ready = group.wait(timeout_seconds=60)
+    def trial(params):  # the worker's CPU (the trial's, or a group's), held until all hold one
+        group = None if trainer == "auto" else placement_group([{"CPU": config.train.scaling.cpus_per_worker}])
+        ready = True if group is None else group.wait(timeout_seconds=60)
         (marks / str(params["i"])).touch()
         deadline = time.monotonic() + 60
         while ready and len(list(marks.iterdir())) < trials and time.monotonic() < deadline:
             time.sleep(0.1)
         together = len(list(marks.iterdir())) == trials
-        remove_placement_group(group)
+        if group is not None:
+            remove_placement_group(group)
         tune.report({"ready": float(ready), "together": float(together)})
 
     results = tune.Tuner(
-        tune.with_resources(trial, TRIAL_DRIVER_RESOURCES),
+        tune.with_resources(trial, resources),
         param_space={"i": tune.grid_search(list(range(trials)))},
         tune_config=tune.TuneConfig(max_concurrent_trials=trials),
         run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0)).fit()

@@ -24,22 +24,22 @@ def show_result(config: StudyConfig, result: dict[str, Any]) -> None:
     """The sweep's final summary: the table, the best model, how long each stage took, failed
     trials, and where to compare the runs."""
     if result["scored"]:
-        console.echo(f"\n## {config.name}: test metrics (micro) beside the study's\n")
+        console.echo(f"\n{config.name}: each run's test score, its labels' own and the study's")
     else:
-        console.echo(f"\n## {config.name}: no ground truth in {config.data.root}, so no test metrics; "
-              f"val_dice is each run's Dice against its own labels on the val images\n")
-    console.echo(result["markdown"])
+        console.echo(f"\n{config.name}: no ground truth in the data, so no test scores")
+    console.echo(result["console"])
+    console.echo("(every metric of every run: summary.md on the parent run, or `wsss report`)")
     if result["best_model"]:
         best = result["best_model"]
-        console.echo(f"\nRegistered model: models:/{best['model']}@best (version {best['version']}, "
-              f"run {best['run']}, {best['metric']} {best['value']:.4f}).")
+        console.echo(f"\nRegistered model: models:/{best['model']}@best\n"
+                     f"(version {best['version']}, run {best['run']}, {best['metric']} {best['value']:.4f}).")
     console.echo(f"\n{stages_line(result['stage_seconds'])}")
     for failure in result["failures"]:
         console.say(f"FAILED trial: {failure}")
     uri = tracking_uri(config.tracking)
     where = "mlflow/serve.sh, then open http://127.0.0.1:5000" if uri.startswith("sqlite") else uri
-    console.echo(f"\nCompare the runs in the MLflow UI ({where}): experiment '{result['experiment']}', "
-          f"parent run {result['parent_run_id']}.")
+    console.echo(f"\nCompare the runs in the MLflow UI ({where}):\n"
+                 f"experiment '{result['experiment']}', parent run {result['parent_run_id']}.")
 
 
 def add_parser(verbs) -> argparse.ArgumentParser:

@@ -33,31 +33,56 @@ class StageClock:
 
 
 def stages_line(seconds: dict[str, float]) -> str:
-    """``stages: data 3 s · classifier 137 s · … · total 690 s``."""
-    return "stages: " + " · ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+    """``stages (s): data 3 · classifier 137 · … · total 690`` (short: it fits 100 columns)."""
+    return "stages (s): " + " · ".join(f"{name} {value:.0f}" for name, value in seconds.items())
+
+
+WORK_SECONDS = "work_seconds"  # a trial's last result: its epochs' and test's seconds
+
+
+def overhead_note(overheads: list[float]) -> str:
+    """``2.1 s a trial beyond its epochs and test``: the mean of each trial's wall time, from
+    Tune starting it to its end, less the seconds its loop spent in epochs and the test."""
+    if not overheads:
+        return ""
+    return f", {sum(overheads) / len(overheads):.1f} s a trial beyond its epochs and test"
 
 
 def trial_progress(total: int) -> Any:
-    """A ``ray.tune.Callback`` drawing ``trials k/total`` with the running trial and epoch."""
+    """A ``ray.tune.Callback`` drawing ``trials k/total`` with the running trial and epoch,
+    and timing each trial's overhead (``overhead_note``) for the stage's last line."""
+    import time
+
     from ray import tune
 
     class TrialProgress(tune.Callback):
         def __init__(self):
             self.stage: console.Stage | None = None
             self.failed = 0
+            self.started: dict[str, float] = {}
+            self.work: dict[str, float] = {}
+            self.overheads: list[float] = []
 
         def __getstate__(self) -> dict:  # Tune saves its callbacks with the experiment
-            return {"stage": None, "failed": self.failed}
+            return {"stage": None, "failed": self.failed, "started": {}, "work": {}, "overheads": []}
 
         def setup(self, **info: Any) -> None:
             self.stage = console.Stage("trials", total=total, unit="trials").__enter__()
 
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            self.started[trial.trial_id] = time.perf_counter()
+
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             name = trial.config.get("trial", {}).get("name", trial.trial_id)
+            if WORK_SECONDS in result:
+                self.work[trial.trial_id] = float(result[WORK_SECONDS])
             if self.stage is not None and "epoch" in result:
                 self.stage.advance(0, f"({name}: epoch {result['epoch']})")
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            started, work = self.started.get(trial.trial_id), self.work.get(trial.trial_id)
+            if started is not None and work is not None:
+                self.overheads.append(time.perf_counter() - started - work)
             if self.stage is not None:
                 self.stage.advance(1)
 
@@ -68,7 +93,7 @@ def trial_progress(total: int) -> Any:
 
         def on_experiment_end(self, trials, **info) -> None:
             if self.stage is not None:
-                self.stage.done(f"{len(trials)} trials, {self.failed} failed")
+                self.stage.done(f"{len(trials)} trials, {self.failed} failed{overhead_note(self.overheads)}")
                 self.stage = None
 
     return TrialProgress()

@@ -29,9 +29,10 @@ from wsss.masks.set_log import log_mask_set, made_on_random_weights
 from wsss.metrics import flat_metrics
 from wsss.models.segmentation import ModelSpec
 from wsss.raycluster import ensure_ray
-from wsss.sweep.progress import StageClock, trial_progress
+from wsss.sweep.progress import WORK_SECONDS, StageClock, trial_progress
 from wsss.sweep.sweep_log import (
     KEY_TAG,
+    console_table,
     find_parent,
     log_direct_eval,
     log_stage_seconds,
@@ -42,7 +43,7 @@ from wsss.sweep.sweep_log import (
     to_markdown,
 )
 from wsss.train.classifier import resolve_classifier
-from wsss.train.segmentation import TrainingOutcome, fit_segmentation
+from wsss.train.segmentation import TrainingOutcome, fit_segmentation, trains_in_process
 from wsss.train.study_labels import check_truth_for
 from wsss.train.train_log import log_training
 
@@ -137,8 +138,19 @@ def method_of(config: StudyConfig) -> str:
     return "+".join(dict.fromkeys(names))
 
 
+class TuneReports:
+    """A ``ray.train.UserCallback``'s ``after_report`` for the loop that trains in the trial's
+    own process: each report is a Tune result, as ``TuneReportCallback`` makes Train's."""
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        from ray import tune
+
+        tune.report(metrics[0])
+
+
 def run_trial(params: dict[str, Any], study: dict[str, Any], sweep: str) -> None:
-    """Tune trainable: one trial = one Ray Train run, its epochs reported to Tune as they come."""
+    """Tune trainable: one trial = one training run (in this process with one worker, else a
+    Ray Train run), its epochs reported to Tune as they come."""
     import json
 
     from ray import tune
@@ -146,14 +158,15 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], sweep: str) -> None
 
     trial = params["trial"]
     config = trial_config(study, trial["overrides"])
-    outcome = fit_segmentation(config, name=f"{sweep}-{trial['key']}",
-                               callbacks=[TuneReportCallback()])
+    here = trains_in_process(config)
+    outcome = fit_segmentation(config, name=f"{sweep}-{trial['key']}", here=here,
+                               callbacks=[TuneReports() if here else TuneReportCallback()])
     # beside the run's checkpoints (a folder or s3://): the driver may be on another node
     path = storage.write_text(storage.join(outcome.run_dir, "outcome.json"),
                               json.dumps(outcome.__dict__, default=str))
     tune.report({**flat_metrics(outcome.test, "test_"), "outcome_path": path,
                  "trial_key": trial["key"], TRIAL_METRIC: outcome.history[-1].get(TRIAL_METRIC, 0.0)
-                 if outcome.history else 0.0})
+                 if outcome.history else 0.0, WORK_SECONDS: outcome.timings["work_seconds"]})
 
 
 def runnable_trials(trials: list[dict], study: dict[str, Any], dataset: Any) -> tuple[list[dict], list[str]]:
@@ -192,14 +205,26 @@ def concurrency(config: StudyConfig, cpus: int, gpus: int) -> int:
     return max(1, min(fits, config.sweep.max_concurrent_trials or fits))
 
 
-# A trial's driver only coordinates its Train workers: it holds no CPU. Tune refuses an empty
-# bundle, so it asks for one byte of memory. (A 0.01-CPU share per trial left 1.98 of 2 CPUs
-# for two 1-CPU worker groups: the second trial's workers waited for the first trial to end.)
+# A trial that starts Ray Train only coordinates its Train workers: it holds no CPU. Tune
+# refuses an empty bundle, so it asks for one byte of memory. (A 0.01-CPU share per trial left
+# 1.98 of 2 CPUs for two 1-CPU worker groups: the second trial's workers waited for the first
+# trial to end.) A trial that trains its one worker itself holds that worker's resources.
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 1}
 
 
-def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: int, gpus: int) -> list[Any]:
-    """Run (or restore and finish) the Tune experiment; returns its results."""
+def trial_resources(config: StudyConfig) -> dict[str, float]:
+    """What each trial's own process holds (every trial of a sweep shares the train section's
+    scaling: a trial overrides labels, model and optimisation, never the workers)."""
+    if not trains_in_process(config):
+        return TRIAL_DRIVER_RESOURCES
+    scaling = config.train.scaling
+    return {"cpu": scaling.cpus_per_worker, "gpu": 1 if scaling.use_gpu else 0}
+
+
+def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: int,
+             gpus: int) -> tuple[list[Any], list[float]]:
+    """Run (or restore and finish) the Tune experiment; returns its results and the overhead
+    seconds of each trial it ran (``wsss.sweep.progress.overhead_note``; none on a restore)."""
     from ray import tune
 
     root, name = storage.absolute(config.sweep.storage), f"{config.name}-{fingerprint}"
@@ -207,7 +232,8 @@ def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: in
     # The study travels once through the object store; the trials' table shows only the rows.
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, study=config.model_dump(mode="json"), sweep=name),
-        TRIAL_DRIVER_RESOURCES)
+        trial_resources(config))
+    progress = trial_progress(len(trials))
     if tune.Tuner.can_restore(path):
         console.say(f"resuming the sweep's trials from {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
@@ -221,13 +247,16 @@ def run_tune(config: StudyConfig, fingerprint: str, trials: list[dict], cpus: in
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(trials)},
+            # a trial that trains in its own process leaves it as it found it: the next trial
+            # takes it over rather than starting (and importing torch in) a new one
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(config, cpus, gpus),
-                                        scheduler=scheduler),
+                                        scheduler=scheduler, reuse_actors=trains_in_process(config)),
             run_config=tune.RunConfig(name=name, storage_path=root,
                                       failure_config=tune.FailureConfig(max_failures=config.sweep.max_failures),
-                                      callbacks=[trial_progress(len(trials))],
+                                      callbacks=[progress],
                                       verbose=1 if console.verbose() or console.log_path() is None else 0))
-    return list(tuner.fit())
+    results = list(tuner.fit())
+    return results, list(progress.overheads)
 
 
 def start_parent(config: StudyConfig, fingerprint: str, experiment_id: str, trials: list[dict]) -> str:
@@ -327,7 +356,8 @@ def log_outcome(config: StudyConfig, results: list[Any], trials: list[dict], exp
             if config.tracking.register_model else None)
     rows = summary_rows(experiment_id, parent_id)
     log_summary(parent_id, rows, {**extra, "failures": failures, "best_model": best})
-    return {"rows": rows, "markdown": to_markdown(rows), "failures": failures, "best_model": best}
+    return {"rows": rows, "markdown": to_markdown(rows), "console": console_table(rows),
+            "failures": failures, "best_model": best}
 
 
 def run_sweep(config: StudyConfig) -> dict[str, Any]:
@@ -356,13 +386,14 @@ def run_sweep(config: StudyConfig) -> dict[str, Any]:
         make_mask_sets(config, dataset, checkpoint, parent_id, done)
     with clock.stage("trials"):
         import_reviews(config, dataset)
-        results = run_tune(config, fingerprint, trials, cpus, gpus)
+        results, overheads = run_tune(config, fingerprint, trials, cpus, gpus)
     with clock.stage("logging"):
         outcome = log_outcome(config, results, trials, experiment_id, parent_id, done,
                               {"fingerprint": fingerprint, "classifier": checkpoint,
-                               "trials": len(trials), "skipped_trials": skipped})
+                               "trials": len(trials), "skipped_trials": skipped,
+                               "trial_overhead_seconds": overheads})
     seconds = clock.totals()
-    log_stage_seconds(parent_id, seconds)
+    log_stage_seconds(parent_id, seconds, overheads)
     mlflow.MlflowClient().set_terminated(parent_id, "FAILED" if outcome["failures"] else "FINISHED")
     return {**outcome, "parent_run_id": parent_id, "experiment": config.tracking.experiment,
-            "scored": dataset.has_truth, "stage_seconds": seconds}
+            "scored": dataset.has_truth, "stage_seconds": seconds, "trial_overheads": overheads}

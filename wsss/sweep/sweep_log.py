@@ -166,6 +166,48 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+CONSOLE_WIDTH = 100  # the final summary fits a 100-column terminal
+
+
+def console_table(rows: list[dict[str, Any]], width: int = CONSOLE_WIDTH) -> str:
+    """The summary a person reads at the end of a sweep, at most ``width`` columns: table,
+    run, labels, the headline metric (test Dice; test mIoU with several classes; val Dice on the
+    run's own labels where there is no ground truth), the labels' own score and the study's
+    figure. Names too long for the width are cut with an ellipsis; the full table is
+    ``to_markdown`` (MLflow's summary.md, the report)."""
+    classes = any(row.get("miou") is not None for row in rows)
+    scored = any(row.get("dice") is not None or row.get("miou") is not None for row in rows)
+    metric, labels = (("miou", "labels_miou") if classes else ("dice", "labels_dice"))
+    heads = ["table", "run", "labels", f"test {'mIoU' if classes else 'Dice'}" if scored else "val Dice*",
+             "labels'", "study"]
+    body = [[row.get("table") or "-", row.get("run") or "-", str(row.get("labels") or "-"),
+             _short(row.get(metric) if scored else row.get("val_dice")), _short(row.get(labels)),
+             _short(row.get("paper_dice") if not classes else None)] for row in rows]
+    widths = [max(len(head), *(len(line[i]) for line in body)) if body else len(head)
+              for i, head in enumerate(heads)]
+    spare = width - (sum(widths) + 2 * (len(widths) - 1))
+    for index in (1, 2):  # the run and labels names give way first, the run's more
+        if spare < 0:
+            cut = min(-spare, max(0, widths[index] - 12))
+            widths[index] -= cut
+            spare += cut
+    lines = ["  ".join(_fit(cell, w, numeric=i > 2) for i, (cell, w) in enumerate(zip(line, widths)))
+             for line in [heads, ["-" * w for w in widths], *body]]
+    if not scored:
+        lines.append("* against each run's own labels: the data has no ground truth")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _short(value: Any) -> str:
+    return "-" if value is None or value == "None" else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _fit(cell: str, width: int, numeric: bool) -> str:
+    if len(cell) > width:
+        cell = cell[: width - 1] + "…"
+    return cell.rjust(width) if numeric else cell.ljust(width)
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=summary_columns(rows), extrasaction="ignore")
@@ -184,14 +226,18 @@ def log_summary(parent_id: str, rows: list[dict[str, Any]], extra: dict[str, Any
     client.log_text(parent_id, json.dumps(extra, indent=2, default=str), "sweep.json")
 
 
-def log_stage_seconds(parent_id: str, seconds: dict[str, float]) -> None:
+def log_stage_seconds(parent_id: str, seconds: dict[str, float], overheads: list[float] = ()) -> None:
     """Each stage's seconds as a ``stage_seconds_<stage>`` metric of the parent run; a rerun's
-    (shorter: it does only what is missing) become the latest values."""
+    (shorter: it does only what is missing) become the latest values. With ``overheads`` (the
+    seconds each trial spent beyond its epochs and test), their mean as
+    ``trial_overhead_seconds``."""
     import mlflow
 
     client = mlflow.MlflowClient()
     for stage, value in seconds.items():
         client.log_metric(parent_id, f"stage_seconds_{stage.replace(' ', '_')}", value)
+    if overheads:
+        client.log_metric(parent_id, "trial_overhead_seconds", sum(overheads) / len(overheads))
 
 
 def set_best_alias(experiment_id: str, parent_id: str, model_name: str) -> dict[str, Any] | None:
