@@ -239,3 +239,32 @@ def test_scaling_run_records_cost_and_memory_per_count(ray_local, tmp_path, monk
 
     assert main(["--show", str(out / "scaling.json")]) == 0
     assert "| pseudo | 16 -> 24 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_training_row_sets_each_trainer_against_plain_pytorch(ray_local, tmp_path):
+    """The train stage through Ray: one worker in the trial's process and in Ray Train, each
+    against one plain process; DDP on 2 workers against 2 plain processes at once; and the
+    seconds a sweep trial costs beyond its epochs and test, for both trainers."""
+    from wsss.benchmark.report import training_table
+
+    out = tmp_path / "bench.json"
+    assert main(["train", "--quick", "--workers", "2", "--device", "cpu", "--out", str(out),
+                 "--no-mlflow", "--scratch", str(tmp_path / "scratch")]) == 0
+    payload = strict_json(out)
+    (row,) = payload["stages"]
+    assert "error" not in row, row.get("error")
+    details = row["details"]
+    plain = row["reference_images_per_s"]
+    assert set(details["one_worker"]) == {"auto", "ray_train"}
+    for one in details["one_worker"].values():
+        assert one["images_per_s"] > 0 and one["over_plain"] == pytest.approx(one["images_per_s"] / plain)
+    assert row["path_images_per_s"] == details["one_worker"]["auto"]["images_per_s"]
+    ddp = details["ddp"]
+    assert ddp["workers"] == 2 and ddp["plain_processes_images_per_s"] > 0 and ddp["images_per_s"] > 0
+    overhead = details["trial_overhead_seconds"]
+    assert set(overhead) == {"auto", "ray_train"} and all(seconds > 0 for seconds in overhead.values())
+    table = training_table(payload)
+    assert "| 1 worker in the trial's process (trainer: auto) |" in table
+    assert "| 2 workers in Ray Train (DDP) |" in table
+    assert f"| {overhead['ray_train']:.1f} | 3 |" in table

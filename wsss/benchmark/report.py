@@ -135,9 +135,39 @@ def cores_spent(details: dict) -> str:
     return ", ".join(f"{name} {100 * value / total:.0f}%" for name, value in shares.items())
 
 
+TRIAL_OVERHEAD_TARGET = 3.0  # seconds a trial may cost beyond its epochs and test
+ONE_WORKER_TARGET = 0.9  # one training worker against one plain process
+
+
+def training_table(payload: dict) -> str:
+    """Training on CPU: each way wsss trains against plain PyTorch on the same cores, and the
+    seconds a sweep trial costs beyond its epochs and test, each beside its target."""
+    row = next((r for r in payload["stages"] if r["stage"] == "train" and "one_worker" in r.get("details", {})),
+               None)
+    if row is None:
+        return ""
+    details, plain = row["details"], row["reference_images_per_s"]
+    lines = ["| training | images/s | reference | images/s | ratio | target |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    names = {"auto": "1 worker in the trial's process (trainer: auto)", "ray_train": "1 worker in Ray Train"}
+    for trainer, one in details["one_worker"].items():
+        lines.append(f"| {names.get(trainer, trainer)} | {_number(one['images_per_s'])} | plain loop, 1 process | "
+                     f"{_number(plain)} | {_number(one['over_plain'], 2)} | {ONE_WORKER_TARGET} |")
+    if "ddp" in details:
+        ddp = details["ddp"]
+        lines.append(f"| {ddp['workers']} workers in Ray Train (DDP) | {_number(ddp['images_per_s'])} | "
+                     f"{ddp['workers']} plain processes at once | {_number(ddp['plain_processes_images_per_s'])} | "
+                     f"{_number(ddp['over_plain'], 2)} | - |")
+    lines += ["", "| one sweep trial, 1 epoch | seconds beyond its epochs and test | target |", "| --- | --- | --- |"]
+    for trainer, seconds in details.get("trial_overhead_seconds", {}).items():
+        lines.append(f"| {names.get(trainer, trainer)} | {_number(seconds)} | {TRIAL_OVERHEAD_TARGET:g} |")
+    return "\n".join(lines)
+
+
 def report_text(payload: dict) -> str:
-    """Everything printed at the end: the stage table, fast paths, pipeline vs bare calls."""
-    parts = [format_table(payload), pipeline_table(payload), ceilings_table(payload)]
+    """Everything printed at the end: the stage table, fast paths, pipeline vs bare calls,
+    training against plain PyTorch."""
+    parts = [format_table(payload), pipeline_table(payload), training_table(payload), ceilings_table(payload)]
     return "\n\n".join(part for part in parts if part)
 
 
