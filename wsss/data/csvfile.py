@@ -124,7 +124,7 @@ def read_csv_manifest(root: str | os.PathLike, manifest: str | None = None,
     path = root / (manifest or DEFAULT_MANIFEST)
     if not path.is_file():
         raise DatasetMissingError(f"no CSV manifest at {path}: write one with columns "
-                                  f"image,label[,split,box,mask] (see the README), or set data.manifest")
+                                  f"image,label[,split,box,mask] (see docs/guide.md), or set data.manifest")
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or ())
