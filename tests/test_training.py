@@ -588,3 +588,48 @@ def test_wsss_train_shows_each_epoch_as_it_ends(ray_quiet, synthetic_root, tmp_p
     assert re.search(r"training ▕█{20}▏ 2/2 epochs train loss", drawn)
     assert re.search(r"✓ training: test Dice [01]\.\d{3} on \d+ images", drawn)
     assert summary["run_id"]
+
+
+def test_edge_band_ignores_a_pseudo_mask_near_its_boundaries_only():
+    from wsss.train.datasets import edge_ignored
+
+    target = np.zeros((1, 20, 20), np.uint8)
+    target[0, 5:15, 5:15] = 1
+    target[0, 0, :] = IGNORE
+    banded = edge_ignored(target, 2)[0]
+    inner, outer = banded[8:12, 8:12], banded[18:, 18:]
+    assert (inner == 1).all() and (outer == 0).all()  # far from the edge: kept
+    assert (banded[5:15, 3:7] == IGNORE).all() and (banded[3:7, 8:12] == IGNORE).all()  # near it: ignored
+    assert (banded[0] == IGNORE).all()  # what was ignored stays ignored
+    assert (edge_ignored(target, 0) == target).all()
+    flat = np.ones((2, 8, 8), np.uint8)  # one label only: no boundary, nothing ignored
+    assert (edge_ignored(flat, 3) == flat).all()
+    assert parse_config({"train": {"edge_band": 3}}).train.edge_band == 3
+    with pytest.raises(ConfigError, match="edge_band"):
+        parse_config({"train": {"edge_band": -1}})
+
+
+def test_edge_band_reaches_the_training_targets_of_pseudo_masks_not_of_ground_truth():
+    from types import SimpleNamespace
+
+    from wsss.train.datasets import train_columns
+
+    trimaps = {f"i{k}": np.full((16, 16), 2, np.uint8) for k in range(2)}
+    for trimap in trimaps.values():
+        trimap[4:12, 4:12] = 1
+
+    @dataclass
+    class BoxSource:
+        name: str = "boxes"
+
+        def targets(self, image_ids, size):
+            return np.stack([(trimaps[i] == 1).astype(np.uint8) for i in image_ids])
+
+    train = SimpleNamespace(image_ids=list(trimaps), images=np.zeros((2, 16, 16, 3), np.uint8))
+    sources = [BoxSource(), GroundTruthSource(trimaps)]
+    columns = train_columns(0, 2, train=train, order=np.arange(2), sources=sources, voters=[],
+                            edge_band=1)
+    assert (columns["target_0"][:, 4, 4:12] == IGNORE).all() and (columns["target_0"][:, 8, 8] == 1).all()
+    assert IGNORE not in columns["target_1"]  # ground truth: no band
+    plain = train_columns(0, 2, train=train, order=np.arange(2), sources=sources, voters=[])
+    assert IGNORE not in plain["target_0"]

@@ -191,6 +191,9 @@ class TrainConfig(StrictModel):
         "val_labels, so a weakly supervised run reads no ground truth but to score test"))
     agreement: list[str] = Field(default_factory=list, description=(
         "mask set ids whose agreement with the training labels weights each pixel's loss"))
+    edge_band: int = Field(0, ge=0, le=32, description=(
+        "pixels within this many pixels of a boundary between two labels of a pseudo-mask are "
+        "left out of the training loss (ground truth keeps its own); 0: none"))
     reviewed: LocalPath | None = Field(None, description=(
         "reviewed masks laid over the labels image by image: a Label Studio JSON export, a "
         "COCO file or a folder of <image_id>.png (wsss import); reviewed images train on the "

@@ -22,6 +22,7 @@ from wsss.train.common import (
     shuffled_order,
 )
 from wsss.train.labels import (
+    GROUND_TRUTH,
     MaskSetSource,
     ReviewedSource,
 )
@@ -60,9 +61,32 @@ def agreement_weights(targets: np.ndarray, voters: list[np.ndarray]) -> np.ndarr
     return np.rint(share * 255).astype(np.uint8)
 
 
-def train_columns(start: int, stop: int, *, train, order: np.ndarray, sources, voters) -> dict:
+def edge_ignored(targets: np.ndarray, width: int) -> np.ndarray:
+    """``targets`` (N x S x S labels, 255 ignore) with every pixel within ``width`` pixels of a
+    boundary between two labels set to 255: a pseudo-mask is least sure at its edges."""
+    import cv2
+
+    if width <= 0:
+        return targets
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    out = targets.copy()
+    for index, target in enumerate(targets):
+        values = [v for v in np.unique(target) if v != IGNORE]
+        if len(values) < 2:
+            continue
+        band = np.zeros(target.shape, bool)
+        for value in values:
+            region = (target == value).astype(np.uint8)
+            band |= (cv2.dilate(region, kernel) > 0) & ~(cv2.erode(region, kernel) > 0)
+        out[index][band] = IGNORE
+    return out
+
+
+def train_columns(start: int, stop: int, *, train, order: np.ndarray, sources, voters,
+                  edge_band: int = 0) -> dict:
     """Rows ``order[start:stop]`` of the train split: image, one target column per source and,
-    with ``voters``, a weight column per source (``agreement_weights``)."""
+    with ``voters``, a weight column per source (``agreement_weights``); with ``edge_band``,
+    a pseudo-mask's edges ignored (``edge_ignored``; ground truth keeps its own)."""
     arrays = split_rows(train)
     rows = order[start:stop]
     ids = [arrays.image_ids[row] for row in rows]
@@ -72,6 +96,8 @@ def train_columns(start: int, stop: int, *, train, order: np.ndarray, sources, v
     votes = [voter.targets(ids, size) for voter in voters]
     for index, source in enumerate(sources):
         columns[f"target_{index}"] = source.targets(ids, size)
+        if edge_band and source.name != GROUND_TRUTH:  # trimaps or class maps keep their own
+            columns[f"target_{index}"] = edge_ignored(columns[f"target_{index}"], edge_band)
         weights = [agreement_weights(columns[f"target_{index}"], votes)] if votes else []
         if getattr(source, "weights", None) is not None:
             weights.append(source.weights(ids, size))
@@ -131,7 +157,7 @@ def build_datasets(schedule, splits: dict[str, Any], config: StudyConfig, classe
     return {
         "train": built_dataset(len(train), train_columns, here=here, train=reference(train),
                                order=shuffled_order(len(train), seed), sources=schedule.sources,
-                               voters=list(voters)),
+                               voters=list(voters), edge_band=config.train.edge_band),
         "val": built_dataset(len(val), val_block, here=here, val=reference(val), schedule=schedule,
                              selection=selection, border_policy=border_policy,
                              gt_metrics=config.train.val_gt_metrics, classes=classes),

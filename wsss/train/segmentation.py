@@ -169,6 +169,7 @@ def _params(config: StudyConfig, settings: TrainSettings, splits: dict, dataset_
             f"labels {settings.source_name(settings.schedule[-1][1])}",
             "val_gt_metrics": config.train.val_gt_metrics,
             "reviewed": config.train.reviewed, "reviewed_weight": config.train.reviewed_weight,
+            "edge_band": config.train.edge_band,
             **{f"{split}_images": len(splits[split]) for split in ("train", "val", "test")}}
 
 
