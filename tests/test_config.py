@@ -167,3 +167,22 @@ def test_run_names_stay_what_they_were():
     assert run_name(config, config.train.model_spec("fcn"), Schedule(), "fp123") == "fcn-83f7e4fe9ded"
     spec = config.train.model_spec("unet_timm/resnet18", {})
     assert run_name(config, spec, Schedule(), "fp123") == "unet_timm_resnet18-a75d8ca65b66"
+
+
+def test_an_edge_band_renames_the_run_and_the_trainer_does_not():
+    from wsss.train.segmentation import run_name
+
+    class Schedule:
+        def describe(self):
+            return "mix"
+
+        def versions(self):
+            return {"mix": "v1"}
+
+    def name(**train):
+        config = parse_config({"weights_policy": "random", "train": {"model": "unet", "weights": "none", **train}})
+        return run_name(config, config.train.model_spec(), Schedule(), "fp123")
+
+    assert name(edge_band=3) != name() == name(edge_band=0)
+    assert name(scaling={"num_workers": 1, "trainer": "ray_train"}) == name()
+    assert name(scaling={"num_workers": 2}) != name()

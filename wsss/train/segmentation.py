@@ -112,9 +112,14 @@ def resolve_weights(config: StudyConfig, model: str) -> tuple[str, bool]:
 
 def run_name(config: StudyConfig, model: ModelSpec, schedule, dataset_fingerprint: str) -> str:
     """``<model>-<fingerprint>`` of the train section, labels (mask-set fingerprints included),
-    model options and dataset: a changed input never resumes a stale run."""
-    section = config.train.model_dump(mode="json", exclude={"storage", "name", "max_failures",
-                                                              "labels", "model"})
+    model options and dataset: a changed input never resumes a stale run. Which trainer runs
+    one worker changes no result, so it is not part of the name; ``edge_band`` is, where set
+    (at 0 the names of runs made before it existed stay what they were)."""
+    section = config.train.model_dump(mode="json", exclude={"storage": True, "name": True,
+                                                              "max_failures": True, "labels": True,
+                                                              "model": True, "scaling": {"trainer"}})
+    if not section["edge_band"]:
+        del section["edge_band"]
     data = config.data.model_dump(mode="json", include={"image_size", "border_policy",
                                                         "val_fraction", "split_seed", "limit"})
     digest = stable_hash({"train": section, "data": data, **model.as_dict(),
