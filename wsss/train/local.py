@@ -161,9 +161,6 @@ class BlockDataset:
         self.columns = {name: np.concatenate([block[name] for block in blocks]) for name in names}
         self.rows = len(next(iter(self.columns.values()))) if self.columns else 0
 
-    def count(self) -> int:
-        return self.rows
-
     def iter_torch_batches(self, *, batch_size: int, device: Any = "cpu",
                            local_shuffle_buffer_size: int | None = None,
                            local_shuffle_seed: int | None = None) -> Iterator[dict[str, Any]]:
