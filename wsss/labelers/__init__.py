@@ -13,6 +13,7 @@ from wsss.labelers import (  # noqa: F401
     imagenet_cam,
     mix,
     pamr,
+    pixel_head,
     sam2,
     sam2_refine,
 )

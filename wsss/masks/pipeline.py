@@ -22,6 +22,7 @@ from wsss.config import StudyConfig
 from wsss.data.quarantine import Quarantine
 from wsss.data.records import DatasetIndex, Record
 from wsss.labelers.base import LabelerContext
+from wsss.masks.fitting import ensure_fitted
 from wsss.masks.files import file_image_id, present_ids, read_manifest
 from wsss.masks.graph import build_dataset
 from wsss.masks.integrity import FileCheck, check_files
@@ -155,6 +156,7 @@ def generate_masks(config: StudyConfig, dataset: DatasetIndex, context: LabelerC
     console.say("\n".join(["mask sets:", *(plan.reuse_line(config.pipeline.store) for plan in plans)]))
     todo_ids = set().union(*(plan.missing for plan in plans)) if plans else set()
     todo = [record for record in records if record.image_id in todo_ids]
+    ensure_fitted(plans, dataset, config.data.image_size)
     started = time.perf_counter()
     tally = Tally({plan.spec.key: Counter() for plan in plans})
     with console.Stage("mask sets", total=len(todo), unit="images") as stage:

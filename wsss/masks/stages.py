@@ -22,6 +22,7 @@ from wsss.data.decode import DecodeError, decode_image
 from wsss.labelers.base import HeatmapRef, LabelerContext, cut_heatmaps
 from wsss.labelers.heatmap import share_heatmaps
 from wsss.labelers.registry import get_labeler_class
+from wsss.masks.fitting import load_fitted
 from wsss.masks.specs import SourceRef, StageSpec
 from wsss.masks.store import MaskSetWriter
 
@@ -248,7 +249,8 @@ _CPU_LABELERS: dict[str, Any] = {}  # per worker process: labelers are cheap but
 def _cpu_labeler(spec: StageSpec, context: LabelerContext) -> Any:
     cache_key = f"{spec.id}:{spec.fingerprint}"
     if cache_key not in _CPU_LABELERS:
-        _CPU_LABELERS[cache_key] = get_labeler_class(spec.name)(spec.params, context)
+        labeler = get_labeler_class(spec.name)(spec.params, context)
+        _CPU_LABELERS[cache_key] = load_fitted(labeler, spec.uri, spec.fingerprint)
     return _CPU_LABELERS[cache_key]
 
 
