@@ -22,8 +22,8 @@ from wsss.config import StudyConfig
 from wsss.data.quarantine import Quarantine
 from wsss.data.records import DatasetIndex, Record
 from wsss.labelers.base import LabelerContext
-from wsss.masks.fitting import ensure_fitted
 from wsss.masks.files import file_image_id, present_ids, read_manifest
+from wsss.masks.fitting import ensure_fitted
 from wsss.masks.graph import build_dataset
 from wsss.masks.integrity import FileCheck, check_files
 from wsss.masks.manifest import Manifest
