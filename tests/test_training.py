@@ -503,6 +503,23 @@ def test_self_training_keeps_each_confident_class_of_several():
     assert banded_class_map(one, (0.3, 0.7)).tolist() == [[[1, 0, IGNORE]]]
 
 
+def test_self_training_chooses_among_each_images_own_classes():
+    from wsss.train.labels import SelfTrainingSource
+    from wsss.train.steps import banded_class_map
+
+    # a 4-channel model (background, a, b, c) sure of c on one pixel, torn between a and c on another
+    scores = torch.tensor([[0.0, 0.0, 0.0, 5.0], [0.0, 2.0, -3.0, 2.2]]).T.reshape(1, 4, 1, 2)
+    assert banded_class_map(scores, (0.3, 0.7), background=False).tolist() == [[[3, IGNORE]]]
+    source = SelfTrainingSource("round1", "unused.pt", (0.3, 0.7), background=False,
+                                classes={"x": (0, 1)})  # the image carries a and b, not c
+    allowed = source.allowed(["x"], 4)
+    assert allowed.tolist() == [[False, True, True, False]]
+    assert banded_class_map(scores, (0.3, 0.7), False, allowed).tolist() == [[[IGNORE, 1]]]
+    assert source.allowed(["x"], 1) is None  # one channel: the model's one class is the image's
+    plain = SelfTrainingSource("round1", "unused.pt", (0.3, 0.7), background=False)
+    assert plain.allowed(["x"], 4) is None
+
+
 def test_agreement_weights_scale_the_cross_entropy_of_several_classes():
     from wsss.train.steps import masked_ce, segmentation_loss
 

@@ -69,6 +69,21 @@ def affinities(images, shifts: list[tuple[int, int]], temperature: float):
     return torch.softmax(difference.mean(dim=1), dim=1)
 
 
+def propagate(maps, weights, shifts: list[tuple[int, int]], pad: int):
+    """One PAMR step: each pixel of N x K x H x W ``maps`` the ``weights``-weighted (N x P x H x W)
+    sum of its neighbours', one shift at a time (no N x K x P x H x W stack: at 320 px and 48
+    neighbours that stack was gigabytes a batch)."""
+    from torch.nn.functional import pad as pad_tensor
+
+    height, width = maps.shape[-2:]
+    padded = pad_tensor(maps, (pad, pad, pad, pad), mode="replicate")
+    total = None
+    for index, (dy, dx) in enumerate(shifts):
+        term = padded[..., pad + dy: pad + dy + height, pad + dx: pad + dx + width] * weights[:, index: index + 1]
+        total = term if total is None else total.add_(term)
+    return total
+
+
 def competing(maps: np.ndarray, compete: str) -> np.ndarray:
     """N x K x H x W maps as the image's classes compete for its pixels (``compete``)."""
     maps = np.asarray(maps, np.float32)
@@ -87,11 +102,11 @@ def refine_maps(images: np.ndarray, maps: np.ndarray, params: PamrParams) -> np.
     pad = max(params.dilations)
     with torch.no_grad():
         colours = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-        weights = affinities(colours, shifts, params.temperature).unsqueeze(1)  # N x 1 x P x H x W
+        weights = affinities(colours, shifts, params.temperature)  # N x P x H x W
         start = torch.from_numpy(np.ascontiguousarray(maps, np.float32))
         current = start
         for _ in range(params.iterations):
-            current = (shifted(current, shifts, pad) * weights).sum(dim=2)
+            current = propagate(current, weights, shifts, pad)
         peak = current.amax(dim=(2, 3), keepdim=True)
         scale = start.amax(dim=(2, 3), keepdim=True) / peak.clamp_min(1e-8)
         return torch.where(peak > 0, current * scale, current).numpy()

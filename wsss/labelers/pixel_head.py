@@ -4,8 +4,8 @@ confident predictions, each image's pixels choosing among the image's own classe
 A CAM looks at one image at a time, and its maps spill onto whatever the class co-occurs with:
 the bird's map covers the sky it flies in, the cow's the grass it stands on. Across a set the
 same stuff looks alike: grass under a cow and grass under a sheep are one colour and one
-texture. This labeler learns that. It reads the classifier's own features at its stride-16 and
-stride-32 stages (each unit length, the coarser one upsampled to the finer grid) and fits one
+texture. This labeler learns that. It reads the classifier's own features at its stride-8, -16
+and -32 stages (each unit length, on the stride-16 grid: ``ClassifierFeatures``) and fits one
 linear layer over them, a logit per pixel class, on the pixels whose CAM is clear (the best map
 at least ``seed[0]`` and ahead of the next by ``seed[1]``; with a background, the pixels where
 no map reaches ``background_below`` seed the background). It then refits ``rounds`` times on its
@@ -74,23 +74,27 @@ class NotFittedError(RuntimeError):
     """The labeler's head has not been fitted (nor loaded) yet."""
 
 
-def feature_layers(model: Any) -> tuple[str, str]:
-    """The modules whose outputs are the classifier's stride-16 and stride-32 features: a timm
-    model's last feature stage at each reduction, a ResNet's layer3 and layer4."""
+STRIDES = (8, 16, 32)  # the classifier stages the head reads, on the stride-16 grid
+
+
+def feature_layers(model: Any) -> tuple[str, ...]:
+    """The modules whose outputs are the classifier's stride-8, -16 and -32 features: a timm
+    model's last feature stage at each reduction, a ResNet's layer2 to layer4."""
     info = getattr(model, "feature_info", None)
     if info is not None:
         entries = info if isinstance(info, list) else info.get_dicts()
         by_reduction = {entry["reduction"]: entry["module"] for entry in entries}  # the last of each
-        if 16 in by_reduction and 32 in by_reduction:
-            return by_reduction[16], by_reduction[32]
-    if hasattr(model, "layer3") and hasattr(model, "layer4"):
-        return "layer3", "layer4"
-    raise ValueError(f"pixel_head: no stride-16 and stride-32 stages found in {type(model).__name__} "
+        if all(stride in by_reduction for stride in STRIDES):
+            return tuple(by_reduction[stride] for stride in STRIDES)
+    if all(hasattr(model, f"layer{n}") for n in (2, 3, 4)):
+        return "layer2", "layer3", "layer4"
+    raise ValueError(f"pixel_head: no stride-8, -16 and -32 stages found in {type(model).__name__} "
                      f"(timm models with feature_info and ResNets have them)")
 
 
 class ClassifierFeatures:
-    """N x D x h x w features of the classifier at its stride-16 grid (``feature_layers``)."""
+    """N x D x h x w features of the classifier on its stride-16 grid (``feature_layers``): each
+    stage's unit-length vectors, the stride-8 one averaged over 2 x 2, the stride-32 one upsampled."""
 
     def __init__(self, model: Any, input_size: int | None, device: str):
         self.model, self.input_size, self.device = model, input_size, device
@@ -112,9 +116,10 @@ class ClassifierFeatures:
             images = np.stack([resize_image(np.ascontiguousarray(image), side) for image in images])
         with torch.no_grad():
             self.model(to_input_tensor(images, self.device))
-            fine, coarse = self._outputs[0].float(), self._outputs[1].float()
-            coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-            features = torch.cat([F.normalize(fine, dim=1), F.normalize(coarse, dim=1)], dim=1) / 2 ** 0.5
+            grid = self._outputs[1].shape[-2:]
+            stages = [F.adaptive_avg_pool2d(self._outputs[0].float(), grid), self._outputs[1].float(),
+                      F.interpolate(self._outputs[2].float(), size=grid, mode="bilinear", align_corners=False)]
+            features = torch.cat([F.normalize(stage, dim=1) for stage in stages], dim=1) / len(stages) ** 0.5
         self._outputs.clear()
         return features.cpu()
 

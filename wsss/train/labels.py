@@ -188,12 +188,26 @@ class SelfTrainingSource:
     band: tuple[float, float]
     images: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)  # id -> S x S x 3
     background: bool = True  # False: no pixel is taken for background (data.background)
+    # id -> the pixel classes the image carries (its image-level labels): with several classes a
+    # prediction chooses among them (and the background) only; empty: among every class
+    classes: Mapping[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def version(self) -> str:
         """The previous model's content hash and the band (the file's path is in its run)."""
         band = f"@{self.band[0]},{self.band[1]}" + ("" if self.background else ",no-background")
-        return f"{SELF_TRAINING_PREFIX}{file_hash(str(fetch(self.model_file)))}{band}"
+        own = ",own-classes" if self.classes else ""
+        return f"{SELF_TRAINING_PREFIX}{file_hash(str(fetch(self.model_file)))}{band}{own}"
+
+    def allowed(self, image_ids: Sequence[str], channels: int) -> np.ndarray | None:
+        """N x ``channels`` bool: the channels each image may take (background, its classes)."""
+        if not self.classes or channels == 1:
+            return None
+        out = np.zeros((len(image_ids), channels), bool)
+        out[:, 0] = self.background
+        for row, image_id in enumerate(image_ids):
+            out[row, [k + 1 for k in self.classes[image_id] if k + 1 < channels]] = True
+        return out
 
     def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
         import torch
@@ -201,10 +215,21 @@ class SelfTrainingSource:
         model, _ = load_segmentation(fetch(self.model_file))
         out = []
         for start in range(0, len(image_ids), 32):
-            batch = np.stack([self.images[i] for i in image_ids[start:start + 32]])
+            chunk = list(image_ids[start:start + 32])
+            batch = np.stack([self.images[i] for i in chunk])
             logits = predict_logits(model, torch.as_tensor(batch), torch.device("cpu"))
-            out.extend(resize_mask(mask, size) for mask in banded_class_map(logits, self.band, self.background))
+            allowed = self.allowed(chunk, logits.shape[1])
+            masks = banded_class_map(logits, self.band, self.background, allowed)
+            out.extend(resize_mask(mask, size) for mask in masks)
         return _stack(out, size)
+
+
+def own_classes(dataset: Any) -> dict[str, tuple[int, ...]]:
+    """Each image's pixel classes (its image-level labels), for self-training to choose among;
+    {} where images carry one class each (there the model's one class is the image's)."""
+    if not dataset.pixel_classes:
+        return {}
+    return {record.image_id: record.mask_classes for record in dataset.records}
 
 
 def _stack(masks: list[np.ndarray], size: int) -> np.ndarray:

@@ -46,6 +46,7 @@ from wsss.train.datasets import build_datasets, test_policies
 from wsss.train.labels import (
     SelfTrainingSource,
     make_schedule,
+    own_classes,
 )
 from wsss.train.local import fit_here, fit_in_task
 from wsss.train.progress import epoch_progress
@@ -211,7 +212,8 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     for round_number in range(2, section.rounds + 1):  # self-training: the last model's labels
         images = RowsById([splits["train"], splits["val"]], "images")
         source = SelfTrainingSource(f"round{round_number - 1}", outcome.model_file,
-                                    tuple(section.self_training_band), images, config.data.background)
+                                    tuple(section.self_training_band), images, config.data.background,
+                                    own_classes(dataset))
         schedule = with_reviewed(config, make_schedule([(section.epochs, source)]), dataset,
                                  splits["train"].image_ids)
         outcome = fit_round(run, schedule, name if round_number == section.rounds else f"{name}-round{round_number}",

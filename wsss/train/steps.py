@@ -76,12 +76,14 @@ def predicted_classes(logits, background: bool = True):
     return (logits[:, 0] > 0).to(torch.uint8)
 
 
-def banded_class_map(logits, band: tuple[float, float], background: bool = True) -> np.ndarray:
+def banded_class_map(logits, band: tuple[float, float], background: bool = True,
+                     allowed: np.ndarray | None = None) -> np.ndarray:
     """N x H x W uint8 class maps of the confident pixels of a batch's logits, 255 elsewhere:
     a pixel takes its best class k >= 1 where that class's probability is at least ``band[1]``,
     background where the background's probability passes 1 - ``band[0]`` (never, for data
     without a background). With one output channel (probability p of the class) that is: class
-    where p >= hi, background where p < lo."""
+    where p >= hi, background where p < lo. ``allowed`` (N x C bool, several channels) keeps each
+    image's softmax to the channels it may take: its own classes (and the background)."""
     import torch
 
     lo, hi = band
@@ -89,6 +91,9 @@ def banded_class_map(logits, band: tuple[float, float], background: bool = True)
         probability = torch.sigmoid(logits[:, 0]).numpy()
         sure_class, sure_background, best = probability >= hi, probability < lo, np.ones(probability.shape, np.uint8)
     else:
+        if allowed is not None:
+            keep = torch.as_tensor(np.asarray(allowed, bool))[:, :, None, None]
+            logits = logits.masked_fill(~keep, float("-inf"))
         probabilities = torch.softmax(logits, dim=1).numpy()
         best = probabilities[:, 1:].argmax(1).astype(np.uint8) + 1
         sure_class = np.take_along_axis(probabilities, best[:, None].astype(np.int64), 1)[:, 0] >= hi
