@@ -313,9 +313,10 @@ class PixelHeadLabeler(Labeler):
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images, params = batch["image"], self.params
         maps, values = self.probabilities(images, batch["classes"])
-        if params.refine_iterations:
+        if params.refine_iterations:  # image by image, its own maps only: no padded map is moved
             pamr = PamrParams(iterations=params.refine_iterations, dilations=params.dilations)
-            maps = refine_maps(images, maps, pamr)
+            for row, allowed in enumerate(values):
+                maps[row, :len(allowed)] = refine_maps(images[row:row + 1], maps[row:row + 1, :len(allowed)], pamr)[0]
         best, index = maps.max(axis=1), maps.argmax(axis=1)
         table = np.zeros((len(values), maps.shape[1]), np.uint8)
         for row, allowed in enumerate(values):
