@@ -130,7 +130,10 @@ def cores_spent(details: dict) -> str:
     if not cpu:
         return "-"
     total = sum(cpu.values()) + best["idle_core_seconds"]
-    shares = {"stage": best["busy_seconds"], "workers' Ray overhead": max(0.0, cpu["workers"] - best["busy_seconds"]),
+    # the stage's seconds are its tasks' wall time: on cores shared with other work they exceed
+    # the CPU the workers got, and the stage's share is then all of the workers' CPU
+    stage = min(best["busy_seconds"], cpu["workers"])
+    shares = {"stage": stage, "workers' Ray overhead": cpu["workers"] - stage,
               "driver": cpu["driver"], "Ray system": cpu["ray_system"], "idle": best["idle_core_seconds"]}
     return ", ".join(f"{name} {100 * value / total:.0f}%" for name, value in shares.items())
 
