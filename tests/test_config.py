@@ -184,5 +184,10 @@ def test_an_edge_band_renames_the_run_and_the_trainer_does_not():
         return run_name(config, config.train.model_spec(), Schedule(), "fp123")
 
     assert name(edge_band=3) != name() == name(edge_band=0)
+    # GrabCut self-training renames the run; its seeds are unread (and unnamed) under the band
+    assert name(self_training="grabcut") != name() == name(self_training_seeds=[0.2, 0.5, 0.9])
+    assert name(self_training="grabcut") != name(self_training="grabcut", self_training_seeds=[0.2, 0.5, 0.9])
+    with pytest.raises(ConfigError, match="self_training_seeds"):
+        name(self_training_seeds=[0.5, 0.4, 0.9])
     assert name(scaling={"num_workers": 1, "trainer": "ray_train"}) == name()
     assert name(scaling={"num_workers": 2}) != name()

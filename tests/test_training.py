@@ -520,6 +520,63 @@ def test_self_training_chooses_among_each_images_own_classes():
     assert plain.allowed(["x"], 4) is None
 
 
+def _square_scene(size: int = 48):
+    """An image of two flat squares, red (class a) and green (class b), on a blue floor, and
+    a model's rough probabilities of each: sure in the square's core, probable up to 4 px onto
+    the floor around it, as a model trained on rough pseudo-masks blurs an outline."""
+    import cv2
+
+    image = np.zeros((size, size, 3), np.uint8)
+    image[...] = (30, 40, 200)
+    truth = np.zeros((size, size), np.uint8)
+    truth[6:22, 6:22], truth[26:42, 26:42] = 1, 2
+    image[truth == 1], image[truth == 2] = (220, 30, 30), (30, 210, 40)
+    rough = []
+    for value in (1, 2):
+        square, kernel = (truth == value).astype(np.uint8), np.ones((9, 9), np.uint8)
+        grown, core = cv2.dilate(square, kernel), cv2.erode(square, kernel)
+        blurred = [cv2.GaussianBlur(m.astype(np.float32), (7, 7), 1.5) for m in (grown, core)]
+        rough.append(0.55 * blurred[0] + 0.44 * blurred[1] + 0.005)
+    return image, truth, np.stack(rough)
+
+
+def test_grabcut_self_training_puts_the_models_outline_on_the_images_edges():
+    from wsss.labelers.classwise import MASK_IGNORE
+    from wsss.train.labels import grabcut_class_map
+
+    image, truth, rough = _square_scene()
+    seeds = (0.1, 0.5, 0.9)
+    # one class: the model's one channel is the red square's probability
+    logit = torch.logit(torch.as_tensor(rough[:1]))[None]
+    cut = (rough[0] >= 0.5).astype(np.uint8)
+    refined = grabcut_class_map(image[None], logit, seeds)[0]
+    def iou(mask, value):
+        return ((mask == value) & (truth == value)).sum() / ((mask == value) | (truth == value)).sum()
+    assert iou(refined, 1) > 0.95 > 0.75 > iou(cut, 1)  # the cut spills 4 px onto the floor
+    # several classes: background, a, b, c; the image carries a and b, and c is never painted
+    probabilities = np.stack([1 - rough.max(0), rough[0], rough[1], np.full_like(rough[0], 0.99)])
+    logits = torch.log(torch.as_tensor(probabilities))[None]
+    allowed = np.array([[True, True, True, False]])
+    maps = grabcut_class_map(image[None], logits, seeds, True, allowed)[0]
+    assert set(np.unique(maps)) <= {0, 1, 2, MASK_IGNORE} and iou(maps, 1) > 0.95 and iou(maps, 2) > 0.95
+    # without a background every pixel is one of the image's classes: none is background
+    no_background = grabcut_class_map(image[None], logits, seeds, False, np.array([[False, True, True, False]]))[0]
+    assert not (no_background == 0).any()
+    assert (no_background[truth == 1] == 1).mean() > 0.95 and (no_background[truth == 2] == 2).mean() > 0.95
+
+
+def test_a_grabcut_self_training_source_names_its_seeds(tmp_path):
+    from wsss.train.labels import SelfTrainingSource
+
+    file = tmp_path / "model.pt"
+    file.write_bytes(b"weights")
+    band = SelfTrainingSource("round1", str(file), (0.3, 0.7))
+    grabcut = SelfTrainingSource("round1", str(file), (0.3, 0.7), seeds=(0.1, 0.5, 0.9))
+    other = SelfTrainingSource("round1", str(file), (0.3, 0.7), seeds=(0.2, 0.5, 0.9))
+    assert band.version.endswith("@0.3,0.7")  # the band's version is what it was
+    assert len({band.version, grabcut.version, other.version}) == 3
+
+
 def test_agreement_weights_scale_the_cross_entropy_of_several_classes():
     from wsss.train.steps import masked_ce, segmentation_loss
 
@@ -534,7 +591,8 @@ def test_agreement_weights_scale_the_cross_entropy_of_several_classes():
 
 
 @pytest.mark.slow
-def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, writable_root, tmp_path):
+@pytest.mark.parametrize("rule", ["band", "grabcut"])
+def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, writable_root, tmp_path, rule):
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
     from wsss.masks.pipeline import generate_masks
@@ -542,12 +600,13 @@ def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, wri
 
     base = study(writable_root, tmp_path, workers=1, epochs=1, limit=6).model_dump(mode="json")
     config = parse_config({**base, "labelers": [{"name": "ellipse"}],
-                           "train": {**base["train"], "labels": "ellipse", "rounds": 2}})
+                           "train": {**base["train"], "labels": "ellipse", "rounds": 2, "self_training": rule}})
     generate_masks(config, index(writable_root, limit=6), LabelerContext())
     outcome = fit_segmentation(config, model_options={"width": 0.125})
     assert [row["label_source"] for row in outcome.history] == ["ellipse", "round1"]
     assert outcome.params["round"] == 2 and outcome.params["rounds"] == 2
     assert outcome.params["label_versions"][0].startswith("round1=")
+    assert ("@grabcut0.1,0.5,0.9" in outcome.params["label_versions"][0]) == (rule == "grabcut")
     assert outcome.params["val_target"] == "labels round1"
     # the lineage names the previous round's model by its content hash (an MLflow digest)
     import mlflow

@@ -207,6 +207,15 @@ class TrainConfig(StrictModel):
     self_training_band: tuple[float, float] = Field(
         (0.3, 0.7), description="predicted probability below t_lo is background, at least t_hi "
                                 "foreground, ignored in between")
+    self_training: Literal["band", "grabcut"] = Field("band", description=(
+        "how round k+1's labels come from round k's model: band, its confident pixels "
+        "(self_training_band) with the rest ignored; grabcut, GrabCut on each image seeded by "
+        "the model's probabilities of the image's classes (self_training_seeds), which snaps "
+        "the model's outline to the image's colour edges"))
+    self_training_seeds: tuple[Fraction, Fraction, Fraction] = Field(
+        (0.1, 0.5, 0.9), description=(
+            "self_training grabcut: a predicted probability below the first is sure background, "
+            "from the second probable class and from the third sure class (GrabCut's seeds)"))
     val_gt_metrics: bool = Field(False, description=(
         "also score val against ground truth every epoch (val_gt_* metrics); never used to "
         "choose a checkpoint or steer training unless select is val_gt"))
@@ -234,6 +243,14 @@ class TrainConfig(StrictModel):
         """The model a run trains: ``train.model`` with ``train.model_options``, or a run's
         ``model``/``options`` overrides by ``ModelSpec.override``'s rule."""
         return ModelSpec(self.model, self.model_options).override(model, options)
+
+    @model_validator(mode="after")
+    def _seeds_ordered(self) -> TrainConfig:
+        sure_background, probable, sure = self.self_training_seeds
+        if not sure_background <= probable <= sure:
+            raise ValueError(f"self_training_seeds {list(self.self_training_seeds)}: need sure "
+                             "background <= probable <= sure")
+        return self
 
     @model_validator(mode="after")
     def _schedule_matches_epochs(self) -> TrainConfig:

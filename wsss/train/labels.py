@@ -25,6 +25,8 @@ import numpy as np
 
 from wsss.data.arrays import resize_mask
 from wsss.identity import file_hash
+from wsss.labelers.entries import padded
+from wsss.labelers.registry import get_labeler_class
 from wsss.masks.integrity import MaskSetError
 from wsss.metrics import IGNORE, trimap_to_target
 from wsss.models.checkpoints import load_segmentation
@@ -178,10 +180,14 @@ SELF_TRAINING_PREFIX = "model:"  # a self-training source's version: the model's
 @dataclass
 class SelfTrainingSource:
     """Self-training: the previous round's model's predictions on the training (and val) images
-    as the next round's labels (``banded_class_map``): a pixel takes its class where the
-    predicted probability is at least ``band[1]``, background where the class is below
+    as the next round's labels. By default (``banded_class_map``) a pixel takes its class where
+    the predicted probability is at least ``band[1]``, background where the class is below
     ``band[0]``, and is ignored in between: the model's own doubt is not taught back to it (the
-    ignore band of the CAM family, for predictions). One class or several, the rule is one."""
+    ignore band of the CAM family, for predictions). With ``seeds`` (sure background,
+    probable, sure) the next labels are GrabCut on each image seeded by the model's
+    probabilities of its classes (``grabcut_class_map``): the model has learnt where the object
+    is across the whole set, and GrabCut puts the outline on the image's own colour edges, which
+    a model trained on rough pseudo-masks blurs. One class or several, the rule is one."""
 
     name: str
     model_file: str
@@ -191,13 +197,17 @@ class SelfTrainingSource:
     # id -> the pixel classes the image carries (its image-level labels): with several classes a
     # prediction chooses among them (and the background) only; empty: among every class
     classes: Mapping[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
+    seeds: tuple[float, float, float] | None = None  # GrabCut's seeds; None: the band
 
     @property
     def version(self) -> str:
-        """The previous model's content hash and the band (the file's path is in its run)."""
-        band = f"@{self.band[0]},{self.band[1]}" + ("" if self.background else ",no-background")
+        """The previous model's content hash and the band or GrabCut's seeds (the file's path
+        is in its run)."""
+        rule = (f"@{self.band[0]},{self.band[1]}" if self.seeds is None else
+                "@grabcut" + ",".join(f"{value:g}" for value in self.seeds))
+        rule += "" if self.background else ",no-background"
         own = ",own-classes" if self.classes else ""
-        return f"{SELF_TRAINING_PREFIX}{file_hash(str(fetch(self.model_file)))}{band}{own}"
+        return f"{SELF_TRAINING_PREFIX}{file_hash(str(fetch(self.model_file)))}{rule}{own}"
 
     def allowed(self, image_ids: Sequence[str], channels: int) -> np.ndarray | None:
         """N x ``channels`` bool: the channels each image may take (background, its classes)."""
@@ -219,9 +229,44 @@ class SelfTrainingSource:
             batch = np.stack([self.images[i] for i in chunk])
             logits = predict_logits(model, torch.as_tensor(batch), torch.device("cpu"))
             allowed = self.allowed(chunk, logits.shape[1])
-            masks = banded_class_map(logits, self.band, self.background, allowed)
+            if self.seeds is None:
+                masks = banded_class_map(logits, self.band, self.background, allowed)
+            else:
+                masks = grabcut_class_map(batch, logits, self.seeds, self.background, allowed)
             out.extend(resize_mask(mask, size) for mask in masks)
         return _stack(out, size)
+
+
+def grabcut_class_map(images: np.ndarray, logits, seeds: tuple[float, float, float],
+                      background: bool = True, allowed: np.ndarray | None = None) -> np.ndarray:
+    """N x H x W class maps: GrabCut on each image from a model's probabilities of the image's
+    classes (``seeds``: below the first sure background, from the second probable class, from
+    the third sure class), through the ``grabcut`` labeler, as one entry per class.
+
+    One output channel is one class (its sigmoid, painting value 1). With several channels the
+    softmax runs over the channels each image may take (``allowed``: its own classes and the
+    background; all where None) and every class channel it may take is an entry."""
+    import torch
+
+    sure_background, probable, sure = seeds
+    if logits.shape[1] == 1:
+        maps = torch.sigmoid(logits).numpy()
+        classes = np.zeros((len(images), 1), np.int64)
+    else:
+        keep = np.ones(logits.shape[:2], bool) if allowed is None else np.asarray(allowed, bool)
+        logits = logits.masked_fill(~torch.as_tensor(keep)[:, :, None, None], float("-inf"))
+        probabilities = torch.softmax(logits, dim=1).numpy()
+        classes = padded([np.flatnonzero(row[1:]).tolist() for row in keep])
+        maps = np.zeros((*classes.shape, *probabilities.shape[2:]), np.float32)
+        for n, row in enumerate(classes):
+            for k, value in enumerate(row):
+                if value >= 0:
+                    maps[n, k] = probabilities[n, value + 1]
+    labeler = get_labeler_class("grabcut")({"init": "seeds", "seeds": [probable, sure],
+                                            "sure_background": sure_background,
+                                            "background": background})
+    return labeler({"image": np.asarray(images), "labels": classes, "classes": classes,
+                    "heatmap": maps})["mask"]
 
 
 def own_classes(dataset: Any) -> dict[str, tuple[int, ...]]:

@@ -115,12 +115,15 @@ def run_name(config: StudyConfig, model: ModelSpec, schedule, dataset_fingerprin
     """``<model>-<fingerprint>`` of the train section, labels (mask-set fingerprints included),
     model options and dataset: a changed input never resumes a stale run. Which trainer runs
     one worker changes no result, so it is not part of the name; ``edge_band`` is, where set
-    (at 0 the names of runs made before it existed stay what they were)."""
+    (at 0 the names of runs made before it existed stay what they were), and so are
+    ``self_training`` and its seeds where it is not the band."""
     section = config.train.model_dump(mode="json", exclude={"storage": True, "name": True,
                                                               "max_failures": True, "labels": True,
                                                               "model": True, "scaling": {"trainer"}})
     if not section["edge_band"]:
         del section["edge_band"]
+    if section["self_training"] == "band":  # the default: names made before it stay
+        del section["self_training"], section["self_training_seeds"]
     data = config.data.model_dump(mode="json", include={"image_size", "border_policy",
                                                         "val_fraction", "split_seed", "limit"})
     digest = stable_hash({"train": section, "data": data, **model.as_dict(),
@@ -179,6 +182,12 @@ def _params(config: StudyConfig, settings: TrainSettings, splits: dict, dataset_
             **{f"{split}_images": len(splits[split]) for split in ("train", "val", "test")}}
 
 
+def self_training_seeds(section: Any) -> tuple[float, float, float] | None:
+    """GrabCut's seeds for the next round's labels (``train.self_training: grabcut``), or None
+    for the band."""
+    return tuple(section.self_training_seeds) if section.self_training == "grabcut" else None
+
+
 def trains_in_process(config: StudyConfig) -> bool:
     """Whether this run's one worker trains without Ray Train (``wsss.train.local``): one
     worker, ``trainer: auto`` and checkpoints in a folder (Train uploads to object stores)."""
@@ -213,7 +222,7 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
         images = RowsById([splits["train"], splits["val"]], "images")
         source = SelfTrainingSource(f"round{round_number - 1}", outcome.model_file,
                                     tuple(section.self_training_band), images, config.data.background,
-                                    own_classes(dataset))
+                                    own_classes(dataset), self_training_seeds(section))
         schedule = with_reviewed(config, make_schedule([(section.epochs, source)]), dataset,
                                  splits["train"].image_ids)
         outcome = fit_round(run, schedule, name if round_number == section.rounds else f"{name}-round{round_number}",
