@@ -1,6 +1,6 @@
 """Choose CAM thresholds and GrabCut seeds on the development half only, with ground truth.
 
-    python jobs/calibrate.py --config jobs/configs/pets.yaml --set data.root=DIR [--out F.json]
+    python jobs/calibrate.py --config jobs/configs/pets.yaml --set data.root=DIR [--out F.json] [--model F]
 
 Reads the study's ``trainval`` images (train + val; never ``test``, whose figures the tables
 report) and the classifier the study trained (``wsss classify`` first), and scores against the
@@ -9,6 +9,10 @@ data: ``imagenet_cam``) at several thresholds, one view and averaged over scales
 image; the box of each, GrabCut in it, and GrabCut seeded by each, over their thresholds and
 seeds; the centred ellipse. Runs in this process (no Ray): ~8 minutes for 150 photos on 2 cores (two maps).
 Prints a table (pseudo-mask micro Dice, border ignored) and writes it as JSON with ``--out``.
+
+With ``--model F`` (a ``wsss train`` run's ``tested_model.pt``) it scores instead what a second
+self-training round would train on: the model's own predictions on those images, and GrabCut
+seeded by its probabilities (``train.self_training: grabcut``) under a grid of seeds.
 
 With several classes per image (``data.task: semantic``) it compares the class-map cut rules
 instead, by mIoU over the data's classes: a CAM per class each image carries, cut against a
@@ -140,6 +144,65 @@ def calibrate_classes(config, checkpoint: str, records, dataset) -> list[dict]:
     return rows
 
 
+# self-training through GrabCut: (sure background, probable, sure) seeds on a model's probabilities
+SELF_TRAINING_SEEDS = tuple((below, lo, hi) for lo in (0.4, 0.5, 0.6) for hi in (0.8, 0.9, 0.95)
+                            for below in (0.1, 0.2, 0.3) if below < lo)
+
+
+def calibrate_self_training(config, model_file: str, records, dataset) -> list[dict]:
+    """A trained model's own predictions on the dev images, and GrabCut seeded by its
+    probabilities (``train.self_training: grabcut``) under every ``SELF_TRAINING_SEEDS``, scored
+    by Dice (one class per image) or mIoU (several): the labels a second round would train on."""
+    import torch
+
+    from wsss.data.decode import record_class_truth
+    from wsss.models.checkpoints import load_segmentation
+    from wsss.train.labels import SelfTrainingSource, grabcut_class_map, own_classes
+    from wsss.train.steps import predict_logits, predicted_classes
+
+    size = config.train.image_size  # the size self-training decodes the images at
+    with console.Stage("decode dev images", total=len(records), unit="images") as stage:
+        arrays = decode_records(records, size, progress=stage)
+        stage.done(f"{len(arrays)} images at {size} px")
+    model, _ = load_segmentation(model_file)
+    with console.Stage("model", total=len(arrays), unit="images") as stage:
+        logits = []
+        for start in range(0, len(arrays), BATCH):
+            logits.append(predict_logits(model, torch.as_tensor(arrays.images[start:start + BATCH]),
+                                         torch.device("cpu")))
+            stage.advance(len(logits[-1]))
+        stage.done(f"{len(arrays)} images")
+    logits = torch.cat(logits)
+    ids = list(arrays.image_ids)
+    allowed = SelfTrainingSource("dev", model_file, (0.3, 0.7), background=config.data.background,
+                                 classes=own_classes(dataset)).allowed(ids, logits.shape[1])
+    if dataset.pixel_classes:
+        by_id = {record.image_id: record for record in records}
+        truth = [resize_mask(record_class_truth(by_id[image_id]), size) for image_id in ids]
+
+        def score(masks: np.ndarray) -> dict:
+            meter = SegmentationMeter(len(dataset.classes))
+            for mask, target in zip(masks, truth):
+                meter.update(np.where(mask == 255, 0, mask), target)
+            return {"miou": meter.result(dataset.classes, background=config.data.background)["miou"]}
+    else:
+        def score(masks: np.ndarray) -> dict:
+            return {"dice": dice(masks, arrays, config.data.border_policy)}
+    predicted = predicted_classes(logits, config.data.background).numpy().astype(np.uint8)
+    rows = [{"view": "model", "method": "the model's own prediction", **score(predicted)}]
+    with console.Stage("GrabCut on the model's probabilities", total=len(SELF_TRAINING_SEEDS),
+                       unit="seed settings") as stage:
+        for seeds in SELF_TRAINING_SEEDS:
+            masks = np.concatenate([grabcut_class_map(arrays.images[start:start + BATCH], logits[start:start + BATCH],
+                                                      seeds, config.data.background,
+                                                      None if allowed is None else allowed[start:start + BATCH])
+                                    for start in range(0, len(arrays), BATCH)])
+            rows.append({"view": "model", "method": "grabcut (seeds {}/{}/{})".format(*seeds), **score(masks)})
+            stage.advance(1)
+        stage.done(f"{len(SELF_TRAINING_SEEDS)} settings")
+    return rows
+
+
 PIXEL_HEADS = {"pixel head, no refit": {"rounds": 0, "refine_iterations": 0},
                "pixel head, 5 refits": {"refine_iterations": 0},
                "pixel head, 5 refits + PAMR": {}}
@@ -183,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     parser.add_argument("--out", type=Path, help="write the table as JSON here")
+    parser.add_argument("--model", help="a trained model (a run's tested_model.pt): score GrabCut seeded by "
+                                        "its probabilities (train.self_training: grabcut) instead")
     args = parser.parse_args(argv)
     console.setup(verbose_output=args.verbose)
     try:
@@ -194,20 +259,30 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     config = study_config(args)
     dataset = prepare_dataset(config.data)
+    records = dataset.split("trainval")  # the development half: never the test split
+    metric = "miou" if dataset.pixel_classes else "dice"
+    if args.model:
+        if not Path(args.model).is_file():
+            console.say(f"--model {args.model}: no such file (a `wsss train` run's tested_model.pt)")
+            return 2
+        return report(calibrate_self_training(config, args.model, records, dataset), metric, records, args.out)
     checkpoint = find_classifier(config, dataset)
     if checkpoint is None:
         console.say(f"no classifier trained for this study: run `wsss classify --config {args.config}` "
                     "(with the same --set options) first")
         return 2
-    records = dataset.split("trainval")  # the development half: never the test split
-    metric = "miou" if dataset.pixel_classes else "dice"
     rows = calibrate_classes(config, checkpoint, records, dataset) if dataset.pixel_classes else \
         calibrate(config, checkpoint, records)
+    return report(rows, metric, records, args.out)
+
+
+def report(rows: list[dict], metric: str, records, out: Path | None) -> int:
+    """Print the table; write it as JSON to ``out``."""
     lines = [f"| view | method | dev {'mIoU' if metric == 'miou' else 'Dice'} |", "|---|---|---|"]
     lines += [f"| {r['view']} | {r['method']} | {r[metric]:.3f} |" for r in rows]
     console.echo("\n".join(lines))
-    if args.out:
-        args.out.write_text(json.dumps({"images": len(records), "split": "trainval", "rows": rows}, indent=2))
+    if out:
+        out.write_text(json.dumps({"images": len(records), "split": "trainval", "rows": rows}, indent=2))
     return 0
 
 
