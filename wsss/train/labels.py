@@ -203,8 +203,9 @@ class SelfTrainingSource:
     def version(self) -> str:
         """The previous model's content hash and the band or GrabCut's seeds (the file's path
         is in its run)."""
-        rule = (f"@{self.band[0]},{self.band[1]}" if self.seeds is None else
-                "@grabcut" + ",".join(f"{value:g}" for value in self.seeds))
+        rule = (f"@{self.band[0]},{self.band[1]}" if self.seeds is None else  # GrabCut's params whole
+                "@grabcut" + ",".join(f"{value:g}" for value in self.seeds)
+                + f"/{seeded_grabcut(self.seeds, self.background).fingerprint()}")
         rule += "" if self.background else ",no-background"
         own = ",own-classes" if self.classes else ""
         return f"{SELF_TRAINING_PREFIX}{file_hash(str(fetch(self.model_file)))}{rule}{own}"
@@ -248,7 +249,6 @@ def grabcut_class_map(images: np.ndarray, logits, seeds: tuple[float, float, flo
     background; all where None) and every class channel it may take is an entry."""
     import torch
 
-    sure_background, probable, sure = seeds
     if logits.shape[1] == 1:
         maps = torch.sigmoid(logits).numpy()
         classes = np.zeros((len(images), 1), np.int64)
@@ -262,11 +262,15 @@ def grabcut_class_map(images: np.ndarray, logits, seeds: tuple[float, float, flo
             for k, value in enumerate(row):
                 if value >= 0:
                     maps[n, k] = probabilities[n, value + 1]
-    labeler = get_labeler_class("grabcut")({"init": "seeds", "seeds": [probable, sure],
-                                            "sure_background": sure_background,
-                                            "background": background})
-    return labeler({"image": np.asarray(images), "labels": classes, "classes": classes,
-                    "heatmap": maps})["mask"]
+    return seeded_grabcut(seeds, background)({"image": np.asarray(images), "labels": classes,
+                                              "classes": classes, "heatmap": maps})["mask"]
+
+
+def seeded_grabcut(seeds: tuple[float, float, float], background: bool = True) -> Any:
+    """The ``grabcut`` labeler that self-training runs on a model's probabilities."""
+    sure_background, probable, sure = seeds
+    return get_labeler_class("grabcut")({"init": "seeds", "seeds": [probable, sure],
+                                         "sure_background": sure_background, "background": background})
 
 
 def own_classes(dataset: Any) -> dict[str, tuple[int, ...]]:
