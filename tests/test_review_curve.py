@@ -77,3 +77,16 @@ def test_review_curve_trains_one_trial_per_point_from_the_chosen_images_truth(ra
     assert "## What a review is worth" in markdown and "| random | 50 % |" in markdown
     assert (tmp_path / "report" / "figures" / "review_curve.png").stat().st_size > 0
     assert 'id="review"' in report["html"].read_text()
+
+
+def test_the_curves_weak_trials_take_the_studys_self_training_and_full_supervision_does_not(tmp_path):
+    from wsss.config import parse_config
+    from wsss.sweep.review_curve import ReviewPoint, curve_config
+
+    study = parse_config({"name": "tiny", "weights_policy": "random",
+                          "labelers": [{"name": "mix"}], "train": {"rounds": 2, "self_training": "grabcut"}})
+    point = ReviewPoint(folder=tmp_path / "confidence-10", replaced_dice=0.5)
+    trials = {trial.name: trial for trial in curve_config(study, "mix", {("confidence", 10): point}, 1.0).sweep.trials}
+    assert trials["review-gt"].rounds == 1  # full supervision is the plain run
+    assert trials["review-0%"].rounds is None and trials["review-confidence-10%"].rounds is None  # the study's 2
+    assert study.train.self_training == "grabcut"

@@ -89,8 +89,11 @@ def review_folders(mask_set: Any, images: list[ExportImage], points: list[int], 
 def curve_config(config: StudyConfig, base: str, folders: dict[tuple[str, int], ReviewPoint],
                  weight: float) -> StudyConfig:
     """The study with the curve's trials: full supervision, the base labels unreviewed, and
-    one trial per reviewer folder; its own experiment name (``<name>-review``)."""
-    trials = [{"name": "review-gt", "table": REVIEW_TABLE, "labels": "gt"},
+    one trial per reviewer folder; its own experiment name (``<name>-review``). The weak trials
+    take the study's train section whole (``train.rounds`` and ``train.self_training``
+    included: a reviewed image keeps its reviewed mask in every round); full supervision is
+    one round."""
+    trials = [{"name": "review-gt", "table": REVIEW_TABLE, "labels": "gt", "rounds": 1},  # never self-trained
               {"name": "review-0%", "table": REVIEW_TABLE, "labels": base}]
     trials += [{"name": f"review-{by}-{share}%", "table": REVIEW_TABLE, "labels": base,
                 "reviewed": str(point.folder), "reviewed_weight": weight}
