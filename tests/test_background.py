@@ -126,3 +126,13 @@ def test_pamr_moves_the_class_boundary_onto_the_colour_edge():
     assert (refined == truth).mean() > 0.98 > (plain == truth).mean()
     meanwise = get_labeler_class("pamr")({"threshold": 0.0, "background": False, "compete": "mean"})
     assert (meanwise(batch)["mask"][0] == truth).mean() > 0.98
+
+
+def test_the_headline_leaves_out_the_foregrounds_dice_where_every_pixel_is_foreground():
+    from wsss.train.segmentation import headline
+
+    scenes = {"miou": 0.4861, "micro": {"dice": 1.0, "iou": 1.0}}  # no background: Dice is 1 always
+    assert headline(scenes, background=False) == "test mIoU 0.4861"
+    with_background = {"miou": 0.5, "micro": {"dice": 0.8, "iou": 0.6667}}
+    assert headline(with_background, True, 3) == "test mIoU 0.500, test micro Dice 0.800, IoU 0.667"
+    assert headline({"micro": {"dice": 0.8923, "iou": 0.8}}) == "test micro Dice 0.8923, IoU 0.8000"

@@ -58,9 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         console.echo(json.dumps(summary, indent=2))
     else:
-        metrics = summary["test_metrics"]
-        console.say(f"test micro Dice {metrics['test_micro_dice']:.4f}, IoU "
-                    f"{metrics['test_micro_iou']:.4f} ({summary['test_images']} images, epoch "
+        console.say(f"{summary['headline'] or 'not tested'} ({summary['test_images']} images, epoch "
                     f"{summary['tested_epoch']}); MLflow run {summary['run_id']}")
         console.echo(summary["checkpoint"])
     return EXIT_OK
