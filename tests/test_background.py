@@ -136,3 +136,4 @@ def test_the_headline_leaves_out_the_foregrounds_dice_where_every_pixel_is_foreg
     with_background = {"miou": 0.5, "micro": {"dice": 0.8, "iou": 0.6667}}
     assert headline(with_background, True, 3) == "test mIoU 0.500, test micro Dice 0.800, IoU 0.667"
     assert headline({"micro": {"dice": 0.8923, "iou": 0.8}}) == "test micro Dice 0.8923, IoU 0.8000"
+    assert headline({"micro": {"dice": 0.8923, "iou": 0.8}}, digits=3, detail=False) == "test Dice 0.892"

@@ -338,20 +338,23 @@ def train_segmentation(config: StudyConfig, *, labels: Any = None, model: str | 
             epoch_progress(stage, config.train.epochs, epoch_note) as callbacks:
         outcome = fit_segmentation(config, labels=labels, model=model, model_options=model_options,
                                    name=name, callbacks=callbacks)
-        stage.done(f"{headline(outcome.test, config.data.background, 3)} on {outcome.test['images']} images"
-                   if outcome.test.get("images") else "trained (no ground truth to test on)")
+        tested = outcome.test.get("images")
+        stage.done(f"{headline(outcome.test, config.data.background, 3, detail=False)} on {tested} images"
+                   if tested else "trained (no ground truth to test on)")
     run_id = log_training(config, outcome, parent_run_id=parent_run_id)
     return {**outcome.summary(), "run_id": run_id,
             "headline": headline(outcome.test, config.data.background, 4) if outcome.test.get("images") else ""}
 
 
-def headline(test: dict[str, Any], background: bool = True, digits: int = 4) -> str:
+def headline(test: dict[str, Any], background: bool = True, digits: int = 4, detail: bool = True) -> str:
     """The test scores a person reads first: the mIoU over the classes where there are several,
-    and the foreground's micro Dice and IoU where the data has a background (without one every
-    pixel is some class's, so the foreground's Dice is 1 and says nothing)."""
+    and the foreground's micro Dice (and IoU, with ``detail``) where the data has a background
+    (without one every pixel is some class's, so the foreground's Dice is 1 and says nothing)."""
     parts = [f"test mIoU {test['miou']:.{digits}f}"] if "miou" in test else []
     if background or not parts:
-        parts.append(f"test micro Dice {test['micro']['dice']:.{digits}f}, IoU {test['micro']['iou']:.{digits}f}")
+        dice = test["micro"]["dice"]
+        parts.append(f"test micro Dice {dice:.{digits}f}, IoU {test['micro']['iou']:.{digits}f}" if detail
+                     else f"test Dice {dice:.{digits}f}")
     return ", ".join(parts)
 
 
