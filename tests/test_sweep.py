@@ -142,7 +142,9 @@ def test_console_summary_fits_100_columns_and_cuts_long_names():
 def test_killed_sweep_finishes_when_started_again(ray_local, tmp_path):
     data = scaled_down_smoke(tmp_path)
     data["labelers"] = [s for s in data["labelers"] if s["name"] == "ellipse"] or [{"name": "ellipse"}]
-    data["sweep"]["trials"] = [{"name": "gt-0.001", "labels": "gt", "lr": 0.001}]
+    # 12 epochs of a fraction of a second each: the kill lands after the first checkpoint and
+    # well before the trial ends and is logged (with 4, a fast machine finished in the poll's gap)
+    data["sweep"]["trials"] = [{"name": "gt-0.001", "labels": "gt", "lr": 0.001, "epochs": 12}]
     data["sweep"]["direct_eval"] = []
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(data))
     command = [sys.executable, str(REPO / "jobs" / "sweep.py"), "--config", str(tmp_path / "study.yaml")]
@@ -150,7 +152,7 @@ def test_killed_sweep_finishes_when_started_again(ray_local, tmp_path):
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not list((tmp_path / "train").glob("*/checkpoint_*")):
-        time.sleep(1)  # wait until a trial has trained at least one epoch
+        time.sleep(0.1)  # wait until a trial has trained at least one epoch
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert list((tmp_path / "train").glob("*/checkpoint_*")), "no trial got going before the deadline"
