@@ -1,6 +1,6 @@
 """Choose CAM thresholds and GrabCut seeds on the development half only, with ground truth.
 
-    python jobs/calibrate.py --config jobs/configs/pets.yaml --set data.root=DIR [--out F.json] [--model F]
+    python jobs/calibrate.py --config jobs/configs/pets.yaml --set data.root=DIR [--out F.json] [--model F ...]
 
 Reads the study's ``trainval`` images (train + val; never ``test``, whose figures the tables
 report) and the classifier the study trained (``wsss classify`` first), and scores against the
@@ -12,7 +12,9 @@ Prints a table (pseudo-mask micro Dice, border ignored) and writes it as JSON wi
 
 With ``--model F`` (a ``wsss train`` run's ``tested_model.pt``) it scores instead what a second
 self-training round would train on: the model's own predictions on those images, and GrabCut
-seeded by its probabilities (``train.self_training: grabcut``) under a grid of seeds.
+seeded by its probabilities (``train.self_training: grabcut``) under a grid of seeds. With
+``--model`` given several times, the mean of the models' probabilities
+(``train.self_training_models``) stands for the model.
 
 With several classes per image (``data.task: semantic``) it compares the class-map cut rules
 instead, by mIoU over the data's classes: a CAM per class each image carries, cut against a
@@ -149,33 +151,34 @@ SELF_TRAINING_SEEDS = tuple((below, lo, hi) for lo in (0.4, 0.5, 0.6) for hi in 
                             for below in (0.1, 0.2, 0.3) if below < lo)
 
 
-def calibrate_self_training(config, model_file: str, records, dataset) -> list[dict]:
-    """A trained model's own predictions on the dev images, and GrabCut seeded by its
-    probabilities (``train.self_training: grabcut``) under every ``SELF_TRAINING_SEEDS``, scored
-    by Dice (one class per image) or mIoU (several): the labels a second round would train on."""
+def calibrate_self_training(config, model_files: list[str], records, dataset) -> list[dict]:
+    """Trained models' own predictions on the dev images (the mean of their probabilities,
+    as self-training reads them), and GrabCut seeded by those probabilities
+    (``train.self_training: grabcut``) under every ``SELF_TRAINING_SEEDS``, scored by Dice (one
+    class per image) or mIoU (several): the labels a second round would train on."""
     import torch
 
     from wsss.data.decode import record_class_truth
-    from wsss.models.checkpoints import load_segmentation
     from wsss.train.labels import SelfTrainingSource, grabcut_class_map, own_classes
-    from wsss.train.steps import predict_logits, predicted_classes
+    from wsss.train.steps import predicted_classes
 
     size = config.train.image_size  # the size self-training decodes the images at
     with console.Stage("decode dev images", total=len(records), unit="images") as stage:
         arrays = decode_records(records, size, progress=stage)
         stage.done(f"{len(arrays)} images at {size} px")
-    model, _ = load_segmentation(model_file)
-    with console.Stage("model", total=len(arrays), unit="images") as stage:
-        logits = []
-        for start in range(0, len(arrays), BATCH):
-            logits.append(predict_logits(model, torch.as_tensor(arrays.images[start:start + BATCH]),
-                                         torch.device("cpu")))
-            stage.advance(len(logits[-1]))
-        stage.done(f"{len(arrays)} images")
-    logits = torch.cat(logits)
     ids = list(arrays.image_ids)
-    allowed = SelfTrainingSource("dev", model_file, (0.3, 0.7), background=config.data.background,
-                                 classes=own_classes(dataset)).allowed(ids, logits.shape[1])
+    source = SelfTrainingSource("dev", tuple(model_files), (0.3, 0.7), background=config.data.background,
+                                classes=own_classes(dataset))
+    models = source.load()
+    with console.Stage(f"model{'s' if len(models) > 1 else ''}", total=len(arrays), unit="images") as stage:
+        probabilities = []
+        for start in range(0, len(arrays), BATCH):
+            probabilities.append(source.probabilities(models, arrays.images[start:start + BATCH],
+                                                      ids[start:start + BATCH]))
+            stage.advance(len(probabilities[-1]))
+        stage.done(f"{len(arrays)} images, {len(models)} model{'s' if len(models) > 1 else ''}")
+    probabilities = np.concatenate(probabilities)
+    allowed = source.allowed(ids, probabilities.shape[1])
     if dataset.pixel_classes:
         by_id = {record.image_id: record for record in records}
         truth = [resize_mask(record_class_truth(by_id[image_id]), size) for image_id in ids]
@@ -188,13 +191,18 @@ def calibrate_self_training(config, model_file: str, records, dataset) -> list[d
     else:
         def score(masks: np.ndarray) -> dict:
             return {"dice": dice(masks, arrays, config.data.border_policy)}
-    predicted = predicted_classes(logits, config.data.background).numpy().astype(np.uint8)
+    # the mean probabilities' own classes: their log is a logit for the argmax (and the class's
+    # log-odds for one channel)
+    scores = torch.as_tensor(probabilities).clamp(1e-7, 1 - 1e-7)
+    scores = torch.logit(scores) if scores.shape[1] == 1 else torch.log(scores)
+    predicted = predicted_classes(scores, config.data.background).numpy().astype(np.uint8)
     rows = [{"view": "model", "method": "the model's own prediction", **score(predicted)}]
     with console.Stage("GrabCut on the model's probabilities", total=len(SELF_TRAINING_SEEDS),
                        unit="seed settings") as stage:
         for seeds in SELF_TRAINING_SEEDS:
-            masks = np.concatenate([grabcut_class_map(arrays.images[start:start + BATCH], logits[start:start + BATCH],
-                                                      seeds, config.data.background,
+            masks = np.concatenate([grabcut_class_map(arrays.images[start:start + BATCH],
+                                                      probabilities[start:start + BATCH], seeds,
+                                                      config.data.background,
                                                       None if allowed is None else allowed[start:start + BATCH])
                                     for start in range(0, len(arrays), BATCH)])
             rows.append({"view": "model", "method": "grabcut (seeds {}/{}/{})".format(*seeds), **score(masks)})
@@ -246,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     parser.add_argument("--out", type=Path, help="write the table as JSON here")
-    parser.add_argument("--model", help="a trained model (a run's tested_model.pt): score GrabCut seeded by "
-                                        "its probabilities (train.self_training: grabcut) instead")
+    parser.add_argument("--model", action="append", help="a trained model (a run's tested_model.pt): score "
+                        "GrabCut seeded by its probabilities (train.self_training: grabcut) instead; "
+                        "several: their mean probability (train.self_training_models)")
     args = parser.parse_args(argv)
     console.setup(verbose_output=args.verbose)
     try:
@@ -262,9 +271,10 @@ def run(args: argparse.Namespace) -> int:
     records = dataset.split("trainval")  # the development half: never the test split
     metric = "miou" if dataset.pixel_classes else "dice"
     if args.model:
-        if not Path(args.model).is_file():
-            console.say(f"--model {args.model}: no such file (a `wsss train` run's tested_model.pt)")
-            return 2
+        for model in args.model:
+            if not Path(model).is_file():
+                console.say(f"--model {model}: no such file (a `wsss train` run's tested_model.pt)")
+                return 2
         return report(calibrate_self_training(config, args.model, records, dataset), metric, records, args.out)
     checkpoint = find_classifier(config, dataset)
     if checkpoint is None:

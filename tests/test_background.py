@@ -16,7 +16,7 @@ from wsss.labelers.classwise import paint
 from wsss.labelers.crf import CrfParams, dense_crf
 from wsss.labelers.registry import get_labeler_class
 from wsss.metrics import SegmentationMeter
-from wsss.train.steps import banded_class_map, predicted_classes
+from wsss.train.steps import banded_class_map, class_probabilities, predicted_classes
 
 I = 255  # noqa: E741 - ignore
 
@@ -52,8 +52,8 @@ def test_the_model_never_predicts_background_and_self_training_never_teaches_it(
     logits = torch.tensor([[[[5.0, 0.0]], [[1.0, 0.1]], [[0.0, 0.2]]]])  # background, class 1, class 2
     assert predicted_classes(logits).tolist() == [[[0, 2]]]
     assert predicted_classes(logits, background=False).tolist() == [[[1, 2]]]
-    assert banded_class_map(logits, (0.3, 0.7)).tolist() == [[[0, I]]]
-    assert banded_class_map(logits, (0.3, 0.7), background=False).tolist() == [[[I, I]]]
+    assert banded_class_map(class_probabilities(logits), (0.3, 0.7)).tolist() == [[[0, I]]]
+    assert banded_class_map(class_probabilities(logits), (0.3, 0.7), background=False).tolist() == [[[I, I]]]
 
 
 def test_miou_is_over_the_classes_the_data_has_with_both_accuracies():

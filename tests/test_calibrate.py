@@ -66,7 +66,7 @@ def test_self_training_seeds_are_scored_on_trainval_from_a_models_probabilities(
     read = []
     real_decode = calibrate.decode_records
     monkeypatch.setattr(calibrate, "decode_records", lambda rs, *a, **k: read.extend(rs) or real_decode(rs, *a, **k))
-    rows = calibrate.calibrate_self_training(config, str(file), records, dataset)
+    rows = calibrate.calibrate_self_training(config, [str(file)], records, dataset)
     assert {r.split for r in read} == {"train", "val"}
     methods = [row["method"] for row in rows]
     assert methods[0] == "the model's own prediction" and "grabcut (seeds 0.1/0.5/0.9)" in methods

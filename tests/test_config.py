@@ -189,5 +189,9 @@ def test_an_edge_band_renames_the_run_and_the_trainer_does_not():
     assert name(self_training="grabcut") != name(self_training="grabcut", self_training_seeds=[0.2, 0.5, 0.9])
     with pytest.raises(ConfigError, match="self_training_seeds"):
         name(self_training_seeds=[0.5, 0.4, 0.9])
+    # an ensemble of round models renames the run; one model is the name it always had
+    assert name(rounds=2, self_training_models=3) != name(rounds=2) == name(rounds=2, self_training_models=1)
+    with pytest.raises(ConfigError, match="self_training_models 3 .*needs rounds >= 2"):
+        name(self_training_models=3)
     assert name(scaling={"num_workers": 1, "trainer": "ray_train"}) == name()
     assert name(scaling={"num_workers": 2}) != name()

@@ -491,30 +491,30 @@ def test_self_training_labels_are_the_models_confident_predictions(tmp_path):
 
 
 def test_self_training_keeps_each_confident_class_of_several():
-    from wsss.train.steps import banded_class_map
+    from wsss.train.steps import banded_class_map, class_probabilities
 
     # 3 pixels of a 2-class model (background, a, b): sure a, sure background, doubt
     scores = torch.tensor([[0.0, 4.0, 0.0], [4.0, 0.0, 0.0], [1.0, 1.2, 1.1]]).T.reshape(1, 3, 1, 3)
-    assert banded_class_map(scores, (0.3, 0.7)).tolist() == [[[1, 0, IGNORE]]]
+    assert banded_class_map(class_probabilities(scores), (0.3, 0.7)).tolist() == [[[1, 0, IGNORE]]]
     swapped = scores[:, [0, 2, 1]]  # the same evidence for class b
-    assert banded_class_map(swapped, (0.3, 0.7)).tolist() == [[[2, 0, IGNORE]]]
+    assert banded_class_map(class_probabilities(swapped), (0.3, 0.7)).tolist() == [[[2, 0, IGNORE]]]
     # one output channel is the same rule: class where p >= hi, background where p < lo
     one = torch.logit(torch.tensor([0.9, 0.1, 0.5])).reshape(1, 1, 1, 3)
-    assert banded_class_map(one, (0.3, 0.7)).tolist() == [[[1, 0, IGNORE]]]
+    assert banded_class_map(class_probabilities(one), (0.3, 0.7)).tolist() == [[[1, 0, IGNORE]]]
 
 
 def test_self_training_chooses_among_each_images_own_classes():
     from wsss.train.labels import SelfTrainingSource
-    from wsss.train.steps import banded_class_map
+    from wsss.train.steps import banded_class_map, class_probabilities
 
     # a 4-channel model (background, a, b, c) sure of c on one pixel, torn between a and c on another
     scores = torch.tensor([[0.0, 0.0, 0.0, 5.0], [0.0, 2.0, -3.0, 2.2]]).T.reshape(1, 4, 1, 2)
-    assert banded_class_map(scores, (0.3, 0.7), background=False).tolist() == [[[3, IGNORE]]]
+    assert banded_class_map(class_probabilities(scores), (0.3, 0.7), background=False).tolist() == [[[3, IGNORE]]]
     source = SelfTrainingSource("round1", "unused.pt", (0.3, 0.7), background=False,
                                 classes={"x": (0, 1)})  # the image carries a and b, not c
     allowed = source.allowed(["x"], 4)
     assert allowed.tolist() == [[False, True, True, False]]
-    assert banded_class_map(scores, (0.3, 0.7), False, allowed).tolist() == [[[IGNORE, 1]]]
+    assert banded_class_map(class_probabilities(scores, allowed), (0.3, 0.7), False).tolist() == [[[IGNORE, 1]]]
     assert source.allowed(["x"], 1) is None  # one channel: the model's one class is the image's
     plain = SelfTrainingSource("round1", "unused.pt", (0.3, 0.7), background=False)
     assert plain.allowed(["x"], 4) is None
@@ -543,13 +543,13 @@ def _square_scene(size: int = 48):
 def test_grabcut_self_training_puts_the_models_outline_on_the_images_edges():
     from wsss.labelers.classwise import MASK_IGNORE
     from wsss.train.labels import grabcut_class_map
+    from wsss.train.steps import class_probabilities
 
     image, truth, rough = _square_scene()
     seeds = (0.1, 0.5, 0.9)
     # one class: the model's one channel is the red square's probability
-    logit = torch.logit(torch.as_tensor(rough[:1]))[None]
     cut = (rough[0] >= 0.5).astype(np.uint8)
-    refined = grabcut_class_map(image[None], logit, seeds)[0]
+    refined = grabcut_class_map(image[None], rough[None, :1], seeds)[0]
     def iou(mask, value):
         return ((mask == value) & (truth == value)).sum() / ((mask == value) | (truth == value)).sum()
     assert iou(refined, 1) > 0.95 > 0.75 > iou(cut, 1)  # the cut spills 4 px onto the floor
@@ -557,10 +557,11 @@ def test_grabcut_self_training_puts_the_models_outline_on_the_images_edges():
     probabilities = np.stack([1 - rough.max(0), rough[0], rough[1], np.full_like(rough[0], 0.99)])
     logits = torch.log(torch.as_tensor(probabilities))[None]
     allowed = np.array([[True, True, True, False]])
-    maps = grabcut_class_map(image[None], logits, seeds, True, allowed)[0]
+    maps = grabcut_class_map(image[None], class_probabilities(logits, allowed), seeds, True, allowed)[0]
     assert set(np.unique(maps)) <= {0, 1, 2, MASK_IGNORE} and iou(maps, 1) > 0.95 and iou(maps, 2) > 0.95
     # without a background every pixel is one of the image's classes: none is background
-    no_background = grabcut_class_map(image[None], logits, seeds, False, np.array([[False, True, True, False]]))[0]
+    own = np.array([[False, True, True, False]])
+    no_background = grabcut_class_map(image[None], class_probabilities(logits, own), seeds, False, own)[0]
     assert not (no_background == 0).any()
     assert (no_background[truth == 1] == 1).mean() > 0.95 and (no_background[truth == 2] == 2).mean() > 0.95
 
@@ -577,6 +578,35 @@ def test_a_grabcut_self_training_source_names_its_seeds(tmp_path):
     assert len({band.version, grabcut.version, other.version}) == 3
 
 
+def test_an_ensemble_source_reads_the_mean_of_its_models_probabilities(tmp_path):
+    from wsss.models.checkpoints import export_model
+    from wsss.models.segmentation import create_model
+    from wsss.models.weights_files import CHECKPOINT_FORMAT
+    from wsss.train.labels import SelfTrainingSource
+    from wsss.train.steps import banded_class_map
+
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = create_model("unet", "none", width=0.125)
+        files.append(str(export_model({"format": CHECKPOINT_FORMAT, "model_name": "unet",
+                                       "model_options": {"width": 0.125}, "image_size": 32,
+                                       "model": model.state_dict()}, tmp_path / f"m{seed}.pt")))
+    images = {"a": np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)}
+    ones = [SelfTrainingSource("round1", file, (0.45, 0.55), images) for file in files]
+    both = SelfTrainingSource("round1", tuple(files), (0.45, 0.55), images)
+    batch = images["a"][None]
+    single = [one.probabilities(one.load(), batch, ["a"]) for one in ones]
+    assert not np.allclose(single[0], single[1])  # two seeds, two models
+    mean = both.probabilities(both.load(), batch, ["a"])
+    assert np.allclose(mean, (single[0] + single[1]) / 2, atol=1e-6)
+    assert (both.targets(["a"], 32) == banded_class_map(mean, (0.45, 0.55))).all()
+    # the version names both models, in order: another model or order is another label set
+    assert ones[0].version.split("@")[0] in both.version and ones[1].version.split("@")[0][6:] in both.version
+    assert len({ones[0].version, ones[1].version, both.version,
+                SelfTrainingSource("round1", tuple(files[::-1]), (0.45, 0.55)).version}) == 4
+
+
 def test_agreement_weights_scale_the_cross_entropy_of_several_classes():
     from wsss.train.steps import masked_ce, segmentation_loss
 
@@ -591,8 +621,8 @@ def test_agreement_weights_scale_the_cross_entropy_of_several_classes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule", ["band", "grabcut"])
-def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, writable_root, tmp_path, rule):
+@pytest.mark.parametrize("rule, models", [("band", 1), ("grabcut", 1), ("band", 2)])
+def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, writable_root, tmp_path, rule, models):
     from wsss.data.pets import index
     from wsss.labelers.base import LabelerContext
     from wsss.masks.pipeline import generate_masks
@@ -600,7 +630,8 @@ def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, wri
 
     base = study(writable_root, tmp_path, workers=1, epochs=1, limit=6).model_dump(mode="json")
     config = parse_config({**base, "labelers": [{"name": "ellipse"}],
-                           "train": {**base["train"], "labels": "ellipse", "rounds": 2, "self_training": rule}})
+                           "train": {**base["train"], "labels": "ellipse", "rounds": 2, "self_training": rule,
+                                     "self_training_models": models}})
     generate_masks(config, index(writable_root, limit=6), LabelerContext())
     outcome = fit_segmentation(config, model_options={"width": 0.125})
     assert [row["label_source"] for row in outcome.history] == ["ellipse", "round1"]
@@ -615,9 +646,16 @@ def test_self_training_rounds_train_on_the_previous_models_labels(ray_quiet, wri
 
     run = mlflow.get_run(log_training(config, outcome))
     inputs = {entry.dataset.name: entry.dataset.digest for entry in run.inputs.dataset_inputs}
-    round1 = Path(outcome.model_file).parent.parent / f"{outcome.name}-round1" / MODEL_FILE
-    assert set(inputs) == {f"{config.data.format}:{Path(config.data.root).name}", "model:round1"}
-    assert inputs["model:round1"] == file_hash(str(round1))
+    runs = Path(outcome.model_file).parent.parent
+    round1 = [runs / f"{outcome.name}-round1" / MODEL_FILE]
+    round1 += [runs / f"{outcome.name}-round1-seed{seed}" / MODEL_FILE for seed in range(1, models)]
+    names = ["model:round1"] if models == 1 else [f"model:round1/{k}" for k in range(1, models + 1)]
+    assert set(inputs) == {f"{config.data.format}:{Path(config.data.root).name}", *names}
+    assert [inputs[name] for name in names] == [file_hash(str(file)) for file in round1]
+    assert outcome.params["self_training_models"] == models
+    if models > 1:  # the round's other seed trained a model of its own: its labels differ
+        assert len(set(inputs[name] for name in names)) == models
+        assert not (runs / f"{outcome.name}-seed1").exists()  # the last round trains one model
 
 
 def test_agreement_weights_count_the_voters_that_agree_and_let_ignore_abstain():

@@ -216,6 +216,10 @@ class TrainConfig(StrictModel):
         (0.1, 0.5, 0.9), description=(
             "self_training grabcut: a predicted probability below the first is sure background, "
             "from the second probable class and from the third sure class (GrabCut's seeds)"))
+    self_training_models: int = Field(1, ge=1, le=8, description=(
+        "self-training: every round before the last trains this many models, with seeds seed, "
+        "seed + 1, ..., and the next round's labels come from their mean probability (one "
+        "seed's errors are outvoted); the last round trains one model with seed"))
     val_gt_metrics: bool = Field(False, description=(
         "also score val against ground truth every epoch (val_gt_* metrics); never used to "
         "choose a checkpoint or steer training unless select is val_gt"))
@@ -243,6 +247,14 @@ class TrainConfig(StrictModel):
         """The model a run trains: ``train.model`` with ``train.model_options``, or a run's
         ``model``/``options`` overrides by ``ModelSpec.override``'s rule."""
         return ModelSpec(self.model, self.model_options).override(model, options)
+
+    @model_validator(mode="after")
+    def _models_need_rounds(self) -> TrainConfig:
+        if self.self_training_models > 1 and self.rounds == 1:
+            raise ValueError(f"self_training_models {self.self_training_models} averages the models "
+                             "of one round for the next round's labels, so it needs rounds >= 2 "
+                             "(or self_training_models: 1)")
+        return self
 
     @model_validator(mode="after")
     def _seeds_ordered(self) -> TrainConfig:

@@ -27,7 +27,8 @@ PaperRow = Annotated[str | None, AfterValidator(_check_paper_row)]
 # The train fields a sweep trial (and a search space) may set, in the order a grid crosses them.
 TRIAL_FIELDS: tuple[str, ...] = ("labels", "threshold", "model", "lr", "epochs", "select", "rounds",
                                  "reviewed", "model_options", "weights", "agreement", "reviewed_weight",
-                                 "edge_band", "self_training", "self_training_seeds")
+                                 "edge_band", "self_training", "self_training_seeds",
+                                 "self_training_models")
 SPACE_KEYS = TRIAL_FIELDS
 
 

@@ -93,7 +93,8 @@ def curve_config(config: StudyConfig, base: str, folders: dict[tuple[str, int], 
     take the study's train section whole (``train.rounds`` and ``train.self_training``
     included: a reviewed image keeps its reviewed mask in every round); full supervision is
     one round."""
-    trials = [{"name": "review-gt", "table": REVIEW_TABLE, "labels": "gt", "rounds": 1},  # never self-trained
+    trials = [{"name": "review-gt", "table": REVIEW_TABLE, "labels": "gt", "rounds": 1,  # never self-trained
+               "self_training_models": 1},
               {"name": "review-0%", "table": REVIEW_TABLE, "labels": base}]
     trials += [{"name": f"review-{by}-{share}%", "table": REVIEW_TABLE, "labels": base,
                 "reviewed": str(point.folder), "reviewed_weight": weight}

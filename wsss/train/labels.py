@@ -31,7 +31,7 @@ from wsss.masks.integrity import MaskSetError
 from wsss.metrics import IGNORE, trimap_to_target
 from wsss.models.checkpoints import load_segmentation
 from wsss.storage import fetch
-from wsss.train.steps import banded_class_map, predict_logits
+from wsss.train.steps import banded_class_map, class_probabilities, predict_logits
 
 GROUND_TRUTH = "gt"
 
@@ -174,7 +174,8 @@ class ReviewedSource:
         return np.broadcast_to(np.asarray(rows, np.uint8)[:, None, None], (len(rows), size, size)).copy()
 
 
-SELF_TRAINING_PREFIX = "model:"  # a self-training source's version: the model's content hash
+SELF_TRAINING_PREFIX = "model:"  # a self-training source's version: the models' content hashes
+ENSEMBLE_JOIN = "+"  # between the hashes of several models
 
 
 @dataclass
@@ -187,10 +188,14 @@ class SelfTrainingSource:
     probable, sure) the next labels are GrabCut on each image seeded by the model's
     probabilities of its classes (``grabcut_class_map``): the model has learnt where the object
     is across the whole set, and GrabCut puts the outline on the image's own colour edges, which
-    a model trained on rough pseudo-masks blurs. One class or several, the rule is one."""
+    a model trained on rough pseudo-masks blurs. One class or several, the rule is one.
+
+    ``model_file`` may name several models (``train.self_training_models``: the previous
+    round trained with as many seeds); their probabilities are averaged before the band or
+    GrabCut reads them, so one seed's error is outvoted by the others."""
 
     name: str
-    model_file: str
+    model_file: str | tuple[str, ...]
     band: tuple[float, float]
     images: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)  # id -> S x S x 3
     background: bool = True  # False: no pixel is taken for background (data.background)
@@ -199,16 +204,22 @@ class SelfTrainingSource:
     classes: Mapping[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
     seeds: tuple[float, float, float] | None = None  # GrabCut's seeds; None: the band
 
+    def __post_init__(self) -> None:
+        self.model_files = (self.model_file,) if isinstance(self.model_file, str) else tuple(self.model_file)
+        if not self.model_files:
+            raise ValueError(f"self-training source {self.name!r} has no model")
+
     @property
     def version(self) -> str:
-        """The previous model's content hash and the band or GrabCut's seeds (the file's path
-        is in its run)."""
+        """The previous models' content hashes (in order) and the band or GrabCut's seeds (the
+        files' paths are in their runs)."""
         rule = (f"@{self.band[0]},{self.band[1]}" if self.seeds is None else  # GrabCut's params whole
                 "@grabcut" + ",".join(f"{value:g}" for value in self.seeds)
                 + f"/{seeded_grabcut(self.seeds, self.background).fingerprint()}")
         rule += "" if self.background else ",no-background"
         own = ",own-classes" if self.classes else ""
-        return f"{SELF_TRAINING_PREFIX}{file_hash(str(fetch(self.model_file)))}{rule}{own}"
+        hashes = ENSEMBLE_JOIN.join(file_hash(str(fetch(path))) for path in self.model_files)
+        return f"{SELF_TRAINING_PREFIX}{hashes}{rule}{own}"
 
     def allowed(self, image_ids: Sequence[str], channels: int) -> np.ndarray | None:
         """N x ``channels`` bool: the channels each image may take (background, its classes)."""
@@ -220,42 +231,52 @@ class SelfTrainingSource:
             out[row, [k + 1 for k in self.classes[image_id] if k + 1 < channels]] = True
         return out
 
-    def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
+    def load(self) -> list[Any]:
+        """The models, in order."""
+        return [load_segmentation(fetch(path))[0] for path in self.model_files]
+
+    def probabilities(self, models: Sequence[Any], images: np.ndarray, image_ids: Sequence[str]) -> np.ndarray:
+        """The mean of the models' ``class_probabilities`` on a batch of images."""
         import torch
 
-        model, _ = load_segmentation(fetch(self.model_file))
-        out = []
+        total = None
+        for model in models:
+            logits = predict_logits(model, torch.as_tensor(images), torch.device("cpu"))
+            one = class_probabilities(logits, self.allowed(image_ids, logits.shape[1]))
+            total = one if total is None else total + one
+        return total / len(models)
+
+    def targets(self, image_ids: Sequence[str], size: int) -> np.ndarray:
+        models, out = self.load(), []
         for start in range(0, len(image_ids), 32):
             chunk = list(image_ids[start:start + 32])
             batch = np.stack([self.images[i] for i in chunk])
-            logits = predict_logits(model, torch.as_tensor(batch), torch.device("cpu"))
-            allowed = self.allowed(chunk, logits.shape[1])
+            probabilities = self.probabilities(models, batch, chunk)
             if self.seeds is None:
-                masks = banded_class_map(logits, self.band, self.background, allowed)
+                masks = banded_class_map(probabilities, self.band, self.background)
             else:
-                masks = grabcut_class_map(batch, logits, self.seeds, self.background, allowed)
+                masks = grabcut_class_map(batch, probabilities, self.seeds, self.background,
+                                          self.allowed(chunk, probabilities.shape[1]))
             out.extend(resize_mask(mask, size) for mask in masks)
         return _stack(out, size)
 
 
-def grabcut_class_map(images: np.ndarray, logits, seeds: tuple[float, float, float],
+def grabcut_class_map(images: np.ndarray, probabilities: np.ndarray, seeds: tuple[float, float, float],
                       background: bool = True, allowed: np.ndarray | None = None) -> np.ndarray:
     """N x H x W class maps: GrabCut on each image from a model's probabilities of the image's
-    classes (``seeds``: below the first sure background, from the second probable class, from
-    the third sure class), through the ``grabcut`` labeler, as one entry per class.
+    classes (``class_probabilities``; ``seeds``: below the first sure background, from the
+    second probable class, from the third sure class), through the ``grabcut`` labeler, as one
+    entry per class.
 
-    One output channel is one class (its sigmoid, painting value 1). With several channels the
-    softmax runs over the channels each image may take (``allowed``: its own classes and the
-    background; all where None) and every class channel it may take is an entry."""
-    import torch
-
-    if logits.shape[1] == 1:
-        maps = torch.sigmoid(logits).numpy()
+    One output channel is one class (painting value 1). With several channels every class
+    channel an image may take (``allowed``: its own classes and the background; all where None)
+    is an entry."""
+    probabilities = np.asarray(probabilities, np.float32)
+    if probabilities.shape[1] == 1:
+        maps = probabilities
         classes = np.zeros((len(images), 1), np.int64)
     else:
-        keep = np.ones(logits.shape[:2], bool) if allowed is None else np.asarray(allowed, bool)
-        logits = logits.masked_fill(~torch.as_tensor(keep)[:, :, None, None], float("-inf"))
-        probabilities = torch.softmax(logits, dim=1).numpy()
+        keep = np.ones(probabilities.shape[:2], bool) if allowed is None else np.asarray(allowed, bool)
         classes = padded([np.flatnonzero(row[1:]).tolist() for row in keep])
         maps = np.zeros((*classes.shape, *probabilities.shape[2:]), np.float32)
         for n, row in enumerate(classes):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,8 @@ def run_name(config: StudyConfig, model: ModelSpec, schedule, dataset_fingerprin
     model options and dataset: a changed input never resumes a stale run. Which trainer runs
     one worker changes no result, so it is not part of the name; ``edge_band`` is, where set
     (at 0 the names of runs made before it existed stay what they were), and so are
-    ``self_training`` and its seeds where it is not the band."""
+    ``self_training`` and its seeds where it is not the band, and ``self_training_models``
+    where it is not 1."""
     section = config.train.model_dump(mode="json", exclude={"storage": True, "name": True,
                                                               "max_failures": True, "labels": True,
                                                               "model": True, "scaling": {"trainer"}})
@@ -124,6 +125,8 @@ def run_name(config: StudyConfig, model: ModelSpec, schedule, dataset_fingerprin
         del section["edge_band"]
     if section["self_training"] == "band":  # the default: names made before it stay
         del section["self_training"], section["self_training_seeds"]
+    if section["self_training_models"] == 1:
+        del section["self_training_models"]
     data = config.data.model_dump(mode="json", include={"image_size", "border_policy",
                                                         "val_fraction", "split_seed", "limit"})
     digest = stable_hash({"train": section, "data": data, **model.as_dict(),
@@ -178,7 +181,8 @@ def _params(config: StudyConfig, settings: TrainSettings, splits: dict, dataset_
             f"labels {settings.source_name(settings.schedule[-1][1])}",
             "val_gt_metrics": config.train.val_gt_metrics,
             "reviewed": config.train.reviewed, "reviewed_weight": config.train.reviewed_weight,
-            "edge_band": config.train.edge_band,
+            "edge_band": config.train.edge_band, "self_training": config.train.self_training,
+            "self_training_models": config.train.self_training_models,
             **{f"{split}_images": len(splits[split]) for split in ("train", "val", "test")}}
 
 
@@ -217,17 +221,37 @@ def fit_segmentation(config: StudyConfig, *, labels: Any = None, model: str | No
     schedule = label_schedule(config, labels, dataset, splits)
     name = name or section.name or run_name(config, spec, schedule, dataset.fingerprint())
     run = RunInputs(config, spec, weights, splits, dataset, random_weights, callbacks, here)
-    outcome = fit_round(run, schedule, name if section.rounds == 1 else f"{name}-round1")
-    for round_number in range(2, section.rounds + 1):  # self-training: the last model's labels
+    models = section.self_training_models if section.rounds > 1 else 1
+    outcome, files = fit_models(run, schedule, name if section.rounds == 1 else f"{name}-round1", models)
+    for round_number in range(2, section.rounds + 1):  # self-training: the last round's models' labels
         images = RowsById([splits["train"], splits["val"]], "images")
-        source = SelfTrainingSource(f"round{round_number - 1}", outcome.model_file,
+        source = SelfTrainingSource(f"round{round_number - 1}", files,
                                     tuple(section.self_training_band), images, config.data.background,
                                     own_classes(dataset), self_training_seeds(section))
         schedule = with_reviewed(config, make_schedule([(section.epochs, source)]), dataset,
                                  splits["train"].image_ids)
-        outcome = fit_round(run, schedule, name if round_number == section.rounds else f"{name}-round{round_number}",
-                            previous=outcome)
+        last = round_number == section.rounds
+        outcome, files = fit_models(run, schedule, name if last else f"{name}-round{round_number}",
+                                    1 if last else models, previous=outcome)
     return outcome
+
+
+def fit_models(run: RunInputs, schedule: Any, name: str, count: int,
+               previous: TrainingOutcome | None = None) -> tuple[TrainingOutcome, tuple[str, ...]]:
+    """One round: ``fit_round`` at ``train.seed`` (the outcome the run goes on from) and, for
+    ``count`` > 1, at the next ``count - 1`` seeds too (runs ``<name>-seed<s>``), whose models
+    only join the next round's labels; every model's file, in seed order. The round's work
+    seconds count every model's."""
+    outcome = fit_round(run, schedule, name, previous)
+    files, seed = [outcome.model_file], run.config.train.seed
+    before = previous.timings.get("work_seconds", 0.0) if previous else 0.0
+    for offset in range(1, count):
+        train = run.config.train.model_copy(update={"seed": seed + offset})
+        other = fit_round(replace(run, config=run.config.model_copy(update={"train": train})), schedule,
+                          f"{name}-seed{seed + offset}", previous)
+        files.append(other.model_file)
+        outcome.timings["work_seconds"] += other.timings.get("work_seconds", 0.0) - before
+    return outcome, tuple(files)
 
 
 @dataclass(frozen=True)

@@ -76,25 +76,33 @@ def predicted_classes(logits, background: bool = True):
     return (logits[:, 0] > 0).to(torch.uint8)
 
 
-def banded_class_map(logits, band: tuple[float, float], background: bool = True,
-                     allowed: np.ndarray | None = None) -> np.ndarray:
-    """N x H x W uint8 class maps of the confident pixels of a batch's logits, 255 elsewhere:
-    a pixel takes its best class k >= 1 where that class's probability is at least ``band[1]``,
-    background where the background's probability passes 1 - ``band[0]`` (never, for data
-    without a background). With one output channel (probability p of the class) that is: class
-    where p >= hi, background where p < lo. ``allowed`` (N x C bool, several channels) keeps each
-    image's softmax to the channels it may take: its own classes (and the background)."""
+def class_probabilities(logits, allowed: np.ndarray | None = None) -> np.ndarray:
+    """float32 N x C x H x W probabilities of a batch's logits: the sigmoid of one output
+    channel (the class's probability), else the softmax over the channels each image may take
+    (``allowed``, N x C bool: its own classes and the background; every channel where None),
+    0 on the others. Several models' probabilities average into one map of the same form."""
     import torch
 
-    lo, hi = band
     if logits.shape[1] == 1:
-        probability = torch.sigmoid(logits[:, 0]).numpy()
+        return torch.sigmoid(logits.float()).numpy()
+    if allowed is not None:
+        keep = torch.as_tensor(np.asarray(allowed, bool))[:, :, None, None]
+        logits = logits.masked_fill(~keep, float("-inf"))
+    return torch.softmax(logits.float(), dim=1).numpy()
+
+
+def banded_class_map(probabilities: np.ndarray, band: tuple[float, float], background: bool = True) -> np.ndarray:
+    """N x H x W uint8 class maps of the confident pixels of ``class_probabilities``, 255
+    elsewhere: a pixel takes its best class k >= 1 where that class's probability is at least
+    ``band[1]``, background where the background's probability passes 1 - ``band[0]`` (never,
+    for data without a background). With one output channel (probability p of the class) that
+    is: class where p >= hi, background where p < lo."""
+    lo, hi = band
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[1] == 1:
+        probability = probabilities[:, 0]
         sure_class, sure_background, best = probability >= hi, probability < lo, np.ones(probability.shape, np.uint8)
     else:
-        if allowed is not None:
-            keep = torch.as_tensor(np.asarray(allowed, bool))[:, :, None, None]
-            logits = logits.masked_fill(~keep, float("-inf"))
-        probabilities = torch.softmax(logits, dim=1).numpy()
         best = probabilities[:, 1:].argmax(1).astype(np.uint8) + 1
         sure_class = np.take_along_axis(probabilities, best[:, None].astype(np.int64), 1)[:, 0] >= hi
         sure_background = probabilities[:, 0] > 1 - lo if background else np.zeros(best.shape, bool)

@@ -18,7 +18,7 @@ from wsss.metrics import flat_metrics, trimap_to_target
 from wsss.models.checkpoints import load_segmentation, mask_predictor
 from wsss.panels import class_map_to_rgb, mask_to_rgb, overlay, save_grid
 from wsss.storage import fetch
-from wsss.train.labels import SELF_TRAINING_PREFIX
+from wsss.train.labels import ENSEMBLE_JOIN, SELF_TRAINING_PREFIX
 from wsss.train.steps import predict_logits
 
 FIGURE_IMAGES = 4
@@ -112,9 +112,11 @@ def log_lineage(config: Any, params: dict[str, Any]) -> None:
     for entry in params.get("label_versions", []):
         source, _, version = entry.partition("=")
         digest = version.split("@")[0]
-        if digest.startswith(SELF_TRAINING_PREFIX):  # the previous round's model, by content
-            tracking.log_input(config.train.storage, f"model:{source}",
-                               digest[len(SELF_TRAINING_PREFIX):], "labels")
+        if digest.startswith(SELF_TRAINING_PREFIX):  # the previous round's models, by content
+            models = digest[len(SELF_TRAINING_PREFIX):].split(ENSEMBLE_JOIN)
+            for number, model in enumerate(models, 1):
+                tracking.log_input(config.train.storage, f"model:{source}" + (f"/{number}" if len(models) > 1 else ""),
+                                   model, "labels")
         elif version:  # a mask set: <fingerprint>@<threshold>/<band>
             tracking.log_input(config.pipeline.store, f"masks:{source}", digest, "labels")
 
