@@ -1,5 +1,6 @@
 """Labelers built on other mask sets: ``crf`` (dense-CRF refinement of one set) and ``agree``
-(agreement of several sets, disagreement ignored).
+(agreement of several sets, disagreement ignored) and ``choose`` (per image, the candidate set
+the others' vote agrees with).
 
 Coarse masks are made here from the synthetic trimaps (the ground-truth pet dilated, eroded, or
 blurred like a CAM): the test makes the input, the labelers never see a trimap.
@@ -109,6 +110,10 @@ def test_registered_on_the_cpu_stage_reading_their_sources():
     ("agree", {"sources": ["a"]}, "sources"),
     ("agree", {"sources": ["a", "a"]}, "sources"),
     ("agree", {"sources": ["a", "b"], "min_agree": 0.4}, "min_agree"),
+    ("choose", {"sources": ["a", "b"]}, "sources"),
+    ("choose", {"sources": ["a", "b", "a"]}, "sources"),
+    ("choose", {"sources": ["a", "b", "c"], "candidates": 4}, "candidates"),
+    ("choose", {"sources": ["a", "b", "c"], "candidates": 1}, "candidates"),
 ])
 def test_params_are_validated_naming_the_field(name, params, field):
     with pytest.raises(ValueError, match=rf"params\.{field}"):
@@ -124,6 +129,8 @@ def test_source_masks_must_match_the_sources(pets):
         crf()(with_sources(batch, pet, pet))
     with pytest.raises(ValueError, match="source_masks"):
         get_labeler_class("agree")({"sources": ["a", "b", "c"]})(with_sources(batch, pet, pet))
+    with pytest.raises(ValueError, match="source_masks"):
+        get_labeler_class("choose")({"sources": ["a", "b", "c", "d"]})(with_sources(batch, pet, pet, pet))
 
 
 # -- crf ---------------------------------------------------------------------------------------
@@ -287,6 +294,38 @@ def test_agree_of_degraded_pets_is_right_where_it_speaks(pets):
     assert (dilated[scored] == pet[scored]).mean() < 0.97 and (eroded[scored] == pet[scored]).mean() < 0.97
 
 
+def test_choose_takes_per_image_the_candidate_the_vote_agrees_with(pets):
+    """Two candidates that each fail on half the photos (a pet shifted off itself), and two
+    voters that are rough but right (dilated, eroded): choose takes the right candidate on every
+    photo, so its masks beat both candidates'; the voters' own pixels are never copied."""
+    batch, trimaps = pets
+    pet = pet_masks(trimaps)
+    shifted = np.roll(pet, 30, axis=2)
+    odd = (np.arange(len(pet)) % 2 == 1)[:, None, None]
+    first, second = np.where(odd, shifted, pet), np.where(odd, pet, shifted)
+    voters = morphed(pet, 5, cv2.dilate), morphed(pet, 3, cv2.erode)
+    output = get_labeler_class("choose")({"sources": ["a", "b", "c", "d"]})(
+        with_sources(batch, first, second, *voters))
+    assert output["choice"].tolist() == [0, 1] * (len(pet) // 2)
+    np.testing.assert_array_equal(output["mask"], pet)
+    assert micro_dice(output["mask"], trimaps) > max(micro_dice(first, trimaps), micro_dice(second, trimaps)) + 0.1
+
+
+def test_choose_scores_class_maps_by_their_classes():
+    """Class maps: the candidate whose classes sit where the vote puts them wins, though the
+    other one has more pixels equal to the vote (the large background)."""
+    vote_like = np.zeros((1, 8, 8), np.uint8)
+    vote_like[0, :2, :2], vote_like[0, 6:, 6:] = 3, 5
+    right = vote_like.copy()
+    right[0, 2:4, :] = 3  # an over-grown class 3, both classes placed
+    wrong = np.zeros_like(vote_like)  # background only: 56 of 64 pixels agree with the vote
+    sources = np.stack([wrong, right, vote_like, vote_like], 1)
+    output = get_labeler_class("choose")({"sources": ["w", "r", "v1", "v2"]})(
+        {"image": np.zeros((1, 8, 8, 3), np.uint8), "labels": np.array([[2, 4]]), "source_masks": sources})
+    assert output["choice"].tolist() == [1]
+    np.testing.assert_array_equal(output["mask"], right)
+
+
 def test_agree_params_default_to_unanimity():
     assert AgreementParams(sources=["a", "b"]).min_agree == 1.0
 
@@ -294,11 +333,12 @@ def test_agree_params_default_to_unanimity():
 # -- ground truth never reaches them -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, sources", [("crf", ["cam"]), ("agree", ["cam", "dilated"])])
+@pytest.mark.parametrize("name, sources", [("crf", ["cam"]), ("agree", ["cam", "dilated"]),
+                                           ("choose", ["cam", "dilated", "eroded"])])
 def test_labelers_read_only_input_keys(pets, name, sources):
     batch, trimaps = pets
     pet = pet_masks(trimaps)
-    masks = {"cam": cam_like(pet), "dilated": morphed(pet, 6, cv2.dilate)}
+    masks = {"cam": cam_like(pet), "dilated": morphed(pet, 6, cv2.dilate), "eroded": morphed(pet, 4, cv2.erode)}
     sourced = with_sources(batch, *(masks[source] for source in sources))
     seen: list[set[str]] = []
 

@@ -138,6 +138,7 @@ def test_sets_built_on_other_sets_run_after_them_and_carry_their_identity(ray_lo
         {"name": "gradcam", "params": {"threshold": 0.3}},
         {"name": "crf", "params": {"sources": ["grabcut"]}},
         {"name": "agree", "params": {"sources": ["grabcut", "mix"]}},
+        {"name": "choose", "params": {"sources": ["grabcut", "mix", "box"]}},
         {"name": "sam2_refine", "params": {"sources": ["mix"], "model": "tiny", "image_size": 128}},
         {"name": "crf", "id": "crf_of_sam2", "params": {"sources": ["sam2_refine"]}},
         {"name": "sam2_cam_select", "params": {"model": "tiny", "image_size": 128, "grid": 3,
@@ -150,7 +151,7 @@ def test_sets_built_on_other_sets_run_after_them_and_carry_their_identity(ray_lo
                                                       context, ["crf_of_sam2"])}
     assert phases == {"mix": "cpu", "sam2_refine": "sam2", "crf_of_sam2": "post"}  # sources first
     summary = generate_masks(config, dataset, context)
-    for key in ("crf", "agree", "sam2_refine", "crf_of_sam2", "sam2_cam_select"):
+    for key in ("crf", "agree", "choose", "sam2_refine", "crf_of_sam2", "sam2_cam_select"):
         assert summary.per_set[key]["written"] == len(ids), key
     grabcut, agree = read_all(summary, "grabcut", ids), read_all(summary, "agree", ids)
     mix = read_all(summary, "mix", ids)
@@ -158,6 +159,9 @@ def test_sets_built_on_other_sets_run_after_them_and_carry_their_identity(ray_lo
         same = grabcut[image_id] == mix[image_id]
         assert (agree[image_id][same] == grabcut[image_id][same]).all()
         assert (agree[image_id][~same] == 255).all()
+    chosen = read_all(summary, "choose", ids)
+    for image_id in ids:  # one candidate's whole mask
+        assert any((chosen[image_id] == masks[image_id]).all() for masks in (grabcut, mix))
     plans = {p.spec.key: p for p in summary.plans}
     assert plans["crf"].identity["sources"] == {"grabcut": plans["grabcut"].fingerprint}
     changed = study(synthetic_root, tmp_path / "store", [

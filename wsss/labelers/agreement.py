@@ -1,4 +1,5 @@
 """``agree``: where two or more mask sets of the study agree; where they disagree, ignore.
+``choose``: per image, whichever of some candidate sets agrees best with the vote of all.
 
 Different generators (CAM thresholds, GrabCut, SAM2) err in different places, so a pixel on
 which they agree is more likely right; training on such a set learns only where the generators
@@ -20,12 +21,18 @@ later. It is 0 where the output is ignore. The pipeline keeps only ``mask``.
 Class maps vote the same way, by value: a pixel takes the class (or
 background) that at least ``min_agree`` of its voters give and that more voters give than any
 other value; two labels make the binary rule above.
+
+``choose`` picks a whole mask per image instead of voting pixel by pixel: of its first
+``candidates`` sources, the one whose mask has the highest mean IoU with the majority vote of
+every source (``agree`` at ``min_agree`` 0.5). Generators that fail on different photos (the
+breed classifier's CAM where the breed is hard, the ImageNet CAM where the pet is not what
+ImageNet saw) are chosen between by what the other sets say, never by ground truth.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from wsss.labelers.base import MASK_IGNORE, DerivedParams, Labeler
 from wsss.labelers.registry import register
@@ -83,3 +90,66 @@ class AgreementLabeler(Labeler):
             raise ValueError(f"labeler {self.name!r}: source_masks {sources.shape}, expected {expected}")
         masks, agreement = agreed_masks(sources, self.params.min_agree)
         return {"mask": masks, "agreement": agreement}
+
+
+class ChoiceParams(DerivedParams):
+    candidates: int = Field(2, ge=2, description=(
+        "the first this many sources are the candidates; every source (the candidates too) votes"))
+
+    @field_validator("sources")
+    @classmethod
+    def _three_or_more(cls, sources: list[str]) -> list[str]:
+        if len(sources) < 3:
+            raise ValueError(f"choose needs at least 3 mask sets (two candidates and a third voice), "
+                             f"got {len(sources)}")
+        if len(set(sources)) != len(sources):
+            raise ValueError(f"choose lists a mask set twice: {sources}")
+        return sources
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates_among_sources(cls, candidates: int, info: ValidationInfo) -> int:
+        sources = info.data.get("sources", [])
+        if sources and candidates > len(sources):
+            raise ValueError(f"{candidates} candidates, but only {len(sources)} sources")
+        return candidates
+
+
+def vote_agreement(candidate: np.ndarray, vote: np.ndarray) -> float:
+    """Mean IoU of one image's candidate mask with the vote, over the values the vote gives
+    (0/1, or the classes of a class map), on the pixels the vote does not ignore; 0 where the
+    vote ignores every pixel."""
+    voted = vote != MASK_IGNORE
+    ious = []
+    for value in np.unique(vote[voted]):
+        mine, theirs = (candidate == value) & voted, vote == value
+        ious.append((mine & theirs).sum() / max((mine | theirs).sum(), 1))
+    return float(np.mean(ious)) if ious else 0.0
+
+
+def chosen_masks(sources: np.ndarray, candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the candidate (one of the first ``candidates`` of N x K x H x W source
+    masks) that agrees best with the majority vote of all K (``agreed_masks`` at one half; the
+    first candidate on a tie): N x H x W masks and N candidate indices."""
+    sources = np.asarray(sources)
+    vote, _ = agreed_masks(sources, 0.5)
+    choice = np.array([int(np.argmax([vote_agreement(sources[n, k], vote[n]) for k in range(candidates)]))
+                       for n in range(len(sources))], np.int64)
+    return sources[np.arange(len(sources)), choice], choice
+
+
+@register
+class ChoiceLabeler(Labeler):
+    name = "choose"
+    description = "per image, the candidate mask set that agrees best with the vote of all the sources"
+    Params = ChoiceParams
+    stage = "cpu"
+    per_class = True  # class maps vote by value and are scored by their mean IoU with the vote
+
+    def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images, sources = np.asarray(batch["image"]), np.asarray(batch["source_masks"])
+        expected = (len(images), len(self.params.sources), *images.shape[1:3])
+        if sources.shape != expected:
+            raise ValueError(f"labeler {self.name!r}: source_masks {sources.shape}, expected {expected}")
+        masks, choice = chosen_masks(sources, self.params.candidates)
+        return {"mask": masks, "choice": choice}
