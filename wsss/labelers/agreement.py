@@ -48,11 +48,25 @@ class AgreementParams(DerivedParams):
     @field_validator("sources")
     @classmethod
     def _two_or_more(cls, sources: list[str]) -> list[str]:
-        if len(sources) < 2:
-            raise ValueError(f"agree needs at least 2 mask sets, got {len(sources)}")
-        if len(set(sources)) != len(sources):
-            raise ValueError(f"agree lists a mask set twice: {sources}")
-        return sources
+        return distinct_sources("agree", sources, 2, "")
+
+
+def distinct_sources(name: str, sources: list[str], least: int, why: str) -> list[str]:
+    """``sources`` where they are ``least`` or more mask sets, none twice; else ValueError."""
+    if len(sources) < least:
+        raise ValueError(f"{name} needs at least {least} mask sets{why}, got {len(sources)}")
+    if len(set(sources)) != len(sources):
+        raise ValueError(f"{name} lists a mask set twice: {sources}")
+    return sources
+
+
+def source_masks(labeler: Labeler, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The batch's N x K x H x W masks of the labeler's K sources; ValueError on another shape."""
+    images, sources = np.asarray(batch["image"]), np.asarray(batch["source_masks"])
+    expected = (len(images), len(labeler.params.sources), *images.shape[1:3])
+    if sources.shape != expected:
+        raise ValueError(f"labeler {labeler.name!r}: source_masks {sources.shape}, expected {expected}")
+    return sources
 
 
 def agreed_masks(sources: np.ndarray, min_agree: float) -> tuple[np.ndarray, np.ndarray]:
@@ -84,11 +98,7 @@ class AgreementLabeler(Labeler):
     per_class = True  # class maps vote by value, as foreground and background do
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images, sources = np.asarray(batch["image"]), np.asarray(batch["source_masks"])
-        expected = (len(images), len(self.params.sources), *images.shape[1:3])
-        if sources.shape != expected:
-            raise ValueError(f"labeler {self.name!r}: source_masks {sources.shape}, expected {expected}")
-        masks, agreement = agreed_masks(sources, self.params.min_agree)
+        masks, agreement = agreed_masks(source_masks(self, batch), self.params.min_agree)
         return {"mask": masks, "agreement": agreement}
 
 
@@ -99,12 +109,7 @@ class ChoiceParams(DerivedParams):
     @field_validator("sources")
     @classmethod
     def _three_or_more(cls, sources: list[str]) -> list[str]:
-        if len(sources) < 3:
-            raise ValueError(f"choose needs at least 3 mask sets (two candidates and a third voice), "
-                             f"got {len(sources)}")
-        if len(set(sources)) != len(sources):
-            raise ValueError(f"choose lists a mask set twice: {sources}")
-        return sources
+        return distinct_sources("choose", sources, 3, " (two candidates and a third voice)")
 
     @field_validator("candidates")
     @classmethod
@@ -147,9 +152,5 @@ class ChoiceLabeler(Labeler):
     per_class = True  # class maps vote by value and are scored by their mean IoU with the vote
 
     def label_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images, sources = np.asarray(batch["image"]), np.asarray(batch["source_masks"])
-        expected = (len(images), len(self.params.sources), *images.shape[1:3])
-        if sources.shape != expected:
-            raise ValueError(f"labeler {self.name!r}: source_masks {sources.shape}, expected {expected}")
-        masks, choice = chosen_masks(sources, self.params.candidates)
+        masks, choice = chosen_masks(source_masks(self, batch), self.params.candidates)
         return {"mask": masks, "choice": choice}
