@@ -218,8 +218,8 @@ class TrainConfig(StrictModel):
             "from the second probable class and from the third sure class (GrabCut's seeds)"))
     self_training_models: int = Field(1, ge=1, le=8, description=(
         "self-training: every round before the last trains this many models, with seeds seed, "
-        "seed + 1, ..., and the next round's labels come from their mean probability (one "
-        "seed's errors are outvoted); the last round trains one model with seed"))
+        "seed + 1, ..., and the next round's labels come from their mean probability; the last "
+        "round trains one model with seed"))
     val_gt_metrics: bool = Field(False, description=(
         "also score val against ground truth every epoch (val_gt_* metrics); never used to "
         "choose a checkpoint or steer training unless select is val_gt"))

@@ -192,7 +192,7 @@ class SelfTrainingSource:
 
     ``model_file`` may name several models (``train.self_training_models``: the previous
     round trained with as many seeds); their probabilities are averaged before the band or
-    GrabCut reads them, so one seed's error is outvoted by the others."""
+    GrabCut reads them."""
 
     name: str
     model_file: str | tuple[str, ...]
@@ -239,10 +239,12 @@ class SelfTrainingSource:
         """The mean of the models' ``class_probabilities`` on a batch of images."""
         import torch
 
-        total = None
+        total, allowed = None, None
         for model in models:
             logits = predict_logits(model, torch.as_tensor(images), torch.device("cpu"))
-            one = class_probabilities(logits, self.allowed(image_ids, logits.shape[1]))
+            if total is None:  # the images' channels, the same for every model
+                allowed = self.allowed(image_ids, logits.shape[1])
+            one = class_probabilities(logits, allowed)
             total = one if total is None else total + one
         return total / len(models)
 
